@@ -1,0 +1,45 @@
+import type { ServerFrame } from './protocol.js'
+
+/** Raw data as it crosses a transport: text frames or binary frames. */
+export type WireData = string | Uint8Array
+
+/**
+ * Turns frames into wire data and back. The hub encodes each outbound frame once per codec
+ * in use, however many subscribers receive it.
+ */
+export interface Codec {
+  /** Negotiated name, e.g. the `json` in the WebSocket subprotocol `tidings.v1.json`. */
+  readonly name: string
+  /** MUST be pure: the same frame always encodes to equal data. */
+  encode(frame: ServerFrame): WireData
+  /** MUST throw on undecodable input; the hub answers that with `RT_007`. */
+  decode(data: WireData): unknown
+}
+
+const textDecoder = /* @__PURE__ */ new TextDecoder('utf-8', { fatal: true })
+
+export const jsonCodec: Codec = {
+  name: 'json',
+  encode: (frame) => JSON.stringify(frame),
+  decode: (data) => JSON.parse(typeof data === 'string' ? data : textDecoder.decode(data)),
+}
+
+/** Byte length of wire data (UTF-8 for text). */
+export function wireLength(data: WireData): number {
+  return typeof data === 'string' ? utf8Length(data) : data.byteLength
+}
+
+/** UTF-8 byte length of a string without allocating. */
+export function utf8Length(s: string): number {
+  let bytes = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) bytes += 1
+    else if (c < 0x800) bytes += 2
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      bytes += 4
+      i++
+    } else bytes += 3
+  }
+  return bytes
+}

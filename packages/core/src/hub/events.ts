@@ -1,0 +1,28 @@
+import type { ErrorCode } from '../errors.js'
+import type { MessageFrame, PresenceMember } from '../protocol.js'
+import type { ConnectionInfo } from './connection.js'
+import type { RoomInfo } from './rooms.js'
+
+/** The hub's typed events (`hub.on(name, listener)`). A listener that throws is reported to `onError`, never to the caller. */
+export interface HubEvents {
+  connection: (info: ConnectionInfo) => void
+  disconnect: (info: ConnectionInfo, close: { code: number; reason: string }) => void
+  subscribe: (e: { connectionId: string; userId: string | undefined; channel: string }) => void
+  unsubscribe: (e: { connectionId: string; userId: string | undefined; channel: string; reason: string }) => void
+  /** A message was published on a channel (by a client of this node, or server code here). */
+  publish: (e: { channel: string; message: MessageFrame; connectionId: string | undefined }) => void
+  'presence:join': (e: { channel: string; member: PresenceMember }) => void
+  'presence:leave': (e: { channel: string; member: PresenceMember }) => void
+  'presence:update': (e: { channel: string; member: PresenceMember }) => void
+  'room:created': (room: RoomInfo) => void
+  /** A user (or anonymous connection) entered a room: its first connection subscribed. */
+  'room:member-joined': (e: { room: RoomInfo; userId: string | undefined; connectionId: string }) => void
+  /** A user left a room: its last connection unsubscribed or disconnected. */
+  'room:member-left': (e: { room: RoomInfo; userId: string | undefined; connectionId: string }) => void
+  'room:emptied': (room: RoomInfo) => void
+  'room:deleted': (room: RoomInfo) => void
+  /** A client frame was rejected with an error code (the connection stays open). */
+  'client:error': (e: { connectionId: string; userId: string | undefined; code: ErrorCode; message: string; frameType: string | undefined }) => void
+  /** An internal failure (store, broker, listener); also passed to `options.onError`. */
+  error: (error: unknown, context: { stage: string }) => void
+}

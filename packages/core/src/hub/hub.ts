@@ -1,0 +1,1199 @@
+import { EventEmitter } from 'eventemitter3'
+import { LRUCache } from 'lru-cache'
+import { type Codec, type WireData, wireLength } from '../codec.js'
+import { CloseCode, type ErrorCode, RealtimeError, clampCloseReason } from '../errors.js'
+import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
+import {
+  type ClientFrame,
+  type ClientFrameOf,
+  type MessageFrame,
+  type PresenceSnapshot,
+  type Priority,
+  type RequestId,
+  type ServerFrame,
+  type StreamPosition,
+  channelNameSchema,
+  parseClientFrame,
+  PROTOCOL_VERSION,
+} from '../protocol.js'
+import type { Identity } from '../ports/auth.js'
+import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
+import type { Clock } from '../ports/clock.js'
+import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
+import type { Retention, StoredMessage } from '../ports/store.js'
+import { type MaybePromise, isPromise, andThen } from '../util.js'
+import { Channel } from './channel.js'
+import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
+import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
+import type { HubEvents } from './events.js'
+import { Metrics, type MetricsSnapshot } from './metrics.js'
+import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
+import { PresenceService } from './presence.js'
+import { type Room, type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
+
+export interface ConnectOptions {
+  readonly token?: string | undefined
+  readonly apiKey?: string | undefined
+  /** An identity the host app already established (its own session, cookie, …): skips the authenticator. */
+  readonly identity?: Identity | undefined
+}
+
+export interface PublishOptions {
+  /** Shown to recipients as `sender`. */
+  readonly sender?: string | undefined
+  readonly exclude?: { readonly connections?: readonly string[]; readonly users?: readonly string[] } | undefined
+  readonly priority?: Priority | undefined
+  /** May be dropped under backpressure (typing, cursors). */
+  readonly volatile?: boolean | undefined
+  /** A repeat within the dedup window returns the first result and delivers nothing. */
+  readonly idempotencyKey?: string | undefined
+}
+
+export interface PublishResult {
+  readonly messageId: string
+  /** The message's offset in the channel stream (absent when the channel keeps no history). */
+  readonly offset: number | undefined
+  readonly duplicate: boolean
+  /** Connections on this node that it was written or queued to. */
+  readonly recipients: number
+}
+
+export interface BroadcastOptions extends Omit<PublishOptions, 'idempotencyKey'> {
+  readonly event: string
+  readonly data?: unknown
+  /** `'all'` connections, or any mix of channels, users and connection ids. */
+  readonly to: 'all' | { readonly channels?: readonly string[]; readonly users?: readonly string[]; readonly connections?: readonly string[] }
+  /** Only recipients passing this filter (fields `user.id`, `user.roles`, `user.claims.<path>`, `transport`). */
+  readonly where?: FilterNode | undefined
+}
+
+export interface BroadcastResult {
+  readonly messageIds: string[]
+  readonly recipients: number
+}
+
+export interface UserPreferences {
+  /** Channels whose messages this user does not want delivered. */
+  readonly mutedChannels?: readonly string[]
+  /** Events this user does not want delivered, on any channel. */
+  readonly mutedEvents?: readonly string[]
+  /** Send this user's typing indicators to others. Default true. */
+  readonly typingIndicators?: boolean
+  /** Send read receipts for this user's reads. Default true. */
+  readonly readReceipts?: boolean
+}
+
+export interface ChannelInfo {
+  readonly name: string
+  readonly pattern: string
+  readonly subscribers: number
+  readonly occupants: number
+  readonly room: RoomInfo | undefined
+}
+
+/** Content-based routing: extra channels a published message should also go to. */
+export type Route = (message: { channel: string; event: string; data: unknown; sender: string | undefined }) => string | readonly string[] | undefined | void
+
+/** A server-side handle on one channel. */
+export interface ChannelHandle {
+  readonly name: string
+  publish(event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
+  /** The seeds' name for publish. */
+  broadcast(event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
+  getPresence(): Promise<PresenceSnapshot>
+  kick(userId: string, reason?: string): Promise<number>
+  history(options?: { after?: number; limit?: number }): Promise<{ epoch: string; messages: StoredMessage[]; top: number; complete: boolean }>
+}
+
+export interface Hub extends EventEmitter<HubEvents> {
+  readonly nodeId: string
+  readonly clock: Clock
+  readonly codec: Codec
+  readonly rooms: Rooms
+  /** Accept a transport session: authenticate, register, send `connected`. Rejects with `RT_002` / `RT_001` (and closes the session). */
+  connect(session: Session, options?: ConnectOptions): Promise<ConnectionHandle>
+  publish(channel: string, event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
+  broadcast(options: BroadcastOptions): Promise<BroadcastResult>
+  channel(name: string): ChannelHandle
+  getPresence(channel: string): Promise<PresenceSnapshot>
+  /** Unsubscribe a user from a channel on every node; returns the connections on this node it removed. */
+  kick(channel: string, userId: string, reason?: string): Promise<number>
+  getConnections(filter?: { userId?: string; channel?: string }): ConnectionInfo[]
+  getConnection(connectionId: string): ConnectionInfo | undefined
+  disconnect(connectionId: string, reason?: string): boolean
+  /** Close every connection of a user on every node; returns how many were on this node. */
+  disconnectUser(userId: string, reason?: string): number
+  setPreferences(userId: string, preferences: UserPreferences): void
+  getPreferences(userId: string): UserPreferences | undefined
+  /** Add a channel pattern (or change the options of an existing one). */
+  registerChannel(pattern: string, options: ChannelOptions): void
+  /** Live channels on this node. */
+  channels(): ChannelInfo[]
+  /** Add a content-based route; returns a function that removes it. */
+  route(route: Route): () => void
+  metrics(): MetricsSnapshot
+  /** Close every connection (1001, reconnect elsewhere), stop the broker. */
+  close(): Promise<void>
+}
+
+export function createHub(options: HubOptions = {}): Hub {
+  return new HubImpl(options)
+}
+
+interface LocalDispatch {
+  readonly excludeConnections: ReadonlySet<string> | null
+  readonly excludeUsers: ReadonlySet<string> | null
+  readonly where: FilterPredicate | null
+  readonly priority: PriorityClass
+  readonly volatile: boolean
+}
+
+const NO_EXCLUSIONS: LocalDispatch = { excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
+const REPLAY_PAGE = 500
+
+class HubImpl extends EventEmitter<HubEvents> implements Hub {
+  readonly options: ResolvedHubOptions
+  readonly nodeId: string
+  readonly clock: Clock
+  readonly codec: Codec
+  readonly rooms: RoomRegistry
+  private readonly patterns = new ChannelPatterns()
+  private readonly live = new Map<string, Channel>()
+  private readonly connections = new Map<string, Connection>()
+  private readonly byUser = new Map<string, Set<Connection>>()
+  private readonly preferences: LRUCache<string, { raw: UserPreferences; compiled: CompiledPreferences }>
+  private readonly volatileKeys: LRUCache<string, { messageId: string; at: number }>
+  private readonly routes: Route[] = []
+  private readonly stats = new Metrics()
+  private readonly presence: PresenceService
+  private readonly queueLimits: QueueLimits
+  private seq = 0
+  private closing = false
+  private readonly brokerReady: MaybePromise<void>
+
+  constructor(input: HubOptions) {
+    super()
+    this.options = resolveHubOptions(input)
+    this.nodeId = this.options.nodeId
+    this.clock = this.options.clock
+    this.codec = this.options.codec
+    this.queueLimits = { highWaterMark: this.options.limits.highWaterMark, maxQueuedBytes: this.options.limits.maxQueuedBytes }
+    this.preferences = new LRUCache({ max: 100_000 })
+    this.volatileKeys = new LRUCache({ max: 100_000 })
+    for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
+    this.presence = new PresenceService({
+      options: this.options,
+      toChannel: (channel, frame, exclude, volatile) =>
+        this.dispatch({
+          kind: 'dispatch',
+          origin: this.nodeId,
+          target: { kind: 'channel', channel },
+          frame,
+          exclude: { connections: exclude.connection ? [exclude.connection] : undefined, users: exclude.user ? [exclude.user] : undefined },
+          volatile,
+        }),
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      report: (err, stage) => this.report(err, stage),
+    })
+    this.rooms = new RoomRegistry({
+      now: () => this.clock.now(),
+      defaultAccess: (channel) => (this.patterns.resolve(channel)?.options.room === 'required' ? 'members' : 'anyone'),
+      created: (room) => this.emit('room:created', room.info()),
+      deleted: (room) => this.roomDeleted(room),
+      memberRemoved: (room, userId) => {
+        if (room.permissions.subscribe !== 'anyone') this.kickLocal(room.channel, userId, 'removed-from-room')
+      },
+    })
+    this.brokerReady = this.startBroker()
+  }
+
+  private startBroker(): MaybePromise<void> {
+    try {
+      const r = this.options.broker.start(this.nodeId, (m) => this.fromCluster(m))
+      return isPromise(r) ? r.catch((err) => this.report(err, 'broker.start')) : r
+    } catch (err) {
+      this.report(err, 'broker.start')
+    }
+  }
+
+  // ------------------------------------------------------------------ events and errors
+
+  override emit<K extends EventEmitter.EventNames<HubEvents>>(event: K, ...args: EventEmitter.EventArgs<HubEvents, K>): boolean {
+    try {
+      return super.emit(event, ...args)
+    } catch (err) {
+      if (event !== 'error') this.report(err, `listener:${String(event)}`)
+      return true
+    }
+  }
+
+  report(error: unknown, stage: string): void {
+    try {
+      this.options.onError?.(error, { stage })
+    } catch {
+      // an onError that throws must not break the hub either
+    }
+    this.options.logger.error(`${stage} failed`, { error: error instanceof Error ? error.message : String(error) })
+    this.emit('error', error, { stage })
+  }
+
+  // ------------------------------------------------------------------ connections
+
+  async connect(session: Session, opts: ConnectOptions = {}): Promise<ConnectionHandle> {
+    const codec = session.codec ?? this.codec
+    const refuse = (code: ErrorCode, message: string, closeCode: number): never => {
+      this.stats.errors[code]++
+      const frame: ServerFrame = { type: 'error', code, message }
+      try {
+        const data = codec.encode(frame)
+        session.send(new Outbound(data, wireLength(data)))
+        session.close(closeCode, clampCloseReason(message))
+      } catch (err) {
+        this.report(err, 'session.refuse')
+      }
+      throw new RealtimeError(code, message)
+    }
+    if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+
+    let identity: Identity
+    if (opts.identity) identity = opts.identity
+    else if (opts.token !== undefined || opts.apiKey !== undefined) {
+      const authenticate = this.options.authenticate
+      if (!authenticate) return refuse('RT_002', 'credentials were given but the hub has no authenticator', CloseCode.AuthenticationFailed)
+      let found: Identity | null | undefined
+      try {
+        found = await authenticate({
+          token: opts.token,
+          apiKey: opts.apiKey,
+          headers: session.headers,
+          remoteAddress: session.remoteAddress,
+          transport: session.transport,
+        })
+      } catch (err) {
+        this.options.logger.debug('authenticator threw', { error: String(err) })
+        found = null
+      }
+      if (!found) return refuse('RT_002', 'invalid or expired credentials', CloseCode.AuthenticationFailed)
+      identity = found
+    } else if (this.options.allowAnonymous) identity = {}
+    else return refuse('RT_002', 'credentials are required', CloseCode.AuthenticationFailed)
+    if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+
+    const userId = identity.userId
+    const max = this.options.limits.maxConnectionsPerUser
+    if (userId !== undefined && (this.byUser.get(userId)?.size ?? 0) >= max) {
+      refuse('RT_001', `user already has ${max} connections`, CloseCode.TooManyConnections)
+    }
+
+    const id = `${this.nodeId}.${(++this.seq).toString(36)}`
+    const now = this.clock.now()
+    const limits = this.options.limits
+    let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
+    const conn = new Connection(id, session, identity, codec, this.nodeId, now, limits, maxSubs)
+    if (typeof limits.maxSubscriptions === 'function') {
+      try {
+        maxSubs = limits.maxSubscriptions(identity, conn.info())
+      } catch (err) {
+        this.report(err, 'limits.maxSubscriptions')
+      }
+      conn.maxSubscriptions = maxSubs
+    }
+    this.connections.set(id, conn)
+    if (userId !== undefined) {
+      let set = this.byUser.get(userId)
+      if (!set) this.byUser.set(userId, (set = new Set()))
+      set.add(conn)
+      const prefs = this.preferences.get(userId)
+      if (prefs) conn.preferences = prefs.compiled
+    }
+    this.stats.connectionsOpened++
+    this.sendFrame(conn, {
+      type: 'connected',
+      v: PROTOCOL_VERSION,
+      connectionId: id,
+      userId,
+      limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
+    })
+    this.emit('connection', conn.info())
+    return {
+      id,
+      receive: (data) => this.receive(conn, data),
+      drained: () => {
+        if (!conn.closed) conn.flush(this.queueLimits, this.stats)
+      },
+      closed: (code, reason) => this.dropConnection(conn, code ?? 1006, reason ?? ''),
+    }
+  }
+
+  /** Forget a connection and everything it held. Idempotent. */
+  private dropConnection(conn: Connection, code: number, reason: string): void {
+    if (conn.closed) return
+    conn.closed = true
+    conn.discardQueue()
+    for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'disconnected', false)
+    this.connections.delete(conn.id)
+    if (conn.userId !== undefined) {
+      const set = this.byUser.get(conn.userId)
+      set?.delete(conn)
+      if (set?.size === 0) this.byUser.delete(conn.userId)
+    }
+    this.stats.connectionsClosed++
+    this.emit('disconnect', conn.info(), { code, reason })
+  }
+
+  private closeConnection(conn: Connection, code: number, reason: string): void {
+    if (conn.closed) return
+    try {
+      conn.session.close(code, clampCloseReason(reason))
+    } catch (err) {
+      this.report(err, 'session.close')
+    }
+    this.dropConnection(conn, code, reason)
+  }
+
+  // ------------------------------------------------------------------ inbound frames
+
+  private receive(conn: Connection, data: WireData): void {
+    if (conn.closed) return
+    const now = this.clock.now()
+    conn.lastSeen = now
+    const bytes = wireLength(data)
+    this.stats.messagesIn++
+    this.stats.bytesIn += bytes
+    const max = this.options.limits.maxMessageSize
+    if (bytes > max) return this.reject(conn, undefined, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
+    let value: unknown
+    try {
+      value = conn.codec.decode(data)
+    } catch {
+      return this.reject(conn, undefined, 'RT_007', `frame is not valid ${conn.codec.name}`)
+    }
+    const id = requestIdOf(value)
+    const type = typeof (value as { type?: unknown } | null)?.type === 'string' ? ((value as { type: string }).type) : undefined
+    if (!conn.takeMessageToken(now)) {
+      return this.reject(conn, id, 'RT_006', 'too many messages per second', type, { retryAfterMs: conn.messageRetryAfter() }, true)
+    }
+    const parsed = parseClientFrame(value)
+    if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
+    const frame = parsed.frame
+    const run = (): MaybePromise<void> => {
+      if (conn.closed) return
+      try {
+        const r = this.handle(conn, frame, bytes)
+        return isPromise(r) ? r.catch((err) => this.fail(conn, frame, err)) : r
+      } catch (err) {
+        this.fail(conn, frame, err)
+      }
+    }
+    // Frames of one connection are handled in order, even when one waits on a store or a rule.
+    if (conn.tail) {
+      const next = conn.tail.then(run)
+      conn.tail = next
+      void next.then(() => {
+        if (conn.tail === next) conn.tail = null
+      })
+      return
+    }
+    const r = run()
+    if (isPromise(r)) {
+      conn.tail = r
+      void r.then(() => {
+        if (conn.tail === r) conn.tail = null
+      })
+    }
+  }
+
+  private fail(conn: Connection, frame: ClientFrame, err: unknown): void {
+    const id = 'id' in frame ? frame.id : undefined
+    const channel = 'channel' in frame ? frame.channel : undefined
+    if (err instanceof RealtimeError) return this.reject(conn, id, err.code, err.message, frame.type, err.details as Record<string, unknown> | undefined, false, channel)
+    this.report(err, `frame:${frame.type}`)
+    this.reject(conn, id, 'RT_001', `${frame.type} failed: internal error`, frame.type, undefined, false, channel)
+  }
+
+  private reject(
+    conn: Connection,
+    id: RequestId | undefined,
+    code: ErrorCode,
+    message: string,
+    frameType?: string,
+    details?: Record<string, unknown>,
+    volatile = false,
+    channel?: string,
+  ): void {
+    this.stats.errors[code]++
+    this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
+    this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
+  }
+
+  private handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void> {
+    switch (frame.type) {
+      case 'subscribe':
+        return this.onSubscribe(conn, frame)
+      case 'unsubscribe': {
+        const sub = conn.subscriptions.get(frame.channel)
+        if (sub) this.removeSubscription(sub, 'unsubscribed', false)
+        this.sendFrame(conn, { type: 'unsubscribed', id: frame.id, channel: frame.channel })
+        return
+      }
+      case 'message':
+        return this.onClientPublish(conn, frame, bytes)
+      case 'presence:update':
+        return this.onPresenceUpdate(conn, frame)
+      case 'presence:get': {
+        this.presenceChannel(conn, frame.channel)
+        return andThen(this.presence.snapshot(frame.channel), (snap) => {
+          this.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...snap })
+        })
+      }
+      case 'typing': {
+        const channel = this.presenceChannel(conn, frame.channel)
+        if (!conn.takePresenceToken(this.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second')
+        if (conn.preferences?.typing === false) return
+        this.presence.typing(conn, channel, frame.active)
+        return
+      }
+      case 'ack':
+        // Acks matter on at-least-once channels only; on others there is nothing to release.
+        return
+      case 'read':
+        throw new RealtimeError('RT_007', 'read receipts are not enabled on this channel')
+      case 'history':
+        return this.onHistory(conn, frame)
+      case 'ping':
+        this.sendFrame(conn, { type: 'pong', id: frame.id })
+        return
+      case 'auth':
+        return this.onAuth(conn, frame)
+    }
+  }
+
+  // ------------------------------------------------------------------ subscribe
+
+  private resolve(name: string): ResolvedChannel {
+    const resolved = this.patterns.resolve(name)
+    if (!resolved) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
+    if (resolved.options.liveQuery) throw new RealtimeError('RT_004', `'${name}' is a live query channel and no live query provider is installed`)
+    return resolved
+  }
+
+  private async onSubscribe(conn: Connection, frame: ClientFrameOf<'subscribe'>): Promise<void> {
+    const name = frame.channel
+    const existing = conn.subscriptions.get(name)
+    if (existing) {
+      // Subscribing again changes the filter; it is not an error.
+      if (frame.filter !== undefined) existing.filter = this.compileMessageFilter(frame.filter)
+      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...(await this.subscribedExtras(existing.channel)) })
+      return
+    }
+    if (conn.subscriptions.size >= conn.maxSubscriptions) {
+      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
+    }
+    const resolved = this.resolve(name)
+    const options = resolved.options
+    const filter = frame.filter !== undefined ? this.compileMessageFilter(frame.filter) : null
+    if (options.presence && frame.state !== undefined && !this.presence.validState(frame.state)) {
+      throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
+    }
+    let room = this.rooms.rooms.get(name)
+    if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
+    const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
+    if (denied) throw new RealtimeError('RT_003', denied)
+    if (conn.closed) return
+    if (conn.subscriptions.size >= conn.maxSubscriptions) {
+      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
+    }
+    if (!room && options.room === 'auto') room = this.rooms.open(name, {}, true)
+    let channel = this.live.get(name)
+    const capacity = room?.capacity ?? options.capacity
+    if (capacity !== undefined && channel && !channel.occupants.has(Channel.occupantKey(conn.userId, conn.id)) && channel.occupants.size >= capacity) {
+      throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
+    }
+    if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
+    const sub: Subscription = { connection: conn, channel, filter, canPublish: undefined, replay: null }
+    const history = this.retention(options)
+    if (frame.since && history) sub.replay = []
+    const entered = channel.add(sub)
+    conn.subscriptions.set(name, sub)
+    if (entered && room) this.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
+    if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
+    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    const extras = await this.subscribedExtras(channel)
+    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    if (frame.since && !history) {
+      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
+    } else if (frame.since) {
+      await this.recover(conn, sub, frame.since, frame.id, extras)
+    } else {
+      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras })
+    }
+    this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
+  }
+
+  private async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
+    const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
+    if (channel.options.presence) out.presence = await this.presence.snapshot(channel.name)
+    if (this.retention(channel.options)) out.position = await this.options.store.position(channel.name)
+    return out
+  }
+
+  /**
+   * Replay what a resubscribing client missed, then switch it to live delivery. Live messages
+   * that arrive meanwhile wait in `sub.replay` and are sent after the replay, without repeats.
+   */
+  private async recover(conn: Connection, sub: Subscription, since: StreamPosition, id: RequestId | undefined, extras: { presence?: PresenceSnapshot; position?: StreamPosition }): Promise<void> {
+    const name = sub.channel.name
+    let after = since.offset
+    let recovered = true
+    let reason: string | undefined
+    const replayed: Outbound[] = []
+    for (;;) {
+      const page = await this.options.store.read(name, { after, limit: REPLAY_PAGE, now: this.clock.now() })
+      if (page.epoch !== since.epoch) {
+        recovered = false
+        reason = 'epoch changed: the channel history was reset'
+        break
+      }
+      if (!page.complete) {
+        recovered = false
+        reason = 'history no longer covers the position: messages were dropped by retention'
+        break
+      }
+      for (const m of page.messages) {
+        const frame = storedToFrame(m)
+        if (sub.filter === null || sub.filter(frame)) replayed.push(this.encode(conn.codec, frame))
+        after = m.offset
+      }
+      if (page.messages.length < REPLAY_PAGE || after >= page.top) break
+    }
+    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    const position = recovered ? { epoch: since.epoch, offset: Math.max(after, extras.position?.offset ?? 0) } : extras.position
+    this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, recovered, reason })
+    if (recovered) for (const out of replayed) this.write(conn, out, PRIORITY.normal, false)
+    const waiting = sub.replay ?? []
+    sub.replay = null
+    for (const [offset, out] of waiting) if (!recovered || offset > after) this.write(conn, out, PRIORITY.normal, false)
+  }
+
+  private compileMessageFilter(filter: unknown): FilterPredicate {
+    try {
+      return compileFilter(filter)
+    } catch (err) {
+      throw new RealtimeError('RT_007', err instanceof Error ? err.message : 'invalid filter')
+    }
+  }
+
+  /** Returns why the action is denied, or undefined when it is allowed. */
+  private async authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined> {
+    const rule = resolved.options[action] ?? 'authenticated'
+    const identity = conn.identity
+    const ctx = {
+      identity,
+      channel,
+      action,
+      params: resolved.params,
+      room: room ? { members: room.members, metadata: room.metadata } : undefined,
+      auth,
+    }
+    const anonymous = identity.userId === undefined
+    let allowed: boolean
+    if (rule === true || rule === false) allowed = rule
+    else if (rule === 'authenticated') {
+      if (anonymous) return 'authentication required'
+      allowed = true
+    } else {
+      try {
+        allowed = (await rule(ctx)) === true
+      } catch (err) {
+        this.options.logger.debug('channel rule threw', { channel, error: String(err) })
+        allowed = false
+      }
+    }
+    if (allowed && room && !room.allows(action, identity.userId)) allowed = false
+    if (allowed && this.options.authorize) {
+      try {
+        allowed = (await this.options.authorize(ctx)) === true
+      } catch {
+        allowed = false
+      }
+    }
+    if (allowed) return undefined
+    return anonymous && rule !== false ? `authentication required to ${action} on '${channel}'` : `not allowed to ${action} on '${channel}'`
+  }
+
+  // ------------------------------------------------------------------ unsubscribe and clean-up
+
+  private removeSubscription(sub: Subscription, reason: string, notify: boolean): void {
+    const conn = sub.connection
+    const channel = sub.channel
+    if (conn.subscriptions.get(channel.name) !== sub) return
+    conn.subscriptions.delete(channel.name)
+    const left = channel.remove(sub)
+    const room = this.rooms.rooms.get(channel.name)
+    if (channel.options.presence && conn.userId !== undefined) this.presence.leave(conn, channel, left)
+    if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
+    if (notify && !conn.closed) this.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
+    this.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
+    if (channel.subscribers.size === 0) {
+      this.live.delete(channel.name)
+      if (room) {
+        this.emit('room:emptied', room.info())
+        if (room.deleteWhenEmpty && this.rooms.rooms.get(room.channel) === room) this.rooms.delete(room.channel)
+      }
+    }
+  }
+
+  private roomDeleted(room: Room): void {
+    const channel = this.live.get(room.channel)
+    if (channel) for (const sub of [...channel.subscribers.values()]) this.removeSubscription(sub, 'room-deleted', true)
+    this.emit('room:deleted', room.info())
+  }
+
+  private kickLocal(channelName: string, userId: string, reason: string): number {
+    let n = 0
+    for (const conn of [...(this.byUser.get(userId) ?? [])]) {
+      const sub = conn.subscriptions.get(channelName)
+      if (sub) {
+        this.removeSubscription(sub, reason, true)
+        n++
+      }
+    }
+    return n
+  }
+
+  // ------------------------------------------------------------------ publish
+
+  private retention(options: ChannelOptions): Retention | null {
+    if (options.history === false) return null
+    if (options.history === undefined) return this.options.history
+    return { maxCount: options.history.maxCount ?? this.options.history.maxCount, maxAgeMs: options.history.maxAgeMs ?? this.options.history.maxAgeMs }
+  }
+
+  private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
+    const resolved = this.resolve(frame.channel)
+    const sub = conn.subscriptions.get(frame.channel)
+    const decide = (): MaybePromise<string | undefined> => {
+      if (sub?.canPublish === true) return undefined
+      return this.authorize(conn, 'publish', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined).then((denied) => {
+        if (sub && conn.subscriptions.get(frame.channel) === sub) sub.canPublish = denied === undefined
+        return denied
+      })
+    }
+    return andThen(decide(), (denied) => {
+      if (denied) throw new RealtimeError('RT_003', denied)
+      const max = resolved.options.maxMessageSize
+      if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
+      return andThen(
+        this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
+          sender: conn.userId,
+          exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
+          priority: frame.priority,
+          idempotencyKey: frame.idempotencyKey,
+        }, conn.id),
+        (result) => {
+          this.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
+        },
+      )
+    })
+  }
+
+  private validateEvent(options: ChannelOptions, event: string, data: unknown): void {
+    const schema = options.events?.[event]
+    if (!schema) {
+      if (options.strictEvents && options.events) throw new RealtimeError('RT_007', `event '${event}' is not allowed on this channel`)
+      return
+    }
+    const result = schema.safeParse(data)
+    if (!result.success) {
+      const issues = (result.error as { issues?: Array<{ path: PropertyKey[]; message: string }> } | undefined)?.issues
+      const first = issues?.[0]
+      const where = first && first.path.length > 0 ? `${first.path.map(String).join('.')}: ` : ''
+      throw new RealtimeError('RT_007', `data of event '${event}' is invalid${first ? `: ${where}${first.message}` : ''}`)
+    }
+  }
+
+  private nextMessageId(): string {
+    return `${this.nodeId}-${(++this.seq).toString(36)}`
+  }
+
+  private publishResolved(channel: string, resolved: ResolvedChannel, event: string, data: unknown, opts: PublishOptions, connectionId: string | undefined, routed = false): MaybePromise<PublishResult> {
+    const options = resolved.options
+    this.validateEvent(options, event, data)
+    const now = this.clock.now()
+    const id = this.nextMessageId()
+    const base = { type: 'message' as const, channel, event, data: data ?? null, id, timestamp: new Date(now).toISOString(), sender: opts.sender, priority: opts.priority }
+    // Measure before storing, so a message that is too large is never stored.
+    const draft = this.encode(this.codec, base)
+    const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
+    if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
+
+    const deliver = (frame: MessageFrame, out: Outbound): PublishResult => {
+      this.stats.published++
+      const recipients = this.dispatch(
+        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile },
+        out,
+      )
+      this.emit('publish', { channel, message: frame, connectionId })
+      if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
+      return { messageId: id, offset: frame.offset, duplicate: false, recipients }
+    }
+
+    const retention = this.retention(options)
+    if (!retention) {
+      if (opts.idempotencyKey !== undefined) {
+        const key = `${channel}\u0000${opts.idempotencyKey}`
+        const seen = this.volatileKeys.get(key)
+        if (seen && now - seen.at < this.options.dedupWindowMs) return { messageId: seen.messageId, offset: undefined, duplicate: true, recipients: 0 }
+        this.volatileKeys.set(key, { messageId: id, at: now })
+      }
+      return deliver(base, draft)
+    }
+    const appended = this.options.store.append(
+      channel,
+      { id, event, data: base.data, sender: opts.sender, timestamp: now },
+      { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now },
+    )
+    return andThen(appended, (r): PublishResult => {
+      if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
+      const frame: MessageFrame = { ...base, offset: r.message.offset }
+      return deliver(frame, this.encode(this.codec, frame))
+    })
+  }
+
+  private applyRoutes(frame: MessageFrame, opts: PublishOptions): void {
+    const seen = new Set<string>([frame.channel!])
+    for (const route of this.routes) {
+      let targets: string | readonly string[] | undefined | void
+      try {
+        targets = route({ channel: frame.channel!, event: frame.event, data: frame.data, sender: frame.sender })
+      } catch (err) {
+        this.report(err, 'route')
+        continue
+      }
+      for (const target of typeof targets === 'string' ? [targets] : targets ?? []) {
+        if (seen.has(target)) continue
+        seen.add(target)
+        try {
+          const resolved = this.resolve(target)
+          const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, priority: opts.priority, volatile: opts.volatile }, undefined, true)
+          if (isPromise(r)) r.catch((err) => this.report(err, 'route.publish'))
+        } catch (err) {
+          this.report(err, 'route.publish')
+        }
+      }
+    }
+  }
+
+  async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    if (!channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
+    return this.publishResolved(channel, this.resolve(channel), event, data, options, undefined)
+  }
+
+  async broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
+    const where = o.where !== undefined ? this.compileWhere(o.where) : undefined
+    if (o.to !== 'all') for (const c of o.to.channels ?? []) this.resolve(c)
+    const ids: string[] = []
+    let recipients = 0
+    const common = { exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }
+    if (o.to === 'all' || o.to.users?.length || o.to.connections?.length) {
+      const id = this.nextMessageId()
+      const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: new Date(this.clock.now()).toISOString(), sender: o.sender, priority: o.priority }
+      ids.push(id)
+      const targets: Dispatch['target'][] =
+        o.to === 'all'
+          ? [{ kind: 'all' }]
+          : [...(o.to.users?.length ? [{ kind: 'users' as const, users: o.to.users }] : []), ...(o.to.connections?.length ? [{ kind: 'connections' as const, connections: o.to.connections }] : [])]
+      const out = this.encode(this.codec, frame)
+      for (const target of targets) recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, ...common }, out, where)
+    }
+    if (o.to !== 'all') {
+      for (const channel of o.to.channels ?? []) {
+        if (where) {
+          // A recipient filter applies at delivery, so the message is not stored for replay.
+          const id = this.nextMessageId()
+          const frame: MessageFrame = { type: 'message', channel, event: o.event, data: o.data ?? null, id, timestamp: new Date(this.clock.now()).toISOString(), sender: o.sender, priority: o.priority }
+          ids.push(id)
+          recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, ...common }, undefined, where)
+        } else {
+          const r = await this.publish(channel, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile })
+          ids.push(r.messageId)
+          recipients += r.recipients
+        }
+      }
+    }
+    return { messageIds: ids, recipients }
+  }
+
+  private compileWhere(where: FilterNode): FilterPredicate {
+    try {
+      return compileFilter(where, RECIPIENT_FILTER_ROOTS)
+    } catch (err) {
+      throw new RealtimeError('RT_007', err instanceof Error ? err.message : 'invalid filter')
+    }
+  }
+
+  // ------------------------------------------------------------------ delivery (the hot path)
+
+  private encode(codec: Codec, frame: ServerFrame): Outbound {
+    const data = codec.encode(frame)
+    return new Outbound(data, wireLength(data))
+  }
+
+  /** Send one frame to one connection (replies, errors). */
+  private sendFrame(conn: Connection, frame: ServerFrame, volatile = false): void {
+    if (conn.closed) return
+    this.write(conn, this.encode(conn.codec, frame), PRIORITY.high, volatile)
+  }
+
+  private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): void {
+    const r = conn.write(out, priority, volatile, this.queueLimits, this.stats)
+    if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) {
+      this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
+    }
+  }
+
+  /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
+  private dispatch(d: Dispatch, out?: Outbound, where?: FilterPredicate): number {
+    const n = this.deliverLocal(d, out, where)
+    try {
+      const r = this.options.broker.publish(d)
+      if (isPromise(r)) r.catch((err) => this.report(err, 'broker.publish'))
+    } catch (err) {
+      this.report(err, 'broker.publish')
+    }
+    return n
+  }
+
+  private fromCluster(m: ClusterMessage): void {
+    if (m.origin === this.nodeId) return
+    try {
+      if (m.kind === 'command') return this.applyCommand(m)
+      this.deliverLocal(m, undefined, m.where !== undefined ? compileFilter(m.where, RECIPIENT_FILTER_ROOTS) : undefined)
+    } catch (err) {
+      this.report(err, 'broker.deliver')
+    }
+  }
+
+  private applyCommand(m: Command): void {
+    const c = m.command
+    if (c.op === 'kick') this.kickLocal(c.channel, c.userId, c.reason)
+    else if (c.connectionId !== undefined) {
+      const conn = this.connections.get(c.connectionId)
+      if (conn) this.closeConnection(conn, CloseCode.Disconnected, c.reason)
+    } else if (c.userId !== undefined) this.disconnectUserLocal(c.userId, c.reason)
+  }
+
+  private deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined): number {
+    const frame = d.frame
+    const encoded = out ?? this.encode(this.codec, frame)
+    const local: LocalDispatch =
+      d.exclude === undefined && where === undefined && d.priority === undefined && d.volatile === undefined
+        ? NO_EXCLUSIONS
+        : {
+            excludeConnections: d.exclude?.connections?.length ? new Set(d.exclude.connections) : null,
+            excludeUsers: d.exclude?.users?.length ? new Set(d.exclude.users) : null,
+            where: where ?? null,
+            priority: d.priority !== undefined ? PRIORITY[d.priority] : PRIORITY.normal,
+            volatile: d.volatile === true,
+          }
+    const t = d.target
+    if (t.kind === 'channel') {
+      const channel = this.live.get(t.channel)
+      return channel ? this.fanOut(channel, frame, encoded, local) : 0
+    }
+    const recipients: Iterable<Connection> =
+      t.kind === 'all'
+        ? this.connections.values()
+        : t.kind === 'users'
+          ? t.users.flatMap((u) => [...(this.byUser.get(u) ?? [])])
+          : t.connections.map((c) => this.connections.get(c)).filter((c): c is Connection => c !== undefined)
+    let n = 0
+    for (const conn of [...recipients]) {
+      if (!this.admits(conn, local, frame)) continue
+      this.write(conn, conn.codec === this.codec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile)
+      n++
+    }
+    return n
+  }
+
+  private admits(conn: Connection, d: LocalDispatch, frame: ServerFrame): boolean {
+    if (d.excludeConnections !== null && d.excludeConnections.has(conn.id)) return false
+    if (d.excludeUsers !== null && conn.userId !== undefined && d.excludeUsers.has(conn.userId)) return false
+    if (d.where !== null && !d.where({ user: conn.recipient, transport: conn.session.transport })) return false
+    const prefs = conn.preferences
+    if (prefs !== undefined && frame.type === 'message') {
+      if (prefs.mutedEvents.has(frame.event)) return false
+      if (frame.channel !== undefined && prefs.mutedChannels.has(frame.channel)) return false
+    }
+    return true
+  }
+
+  /**
+   * Per subscriber: exclusion and filter checks, then one write of the shared frame. No
+   * allocation per subscriber; slow consumers are closed after the loop.
+   */
+  private fanOut(channel: Channel, frame: ServerFrame, out: Outbound, d: LocalDispatch): number {
+    const isMessage = frame.type === 'message'
+    const plain = d === NO_EXCLUSIONS
+    let slow: Connection[] | null = null
+    let n = 0
+    for (const sub of channel.subscribers.values()) {
+      const conn = sub.connection
+      if (!plain && !this.admits(conn, d, frame)) continue
+      if (isMessage) {
+        if (sub.filter !== null && !sub.filter(frame)) continue
+        if (plain && conn.preferences !== undefined && !this.admits(conn, d, frame)) continue
+        if (sub.replay !== null) {
+          sub.replay.push([(frame as MessageFrame).offset ?? 0, conn.codec === this.codec ? out : this.encode(conn.codec, frame)])
+          n++
+          continue
+        }
+      }
+      const r = conn.write(conn.codec === this.codec ? out : this.encode(conn.codec, frame), d.priority, d.volatile, this.queueLimits, this.stats)
+      if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) (slow ??= []).push(conn)
+      if (r !== Delivery.Dropped) n++
+    }
+    if (slow !== null) for (const conn of slow) this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
+    return n
+  }
+
+  // ------------------------------------------------------------------ presence frames
+
+  /** The subscribed presence channel a frame refers to, or RT_009. */
+  private presenceChannel(conn: Connection, name: string): Channel {
+    const sub = conn.subscriptions.get(name)
+    if (!sub) {
+      const resolved = this.patterns.resolve(name)
+      if (resolved && !resolved.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
+      throw new RealtimeError('RT_009', `subscribe to '${name}' before using its presence`)
+    }
+    if (!sub.channel.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
+    if (conn.userId === undefined) throw new RealtimeError('RT_009', 'presence needs an authenticated user')
+    return sub.channel
+  }
+
+  private onPresenceUpdate(conn: Connection, frame: ClientFrameOf<'presence:update'>): MaybePromise<void> {
+    const channel = this.presenceChannel(conn, frame.channel)
+    if (!conn.takePresenceToken(this.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second', { limit: this.options.limits.presenceUpdatesPerSecond })
+    if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
+    if (!this.presence.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
+    return andThen(this.presence.update(conn, channel, frame.state, frame.data), (member) => {
+      this.sendFrame(conn, { type: 'presence:update', channel: frame.channel, user: member })
+    })
+  }
+
+  // ------------------------------------------------------------------ history and auth frames
+
+  private async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
+    const resolved = this.resolve(frame.channel)
+    if (!conn.subscriptions.has(frame.channel)) {
+      const denied = await this.authorize(conn, 'subscribe', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined)
+      if (denied) throw new RealtimeError('RT_003', denied)
+    }
+    const result = await this.readHistory(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
+    if (frame.since && result.epoch !== frame.since.epoch) throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset', { epoch: result.epoch })
+    for (const m of result.messages) this.sendFrame(conn, storedToFrame(m))
+    this.sendFrame(conn, {
+      type: 'subscribed',
+      id: frame.id,
+      channel: frame.channel,
+      position: { epoch: result.epoch, offset: result.messages.at(-1)?.offset ?? frame.since?.offset ?? 0 },
+      recovered: result.complete,
+      reason: result.complete ? undefined : 'history no longer covers the position',
+    })
+  }
+
+  private async readHistory(channel: string, resolved: ResolvedChannel, o: { after?: number | undefined; limit?: number | undefined }) {
+    if (!this.retention(resolved.options)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
+    const limit = Math.min(o.limit ?? 100, 1000)
+    const store = this.options.store
+    const now = this.clock.now()
+    let after = o.after
+    if (after === undefined) after = Math.max(0, (await store.position(channel)).offset - limit)
+    const r = await store.read(channel, { after, limit, now })
+    return { epoch: r.epoch, messages: [...r.messages], top: r.top, complete: r.complete || o.after === undefined }
+  }
+
+  private async onAuth(conn: Connection, frame: ClientFrameOf<'auth'>): Promise<void> {
+    const authenticate = this.options.authenticate
+    let identity: Identity | null | undefined = null
+    if (authenticate) {
+      try {
+        identity = await authenticate({ token: frame.token, headers: conn.session.headers, remoteAddress: conn.session.remoteAddress, transport: conn.session.transport })
+      } catch {
+        identity = null
+      }
+    }
+    if (!identity) throw new RealtimeError('RT_002', 'invalid or expired credentials')
+    if (identity.userId !== conn.userId) throw new RealtimeError('RT_002', 'a refreshed token must name the same user')
+    conn.identity = identity
+    for (const sub of conn.subscriptions.values()) sub.canPublish = undefined
+    this.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId })
+  }
+
+  // ------------------------------------------------------------------ server API
+
+  channel(name: string): ChannelHandle {
+    return {
+      name,
+      publish: (event, data, o) => this.publish(name, event, data, o),
+      broadcast: (event, data, o) => this.publish(name, event, data, o),
+      getPresence: () => this.getPresence(name),
+      kick: (userId, reason) => this.kick(name, userId, reason),
+      history: async (o = {}) => this.readHistory(name, this.resolve(name), o),
+    }
+  }
+
+  async getPresence(channel: string): Promise<PresenceSnapshot> {
+    return this.presence.snapshot(channel)
+  }
+
+  async kick(channel: string, userId: string, reason = 'kicked'): Promise<number> {
+    const n = this.kickLocal(channel, userId, reason)
+    await this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'kick', channel, userId, reason } })
+    return n
+  }
+
+  private async toCluster(m: Command): Promise<void> {
+    await this.brokerReady
+    try {
+      await this.options.broker.publish(m)
+    } catch (err) {
+      this.report(err, 'broker.publish')
+    }
+  }
+
+  getConnections(filter: { userId?: string; channel?: string } = {}): ConnectionInfo[] {
+    let list: Iterable<Connection> = filter.userId !== undefined ? (this.byUser.get(filter.userId) ?? []) : this.connections.values()
+    if (filter.channel !== undefined) {
+      const channel = filter.channel
+      list = [...list].filter((c) => c.subscriptions.has(channel))
+    }
+    return [...list].map((c) => c.info())
+  }
+
+  getConnection(connectionId: string): ConnectionInfo | undefined {
+    return this.connections.get(connectionId)?.info()
+  }
+
+  disconnect(connectionId: string, reason = 'disconnected by server'): boolean {
+    const conn = this.connections.get(connectionId)
+    if (!conn) {
+      void this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', connectionId, reason } })
+      return false
+    }
+    this.closeConnection(conn, CloseCode.Disconnected, reason)
+    return true
+  }
+
+  private disconnectUserLocal(userId: string, reason: string): number {
+    const conns = [...(this.byUser.get(userId) ?? [])]
+    for (const conn of conns) this.closeConnection(conn, CloseCode.Disconnected, reason)
+    return conns.length
+  }
+
+  disconnectUser(userId: string, reason = 'disconnected by server'): number {
+    void this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', userId, reason } })
+    return this.disconnectUserLocal(userId, reason)
+  }
+
+  setPreferences(userId: string, raw: UserPreferences): void {
+    const compiled: CompiledPreferences = {
+      mutedChannels: new Set(raw.mutedChannels ?? []),
+      mutedEvents: new Set(raw.mutedEvents ?? []),
+      typing: raw.typingIndicators !== false,
+      readReceipts: raw.readReceipts !== false,
+    }
+    const empty = compiled.mutedChannels.size === 0 && compiled.mutedEvents.size === 0 && compiled.typing && compiled.readReceipts
+    if (empty) this.preferences.delete(userId)
+    else this.preferences.set(userId, { raw: { ...raw }, compiled })
+    for (const conn of this.byUser.get(userId) ?? []) conn.preferences = empty ? undefined : compiled
+  }
+
+  getPreferences(userId: string): UserPreferences | undefined {
+    return this.preferences.get(userId)?.raw
+  }
+
+  registerChannel(pattern: string, options: ChannelOptions): void {
+    this.patterns.register(pattern, options)
+  }
+
+  channels(): ChannelInfo[] {
+    return [...this.live.values()].map((c) => ({
+      name: c.name,
+      pattern: c.pattern,
+      subscribers: c.subscribers.size,
+      occupants: c.occupants.size,
+      room: this.rooms.get(c.name),
+    }))
+  }
+
+  route(route: Route): () => void {
+    this.routes.push(route)
+    return () => {
+      const i = this.routes.indexOf(route)
+      if (i >= 0) this.routes.splice(i, 1)
+    }
+  }
+
+  metrics(): MetricsSnapshot {
+    const s = this.stats
+    const byChannel: Record<string, number> = {}
+    let subscriptions = 0
+    for (const c of this.live.values()) {
+      byChannel[c.name] = c.subscribers.size
+      subscriptions += c.subscribers.size
+    }
+    return {
+      nodeId: this.nodeId,
+      connections: this.connections.size,
+      channels: this.live.size,
+      subscriptions,
+      subscriptionsByChannel: byChannel,
+      messagesIn: s.messagesIn,
+      messagesOut: s.messagesOut,
+      bytesIn: s.bytesIn,
+      bytesOut: s.bytesOut,
+      published: s.published,
+      dropped: s.dropped,
+      connectionsOpened: s.connectionsOpened,
+      connectionsClosed: s.connectionsClosed,
+      errors: { ...s.errors },
+    }
+  }
+
+  /** @internal State sizes, for leak tests. */
+  debugSizes(): Record<string, number> {
+    return {
+      connections: this.connections.size,
+      users: this.byUser.size,
+      channels: this.live.size,
+      rooms: this.rooms.rooms.size,
+      pendingLeaves: this.presence.pendingLeaveCount,
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return
+    this.closing = true
+    for (const conn of [...this.connections.values()]) this.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
+    this.presence.flushLeaves()
+    try {
+      await this.options.broker.close()
+    } catch (err) {
+      this.report(err, 'broker.close')
+    }
+  }
+}
+
+function requestIdOf(value: unknown): RequestId | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const id = (value as { id?: unknown }).id
+  if (typeof id === 'string' && id.length > 0 && id.length <= 64) return id
+  if (typeof id === 'number' && Number.isInteger(id) && id >= 0) return id
+  return undefined
+}
+
+export function storedToFrame(m: StoredMessage): MessageFrame {
+  return { type: 'message', channel: m.channel, event: m.event, data: m.data, id: m.id, offset: m.offset, timestamp: new Date(m.timestamp).toISOString(), sender: m.sender }
+}

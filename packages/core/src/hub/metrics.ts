@@ -1,0 +1,37 @@
+import { ALL_ERROR_CODES, type ErrorCode } from '../errors.js'
+
+/** A point-in-time view of a hub's counters. Counters only grow; gauges are current values. */
+export interface MetricsSnapshot {
+  readonly nodeId: string
+  readonly connections: number
+  readonly channels: number
+  readonly subscriptions: number
+  /** Subscribers per channel (this node). */
+  readonly subscriptionsByChannel: Readonly<Record<string, number>>
+  /** Frames received from clients. */
+  readonly messagesIn: number
+  /** Frames written (or queued) to clients. */
+  readonly messagesOut: number
+  readonly bytesIn: number
+  readonly bytesOut: number
+  /** Messages published to channels (client and server). */
+  readonly published: number
+  /** Volatile frames dropped under backpressure. */
+  readonly dropped: number
+  readonly connectionsOpened: number
+  readonly connectionsClosed: number
+  /** Errors sent to clients, by code. */
+  readonly errors: Readonly<Record<ErrorCode, number>>
+}
+
+export class Metrics {
+  messagesIn = 0
+  messagesOut = 0
+  bytesIn = 0
+  bytesOut = 0
+  published = 0
+  dropped = 0
+  connectionsOpened = 0
+  connectionsClosed = 0
+  readonly errors = Object.fromEntries(ALL_ERROR_CODES.map((c) => [c, 0])) as Record<ErrorCode, number>
+}

@@ -1,0 +1,126 @@
+import type { Codec } from '../codec.js'
+import { jsonCodec } from '../codec.js'
+import type { Authenticator, AuthorizeContext, Identity } from '../ports/auth.js'
+import type { Broker } from '../ports/broker.js'
+import type { Clock } from '../ports/clock.js'
+import { systemClock } from '../ports/clock.js'
+import type { Logger } from '../ports/logger.js'
+import { createConsoleLogger } from '../ports/logger.js'
+import type { PresenceStore } from '../ports/presence.js'
+import type { MessageStore, Retention } from '../ports/store.js'
+import type { MaybePromise } from '../util.js'
+import { randomId } from '../util.js'
+import { createMemoryBroker } from '../memory/broker.js'
+import { createMemoryPresenceStore } from '../memory/presence.js'
+import { createMemoryStore } from '../memory/store.js'
+import type { ChannelOptions } from './channels.js'
+import type { ConnectionInfo } from './connection.js'
+
+export interface HubLimits {
+  /** Largest inbound frame and largest message, in bytes. Default 128 KiB (`RT_005`). */
+  readonly maxMessageSize?: number
+  /** Inbound frames per second per connection (token bucket, burst = rate). Default 100 (`RT_006`). */
+  readonly messagesPerSecond?: number
+  /** Presence updates and typing frames per second per connection. Default 10 (`RT_006`). */
+  readonly presenceUpdatesPerSecond?: number
+  /** Subscriptions per connection: a number, or a function of the connection (tiers). Default 100. */
+  readonly maxSubscriptions?: number | ((identity: Identity, info: ConnectionInfo) => number)
+  /** Connections per user id. Default 10 (`RT_001`, close 4008). */
+  readonly maxConnectionsPerUser?: number
+  /** Session buffered bytes above which frames wait in the hub's per-connection queue. Default 1 MiB. */
+  readonly highWaterMark?: number
+  /** Queued bytes above which a connection is dropped as a slow consumer (close 4009). Default 8 MiB. */
+  readonly maxQueuedBytes?: number
+}
+
+export interface PresenceOptions {
+  /** Keep a member this long after its last connection leaves, so a quick reconnect is not a leave + join. Default 0. */
+  readonly leaveDelayMs?: number
+  /** Typing events per user per channel are sent at most once per this window. Default 2000. */
+  readonly typingDebounceMs?: number
+  /** A typing indicator with no refresh clears itself after this long. Default 5000. */
+  readonly typingTimeoutMs?: number
+  /** State of a member that joined without one. Default `online`. */
+  readonly defaultState?: string
+  /** Allowed states; any string up to 32 chars when absent. */
+  readonly states?: readonly string[]
+}
+
+export interface HubOptions {
+  /** This node's id in a cluster. Random by default. */
+  readonly nodeId?: string
+  readonly clock?: Clock
+  readonly logger?: Logger
+  readonly codec?: Codec
+  readonly broker?: Broker
+  readonly store?: MessageStore
+  readonly presenceStore?: PresenceStore
+  /** Turns credentials into an identity. Without one, only anonymous and trusted (`identity`) connections are possible. */
+  readonly authenticate?: Authenticator
+  /** Accept connections that bring no credentials, as anonymous. Default true. */
+  readonly allowAnonymous?: boolean
+  /** An extra gate over every channel rule: return false to deny. */
+  readonly authorize?: (ctx: AuthorizeContext) => MaybePromise<boolean>
+  /** Channel patterns and their options, in the order they are tried (before the built-in ones). */
+  readonly channels?: Readonly<Record<string, ChannelOptions>>
+  readonly limits?: HubLimits
+  readonly presence?: PresenceOptions
+  /** Default channel log retention. Default 100 messages, 5 minutes. */
+  readonly history?: Partial<Retention>
+  /** Publisher idempotency window. Default 10 minutes. */
+  readonly dedupWindowMs?: number
+  /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
+  readonly onError?: (error: unknown, context: { stage: string; [key: string]: unknown }) => void
+}
+
+export interface ResolvedHubOptions {
+  readonly nodeId: string
+  readonly clock: Clock
+  readonly logger: Logger
+  readonly codec: Codec
+  readonly broker: Broker
+  readonly store: MessageStore
+  readonly presenceStore: PresenceStore
+  readonly authenticate: Authenticator | undefined
+  readonly allowAnonymous: boolean
+  readonly authorize: HubOptions['authorize']
+  readonly limits: Required<Omit<HubLimits, 'maxSubscriptions'>> & { maxSubscriptions: NonNullable<HubLimits['maxSubscriptions']> }
+  readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
+  readonly history: Retention
+  readonly dedupWindowMs: number
+  readonly onError: HubOptions['onError']
+}
+
+export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
+  return {
+    nodeId: o.nodeId ?? randomId(),
+    clock: o.clock ?? systemClock,
+    logger: o.logger ?? createConsoleLogger('warn'),
+    codec: o.codec ?? jsonCodec,
+    broker: o.broker ?? createMemoryBroker(),
+    store: o.store ?? createMemoryStore(),
+    presenceStore: o.presenceStore ?? createMemoryPresenceStore(),
+    authenticate: o.authenticate,
+    allowAnonymous: o.allowAnonymous ?? true,
+    authorize: o.authorize,
+    limits: {
+      maxMessageSize: o.limits?.maxMessageSize ?? 128 * 1024,
+      messagesPerSecond: o.limits?.messagesPerSecond ?? 100,
+      presenceUpdatesPerSecond: o.limits?.presenceUpdatesPerSecond ?? 10,
+      maxSubscriptions: o.limits?.maxSubscriptions ?? 100,
+      maxConnectionsPerUser: o.limits?.maxConnectionsPerUser ?? 10,
+      highWaterMark: o.limits?.highWaterMark ?? 1024 * 1024,
+      maxQueuedBytes: o.limits?.maxQueuedBytes ?? 8 * 1024 * 1024,
+    },
+    presence: {
+      leaveDelayMs: o.presence?.leaveDelayMs ?? 0,
+      typingDebounceMs: o.presence?.typingDebounceMs ?? 2000,
+      typingTimeoutMs: o.presence?.typingTimeoutMs ?? 5000,
+      defaultState: o.presence?.defaultState ?? 'online',
+      states: o.presence?.states,
+    },
+    history: { maxCount: o.history?.maxCount ?? 100, maxAgeMs: o.history?.maxAgeMs ?? 5 * 60_000 },
+    dedupWindowMs: o.dedupWindowMs ?? 10 * 60_000,
+    onError: o.onError,
+  }
+}

@@ -1,0 +1,138 @@
+import { RealtimeError } from '../errors.js'
+import type { PresenceMember, PresenceSnapshot, ServerFrame } from '../protocol.js'
+import type { TimerHandle } from '../ports/clock.js'
+import type { PresenceChange } from '../ports/presence.js'
+import type { MaybePromise } from '../util.js'
+import { SerialQueue, isPromise, andThen } from '../util.js'
+import type { Channel } from './channel.js'
+import type { Connection } from './connection.js'
+import type { HubEvents } from './events.js'
+import type { ResolvedHubOptions } from './options.js'
+
+/** What the presence service needs from the hub. */
+export interface PresenceHost {
+  readonly options: ResolvedHubOptions
+  toChannel(channel: string, frame: ServerFrame, exclude: { connection?: string; user?: string }, volatile: boolean): void
+  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
+  report(error: unknown, stage: string): void
+}
+
+/**
+ * Presence on top of the PresenceStore: user-level join/leave edges, in-place updates, an
+ * optional leave delay, and typing indicators (debounced, auto-cleared).
+ */
+export class PresenceService {
+  private readonly serial = new SerialQueue()
+  private readonly pendingLeaves = new Map<string, { timer: TimerHandle; run: () => void }>()
+
+  constructor(private readonly host: PresenceHost) {}
+
+  private get store() {
+    return this.host.options.presenceStore
+  }
+
+  validState(state: string | undefined): boolean {
+    const allowed = this.host.options.presence.states
+    return state === undefined || allowed === undefined || allowed.includes(state)
+  }
+
+  join(conn: Connection, channel: Channel, state: string | undefined, data: Record<string, unknown> | undefined): MaybePromise<void> {
+    const userId = conn.userId
+    if (userId === undefined) return
+    const now = this.host.options.clock.now()
+    const entry = {
+      channel: channel.name,
+      connectionId: conn.id,
+      userId,
+      nodeId: this.host.options.nodeId,
+      state: state ?? this.host.options.presence.defaultState,
+      data: data ?? {},
+      joinedAt: now,
+      updatedAt: now,
+    }
+    return this.serial.run(channel.name, () => andThen(this.store.join(entry), (change) => {
+      if (change.edge) this.announce(channel.name, 'presence:join', change.member, conn.id)
+    }))
+  }
+
+  update(conn: Connection, channel: Channel, state: string | undefined, data: Record<string, unknown> | undefined): MaybePromise<PresenceMember> {
+    const now = this.host.options.clock.now()
+    return this.serial.run(channel.name, () => andThen(this.store.update(channel.name, conn.id, { state, data, now }), (member) => {
+      if (!member) throw new RealtimeError('RT_009', 'no presence entry to update: subscribe first')
+      this.announce(channel.name, 'presence:update', member, undefined)
+      return member
+    }))
+  }
+
+  /** The connection left the channel; with a leave delay the member lingers that long. */
+  leave(conn: Connection, channel: Channel, userGone: boolean): void {
+    if (conn.userId === undefined) return
+    if (userGone) this.clearTyping(channel, conn.userId)
+    const name = channel.name
+    const run = () => {
+      this.pendingLeaves.delete(key)
+      const r = this.serial.run(name, () => andThen(this.store.leave(name, conn.id, this.host.options.clock.now()), (change: PresenceChange | undefined) => {
+        if (change?.edge) this.announce(name, 'presence:leave', change.member, undefined)
+      }))
+      if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+    }
+    const key = `${name}\u0000${conn.id}`
+    const delay = this.host.options.presence.leaveDelayMs
+    if (delay <= 0) return run()
+    const timer = this.host.options.clock.setTimeout(run, delay)
+    this.pendingLeaves.set(key, { timer, run })
+  }
+
+  /** Run every delayed leave now (shutdown). */
+  flushLeaves(): void {
+    for (const { timer, run } of [...this.pendingLeaves.values()]) {
+      this.host.options.clock.clearTimeout(timer)
+      run()
+    }
+  }
+
+  get pendingLeaveCount(): number {
+    return this.pendingLeaves.size
+  }
+
+  snapshot(channel: string): MaybePromise<PresenceSnapshot> {
+    return andThen(this.store.members(channel), (users) => ({ users, count: users.length }))
+  }
+
+  typing(conn: Connection, channel: Channel, active: boolean): void {
+    const userId = conn.userId!
+    const { clock, presence } = this.host.options
+    const now = clock.now()
+    channel.typing ??= new Map()
+    const state = channel.typing.get(userId)
+    if (!active) {
+      if (state?.active) this.stopTyping(channel, userId)
+      return
+    }
+    if (!state || !state.active || now - state.lastSentAt >= presence.typingDebounceMs) {
+      this.host.toChannel(channel.name, { type: 'typing', channel: channel.name, userId, active: true }, { user: userId }, true)
+    }
+    if (state?.clear !== undefined) clock.clearTimeout(state.clear as TimerHandle)
+    const clear = clock.setTimeout(() => this.stopTyping(channel, userId), presence.typingTimeoutMs)
+    const lastSentAt = !state || !state.active || now - state.lastSentAt >= presence.typingDebounceMs ? now : state.lastSentAt
+    channel.typing.set(userId, { active: true, lastSentAt, clear })
+  }
+
+  clearTyping(channel: Channel, userId: string): void {
+    if (channel.typing?.get(userId)?.active) this.stopTyping(channel, userId)
+  }
+
+  private stopTyping(channel: Channel, userId: string): void {
+    const state = channel.typing?.get(userId)
+    if (!state) return
+    if (state.clear !== undefined) this.host.options.clock.clearTimeout(state.clear as TimerHandle)
+    channel.typing!.delete(userId)
+    if (channel.typing!.size === 0) channel.typing = null
+    this.host.toChannel(channel.name, { type: 'typing', channel: channel.name, userId, active: false }, { user: userId }, true)
+  }
+
+  private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {
+    this.host.toChannel(channel, { type, channel, user: member }, excludeConnection ? { connection: excludeConnection } : {}, false)
+    this.host.emit(type, { channel, member })
+  }
+}

@@ -1,0 +1,43 @@
+// Errors and protocol
+export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
+export * from './protocol.js'
+export { type Codec, type WireData, jsonCodec, wireLength, utf8Length } from './codec.js'
+export { type FilterNode, type FilterOp, type FilterPredicate, type FilterRoots, FilterError, FILTER_LIMITS, MESSAGE_FILTER_ROOTS, RECIPIENT_FILTER_ROOTS, compileFilter, filterSchema } from './filter.js'
+
+// Ports
+export { Outbound, type Session, type ConnectionHandle } from './ports/session.js'
+export type { Broker, ClusterMessage, Command, Dispatch, DispatchTarget } from './ports/broker.js'
+export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult } from './ports/store.js'
+export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
+export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator } from './ports/auth.js'
+export { type Clock, type TimerHandle, systemClock } from './ports/clock.js'
+export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from './ports/logger.js'
+
+// In-memory implementations
+export { createMemoryBroker, createMemoryBus, type MemoryBus } from './memory/broker.js'
+export { createMemoryStore, type MemoryMessageStore, type MemoryStoreOptions } from './memory/store.js'
+export { createMemoryPresenceStore } from './memory/presence.js'
+export { createManualClock, type ManualClock } from './memory/clock.js'
+export { createMemoryTransport, MemoryClient, type Faults, type MemoryConnectOptions, type MemoryTransport } from './memory/transport.js'
+
+// The hub
+export {
+  createHub,
+  type Hub,
+  type ConnectOptions,
+  type PublishOptions,
+  type PublishResult,
+  type BroadcastOptions,
+  type BroadcastResult,
+  type UserPreferences,
+  type ChannelInfo,
+  type ChannelHandle,
+  type Route,
+} from './hub/hub.js'
+export type { HubOptions, HubLimits, PresenceOptions } from './hub/options.js'
+export type { HubEvents } from './hub/events.js'
+export { type ChannelOptions, type EventSchema, BUILT_IN_CHANNELS } from './hub/channels.js'
+export type { ConnectionInfo } from './hub/connection.js'
+export type { Rooms, RoomInfo, RoomOptions, RoomAccess } from './hub/rooms.js'
+export type { MetricsSnapshot } from './hub/metrics.js'
+export { type MaybePromise, seededRandom } from './util.js'

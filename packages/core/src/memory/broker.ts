@@ -1,0 +1,62 @@
+import type { Broker, ClusterMessage } from '../ports/broker.js'
+
+/** The single-node broker: there are no other nodes, so publishing goes nowhere. */
+export function createMemoryBroker(): Broker {
+  return { start() {}, publish() {}, close() {} }
+}
+
+/**
+ * An in-process bus joining several hubs, as Redis pub/sub joins hubs in different processes.
+ * Each `broker()` is one node's end. Dispatches are copied through JSON and delivered
+ * asynchronously, so what crosses the bus behaves as it would over a network.
+ */
+export interface MemoryBus {
+  broker(): Broker
+  /** Hold (true) or release (false) delivery, to test partitions; held dispatches are kept in order. */
+  hold(held: boolean): void
+  readonly published: number
+}
+
+export function createMemoryBus(): MemoryBus {
+  const nodes = new Map<string, (m: ClusterMessage) => void>()
+  let held = false
+  let backlog: string[] = []
+  let published = 0
+
+  const deliver = (json: string) => {
+    const { origin } = JSON.parse(json) as ClusterMessage
+    for (const [nodeId, fn] of nodes) if (nodeId !== origin) fn(JSON.parse(json) as ClusterMessage)
+  }
+
+  return {
+    broker() {
+      let own: string | undefined
+      return {
+        start(nodeId, fn) {
+          own = nodeId
+          nodes.set(nodeId, fn)
+        },
+        publish(message) {
+          published++
+          const json = JSON.stringify(message)
+          if (held) backlog.push(json)
+          else queueMicrotask(() => deliver(json))
+        },
+        close() {
+          if (own !== undefined) nodes.delete(own)
+        },
+      }
+    },
+    hold(h) {
+      held = h
+      if (!h) {
+        const pending = backlog
+        backlog = []
+        queueMicrotask(() => pending.forEach(deliver))
+      }
+    },
+    get published() {
+      return published
+    },
+  }
+}

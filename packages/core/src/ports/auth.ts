@@ -1,0 +1,59 @@
+import type { MaybePromise } from '../util.js'
+
+/** Who is on the other end of a connection. Anonymous connections have no `userId`. */
+export interface Identity {
+  readonly userId?: string | undefined
+  readonly roles?: readonly string[] | undefined
+  /** Claims from the token or the app (plan, tenant, …); read by rules and subscription limits. */
+  readonly claims?: Readonly<Record<string, unknown>> | undefined
+}
+
+/** What an authenticator sees of a connection attempt. */
+export interface AuthRequest {
+  /** Bearer token (query parameter, header or first frame, depending on the transport). */
+  readonly token?: string | undefined
+  readonly apiKey?: string | undefined
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  readonly remoteAddress?: string | undefined
+  readonly transport: string
+}
+
+/**
+ * Turns credentials into an identity. Return the identity to accept; return `null` or throw
+ * to reject (the client gets `RT_002` and the connection is closed). MUST NOT hold the request
+ * longer than the caller's patience: the transport applies its own handshake timeout.
+ */
+export type Authenticator = (request: AuthRequest) => MaybePromise<Identity | null | undefined>
+
+export type ChannelAction = 'subscribe' | 'publish' | 'presence'
+
+/** What a channel rule sees when it decides. */
+export interface AuthorizeContext {
+  readonly identity: Identity
+  readonly channel: string
+  readonly action: ChannelAction
+  /** Named parts of the matched pattern, e.g. `{ userId: '42' }` for `private:user-{userId}`. */
+  readonly params: Readonly<Record<string, string>>
+  /** The room record, when the channel has one. */
+  readonly room?: { readonly members: ReadonlyMap<string, string>; readonly metadata: Readonly<Record<string, unknown>> } | undefined
+  /** The `auth` string the client sent with `subscribe`, if any. */
+  readonly auth?: string | undefined
+}
+
+/**
+ * A channel rule: `true` (anyone), `false` (server only), `'authenticated'` (any identified
+ * user), or a function. A function that throws counts as a denial.
+ */
+export type ChannelRule = boolean | 'authenticated' | ((ctx: AuthorizeContext) => MaybePromise<boolean>)
+
+/** Accepts connections carrying one of the given API keys, as the identity mapped to it. */
+export function createApiKeyAuthenticator(keys: Readonly<Record<string, Identity>>): Authenticator {
+  const table = new Map(Object.entries(keys))
+  return (req) => (req.apiKey !== undefined ? table.get(req.apiKey) ?? null : null)
+}
+
+/** Accepts the given static tokens (for tests and demos; use a signed token in production). */
+export function createTokenAuthenticator(tokens: Readonly<Record<string, Identity>>): Authenticator {
+  const table = new Map(Object.entries(tokens))
+  return (req) => (req.token !== undefined ? table.get(req.token) ?? null : null)
+}
