@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// The two entry points a fresh machine needs (`npm run demo`, `npm test`): make sure the pinned
+// pnpm and the workspace's packages are installed, then run the task. Plain Node, no deps, so it
+// works before anything is installed.
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const PNPM_VERSION = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).packageManager.split('@')[1]
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, ...opts })
+  if (r.error) throw r.error
+  return r.status ?? 1
+}
+
+function pnpmCommand() {
+  const probe = spawnSync('pnpm', ['--version'], { encoding: 'utf8' })
+  if (probe.status === 0 && probe.stdout.trim() === PNPM_VERSION) return ['pnpm', []]
+  return ['npx', ['--yes', `pnpm@${PNPM_VERSION}`]]
+}
+
+const [pnpmBin, pnpmPrefix] = pnpmCommand()
+const pnpm = (...args) => run(pnpmBin, [...pnpmPrefix, ...args])
+
+function ensureInstalled() {
+  const marker = join(root, 'node_modules', '.modules.yaml')
+  const lock = join(root, 'pnpm-lock.yaml')
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return
+  const code = pnpm('install', '--frozen-lockfile')
+  if (code !== 0) process.exit(code)
+}
+
+const task = process.argv[2]
+ensureInstalled()
+
+if (task === 'demo') {
+  process.exit(pnpm('--filter', '@tidings/example-in-memory-chat', 'start'))
+} else if (task === 'test') {
+  // vitest prints its own report; the JSON one gives the closing line CI reads.
+  const out = join(mkdtempSync(join(tmpdir(), 'tidings-test-')), 'vitest.json')
+  const code = pnpm('exec', 'vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`, ...process.argv.slice(3))
+  let passed = 0
+  let failed = 0
+  let skipped = 0
+  if (existsSync(out)) {
+    const r = JSON.parse(readFileSync(out, 'utf8'))
+    passed = r.numPassedTests
+    failed = r.numFailedTests + (r.numRuntimeErrorTestSuites ?? 0) + (r.numFailedTestSuites ?? 0)
+    skipped = r.numPendingTests + r.numTodoTests
+  } else failed = 1
+  console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`)
+  process.exit(code !== 0 || failed > 0 || skipped > 0 || passed === 0 ? 1 : 0)
+} else {
+  console.error('usage: node scripts/tasks.mjs demo|test')
+  process.exit(2)
+}
