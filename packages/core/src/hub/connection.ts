@@ -19,6 +19,16 @@ export const enum Delivery {
 
 export interface Subscription {
   readonly connection: Connection
+  /** The connection's session, here so the fan-out fast path touches one object per subscriber. */
+  readonly session: Session
+  /** False once the subscription ended (fan-out snapshots may still hold it). */
+  active: boolean
+  /**
+   * True when a fan-out may write the shared frame straight to the session: active, the
+   * connection uncongested, on the hub's codec, with no replay under way and no preferences.
+   * Kept current by `Connection.refreshFastPath()`.
+   */
+  fast: boolean
   readonly channel: Channel
   filter: FilterPredicate | null
   /** Cached result of the publish rule for this connection on this channel. */
@@ -44,8 +54,6 @@ export interface RecipientView {
 }
 
 export interface QueueLimits {
-  /** Above this many buffered bytes in the session, frames wait in the hub's queue. */
-  readonly highWaterMark: number
   /** More queued bytes than this and the connection is dropped as a slow consumer. */
   readonly maxQueuedBytes: number
 }
@@ -77,6 +85,7 @@ export class Connection {
   tail: Promise<void> | null = null
   preferences: CompiledPreferences | undefined
   readonly recipient: RecipientView['user']
+  /** Frames waiting for the session to drain, by priority class; null while uncongested. */
   private queues: [Outbound[], Outbound[], Outbound[]] | null = null
   private queuedBytes = 0
   private readonly messages: TokenBucket
@@ -87,6 +96,8 @@ export class Connection {
     readonly session: Session,
     public identity: Identity,
     readonly codec: Codec,
+    /** The connection uses the hub's codec, so it can take the shared encoded frame. */
+    readonly sharedCodec: boolean,
     readonly nodeId: string,
     now: number,
     rates: { messagesPerSecond: number; presenceUpdatesPerSecond: number },
@@ -113,26 +124,43 @@ export class Connection {
   }
 
   /**
-   * Hand one frame to the session, or queue it while the session is over its high-water mark.
-   * Volatile frames are dropped instead of queued. Returns false when the connection had to be
-   * dropped as a slow consumer.
+   * Hand one frame to the session, or queue it while the session is congested (its last
+   * `send` returned false and it has not drained since). Volatile frames are dropped instead
+   * of queued; the caller drops the connection when `overLimit()`.
    */
   write(frame: Outbound, priority: PriorityClass, volatile: boolean, limits: QueueLimits, metrics: Metrics): Delivery {
-    if (this.queues === null && this.session.bufferedAmount() < limits.highWaterMark) {
-      this.session.send(frame)
+    if (this.queues === null) {
       metrics.messagesOut++
       metrics.bytesOut += frame.bytes
+      if (!this.session.send(frame)) this.congest()
       return Delivery.Sent
     }
     if (volatile) {
       metrics.dropped++
       return Delivery.Dropped
     }
-    const queues = (this.queues ??= [[], [], []])
-    queues[priority].push(frame)
+    this.queues[priority].push(frame)
     this.queuedBytes += frame.bytes
     if (this.queuedBytes > limits.maxQueuedBytes) this.shedLowPriority(metrics)
     return Delivery.Queued
+  }
+
+  /** The session said it is full: queue from now on until it drains. */
+  congest(): void {
+    if (this.queues !== null) return
+    this.queues = [[], [], []]
+    this.refreshFastPath()
+  }
+
+  refreshFastPath(): void {
+    const open = this.queues === null && this.sharedCodec && this.preferences === undefined && !this.closed
+    for (const sub of this.subscriptions.values()) {
+      const fast = open && sub.active && sub.replay === null
+      if (fast !== sub.fast) {
+        sub.fast = fast
+        sub.channel.invalidate()
+      }
+    }
   }
 
   /** True when queued bytes are over the limit even after shedding: the caller drops the connection. */
@@ -140,28 +168,35 @@ export class Connection {
     return this.queuedBytes > limits.maxQueuedBytes
   }
 
+  get congested(): boolean {
+    return this.queues !== null
+  }
+
   get queued(): number {
     return this.queues === null ? 0 : this.queues[0].length + this.queues[1].length + this.queues[2].length
   }
 
-  /** Write queued frames, highest priority first, while the session has room. */
-  flush(limits: QueueLimits, metrics: Metrics): void {
+  /** The session drained: write queued frames, highest priority first, until it is full again. */
+  flush(metrics: Metrics): void {
     const queues = this.queues
     if (queues === null) return
     for (const q of queues) {
       let i = 0
-      while (i < q.length && this.session.bufferedAmount() < limits.highWaterMark && !this.closed) {
+      while (i < q.length && !this.closed) {
         const frame = q[i++]!
         this.queuedBytes -= frame.bytes
-        this.session.send(frame)
         metrics.messagesOut++
         metrics.bytesOut += frame.bytes
+        if (!this.session.send(frame)) {
+          q.splice(0, i)
+          return
+        }
       }
-      q.splice(0, i)
-      if (q.length > 0) return
+      q.length = 0
     }
     this.queues = null
     this.queuedBytes = 0
+    this.refreshFastPath()
   }
 
   /** Under memory pressure, low priority goes first. */
@@ -176,6 +211,10 @@ export class Connection {
   discardQueue(): void {
     this.queues = null
     this.queuedBytes = 0
+    for (const sub of this.subscriptions.values()) {
+      sub.fast = false
+      sub.channel.invalidate()
+    }
   }
 
   info(): ConnectionInfo {

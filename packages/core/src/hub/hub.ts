@@ -141,6 +141,10 @@ export function createHub(options: HubOptions = {}): Hub {
 }
 
 interface LocalDispatch {
+  /** The one excluded connection (the usual case: a publisher), compared by identity. */
+  readonly excludeOne: Connection | null
+  /** True when `admits()` must run for every recipient (several exclusions, users, `where`). */
+  readonly general: boolean
   readonly excludeConnections: ReadonlySet<string> | null
   readonly excludeUsers: ReadonlySet<string> | null
   readonly where: FilterPredicate | null
@@ -148,7 +152,7 @@ interface LocalDispatch {
   readonly volatile: boolean
 }
 
-const NO_EXCLUSIONS: LocalDispatch = { excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
+const NO_EXCLUSIONS: LocalDispatch = { excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
 const REPLAY_PAGE = 500
 
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
@@ -177,7 +181,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.nodeId = this.options.nodeId
     this.clock = this.options.clock
     this.codec = this.options.codec
-    this.queueLimits = { highWaterMark: this.options.limits.highWaterMark, maxQueuedBytes: this.options.limits.maxQueuedBytes }
+    this.queueLimits = { maxQueuedBytes: this.options.limits.maxQueuedBytes }
     this.preferences = new LRUCache({ max: 100_000 })
     this.volatileKeys = new LRUCache({ max: 100_000 })
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
@@ -289,7 +293,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const now = this.clock.now()
     const limits = this.options.limits
     let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
-    const conn = new Connection(id, session, identity, codec, this.nodeId, now, limits, maxSubs)
+    const conn = new Connection(id, session, identity, codec, codec === this.codec, this.nodeId, now, limits, maxSubs)
     if (typeof limits.maxSubscriptions === 'function') {
       try {
         maxSubs = limits.maxSubscriptions(identity, conn.info())
@@ -317,9 +321,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.emit('connection', conn.info())
     return {
       id,
+      highWaterMark: limits.highWaterMark,
       receive: (data) => this.receive(conn, data),
       drained: () => {
-        if (!conn.closed) conn.flush(this.queueLimits, this.stats)
+        if (!conn.closed) conn.flush(this.stats)
       },
       closed: (code, reason) => this.dropConnection(conn, code ?? 1006, reason ?? ''),
     }
@@ -482,7 +487,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const existing = conn.subscriptions.get(name)
     if (existing) {
       // Subscribing again changes the filter; it is not an error.
-      if (frame.filter !== undefined) existing.filter = this.compileMessageFilter(frame.filter)
+      if (frame.filter !== undefined) {
+        existing.filter = this.compileMessageFilter(frame.filter)
+        existing.channel.invalidate()
+      }
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...(await this.subscribedExtras(existing.channel)) })
       return
     }
@@ -510,11 +518,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
-    const sub: Subscription = { connection: conn, channel, filter, canPublish: undefined, replay: null }
+    const sub: Subscription = { connection: conn, session: conn.session, active: true, fast: false, channel, filter, canPublish: undefined, replay: null }
     const history = this.retention(options)
     if (frame.since && history) sub.replay = []
     const entered = channel.add(sub)
     conn.subscriptions.set(name, sub)
+    conn.refreshFastPath()
     if (entered && room) this.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
@@ -572,6 +581,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (recovered) for (const out of replayed) this.write(conn, out, PRIORITY.normal, false)
     const waiting = sub.replay ?? []
     sub.replay = null
+    conn.refreshFastPath()
     for (const [offset, out] of waiting) if (!recovered || offset > after) this.write(conn, out, PRIORITY.normal, false)
   }
 
@@ -886,16 +896,21 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined): number {
     const frame = d.frame
     const encoded = out ?? this.encode(this.codec, frame)
-    const local: LocalDispatch =
-      d.exclude === undefined && where === undefined && d.priority === undefined && d.volatile === undefined
-        ? NO_EXCLUSIONS
-        : {
-            excludeConnections: d.exclude?.connections?.length ? new Set(d.exclude.connections) : null,
-            excludeUsers: d.exclude?.users?.length ? new Set(d.exclude.users) : null,
-            where: where ?? null,
-            priority: d.priority !== undefined ? PRIORITY[d.priority] : PRIORITY.normal,
-            volatile: d.volatile === true,
-          }
+    let local = NO_EXCLUSIONS
+    if (d.exclude !== undefined || where !== undefined || d.priority !== undefined || d.volatile !== undefined) {
+      const conns = d.exclude?.connections ?? []
+      const users = d.exclude?.users ?? []
+      const one = conns.length === 1 ? this.connections.get(conns[0]!) ?? null : null
+      local = {
+        excludeOne: one,
+        general: conns.length > 1 || users.length > 0 || where !== undefined,
+        excludeConnections: conns.length > 0 ? new Set(conns) : null,
+        excludeUsers: users.length > 0 ? new Set(users) : null,
+        where: where ?? null,
+        priority: d.priority !== undefined ? PRIORITY[d.priority] : PRIORITY.normal,
+        volatile: d.volatile === true,
+      }
+    }
     const t = d.target
     if (t.kind === 'channel') {
       const channel = this.live.get(t.channel)
@@ -910,7 +925,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     let n = 0
     for (const conn of [...recipients]) {
       if (!this.admits(conn, local, frame)) continue
-      this.write(conn, conn.codec === this.codec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile)
+      this.write(conn, conn.sharedCodec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile)
       n++
     }
     return n
@@ -930,31 +945,45 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /**
    * Per subscriber: exclusion and filter checks, then one write of the shared frame. No
-   * allocation per subscriber; slow consumers are closed after the loop.
+   * allocation per subscriber; counters are added once per fan-out; slow consumers are closed
+   * after the loop.
    */
   private fanOut(channel: Channel, frame: ServerFrame, out: Outbound, d: LocalDispatch): number {
     const isMessage = frame.type === 'message'
-    const plain = d === NO_EXCLUSIONS
+    const excludeOne = d.excludeOne?.session
+    const general = d.general
+    const { subs, direct } = channel.fanOutList()
     let slow: Connection[] | null = null
+    let sent = 0
     let n = 0
-    for (const sub of channel.subscribers.values()) {
+    for (let i = 0; i < subs.length; i++) {
+      const session = direct[i]
+      if (session != null && !general) {
+        if (session === excludeOne) continue
+        if (!session.send(out)) subs[i]!.connection.congest()
+        sent++
+        continue
+      }
+      const sub = subs[i]!
+      if (!sub.active) continue
       const conn = sub.connection
-      if (!plain && !this.admits(conn, d, frame)) continue
+      if (conn === d.excludeOne || !this.admits(conn, d, frame)) continue
       if (isMessage) {
         if (sub.filter !== null && !sub.filter(frame)) continue
-        if (plain && conn.preferences !== undefined && !this.admits(conn, d, frame)) continue
         if (sub.replay !== null) {
-          sub.replay.push([(frame as MessageFrame).offset ?? 0, conn.codec === this.codec ? out : this.encode(conn.codec, frame)])
+          sub.replay.push([(frame as MessageFrame).offset ?? 0, conn.sharedCodec ? out : this.encode(conn.codec, frame)])
           n++
           continue
         }
       }
-      const r = conn.write(conn.codec === this.codec ? out : this.encode(conn.codec, frame), d.priority, d.volatile, this.queueLimits, this.stats)
+      const r = conn.write(conn.sharedCodec ? out : this.encode(conn.codec, frame), d.priority, d.volatile, this.queueLimits, this.stats)
       if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) (slow ??= []).push(conn)
       if (r !== Delivery.Dropped) n++
     }
+    this.stats.messagesOut += sent
+    this.stats.bytesOut += sent * out.bytes
     if (slow !== null) for (const conn of slow) this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
-    return n
+    return n + sent
   }
 
   // ------------------------------------------------------------------ presence frames
@@ -1107,7 +1136,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const empty = compiled.mutedChannels.size === 0 && compiled.mutedEvents.size === 0 && compiled.typing && compiled.readReceipts
     if (empty) this.preferences.delete(userId)
     else this.preferences.set(userId, { raw: { ...raw }, compiled })
-    for (const conn of this.byUser.get(userId) ?? []) conn.preferences = empty ? undefined : compiled
+    for (const conn of this.byUser.get(userId) ?? []) {
+      conn.preferences = empty ? undefined : compiled
+      conn.refreshFastPath()
+    }
   }
 
   getPreferences(userId: string): UserPreferences | undefined {

@@ -134,14 +134,15 @@ export class MemoryClient {
 
   // ---------------------------------------------------------------- server → client
 
-  private fromServer(frame: Outbound): void {
-    if (this.closed) return
+  private fromServer(frame: Outbound): boolean {
+    if (this.closed) return true
     if (this.paused) {
       this.inFlight.push(frame)
       this.inFlightBytes += frame.bytes
-      return
+      return this.inFlightBytes < (this.handle?.highWaterMark ?? Number.POSITIVE_INFINITY)
     }
     this.applyFaults(this.inbound, typeof frame.data === 'string' ? frame.data : new TextDecoder().decode(frame.data), 'in')
+    return true
   }
 
   private applyFaults(f: Faults, data: string, dir: 'in' | 'out'): void {

@@ -34,13 +34,16 @@ export interface Session {
   readonly userAgent?: string | undefined
   /**
    * Write one frame. MUST keep order. MUST NOT throw: a failed write closes the session and
-   * the transport reports it with `ConnectionHandle.closed()`. MUST NOT mutate `frame.data`.
+   * the transport reports it with `ConnectionHandle.closed()`. MUST ignore frames after close
+   * (a fan-out under way may still hold the session). MUST NOT mutate `frame.data`.
+   *
+   * Returns false when, after this frame, the session's buffered bytes are at or above
+   * `ConnectionHandle.highWaterMark` (the frame itself was still accepted), as a Node stream's
+   * `write()` does. The hub then keeps further frames in its own priority queue (dropping
+   * volatile ones) until the transport calls `drained()`.
    */
-  send(frame: Outbound): void
-  /**
-   * Bytes accepted by `send` and not yet handed to the network. The hub queues (and under
-   * pressure drops volatile frames) above its high-water mark, and resumes on `drained()`.
-   */
+  send(frame: Outbound): boolean
+  /** Bytes accepted by `send` and not yet handed to the network (reported in connection info). */
   bufferedAmount(): number
   /**
    * Close the connection. MUST be idempotent. The transport then calls
@@ -52,9 +55,11 @@ export interface Session {
 /** What the hub gives back to the transport for an accepted session. */
 export interface ConnectionHandle {
   readonly id: string
+  /** Buffered bytes at which `Session.send` should start returning false. */
+  readonly highWaterMark: number
   /** One inbound frame, exactly as received. Never throws; bad input is answered on the wire. */
   receive(data: WireData): void
-  /** The session's buffer fell below the low-water mark: the hub flushes its queue. */
+  /** After `send` returned false: the session's buffer has drained, so the hub flushes its queue. */
   drained(): void
   /** The connection is gone (either side closed it). Idempotent. */
   closed(code?: number, reason?: string): void

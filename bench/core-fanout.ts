@@ -1,0 +1,97 @@
+/**
+ * Core fan-out: one channel, 10,000 subscribers, in memory. Measures what the hub costs per
+ * delivered message (routing, encoding once, per-subscriber checks, the session write) against
+ * a bare loop that calls 10,000 callbacks with the same payload: the floor for any fan-out in JS.
+ *
+ * Rounds alternate baseline and hub, and medians across rounds are reported, because this
+ * machine is shared and noisy. Prints, last:
+ *   core-fanout: subscribers=10000 deliveries/s=<n> ratio-vs-loop=<r>
+ */
+import { Bench } from 'tinybench'
+import { createHub, type Hub, Outbound, type Session, silentLogger } from '@tidings/core'
+
+const SUBSCRIBERS = Number(process.env.SUBSCRIBERS ?? 10_000)
+const ROUNDS = Number(process.env.ROUNDS ?? 5)
+const TIME_MS = Number(process.env.TIME_MS ?? 400)
+const payload = { text: 'hello, world', n: 42, tags: ['a', 'b'] }
+
+/** A session that does what a socket write costs at the least: keep a reference and count bytes. */
+class SinkSession implements Session {
+  readonly transport = 'bench'
+  readonly headers = {}
+  constructor(private readonly sink: { bytes: number; last: Outbound | undefined }) {}
+  send(frame: Outbound): boolean {
+    this.sink.bytes += frame.bytes
+    this.sink.last = frame
+    return true
+  }
+  bufferedAmount(): number {
+    return 0
+  }
+  close(): void {}
+}
+
+async function hubWithSubscribers(channel: string, options: Parameters<typeof createHub>[0] = {}): Promise<{ hub: Hub; sink: { bytes: number; last: Outbound | undefined } }> {
+  const hub = createHub({ logger: silentLogger, limits: { maxConnectionsPerUser: SUBSCRIBERS + 1 }, ...options })
+  const sink = { bytes: 0, last: undefined as Outbound | undefined }
+  for (let i = 0; i < SUBSCRIBERS; i++) {
+    const handle = await hub.connect(new SinkSession(sink), { identity: { userId: `u${i}` } })
+    handle.receive(JSON.stringify({ type: 'subscribe', channel }))
+  }
+  await new Promise((r) => setTimeout(r, 10))
+  const subs = hub.metrics().subscriptionsByChannel[channel]
+  if (subs !== SUBSCRIBERS) throw new Error(`expected ${SUBSCRIBERS} subscribers, got ${subs}`)
+  return { hub, sink }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+async function main() {
+  const callbacks: Array<(p: unknown) => void> = []
+  const baselineSink = { count: 0, last: undefined as unknown }
+  for (let i = 0; i < SUBSCRIBERS; i++) {
+    callbacks.push((p) => {
+      baselineSink.count++
+      baselineSink.last = p
+    })
+  }
+  const live = await hubWithSubscribers('public:bench')
+  const noHistory = await hubWithSubscribers('public:bench', { channels: { 'public:*': { subscribe: true, publish: 'authenticated', history: false } } })
+
+  const perRound: Record<string, number[]> = { loop: [], hub: [], 'hub-no-history': [] }
+  for (let round = 0; round < ROUNDS; round++) {
+    const bench = new Bench({ time: TIME_MS, warmupTime: 100 })
+    bench.add('loop', () => {
+      for (let i = 0; i < callbacks.length; i++) callbacks[i]!(payload)
+    })
+    bench.add('hub', async () => {
+      await live.hub.publish('public:bench', 'tick', payload)
+    })
+    bench.add('hub-no-history', async () => {
+      await noHistory.hub.publish('public:bench', 'tick', payload)
+    })
+    await bench.run()
+    for (const task of bench.tasks) {
+      const r = task.result
+      if (r.state !== 'completed') throw new Error(`${task.name}: ${r.state}`)
+      perRound[task.name]!.push((SUBSCRIBERS * 1000) / r.latency.p50!)
+    }
+  }
+  const loop = median(perRound.loop!)
+  const hub = median(perRound.hub!)
+  const hubNoHistory = median(perRound['hub-no-history']!)
+  for (const [name, xs] of Object.entries(perRound)) {
+    console.log(`${name.padEnd(16)} deliveries/s per round: ${xs.map((x) => Math.round(x).toLocaleString('en-US')).join(', ')}`)
+  }
+  if (live.sink.bytes === 0 || noHistory.sink.bytes === 0) throw new Error('no bytes delivered')
+  console.log(`core-fanout-no-history: subscribers=${SUBSCRIBERS} deliveries/s=${Math.round(hubNoHistory)} ratio-vs-loop=${(hubNoHistory / loop).toFixed(2)}`)
+  console.log(`core-fanout: subscribers=${SUBSCRIBERS} deliveries/s=${Math.round(hub)} ratio-vs-loop=${(hub / loop).toFixed(2)}`)
+  await live.hub.close()
+  await noHistory.hub.close()
+}
+
+await main()
