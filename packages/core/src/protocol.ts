@@ -150,7 +150,8 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('presence:join'), channel: z.string(), user: presenceMemberSchema }),
   z.object({ type: z.literal('presence:leave'), channel: z.string(), user: presenceMemberSchema }),
-  z.object({ type: z.literal('presence:update'), channel: z.string(), user: presenceMemberSchema }),
+  /** Sent to the channel's other members, and (with `id`) as the reply to the updater. */
+  z.object({ type: z.literal('presence:update'), id: requestId.optional(), channel: z.string(), user: presenceMemberSchema }),
   z.object({ type: z.literal('presence'), id: requestId.optional(), channel: z.string(), users: z.array(presenceMemberSchema), count: z.number() }),
   z.object({ type: z.literal('typing'), channel: z.string(), userId: z.string(), active: z.boolean() }),
   z.object({

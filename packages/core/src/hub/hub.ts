@@ -864,7 +864,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
   private dispatch(d: Dispatch, out?: Outbound, where?: FilterPredicate): number {
-    const n = this.deliverLocal(d, out, where)
+    // While closing, local connections are going away: only the other nodes need to hear (leaves).
+    const n = this.closing ? 0 : this.deliverLocal(d, out, where)
     try {
       const r = this.options.broker.publish(d)
       if (isPromise(r)) r.catch((err) => this.report(err, 'broker.publish'))
@@ -1007,7 +1008,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
     if (!this.presence.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
     return andThen(this.presence.update(conn, channel, frame.state, frame.data), (member) => {
-      this.sendFrame(conn, { type: 'presence:update', channel: frame.channel, user: member })
+      this.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
     })
   }
 

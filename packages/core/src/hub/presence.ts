@@ -59,7 +59,7 @@ export class PresenceService {
     const now = this.host.options.clock.now()
     return this.serial.run(channel.name, () => andThen(this.store.update(channel.name, conn.id, { state, data, now }), (member) => {
       if (!member) throw new RealtimeError('RT_009', 'no presence entry to update: subscribe first')
-      this.announce(channel.name, 'presence:update', member, undefined)
+      this.announce(channel.name, 'presence:update', member, conn.id)
       return member
     }))
   }
