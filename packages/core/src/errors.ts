@@ -81,5 +81,8 @@ export function clampCloseReason(reason: string): string {
   if (utf8Length(reason) <= 123) return reason
   let out = reason.slice(0, 123)
   while (utf8Length(out) > 123) out = out.slice(0, -1)
+  // Never end on the first half of a surrogate pair.
+  const last = out.charCodeAt(out.length - 1)
+  if (last >= 0xd800 && last <= 0xdbff) out = out.slice(0, -1)
   return out
 }

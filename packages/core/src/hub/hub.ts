@@ -366,7 +366,19 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.stats.messagesIn++
     this.stats.bytesIn += bytes
     const max = this.options.limits.maxMessageSize
-    if (bytes > max) return this.reject(conn, undefined, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
+    if (bytes > max) {
+      // Still answer a request by its id, so the client's promise settles; past 4× the limit the
+      // frame is not worth decoding at all.
+      let id: RequestId | undefined
+      if (bytes <= max * 4) {
+        try {
+          id = requestIdOf(conn.codec.decode(data))
+        } catch {
+          id = undefined
+        }
+      }
+      return this.reject(conn, id, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
+    }
     let value: unknown
     try {
       value = conn.codec.decode(data)

@@ -25,7 +25,14 @@ export function createMemoryBus(): MemoryBus {
 
   const deliver = (json: string) => {
     const { origin } = JSON.parse(json) as ClusterMessage
-    for (const [nodeId, fn] of nodes) if (nodeId !== origin) fn(JSON.parse(json) as ClusterMessage)
+    for (const [nodeId, fn] of nodes) {
+      if (nodeId === origin) continue
+      try {
+        fn(JSON.parse(json) as ClusterMessage)
+      } catch {
+        // One node failing to take a message must not keep it from the others.
+      }
+    }
   }
 
   return {

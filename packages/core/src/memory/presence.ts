@@ -46,6 +46,8 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
       let entries = users.get(entry.userId)
       const edge = !entries
       if (!entries) users.set(entry.userId, (entries = new Map()))
+      // Re-insert so that Map order breaks ties between entries updated in the same millisecond.
+      entries.delete(entry.connectionId)
       entries.set(entry.connectionId, entry)
       byConnection.set(key(entry.channel, entry.connectionId), entries)
       return { member: member(entries), edge }
@@ -54,6 +56,7 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
       const entries = byConnection.get(key(channel, connectionId))
       const entry = entries?.get(connectionId)
       if (!entries || !entry) return undefined
+      entries.delete(connectionId)
       entries.set(connectionId, {
         ...entry,
         state: patch.state ?? entry.state,

@@ -270,6 +270,7 @@ export class MemoryClient {
 
   /** The next frame of a type (optionally matching a predicate) that arrives from now on. */
   next<T extends ServerFrameType>(type: T, match: (f: ServerFrameOf<T>) => boolean = () => true): Promise<ServerFrameOf<T>> {
+    if (this.closed) return Promise.reject(new RealtimeError('RT_001', 'connection is closed'))
     return new Promise((resolve, reject) => {
       const onFrame = (f: ServerFrameOf<T>) => {
         if (!match(f)) return
