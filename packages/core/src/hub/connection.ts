@@ -84,7 +84,7 @@ export class Connection {
   /** Tail of the in-order processing chain, while an inbound frame awaits something. */
   tail: Promise<void> | null = null
   preferences: CompiledPreferences | undefined
-  readonly recipient: RecipientView['user']
+  recipient: RecipientView['user']
   /** Frames waiting for the session to drain, by priority class; null while uncongested. */
   private queues: [Outbound[], Outbound[], Outbound[]] | null = null
   private queuedBytes = 0

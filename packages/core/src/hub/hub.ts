@@ -205,8 +205,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       created: (room) => this.emit('room:created', room.info()),
       deleted: (room) => this.roomDeleted(room),
       memberRemoved: (room, userId) => {
-        if (room.permissions.subscribe !== 'anyone') this.kickLocal(room.channel, userId, 'removed-from-room')
+        this.forgetPublishDecisions(room.channel)
+        if (room.permissions.subscribe !== 'anyone' || this.patterns.resolve(room.channel)?.options.room === 'required') {
+          this.kickLocal(room.channel, userId, 'removed-from-room')
+        }
       },
+      changed: (room) => this.forgetPublishDecisions(room.channel),
     })
     this.brokerReady = this.startBroker()
   }
@@ -260,10 +264,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
 
     let identity: Identity
+    const credentials = opts.token !== undefined || opts.apiKey !== undefined
+    const authenticate = this.options.authenticate
     if (opts.identity) identity = opts.identity
-    else if (opts.token !== undefined || opts.apiKey !== undefined) {
-      const authenticate = this.options.authenticate
-      if (!authenticate) return refuse('RT_002', 'credentials were given but the hub has no authenticator', CloseCode.AuthenticationFailed)
+    else if (authenticate) {
+      // Asked even without a token or key: it may authenticate by headers (a cookie, a proxy's header).
       let found: Identity | null | undefined
       try {
         found = await authenticate({
@@ -277,9 +282,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.options.logger.debug('authenticator threw', { error: String(err) })
         found = null
       }
-      if (!found) return refuse('RT_002', 'invalid or expired credentials', CloseCode.AuthenticationFailed)
-      identity = found
-    } else if (this.options.allowAnonymous) identity = {}
+      if (found) identity = found
+      else if (!credentials && this.options.allowAnonymous) identity = {}
+      else return refuse('RT_002', credentials ? 'invalid or expired credentials' : 'credentials are required', CloseCode.AuthenticationFailed)
+    } else if (credentials) return refuse('RT_002', 'credentials were given but the hub has no authenticator', CloseCode.AuthenticationFailed)
+    else if (this.options.allowAnonymous) identity = {}
     else return refuse('RT_002', 'credentials are required', CloseCode.AuthenticationFailed)
     if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
 
@@ -523,10 +530,15 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.subscriptions.size >= conn.maxSubscriptions) {
       throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
     }
+    // The room may have been created or deleted while the rule was deciding.
+    const current = this.rooms.rooms.get(name)
+    if (room && current !== room) throw new RealtimeError('RT_004', `room '${name}' was deleted`)
+    room = current
+    if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
     if (!room && options.room === 'auto') room = this.rooms.open(name, {}, true)
     let channel = this.live.get(name)
     const capacity = room?.capacity ?? options.capacity
-    if (capacity !== undefined && channel && !channel.occupants.has(Channel.occupantKey(conn.userId, conn.id)) && channel.occupants.size >= capacity) {
+    if (capacity !== undefined && !channel?.occupants.has(Channel.occupantKey(conn.userId, conn.id)) && (channel?.occupants.size ?? 0) >= capacity) {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
@@ -663,6 +675,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         if (room.deleteWhenEmpty && this.rooms.rooms.get(room.channel) === room) this.rooms.delete(room.channel)
       }
     }
+  }
+
+  /** Room membership or permissions changed: publish rights are decided again on the next publish. */
+  private forgetPublishDecisions(channelName: string): void {
+    const channel = this.live.get(channelName)
+    if (channel) for (const sub of channel.subscribers.values()) sub.canPublish = undefined
   }
 
   private roomDeleted(room: Room): void {
@@ -1069,6 +1087,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (!identity) throw new RealtimeError('RT_002', 'invalid or expired credentials')
     if (identity.userId !== conn.userId) throw new RealtimeError('RT_002', 'a refreshed token must name the same user')
     conn.identity = identity
+    conn.recipient = { id: identity.userId, roles: identity.roles ?? [], claims: identity.claims ?? {} }
     for (const sub of conn.subscriptions.values()) sub.canPublish = undefined
     this.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId })
   }

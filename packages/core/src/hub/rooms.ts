@@ -96,6 +96,8 @@ export interface RoomHooks {
   created(room: Room): void
   deleted(room: Room): void
   memberRemoved(room: Room, userId: string): void
+  /** Membership or permissions changed in a way that may grant or withdraw rights. */
+  changed(room: Room): void
 }
 
 export class RoomRegistry implements Rooms {
@@ -136,12 +138,14 @@ export class RoomRegistry implements Rooms {
     if (patch.capacity !== undefined) room.capacity = patch.capacity
     if (patch.permissions) room.permissions = { ...room.permissions, ...patch.permissions }
     if (patch.deleteWhenEmpty !== undefined) room.deleteWhenEmpty = patch.deleteWhenEmpty
+    this.hooks.changed(room)
     return room.info()
   }
 
   addMember(channel: string, userId: string, role = 'member'): RoomInfo {
     const room = this.must(channel)
     room.members.set(userId, role)
+    this.hooks.changed(room)
     return room.info()
   }
 

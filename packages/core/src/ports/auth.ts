@@ -19,13 +19,15 @@ export interface AuthRequest {
 }
 
 /**
- * Turns credentials into an identity. Return the identity to accept; return `null` or throw
- * to reject (the client gets `RT_002` and the connection is closed). MUST NOT hold the request
+ * Turns credentials into an identity. Called for every connection, with or without a token or
+ * key (it may read headers, such as a session cookie). Return the identity to accept; return
+ * `null` or throw to reject: the client gets `RT_002` and is closed, unless it brought no
+ * credentials and the hub allows anonymous connections, in which case it is anonymous. MUST NOT hold the request
  * longer than the caller's patience: the transport applies its own handshake timeout.
  */
 export type Authenticator = (request: AuthRequest) => MaybePromise<Identity | null | undefined>
 
-export type ChannelAction = 'subscribe' | 'publish' | 'presence'
+export type ChannelAction = 'subscribe' | 'publish'
 
 /** What a channel rule sees when it decides. */
 export interface AuthorizeContext {
@@ -42,7 +44,9 @@ export interface AuthorizeContext {
 
 /**
  * A channel rule: `true` (anyone), `false` (server only), `'authenticated'` (any identified
- * user), or a function. A function that throws counts as a denial.
+ * user), or a function. Only a function result of exactly `true` allows; a function that
+ * throws or rejects denies. Publish decisions are cached per subscription until the identity
+ * is refreshed or the channel's room changes.
  */
 export type ChannelRule = boolean | 'authenticated' | ((ctx: AuthorizeContext) => MaybePromise<boolean>)
 
