@@ -39,7 +39,8 @@ export const clientFrameSchema = z.discriminatedUnion('type', [
     channel: channelNameSchema,
     /** A channel-specific credential, passed to the authorizer (e.g. a signed room token). */
     auth: z.string().max(8192).optional(),
-    filter: filterSchema.optional(),
+    /** Server-side filter; on a repeated subscribe, replaces the current one (`null` removes it). */
+    filter: filterSchema.nullable().optional(),
     /** Resume after this position (delivery issue: replay what was missed). */
     since: streamPositionSchema.optional(),
     /** Initial presence data for presence channels. */

@@ -473,7 +473,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'typing': {
         const channel = this.presenceChannel(conn, frame.channel)
         if (!conn.takePresenceToken(this.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second')
-        if (conn.preferences?.typing === false) return
+        // A user who turned typing indicators off sends none; a stop still clears one already shown.
+        if (conn.preferences?.typing === false && frame.active) return
         this.presence.typing(conn, channel, frame.active)
         return
       }
@@ -507,7 +508,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (existing) {
       // Subscribing again changes the filter; it is not an error.
       if (frame.filter !== undefined) {
-        existing.filter = this.compileMessageFilter(frame.filter)
+        existing.filter = frame.filter === null ? null : this.compileMessageFilter(frame.filter)
         existing.channel.invalidate()
       }
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...(await this.subscribedExtras(existing.channel)) })
@@ -518,7 +519,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     const resolved = this.resolve(name)
     const options = resolved.options
-    const filter = frame.filter !== undefined ? this.compileMessageFilter(frame.filter) : null
+    const filter = frame.filter != null ? this.compileMessageFilter(frame.filter) : null
     if (options.presence && frame.state !== undefined && !this.presence.validState(frame.state)) {
       throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
     }

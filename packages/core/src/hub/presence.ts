@@ -39,6 +39,13 @@ export class PresenceService {
   join(conn: Connection, channel: Channel, state: string | undefined, data: Record<string, unknown> | undefined): MaybePromise<void> {
     const userId = conn.userId
     if (userId === undefined) return
+    // Back within the leave delay on the same connection: the entry below replaces the old one,
+    // whose delayed leave must not remove it later.
+    const pending = this.pendingLeaves.get(`${channel.name}\u0000${conn.id}`)
+    if (pending) {
+      this.host.options.clock.clearTimeout(pending.timer)
+      this.pendingLeaves.delete(`${channel.name}\u0000${conn.id}`)
+    }
     const now = this.host.options.clock.now()
     const entry = {
       channel: channel.name,
@@ -73,6 +80,9 @@ export class PresenceService {
       this.pendingLeaves.delete(key)
       const r = this.serial.run(name, () => andThen(this.store.leave(name, conn.id, this.host.options.clock.now()), (change: PresenceChange | undefined) => {
         if (change?.edge) this.announce(name, 'presence:leave', change.member, undefined)
+        // One of several tabs left: the member stays, but its connection count (and maybe its
+        // state, now from another tab) changed.
+        else if (change) this.announce(name, 'presence:update', change.member, undefined)
       }))
       if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
     }

@@ -223,7 +223,7 @@ export class MemoryClient {
     })
   }
 
-  subscribe(channel: string, options: { filter?: FilterNode; since?: StreamPosition; presence?: Record<string, unknown>; state?: string; auth?: string } = {}): Promise<ServerFrameOf<'subscribed'>> {
+  subscribe(channel: string, options: { filter?: FilterNode | null; since?: StreamPosition; presence?: Record<string, unknown>; state?: string; auth?: string } = {}): Promise<ServerFrameOf<'subscribed'>> {
     return this.request({ type: 'subscribe', channel, ...options })
   }
 

@@ -14,7 +14,7 @@ export interface TestHub extends AsyncDisposable {
   readonly transport: MemoryTransport
   /** Connect an in-memory client: `await t.connect({ userId: 'alice' })`. */
   connect(options?: MemoryConnectOptions): Promise<MemoryClient>
-  /** Let every queued microtask (in-flight frames, store answers) run. */
+  /** Let everything in flight run: frames, store answers, chains of promises (no clock time passes). */
   settle(): Promise<void>
   /** Move the manual clock forward, then settle. */
   advance(ms: number): Promise<void>
@@ -32,8 +32,11 @@ export function createTestHub(options: HubOptions & { seed?: number } = {}): Tes
   const clock = (options.clock as ManualClock | undefined) ?? createManualClock()
   const hub = createHub({ logger: silentLogger, ...options, clock })
   const transport = createMemoryTransport(hub, { seed: options.seed })
+  // A macrotask runs only once the microtask queue is empty, however deep the promise chains.
+  const macrotask = (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate
+  const turn = () => new Promise<void>((resolve) => (macrotask ? macrotask(resolve) : queueMicrotask(resolve)))
   const settle = async () => {
-    for (let i = 0; i < 25; i++) await Promise.resolve()
+    for (let i = 0; i < 3; i++) await turn()
   }
   const close = async () => {
     await hub.close()
