@@ -81,7 +81,6 @@ export const clientFrameSchema = z.discriminatedUnion('type', [
     channel: channelNameSchema,
     since: streamPositionSchema.optional(),
     limit: z.number().int().min(1).max(1000).optional(),
-    reverse: z.boolean().optional(),
   }).strict(),
   z.object({ type: z.literal('ping'), v: version, id: requestId.optional() }).strict(),
   z.object({ type: z.literal('auth'), v: version, id: requestId.optional(), token: z.string().min(1).max(8192) }).strict(),
@@ -108,6 +107,22 @@ export type PresenceMember = z.infer<typeof presenceMemberSchema>
 const presenceSnapshot = z.object({ users: z.array(presenceMemberSchema), count: z.number().int().nonnegative() })
 export type PresenceSnapshot = z.infer<typeof presenceSnapshot>
 
+/** A message on a channel (or sent to users / connections directly). */
+export const messageFrameSchema = z.object({
+  type: z.literal('message'),
+  /** Absent for messages sent to users or connections rather than a channel. */
+  channel: z.string().optional(),
+  event: z.string(),
+  data: z.unknown(),
+  /** Unique message id. */
+  id: z.string(),
+  /** Position in the channel stream, when the channel keeps one. */
+  offset: z.number().int().optional(),
+  timestamp: z.string(),
+  sender: z.string().optional(),
+  priority: prioritySchema.optional(),
+})
+
 const errorCode = z.enum(ALL_ERROR_CODES as [ErrorCode, ...ErrorCode[]])
 
 export const serverFrameSchema = z.discriminatedUnion('type', [
@@ -131,19 +146,17 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
     reason: z.string().optional(),
   }),
   z.object({ type: z.literal('unsubscribed'), id: requestId.optional(), channel: z.string(), reason: z.string().optional() }),
+  messageFrameSchema,
   z.object({
-    type: z.literal('message'),
-    /** Absent for messages sent to a user or connection rather than a channel. */
-    channel: z.string().optional(),
-    event: z.string(),
-    data: z.unknown(),
-    /** Unique message id. */
-    id: z.string(),
-    /** Position in the channel stream, when the channel keeps one. */
-    offset: z.number().int().optional(),
-    timestamp: z.string(),
-    sender: z.string().optional(),
-    priority: prioritySchema.optional(),
+    type: z.literal('history'), id: requestId.optional(), channel: z.string(),
+    /** Oldest first. */
+    messages: z.array(messageFrameSchema),
+    /** Where the page ends: pass it as `since` for the next page. */
+    position: streamPositionSchema,
+    /** The newest offset in the channel when the page was read. */
+    top: z.number().int().nonnegative(),
+    /** False when messages after `since` were already dropped by retention: the page starts later. */
+    complete: z.boolean(),
   }),
   z.object({
     type: z.literal('published'), id: requestId.optional(), channel: z.string(),

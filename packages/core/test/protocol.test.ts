@@ -147,11 +147,11 @@ describe('client frame schemas', () => {
     expect(ok({ type: 'read', channel: 'public:x', ids: Array.from({ length: 501 }, (_, i) => `m${i}`) })).toBe(false)
     expect(ok({ type: 'read', channel: 'public:x', ids: ['x'.repeat(129)] })).toBe(false)
 
-    expect(ok({ type: 'history', channel: 'public:x', since: { epoch: 'e', offset: 4 }, limit: 1000, reverse: true })).toBe(true)
+    expect(ok({ type: 'history', channel: 'public:x', since: { epoch: 'e', offset: 4 }, limit: 1000 })).toBe(true)
     expect(ok({ type: 'history', channel: 'public:x', limit: 0 })).toBe(false)
     expect(ok({ type: 'history', channel: 'public:x', limit: 1001 })).toBe(false)
     expect(ok({ type: 'history', channel: 'public:x', limit: 2.5 })).toBe(false)
-    expect(ok({ type: 'history', channel: 'public:x', reverse: 'no' })).toBe(false)
+    expect(ok({ type: 'history', channel: 'public:x', reverse: true })).toBe(false)
 
     expect(ok({ type: 'auth', token: 't'.repeat(8192) })).toBe(true)
     expect(ok({ type: 'auth', token: 't'.repeat(8193) })).toBe(false)

@@ -445,9 +445,19 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     volatile = false,
     channel?: string,
   ): void {
-    this.stats.errors[code]++
-    this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
-    this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
+    const send = () => {
+      this.stats.errors[code]++
+      this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
+      this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
+    }
+    // Answers keep the order of the frames they answer, also when an earlier frame still waits.
+    if (conn.tail) {
+      const next = conn.tail.then(send)
+      conn.tail = next
+      void next.then(() => {
+        if (conn.tail === next) conn.tail = null
+      })
+    } else send()
   }
 
   private handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void> {
@@ -595,7 +605,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       for (const m of page.messages) {
         const frame = storedToFrame(m)
-        if (sub.filter === null || sub.filter(frame)) replayed.push(this.encode(conn.codec, frame))
+        if ((sub.filter === null || sub.filter(frame)) && this.admits(conn, NO_EXCLUSIONS, frame)) replayed.push(this.encode(conn.codec, frame))
         after = m.offset
       }
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
@@ -757,7 +767,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return `${this.nodeId}-${(++this.seq).toString(36)}`
   }
 
-  private publishResolved(channel: string, resolved: ResolvedChannel, event: string, data: unknown, opts: PublishOptions, connectionId: string | undefined, routed = false): MaybePromise<PublishResult> {
+  /**
+   * The one publish path (client, server, broadcast to channels, routes): validate, measure,
+   * store (for an offset), deliver here and on the other nodes, route. With a recipient filter
+   * (`where`) the message is for some subscribers only, so it is not stored for replay.
+   */
+  private publishResolved(
+    channel: string,
+    resolved: ResolvedChannel,
+    event: string,
+    data: unknown,
+    opts: PublishOptions & { where?: FilterNode | undefined },
+    connectionId: string | undefined,
+    routed = false,
+  ): MaybePromise<PublishResult> {
     const options = resolved.options
     this.validateEvent(options, event, data)
     const now = this.clock.now()
@@ -768,18 +791,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
     if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
 
+    const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
     const deliver = (frame: MessageFrame, out: Outbound): PublishResult => {
       this.stats.published++
       const recipients = this.dispatch(
-        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile },
+        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where },
         out,
+        where,
       )
       this.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       return { messageId: id, offset: frame.offset, duplicate: false, recipients }
     }
 
-    const retention = this.retention(options)
+    const retention = where === undefined ? this.retention(options) : null
     if (!retention) {
       if (opts.idempotencyKey !== undefined) {
         const key = `${channel}\u0000${opts.idempotencyKey}`
@@ -816,7 +841,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         seen.add(target)
         try {
           const resolved = this.resolve(target)
-          const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, priority: opts.priority, volatile: opts.volatile }, undefined, true)
+          const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile }, undefined, true)
           if (isPromise(r)) r.catch((err) => this.report(err, 'route.publish'))
         } catch (err) {
           this.report(err, 'route.publish')
@@ -832,35 +857,29 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   async broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
     const where = o.where !== undefined ? this.compileWhere(o.where) : undefined
-    if (o.to !== 'all') for (const c of o.to.channels ?? []) this.resolve(c)
+    const channels = o.to === 'all' ? [] : (o.to.channels ?? [])
+    const resolved = channels.map((c) => {
+      if (!channelNameSchema.safeParse(c).success) throw new RealtimeError('RT_007', `invalid channel name '${c}'`)
+      return this.resolve(c)
+    })
     const ids: string[] = []
     let recipients = 0
-    const common = { exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }
-    if (o.to === 'all' || o.to.users?.length || o.to.connections?.length) {
+    const users = o.to === 'all' ? [] : (o.to.users ?? [])
+    const connections = o.to === 'all' ? [] : (o.to.connections ?? [])
+    if (o.to === 'all' || users.length > 0 || connections.length > 0) {
       const id = this.nextMessageId()
       const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: new Date(this.clock.now()).toISOString(), sender: o.sender, priority: o.priority }
-      ids.push(id)
-      const targets: Dispatch['target'][] =
-        o.to === 'all'
-          ? [{ kind: 'all' }]
-          : [...(o.to.users?.length ? [{ kind: 'users' as const, users: o.to.users }] : []), ...(o.to.connections?.length ? [{ kind: 'connections' as const, connections: o.to.connections }] : [])]
       const out = this.encode(this.codec, frame)
-      for (const target of targets) recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, ...common }, out, where)
+      const limit = this.options.limits.maxMessageSize
+      if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
+      ids.push(id)
+      const target: Dispatch['target'] = o.to === 'all' ? { kind: 'all' } : { kind: 'direct', users, connections }
+      recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
     }
-    if (o.to !== 'all') {
-      for (const channel of o.to.channels ?? []) {
-        if (where) {
-          // A recipient filter applies at delivery, so the message is not stored for replay.
-          const id = this.nextMessageId()
-          const frame: MessageFrame = { type: 'message', channel, event: o.event, data: o.data ?? null, id, timestamp: new Date(this.clock.now()).toISOString(), sender: o.sender, priority: o.priority }
-          ids.push(id)
-          recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, ...common }, undefined, where)
-        } else {
-          const r = await this.publish(channel, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile })
-          ids.push(r.messageId)
-          recipients += r.recipients
-        }
-      }
+    for (let i = 0; i < channels.length; i++) {
+      const r = await this.publishResolved(channels[i]!, resolved[i]!, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, undefined)
+      ids.push(r.messageId)
+      recipients += r.recipients
     }
     return { messageIds: ids, recipients }
   }
@@ -886,11 +905,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.write(conn, this.encode(conn.codec, frame), PRIORITY.high, volatile)
   }
 
-  private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): void {
+  private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery {
     const r = conn.write(out, priority, volatile, this.queueLimits, this.stats)
     if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) {
       this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
     }
+    return r
   }
 
   /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
@@ -948,17 +968,19 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       const channel = this.live.get(t.channel)
       return channel ? this.fanOut(channel, frame, encoded, local) : 0
     }
-    const recipients: Iterable<Connection> =
-      t.kind === 'all'
-        ? this.connections.values()
-        : t.kind === 'users'
-          ? t.users.flatMap((u) => [...(this.byUser.get(u) ?? [])])
-          : t.connections.map((c) => this.connections.get(c)).filter((c): c is Connection => c !== undefined)
+    const recipients = new Set<Connection>()
+    if (t.kind === 'all') for (const c of this.connections.values()) recipients.add(c)
+    else {
+      for (const u of t.users) for (const c of this.byUser.get(u) ?? []) recipients.add(c)
+      for (const id of t.connections) {
+        const c = this.connections.get(id)
+        if (c) recipients.add(c)
+      }
+    }
     let n = 0
-    for (const conn of [...recipients]) {
-      if (!this.admits(conn, local, frame)) continue
-      this.write(conn, conn.sharedCodec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile)
-      n++
+    for (const conn of recipients) {
+      if (conn === local.excludeOne || !this.admits(conn, local, frame)) continue
+      if (this.write(conn, conn.sharedCodec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile) !== Delivery.Dropped) n++
     }
     return n
   }
@@ -1052,15 +1074,17 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (denied) throw new RealtimeError('RT_003', denied)
     }
     const result = await this.readHistory(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
-    if (frame.since && result.epoch !== frame.since.epoch) throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset', { epoch: result.epoch })
-    for (const m of result.messages) this.sendFrame(conn, storedToFrame(m))
+    if (frame.since && result.epoch !== frame.since.epoch) {
+      throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset; read again without since', { epoch: result.epoch })
+    }
     this.sendFrame(conn, {
-      type: 'subscribed',
+      type: 'history',
       id: frame.id,
       channel: frame.channel,
-      position: { epoch: result.epoch, offset: result.messages.at(-1)?.offset ?? frame.since?.offset ?? 0 },
-      recovered: result.complete,
-      reason: result.complete ? undefined : 'history no longer covers the position',
+      messages: result.messages.map(storedToFrame),
+      position: { epoch: result.epoch, offset: result.messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
+      top: result.top,
+      complete: result.complete,
     })
   }
 
@@ -1247,6 +1271,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       await this.options.broker.close()
     } catch (err) {
       this.report(err, 'broker.close')
+    }
+    try {
+      await this.options.store.close?.()
+    } catch (err) {
+      this.report(err, 'store.close')
     }
   }
 }

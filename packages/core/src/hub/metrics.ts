@@ -10,7 +10,7 @@ export interface MetricsSnapshot {
   readonly subscriptionsByChannel: Readonly<Record<string, number>>
   /** Frames received from clients. */
   readonly messagesIn: number
-  /** Frames written (or queued) to clients. */
+  /** Frames handed to sessions (queued frames count when they are flushed). */
   readonly messagesOut: number
   readonly bytesIn: number
   readonly bytesOut: number

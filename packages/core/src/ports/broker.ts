@@ -5,8 +5,8 @@ import type { MaybePromise } from '../util.js'
 /** Where a dispatch goes. */
 export type DispatchTarget =
   | { readonly kind: 'channel'; readonly channel: string }
-  | { readonly kind: 'users'; readonly users: readonly string[] }
-  | { readonly kind: 'connections'; readonly connections: readonly string[] }
+  /** Every connection of these users and these connections, each once. */
+  | { readonly kind: 'direct'; readonly users: readonly string[]; readonly connections: readonly string[] }
   | { readonly kind: 'all' }
 
 /**

@@ -16,7 +16,7 @@ export interface TestHub extends AsyncDisposable {
   connect(options?: MemoryConnectOptions): Promise<MemoryClient>
   /** Let everything in flight run: frames, store answers, chains of promises (no clock time passes). */
   settle(): Promise<void>
-  /** Move the manual clock forward, then settle. */
+  /** Settle, move the manual clock forward (running due timers), then settle again. */
   advance(ms: number): Promise<void>
   close(): Promise<void>
 }
@@ -48,6 +48,8 @@ export function createTestHub(options: HubOptions & { seed?: number } = {}): Tes
     connect: (o) => transport.connect(o),
     settle,
     async advance(ms) {
+      // Frames already sent are handled at the current time, before the clock moves.
+      await settle()
       clock.advance(ms)
       await settle()
     },
