@@ -72,6 +72,8 @@ export const CloseCode = {
   TooManyConnections: 4008,
   /** The connection stayed too slow to keep up and was dropped. */
   SlowConsumer: 4009,
+  /** Messages stayed unacknowledged through every redelivery attempt (`delivery.onFailure: 'disconnect'`). */
+  DeliveryFailed: 4010,
 } as const
 
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode]

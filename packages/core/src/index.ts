@@ -33,11 +33,14 @@ export {
   type ChannelInfo,
   type ChannelHandle,
   type Route,
+  type AckRecipient,
+  storedToFrame,
 } from './hub/hub.js'
-export type { HubOptions, HubLimits, PresenceOptions } from './hub/options.js'
+export type { HubOptions, HubLimits, PresenceOptions, DeliveryOptions, NotificationOptions } from './hub/options.js'
 export type { HubEvents } from './hub/events.js'
 export { type ChannelOptions, type EventSchema, BUILT_IN_CHANNELS } from './hub/channels.js'
 export type { ConnectionInfo } from './hub/connection.js'
 export type { Rooms, RoomInfo, RoomOptions, RoomAccess } from './hub/rooms.js'
 export type { MetricsSnapshot } from './hub/metrics.js'
 export { type MaybePromise, seededRandom } from './util.js'
+export { createReceiver, type Receiver, type ReceiverOptions } from './receiver.js'

@@ -74,7 +74,8 @@ export const clientFrameSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('read'), v: version,
     channel: channelNameSchema,
-    ids: z.array(z.string().min(1).max(128)).min(1).max(500),
+    /** Offsets of the messages read (batched). */
+    offsets: z.array(z.number().int().positive()).min(1).max(500),
   }).strict(),
   z.object({
     type: z.literal('history'), v: version, id: requestId.optional(),
@@ -121,6 +122,14 @@ export const messageFrameSchema = z.object({
   timestamp: z.string(),
   sender: z.string().optional(),
   priority: prioritySchema.optional(),
+  /**
+   * The offset of the previous message this subscriber was sent on this channel, when it is not
+   * `offset - 1` (messages it was not meant to see: its own, filtered, muted). A receiver that
+   * has processed up to `prev` may process this one; otherwise something before it is missing.
+   */
+  prev: z.number().int().nonnegative().optional(),
+  /** The receiver must acknowledge it (`ack` frame): on at-least-once channels, or when the publisher waits for acks. */
+  ack: z.literal(true).optional(),
 })
 
 const errorCode = z.enum(ALL_ERROR_CODES as [ErrorCode, ...ErrorCode[]])
@@ -141,7 +150,9 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
     presence: presenceSnapshot.optional(),
     /** The stream position the subscription starts after; keep it to resume later. */
     position: streamPositionSchema.optional(),
-    /** With `since`: whether every missed message was replayed; false comes with `reason`. */
+    /** How the channel delivers: acknowledge messages that carry `ack: true`. */
+    delivery: z.enum(['at-most-once', 'at-least-once']).optional(),
+    /** With `since` (or an offline queue): whether every missed message was replayed; false comes with `reason`. */
     recovered: z.boolean().optional(),
     reason: z.string().optional(),
   }),
@@ -168,6 +179,11 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('presence:update'), id: requestId.optional(), channel: z.string(), user: presenceMemberSchema }),
   z.object({ type: z.literal('presence'), id: requestId.optional(), channel: z.string(), users: z.array(presenceMemberSchema), count: z.number() }),
   z.object({ type: z.literal('typing'), channel: z.string(), userId: z.string(), active: z.boolean() }),
+  /** To a message's sender: its messages were delivered (acknowledged) to, or read by, a user. */
+  z.object({
+    type: z.literal('receipt'), channel: z.string(), status: z.enum(['delivered', 'read']),
+    userId: z.string(), offsets: z.array(z.number().int().positive()),
+  }),
   z.object({
     type: z.literal('error'), id: requestId.optional(), code: errorCode, message: z.string(),
     channel: z.string().optional(), details: z.record(z.string(), z.unknown()).optional(),

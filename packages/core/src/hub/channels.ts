@@ -30,6 +30,20 @@ export interface ChannelOptions {
   readonly echo?: boolean
   /** Reserved for live query channels (`db:collection:*`): served by a live query provider. */
   readonly liveQuery?: boolean
+  /**
+   * `'at-least-once'`: every message must be acknowledged and is sent again (from the log) until
+   * it is, with backoff; with publisher idempotency keys and receivers that drop offsets they
+   * already processed, this is exactly-once to the application. Default `'at-most-once'`.
+   */
+  readonly delivery?: 'at-most-once' | 'at-least-once'
+  /**
+   * Keep messages for users who are not connected and deliver them, in order, when the user next
+   * subscribes (from the user's cursor: what it last acknowledged). The log's retention becomes
+   * at most `maxMessages` and `ttlMs`. Default off; on for `private:user-*` (100, 5 minutes).
+   */
+  readonly offline?: { readonly maxMessages?: number; readonly ttlMs?: number } | false
+  /** Send `receipt` frames to a message's sender when it is delivered (acknowledged) and read. Default false. */
+  readonly receipts?: boolean
 }
 
 export interface ResolvedChannel {
@@ -53,7 +67,7 @@ const isRoomMember: ChannelRule = (ctx) => ctx.identity.userId !== undefined && 
 /** The channel kinds every hub knows. Apps may re-register any of these patterns to change its options. */
 export const BUILT_IN_CHANNELS: ReadonlyArray<readonly [string, ChannelOptions]> = [
   ['public:*', { subscribe: true, publish: 'authenticated' }],
-  ['private:user-{userId}', { subscribe: isOwnUserChannel, publish: isOwnUserChannel }],
+  ['private:user-{userId}', { subscribe: isOwnUserChannel, publish: isOwnUserChannel, delivery: 'at-least-once', offline: { maxMessages: 100, ttlMs: 5 * 60_000 } }],
   ['private:room-{roomId}', { subscribe: isRoomMember, publish: isRoomMember, presence: true, room: 'required' }],
   ['presence:*', { subscribe: 'authenticated', publish: 'authenticated', presence: true }],
   ['db:collection:*', { subscribe: 'authenticated', publish: false, liveQuery: true, history: false }],

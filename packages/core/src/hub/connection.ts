@@ -1,6 +1,7 @@
 import type { Codec } from '../codec.js'
 import type { FilterPredicate } from '../filter.js'
 import type { Identity } from '../ports/auth.js'
+import type { MessageFrame } from '../protocol.js'
 import type { Outbound, Session } from '../ports/session.js'
 import type { Channel } from './channel.js'
 import type { Metrics } from './metrics.js'
@@ -33,8 +34,20 @@ export interface Subscription {
   filter: FilterPredicate | null
   /** Cached result of the publish rule for this connection on this channel. */
   canPublish: boolean | undefined
-  /** While a resubscribe replays missed messages: live frames wait here as [offset, frame]. */
-  replay: Array<[number, Outbound]> | null
+  /** Until the `subscribed` reply (and any replay) is out: live messages wait here. */
+  replay: Array<[MessageFrame, Outbound]> | null
+  /** At-least-once: every message to this subscriber is tracked for acknowledgment. */
+  readonly tracked: boolean
+  /** Offset of the last message sent to this subscriber (its position, before any was sent). */
+  lastSent: number
+  /** Highest offset the subscriber acknowledged (cumulative). */
+  acked: number
+  /** Redelivery attempts since the last acknowledgment that made progress. */
+  attempts: number
+  /** When unacknowledged messages are due to be sent again (hub clock). */
+  deadline: number
+  /** In the hub's set of subscriptions waiting for acknowledgments. */
+  pending: boolean
 }
 
 /** Compiled per-user preferences, applied by the hub at fan-out. */
@@ -155,7 +168,7 @@ export class Connection {
   refreshFastPath(): void {
     const open = this.queues === null && this.sharedCodec && this.preferences === undefined && !this.closed
     for (const sub of this.subscriptions.values()) {
-      const fast = open && sub.active && sub.replay === null
+      const fast = open && sub.active && sub.replay === null && !sub.tracked
       if (fast !== sub.fast) {
         sub.fast = fast
         sub.channel.invalidate()
@@ -206,6 +219,13 @@ export class Connection {
     for (const f of low) this.queuedBytes -= f.bytes
     metrics.dropped += low.length
     low.length = 0
+  }
+
+  /** Forget queued frames but stay connected (slow consumer policy `'drop'`). */
+  dropQueued(): void {
+    if (this.queues === null) return
+    for (const q of this.queues) q.length = 0
+    this.queuedBytes = 0
   }
 
   discardQueue(): void {

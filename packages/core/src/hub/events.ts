@@ -21,6 +21,11 @@ export interface HubEvents {
   'room:member-left': (e: { room: RoomInfo; userId: string | undefined; connectionId: string }) => void
   'room:emptied': (room: RoomInfo) => void
   'room:deleted': (room: RoomInfo) => void
+  /**
+   * Messages to a subscriber could not be delivered: not acknowledged after every attempt, or
+   * dropped by retention before a redelivery. The range is inclusive.
+   */
+  'delivery:failed': (e: { connectionId: string; userId: string | undefined; channel: string; fromOffset: number; toOffset: number; attempts: number; reason: string }) => void
   /** A client frame was rejected with an error code (the connection stays open). */
   'client:error': (e: { connectionId: string; userId: string | undefined; code: ErrorCode; message: string; frameType: string | undefined }) => void
   /** An internal failure (store, broker, listener); also passed to `options.onError`. */

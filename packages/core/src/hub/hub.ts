@@ -18,7 +18,7 @@ import {
 } from '../protocol.js'
 import type { Identity } from '../ports/auth.js'
 import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
-import type { Clock } from '../ports/clock.js'
+import type { Clock, TimerHandle } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import type { Retention, StoredMessage } from '../ports/store.js'
 import { type MaybePromise, isPromise, andThen } from '../util.js'
@@ -28,6 +28,7 @@ import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PR
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
+import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
 import { type Room, type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
 
@@ -47,6 +48,17 @@ export interface PublishOptions {
   readonly volatile?: boolean | undefined
   /** A repeat within the dedup window returns the first result and delivers nothing. */
   readonly idempotencyKey?: string | undefined
+  /**
+   * Ask every recipient on this node to acknowledge the message, and resolve once all have or
+   * after this many ms, with who did and who did not. Needs a channel that keeps history.
+   */
+  readonly awaitAcks?: number | undefined
+}
+
+/** A connection that received a message the publisher waited on. */
+export interface AckRecipient {
+  readonly connectionId: string
+  readonly userId: string | undefined
 }
 
 export interface PublishResult {
@@ -56,9 +68,13 @@ export interface PublishResult {
   readonly duplicate: boolean
   /** Connections on this node that it was written or queued to. */
   readonly recipients: number
+  /** With `awaitAcks`: the recipients that acknowledged in time. */
+  readonly acknowledged?: AckRecipient[]
+  /** With `awaitAcks`: the recipients that did not. */
+  readonly unacknowledged?: AckRecipient[]
 }
 
-export interface BroadcastOptions extends Omit<PublishOptions, 'idempotencyKey'> {
+export interface BroadcastOptions extends Omit<PublishOptions, 'idempotencyKey' | 'awaitAcks'> {
   readonly event: string
   readonly data?: unknown
   /** `'all'` connections, or any mix of channels, users and connection ids. */
@@ -116,6 +132,16 @@ export interface Hub extends EventEmitter<HubEvents> {
   broadcast(options: BroadcastOptions): Promise<BroadcastResult>
   channel(name: string): ChannelHandle
   getPresence(channel: string): Promise<PresenceSnapshot>
+  /**
+   * Send a notification to a user's personal channel (`private:user-<id>`: acknowledged, kept
+   * while the user is offline). Keeps the user's unread badge count; batches bursts.
+   */
+  notify(userId: string, notification: unknown): Promise<{ batched: boolean; offset: number | undefined; badge: number }>
+  unreadNotifications(userId: string): number
+  /** Mark notifications read (by the offsets of their messages, or all); the user's connections get the new badge count. */
+  markNotificationsRead(userId: string, offsets?: readonly number[]): void
+  /** Users whose cursor on a channel (kept for offline channels) has passed an offset. */
+  deliveredTo(channel: string, offset: number): Promise<string[]>
   /** Unsubscribe a user from a channel on every node; returns the connections on this node it removed. */
   kick(channel: string, userId: string, reason?: string): Promise<number>
   getConnections(filter?: { userId?: string; channel?: string }): ConnectionInfo[]
@@ -140,7 +166,15 @@ export function createHub(options: HubOptions = {}): Hub {
   return new HubImpl(options)
 }
 
+interface AckWaiter {
+  acked(sub: Subscription, upTo: number): void
+  /** A recipient left: stop waiting for it (it counts as not acknowledged). */
+  gone(sub: Subscription): void
+}
+
 interface LocalDispatch {
+  /** Subscribers the message was written to, when the publisher waits for their acks. */
+  readonly collect: Subscription[] | null
   /** The one excluded connection (the usual case: a publisher), compared by identity. */
   readonly excludeOne: Connection | null
   /** True when `admits()` must run for every recipient (several exclusions, users, `where`). */
@@ -152,7 +186,7 @@ interface LocalDispatch {
   readonly volatile: boolean
 }
 
-const NO_EXCLUSIONS: LocalDispatch = { excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
+const NO_EXCLUSIONS: LocalDispatch = { collect: null, excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
 const REPLAY_PAGE = 500
 
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
@@ -173,6 +207,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly queueLimits: QueueLimits
   private seq = 0
   private closing = false
+  /** At-least-once subscriptions with messages not yet acknowledged; swept by one timer. */
+  private readonly pendingAcks = new Set<Subscription>()
+  private sweepTimer: TimerHandle | undefined
+  private readonly ackWaiters = new Map<string, Set<AckWaiter>>()
+  private readonly notifications: NotificationService
   private readonly brokerReady: MaybePromise<void>
 
   constructor(input: HubOptions) {
@@ -197,6 +236,18 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           volatile,
         }),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      report: (err, stage) => this.report(err, stage),
+    })
+    this.notifications = new NotificationService({
+      options: this.options,
+      publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
+      badge: (userId, count) =>
+        this.dispatch({
+          kind: 'dispatch',
+          origin: this.nodeId,
+          target: { kind: 'direct', users: [userId], connections: [] },
+          frame: { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: new Date(this.clock.now()).toISOString() },
+        }),
       report: (err, stage) => this.report(err, stage),
     })
     this.rooms = new RoomRegistry({
@@ -489,10 +540,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return
       }
       case 'ack':
-        // Acks matter on at-least-once channels only; on others there is nothing to release.
-        return
+        return this.onAck(conn, frame)
       case 'read':
-        throw new RealtimeError('RT_007', 'read receipts are not enabled on this channel')
+        return this.onRead(conn, frame)
       case 'history':
         return this.onHistory(conn, frame)
       case 'ping':
@@ -553,9 +603,24 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
-    const sub: Subscription = { connection: conn, session: conn.session, active: true, fast: false, channel, filter, canPublish: undefined, replay: null }
     const history = this.retention(options)
-    if (frame.since && history) sub.replay = []
+    const sub: Subscription = {
+      connection: conn,
+      session: conn.session,
+      active: true,
+      fast: false,
+      channel,
+      filter,
+      canPublish: undefined,
+      // Live messages wait until the reply (and any replay) is out, so they follow it in order.
+      replay: history ? [] : null,
+      tracked: options.delivery === 'at-least-once' && history !== null,
+      lastSent: 0,
+      acked: 0,
+      attempts: 0,
+      deadline: 0,
+      pending: false,
+    }
     const entered = channel.add(sub)
     conn.subscriptions.set(name, sub)
     conn.refreshFastPath()
@@ -564,12 +629,25 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
-    if (frame.since && !history) {
+    const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
+    let since = frame.since
+    let offline = false
+    if (!since && history && options.offline && conn.userId !== undefined && extras.position) {
+      // The user's offline queue: what was published since it last acknowledged (or all that is kept).
+      const cursor = await this.options.store.cursor(name, conn.userId)
+      if (conn.closed || conn.subscriptions.get(name) !== sub) return
+      since = { epoch: extras.position.epoch, offset: cursor ?? 0 }
+      offline = true
+    }
+    if (since && !history) {
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
-    } else if (frame.since) {
-      await this.recover(conn, sub, frame.since, frame.id, extras)
+    } else if (since) {
+      await this.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline)
     } else {
-      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras })
+      const start = extras.position?.offset ?? 0
+      sub.lastSent = sub.acked = start
+      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
+      this.goLive(sub, start)
     }
     this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
   }
@@ -581,16 +659,38 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return out
   }
 
+  /** Send the live messages that waited during subscribe (those after `after`), then deliver live. */
+  private goLive(sub: Subscription, after: number): void {
+    const waiting = sub.replay ?? []
+    sub.replay = null
+    sub.connection.refreshFastPath()
+    for (const [frame, out] of waiting) {
+      if ((frame.offset ?? 0) <= after) continue
+      if (sub.tracked) this.sendTracked(sub, frame, out, PRIORITY.normal)
+      else this.write(sub.connection, out, PRIORITY.normal, false)
+    }
+  }
+
   /**
-   * Replay what a resubscribing client missed, then switch it to live delivery. Live messages
-   * that arrive meanwhile wait in `sub.replay` and are sent after the replay, without repeats.
+   * Replay what a subscriber missed since a position, then switch it to live delivery. The
+   * `subscribed` reply says where the replay starts (`position`) and whether it is complete
+   * (`recovered`); a client's own resume with a stale epoch or past retention gets
+   * `recovered: false` and no replay, never a silent partial one. An offline queue
+   * (`partial`) delivers what the log still has and says what expired.
    */
-  private async recover(conn: Connection, sub: Subscription, since: StreamPosition, id: RequestId | undefined, extras: { presence?: PresenceSnapshot; position?: StreamPosition }): Promise<void> {
+  private async recover(
+    conn: Connection,
+    sub: Subscription,
+    since: StreamPosition,
+    id: RequestId | undefined,
+    extras: { presence?: PresenceSnapshot; position?: StreamPosition; delivery?: 'at-most-once' | 'at-least-once' | undefined },
+    partial: boolean,
+  ): Promise<void> {
     const name = sub.channel.name
     let after = since.offset
     let recovered = true
     let reason: string | undefined
-    const replayed: Outbound[] = []
+    const replay: MessageFrame[] = []
     for (;;) {
       const page = await this.options.store.read(name, { after, limit: REPLAY_PAGE, now: this.clock.now() })
       if (page.epoch !== since.epoch) {
@@ -600,24 +700,193 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       if (!page.complete) {
         recovered = false
-        reason = 'history no longer covers the position: messages were dropped by retention'
-        break
+        reason = partial
+          ? 'some queued messages expired before they could be delivered'
+          : 'history no longer covers the position: messages were dropped by retention'
+        if (!partial) break
       }
       for (const m of page.messages) {
-        const frame = storedToFrame(m)
-        if ((sub.filter === null || sub.filter(frame)) && this.admits(conn, NO_EXCLUSIONS, frame)) replayed.push(this.encode(conn.codec, frame))
         after = m.offset
+        if (m.connectionId === conn.id && !sub.channel.options.echo) continue
+        const frame = storedToFrame(m, sub.tracked)
+        if ((sub.filter === null || sub.filter(frame)) && this.admits(conn, NO_EXCLUSIONS, frame)) replay.push(frame)
       }
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
-    const position = recovered ? { epoch: since.epoch, offset: Math.max(after, extras.position?.offset ?? 0) } : extras.position
-    this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, recovered, reason })
-    if (recovered) for (const out of replayed) this.write(conn, out, PRIORITY.normal, false)
-    const waiting = sub.replay ?? []
-    sub.replay = null
-    conn.refreshFastPath()
-    for (const [offset, out] of waiting) if (!recovered || offset > after) this.write(conn, out, PRIORITY.normal, false)
+    const replaying = recovered || (partial && reason !== undefined && !reason.startsWith('epoch'))
+    const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
+    sub.lastSent = sub.acked = position?.offset ?? 0
+    this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
+    if (replaying) {
+      for (const frame of replay) {
+        if (sub.tracked) this.sendTracked(sub, frame, null, PRIORITY.normal)
+        else this.write(conn, this.encode(conn.codec, frame), PRIORITY.normal, false)
+        sub.lastSent = Math.max(sub.lastSent, frame.offset ?? 0)
+      }
+      // Offsets replayed past but not for this subscriber still count as passed.
+      if (!sub.tracked) sub.lastSent = Math.max(sub.lastSent, after)
+    }
+    this.goLive(sub, replaying ? after : (position?.offset ?? 0))
+  }
+
+  // ------------------------------------------------------------------ at-least-once
+
+  /**
+   * Send one message to an at-least-once subscriber and track it: the shared frame when it
+   * follows the last one sent, else a copy that names the previous offset (`prev`), so the
+   * receiver can tell a gap that is not for it from a loss.
+   */
+  private sendTracked(sub: Subscription, frame: MessageFrame, shared: Outbound | null, priority: PriorityClass): Delivery {
+    const conn = sub.connection
+    const offset = frame.offset ?? 0
+    const contiguous = offset === sub.lastSent + 1
+    const out =
+      contiguous && shared !== null && conn.sharedCodec
+        ? shared
+        : this.encode(conn.codec, contiguous ? { ...frame, ack: true } : { ...frame, prev: sub.lastSent, ack: true })
+    if (offset > sub.lastSent) sub.lastSent = offset
+    if (!sub.pending) {
+      sub.pending = true
+      sub.attempts = 0
+      sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
+      this.pendingAcks.add(sub)
+      this.scheduleSweep()
+    }
+    return this.write(conn, out, priority, false)
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepTimer !== undefined || this.closing) return
+    const every = Math.max(10, Math.min(1000, Math.floor(this.options.delivery.ackTimeoutMs / 4)))
+    this.sweepTimer = this.clock.setTimeout(() => {
+      this.sweepTimer = undefined
+      this.sweepAcks()
+    }, every)
+  }
+
+  /** One timer for the whole hub: redeliver what is overdue, with backoff; give up after the last attempt. */
+  private sweepAcks(): void {
+    const now = this.clock.now()
+    const d = this.options.delivery
+    for (const sub of this.pendingAcks) {
+      if (!sub.active || sub.acked >= sub.lastSent) {
+        sub.pending = false
+        this.pendingAcks.delete(sub)
+        continue
+      }
+      if (now < sub.deadline) continue
+      if (sub.attempts >= d.maxAttempts) {
+        this.deliveryFailed(sub, sub.acked + 1, sub.lastSent, 'not acknowledged')
+        continue
+      }
+      sub.attempts++
+      sub.deadline = now + Math.min(d.maxBackoffMs, d.ackTimeoutMs * d.backoffMultiplier ** sub.attempts)
+      const r = this.redeliver(sub)
+      if (isPromise(r)) r.catch((err) => this.report(err, 'redeliver'))
+    }
+    if (this.pendingAcks.size > 0) this.scheduleSweep()
+  }
+
+  private deliveryFailed(sub: Subscription, from: number, to: number, reason: string): void {
+    const conn = sub.connection
+    this.stats.deliveryFailed++
+    this.emit('delivery:failed', { connectionId: conn.id, userId: conn.userId, channel: sub.channel.name, fromOffset: from, toOffset: to, attempts: sub.attempts, reason })
+    if (sub.acked < to) sub.acked = to
+    if (sub.acked >= sub.lastSent) {
+      sub.pending = false
+      this.pendingAcks.delete(sub)
+    }
+    if (this.options.delivery.onFailure === 'disconnect' && reason === 'not acknowledged') {
+      this.closeConnection(conn, CloseCode.DeliveryFailed, 'messages were not acknowledged')
+    }
+  }
+
+  /** Send again, from the log, everything after the subscriber's acknowledged offset. */
+  private redeliver(sub: Subscription): MaybePromise<void> {
+    const conn = sub.connection
+    const name = sub.channel.name
+    const until = sub.lastSent
+    const readFrom = (after: number, prev: number): MaybePromise<void> =>
+      andThen(this.options.store.read(name, { after, limit: Math.min(REPLAY_PAGE, until - after), now: this.clock.now() }), (page) => {
+        if (!sub.active || conn.closed) return
+        const first = page.messages[0]?.offset
+        if (!page.complete && first !== undefined && first > after + 1) this.deliveryFailed(sub, after + 1, first - 1, 'dropped by retention')
+        if (page.messages.length === 0) {
+          if (after < until) this.deliveryFailed(sub, after + 1, until, 'dropped by retention')
+          return
+        }
+        let last = after
+        for (const m of page.messages) {
+          if (m.offset > until) break
+          last = m.offset
+          if (m.connectionId === conn.id && !sub.channel.options.echo) continue
+          const frame = storedToFrame(m, true)
+          if ((sub.filter !== null && !sub.filter(frame)) || !this.admits(conn, NO_EXCLUSIONS, frame)) continue
+          this.stats.redelivered++
+          this.write(conn, this.encode(conn.codec, m.offset === prev + 1 ? frame : { ...frame, prev }), PRIORITY.normal, false)
+          prev = m.offset
+        }
+        if (last < until && last > after) return readFrom(last, prev)
+      })
+    return readFrom(sub.acked, sub.acked)
+  }
+
+  private onAck(conn: Connection, frame: ClientFrameOf<'ack'>): MaybePromise<void> {
+    const sub = conn.subscriptions.get(frame.channel)
+    if (!sub) return
+    const offset = Math.min(frame.offset, sub.lastSent)
+    const waiters = this.ackWaiters.get(frame.channel)
+    if (waiters) for (const w of waiters) w.acked(sub, frame.offset)
+    if (offset <= sub.acked) return
+    const before = sub.acked
+    sub.acked = offset
+    sub.attempts = 0
+    if (sub.acked >= sub.lastSent) {
+      sub.pending = false
+      this.pendingAcks.delete(sub)
+    } else sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
+    const options = sub.channel.options
+    const jobs: Array<MaybePromise<void>> = []
+    if (options.offline && conn.userId !== undefined) jobs.push(this.options.store.commit(frame.channel, conn.userId, offset))
+    if (options.receipts && conn.userId !== undefined) jobs.push(this.sendReceipts(frame.channel, conn.userId, 'delivered', before + 1, offset))
+    const pending = jobs.filter(isPromise)
+    if (pending.length > 0) return Promise.all(pending).then(() => undefined)
+  }
+
+  /** Tell the senders of messages in [from, to] (or of the given offsets) that `userId` got or read them. */
+  private sendReceipts(channel: string, userId: string, status: 'delivered' | 'read', from: number, to: number, only?: ReadonlySet<number>): MaybePromise<void> {
+    if (to < from) return
+    const limit = Math.min(REPLAY_PAGE, to - from + 1)
+    return andThen(this.options.store.read(channel, { after: from - 1, limit, now: this.clock.now() }), (page) => {
+      const bySender = new Map<string, number[]>()
+      for (const m of page.messages) {
+        if (m.offset > to || (only && !only.has(m.offset))) continue
+        if (m.sender === undefined || m.sender === userId) continue
+        let list = bySender.get(m.sender)
+        if (!list) bySender.set(m.sender, (list = []))
+        list.push(m.offset)
+      }
+      for (const [sender, offsets] of bySender) {
+        this.dispatch({ kind: 'dispatch', origin: this.nodeId, target: { kind: 'direct', users: [sender], connections: [] }, frame: { type: 'receipt', channel, status, userId, offsets } })
+      }
+    })
+  }
+
+  private onRead(conn: Connection, frame: ClientFrameOf<'read'>): MaybePromise<void> {
+    const sub = conn.subscriptions.get(frame.channel)
+    if (!sub) throw new RealtimeError('RT_003', `subscribe to '${frame.channel}' before sending read receipts`)
+    const userId = conn.userId
+    if (userId === undefined) throw new RealtimeError('RT_003', 'read receipts need an authenticated user')
+    const personal = frame.channel === `private:user-${userId}`
+    if (personal) this.notifications.read(userId, frame.offsets)
+    if (!sub.channel.options.receipts) {
+      if (personal) return
+      throw new RealtimeError('RT_007', 'read receipts are not enabled on this channel')
+    }
+    if (conn.preferences?.readReceipts === false) return
+    const offsets = new Set(frame.offsets)
+    return this.sendReceipts(frame.channel, userId, 'read', Math.min(...offsets), Math.max(...offsets), offsets)
   }
 
   private compileMessageFilter(filter: unknown): FilterPredicate {
@@ -674,6 +943,17 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.subscriptions.get(channel.name) !== sub) return
     conn.subscriptions.delete(channel.name)
     const left = channel.remove(sub)
+    if (sub.pending) {
+      sub.pending = false
+      this.pendingAcks.delete(sub)
+    }
+    const waiters = this.ackWaiters.get(channel.name)
+    if (waiters) for (const w of [...waiters]) w.gone(sub)
+    if (channel.options.offline && !sub.tracked && conn.userId !== undefined && sub.lastSent > 0) {
+      // At-most-once offline channels count what was written as delivered.
+      const r = this.options.store.commit(channel.name, conn.userId, sub.lastSent)
+      if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
+    }
     const room = this.rooms.rooms.get(channel.name)
     if (channel.options.presence && conn.userId !== undefined) this.presence.leave(conn, channel, left)
     if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
@@ -785,26 +1065,33 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.validateEvent(options, event, data)
     const now = this.clock.now()
     const id = this.nextMessageId()
-    const base = { type: 'message' as const, channel, event, data: data ?? null, id, timestamp: new Date(now).toISOString(), sender: opts.sender, priority: opts.priority }
+    const awaitAcks = opts.awaitAcks
+    const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
+    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: new Date(now).toISOString(), sender: opts.sender, priority: opts.priority, ack }
     // Measure before storing, so a message that is too large is never stored.
     const draft = this.encode(this.codec, base)
     const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
     if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
 
     const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
-    const deliver = (frame: MessageFrame, out: Outbound): PublishResult => {
+    const deliver = (frame: MessageFrame, out: Outbound): MaybePromise<PublishResult> => {
       this.stats.published++
+      const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
       const recipients = this.dispatch(
         { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where },
         out,
         where,
+        collect,
       )
       this.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
-      return { messageId: id, offset: frame.offset, duplicate: false, recipients }
+      const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
+      if (collect === null) return result
+      return this.waitForAcks(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
     }
 
     const retention = where === undefined ? this.retention(options) : null
+    if (awaitAcks !== undefined && !retention) throw new RealtimeError('RT_007', 'awaitAcks needs a channel that keeps history (offsets)')
     if (!retention) {
       if (opts.idempotencyKey !== undefined) {
         const key = `${channel}\u0000${opts.idempotencyKey}`
@@ -816,13 +1103,42 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     const appended = this.options.store.append(
       channel,
-      { id, event, data: base.data, sender: opts.sender, timestamp: now },
+      { id, event, data: base.data, sender: opts.sender, timestamp: now, connectionId },
       { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now },
     )
-    return andThen(appended, (r): PublishResult => {
+    return andThen(appended, (r): MaybePromise<PublishResult> => {
       if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
       const frame: MessageFrame = { ...base, offset: r.message.offset }
       return deliver(frame, this.encode(this.codec, frame))
+    })
+  }
+
+  private waitForAcks(channel: string, offset: number, recipients: Subscription[], timeoutMs: number): Promise<{ acknowledged: AckRecipient[]; unacknowledged: AckRecipient[] }> {
+    const who = (s: Subscription): AckRecipient => ({ connectionId: s.connection.id, userId: s.connection.userId })
+    const remaining = new Set(recipients.filter((s) => s.acked < offset))
+    const acknowledged = recipients.filter((s) => s.acked >= offset).map(who)
+    if (remaining.size === 0) return Promise.resolve({ acknowledged, unacknowledged: [] })
+    return new Promise((resolve) => {
+      let set = this.ackWaiters.get(channel)
+      if (!set) this.ackWaiters.set(channel, (set = new Set()))
+      const finish = () => {
+        this.clock.clearTimeout(timer)
+        set!.delete(waiter)
+        if (set!.size === 0 && this.ackWaiters.get(channel) === set) this.ackWaiters.delete(channel)
+        resolve({ acknowledged, unacknowledged: [...remaining].map(who) })
+      }
+      const waiter: AckWaiter = {
+        acked(sub, upTo) {
+          if (upTo < offset || !remaining.delete(sub)) return
+          acknowledged.push(who(sub))
+          if (remaining.size === 0) finish()
+        },
+        gone(sub) {
+          if (remaining.has(sub)) finish()
+        },
+      }
+      const timer = this.clock.setTimeout(finish, timeoutMs)
+      set.add(waiter)
     })
   }
 
@@ -907,16 +1223,24 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery {
     const r = conn.write(out, priority, volatile, this.queueLimits, this.stats)
-    if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) {
-      this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
-    }
+    if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) this.slowConsumer(conn)
     return r
   }
 
+  /** A connection's queue is over its limit even after shedding low priority. */
+  private slowConsumer(conn: Connection): void {
+    if (this.options.limits.slowConsumer === 'drop') {
+      this.stats.dropped += conn.queued
+      conn.dropQueued()
+      return
+    }
+    this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
+  }
+
   /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
-  private dispatch(d: Dispatch, out?: Outbound, where?: FilterPredicate): number {
+  private dispatch(d: Dispatch, out?: Outbound, where?: FilterPredicate, collect: Subscription[] | null = null): number {
     // While closing, local connections are going away: only the other nodes need to hear (leaves).
-    const n = this.closing ? 0 : this.deliverLocal(d, out, where)
+    const n = this.closing ? 0 : this.deliverLocal(d, out, where, collect)
     try {
       const r = this.options.broker.publish(d)
       if (isPromise(r)) r.catch((err) => this.report(err, 'broker.publish'))
@@ -945,17 +1269,18 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     } else if (c.userId !== undefined) this.disconnectUserLocal(c.userId, c.reason)
   }
 
-  private deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined): number {
+  private deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined, collect: Subscription[] | null = null): number {
     const frame = d.frame
     const encoded = out ?? this.encode(this.codec, frame)
     let local = NO_EXCLUSIONS
-    if (d.exclude !== undefined || where !== undefined || d.priority !== undefined || d.volatile !== undefined) {
+    if (d.exclude !== undefined || where !== undefined || d.priority !== undefined || d.volatile !== undefined || collect !== null) {
       const conns = d.exclude?.connections ?? []
       const users = d.exclude?.users ?? []
       const one = conns.length === 1 ? this.connections.get(conns[0]!) ?? null : null
       local = {
+        collect,
         excludeOne: one,
-        general: conns.length > 1 || users.length > 0 || where !== undefined,
+        general: conns.length > 1 || users.length > 0 || where !== undefined || collect !== null,
         excludeConnections: conns.length > 0 ? new Set(conns) : null,
         excludeUsers: users.length > 0 ? new Set(users) : null,
         where: where ?? null,
@@ -1025,8 +1350,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (isMessage) {
         if (sub.filter !== null && !sub.filter(frame)) continue
         if (sub.replay !== null) {
-          sub.replay.push([(frame as MessageFrame).offset ?? 0, conn.sharedCodec ? out : this.encode(conn.codec, frame)])
+          sub.replay.push([frame as MessageFrame, conn.sharedCodec ? out : this.encode(conn.codec, frame)])
           n++
+          continue
+        }
+        if (d.collect !== null) d.collect.push(sub)
+        if (sub.tracked && (frame as MessageFrame).offset !== undefined) {
+          if (this.sendTracked(sub, frame as MessageFrame, out, d.priority) !== Delivery.Dropped) n++
           continue
         }
       }
@@ -1036,7 +1366,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     this.stats.messagesOut += sent
     this.stats.bytesOut += sent * out.bytes
-    if (slow !== null) for (const conn of slow) this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
+    if (slow !== null) for (const conn of slow) this.slowConsumer(conn)
     return n + sent
   }
 
@@ -1081,7 +1411,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       type: 'history',
       id: frame.id,
       channel: frame.channel,
-      messages: result.messages.map(storedToFrame),
+      messages: result.messages.map((m) => storedToFrame(m)),
       position: { epoch: result.epoch, offset: result.messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
       top: result.top,
       complete: result.complete,
@@ -1128,6 +1458,26 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       kick: (userId, reason) => this.kick(name, userId, reason),
       history: async (o = {}) => this.readHistory(name, this.resolve(name), o),
     }
+  }
+
+  notify(userId: string, notification: unknown): Promise<{ batched: boolean; offset: number | undefined; badge: number }> {
+    return this.notifications.notify(userId, notification)
+  }
+
+  unreadNotifications(userId: string): number {
+    return this.notifications.unreadCount(userId)
+  }
+
+  markNotificationsRead(userId: string, offsets?: readonly number[]): void {
+    if (offsets) this.notifications.read(userId, offsets)
+    else this.notifications.readAll(userId)
+  }
+
+  async deliveredTo(channel: string, offset: number): Promise<string[]> {
+    const cursors = await this.options.store.cursors(channel)
+    return Object.entries(cursors)
+      .filter(([, at]) => at >= offset)
+      .map(([user]) => user)
   }
 
   async getPresence(channel: string): Promise<PresenceSnapshot> {
@@ -1245,6 +1595,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       bytesOut: s.bytesOut,
       published: s.published,
       dropped: s.dropped,
+      redelivered: s.redelivered,
+      deliveryFailed: s.deliveryFailed,
       connectionsOpened: s.connectionsOpened,
       connectionsClosed: s.connectionsClosed,
       errors: { ...s.errors },
@@ -1265,6 +1617,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
+    if (this.sweepTimer !== undefined) this.clock.clearTimeout(this.sweepTimer)
+    this.notifications.close()
     for (const conn of [...this.connections.values()]) this.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()
     try {
@@ -1288,6 +1642,16 @@ function requestIdOf(value: unknown): RequestId | undefined {
   return undefined
 }
 
-export function storedToFrame(m: StoredMessage): MessageFrame {
-  return { type: 'message', channel: m.channel, event: m.event, data: m.data, id: m.id, offset: m.offset, timestamp: new Date(m.timestamp).toISOString(), sender: m.sender }
+export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {
+  return {
+    type: 'message',
+    channel: m.channel,
+    event: m.event,
+    data: m.data,
+    id: m.id,
+    offset: m.offset,
+    timestamp: new Date(m.timestamp).toISOString(),
+    sender: m.sender,
+    ack: ack ? true : undefined,
+  }
 }

@@ -18,6 +18,10 @@ export interface MetricsSnapshot {
   readonly published: number
   /** Volatile frames dropped under backpressure. */
   readonly dropped: number
+  /** At-least-once messages sent again after an ack timeout. */
+  readonly redelivered: number
+  /** Delivery ranges given up on (see the `delivery:failed` event). */
+  readonly deliveryFailed: number
   readonly connectionsOpened: number
   readonly connectionsClosed: number
   /** Errors sent to clients, by code. */
@@ -31,6 +35,8 @@ export class Metrics {
   bytesOut = 0
   published = 0
   dropped = 0
+  redelivered = 0
+  deliveryFailed = 0
   connectionsOpened = 0
   connectionsClosed = 0
   readonly errors = Object.fromEntries(ALL_ERROR_CODES.map((c) => [c, 0])) as Record<ErrorCode, number>

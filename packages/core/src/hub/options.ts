@@ -29,8 +29,34 @@ export interface HubLimits {
   readonly maxConnectionsPerUser?: number
   /** Session buffered bytes above which frames wait in the hub's per-connection queue. Default 1 MiB. */
   readonly highWaterMark?: number
-  /** Queued bytes above which a connection is dropped as a slow consumer (close 4009). Default 8 MiB. */
+  /** Queued bytes above which a connection is a slow consumer. Default 8 MiB. */
   readonly maxQueuedBytes?: number
+  /**
+   * What happens to a slow consumer: `'disconnect'` (close 4009; it resumes from its offsets
+   * when it reconnects) or `'drop'` (its queue is discarded and it stays connected; at-least-once
+   * channels redeliver what it missed). Default `'disconnect'`.
+   */
+  readonly slowConsumer?: 'disconnect' | 'drop'
+}
+
+export interface DeliveryOptions {
+  /** How long an at-least-once message may stay unacknowledged before it is sent again. Default 5000. */
+  readonly ackTimeoutMs?: number
+  /** Each further attempt waits this many times longer. Default 2. */
+  readonly backoffMultiplier?: number
+  /** The longest wait between attempts. Default 60,000. */
+  readonly maxBackoffMs?: number
+  /** Attempts after the first send before the delivery is reported failed (`delivery:failed`). Default 5. */
+  readonly maxAttempts?: number
+  /** After a failed delivery: `'report'` (event and metrics; stop retrying) or also `'disconnect'` (close 4010). Default `'report'`. */
+  readonly onFailure?: 'report' | 'disconnect'
+}
+
+export interface NotificationOptions {
+  /** More than this many notifications to one user within `batchWindowMs` are sent as one batch. Default 5. */
+  readonly batchThreshold?: number
+  /** Default 1000. */
+  readonly batchWindowMs?: number
 }
 
 export interface PresenceOptions {
@@ -69,6 +95,9 @@ export interface HubOptions {
   readonly history?: Partial<Retention>
   /** Publisher idempotency window. Default 10 minutes. */
   readonly dedupWindowMs?: number
+  /** Acknowledgments and redelivery on at-least-once channels. */
+  readonly delivery?: DeliveryOptions
+  readonly notifications?: NotificationOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
   readonly onError?: (error: unknown, context: { stage: string; [key: string]: unknown }) => void
 }
@@ -88,6 +117,8 @@ export interface ResolvedHubOptions {
   readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
   readonly history: Retention
   readonly dedupWindowMs: number
+  readonly delivery: Required<DeliveryOptions>
+  readonly notifications: Required<NotificationOptions>
   readonly onError: HubOptions['onError']
 }
 
@@ -111,6 +142,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       maxConnectionsPerUser: o.limits?.maxConnectionsPerUser ?? 10,
       highWaterMark: o.limits?.highWaterMark ?? 1024 * 1024,
       maxQueuedBytes: o.limits?.maxQueuedBytes ?? 8 * 1024 * 1024,
+      slowConsumer: o.limits?.slowConsumer ?? 'disconnect',
     },
     presence: {
       leaveDelayMs: o.presence?.leaveDelayMs ?? 0,
@@ -121,6 +153,17 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
     },
     history: { maxCount: o.history?.maxCount ?? 100, maxAgeMs: o.history?.maxAgeMs ?? 5 * 60_000 },
     dedupWindowMs: o.dedupWindowMs ?? 10 * 60_000,
+    delivery: {
+      ackTimeoutMs: o.delivery?.ackTimeoutMs ?? 5000,
+      backoffMultiplier: o.delivery?.backoffMultiplier ?? 2,
+      maxBackoffMs: o.delivery?.maxBackoffMs ?? 60_000,
+      maxAttempts: o.delivery?.maxAttempts ?? 5,
+      onFailure: o.delivery?.onFailure ?? 'report',
+    },
+    notifications: {
+      batchThreshold: o.notifications?.batchThreshold ?? 5,
+      batchWindowMs: o.notifications?.batchWindowMs ?? 1000,
+    },
     onError: o.onError,
   }
 }

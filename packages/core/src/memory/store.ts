@@ -3,81 +3,108 @@ import type { AppendOptions, AppendResult, MessageStore, ReadOptions, ReadResult
 import { randomId } from '../util.js'
 
 interface ChannelLog {
+  readonly epoch: string
   /** Retained messages, oldest first; `messages[i].offset === first + i`. */
   messages: StoredMessage[]
   /** Offset of messages[0] (top + 1 when empty). */
   first: number
   top: number
   retention: Retention
+  cursors: Map<string, number> | null
 }
 
 export interface MemoryStoreOptions {
   /** How many idempotency keys to remember at most (across channels). Default 100,000. */
   readonly maxIdempotencyKeys?: number
+  /**
+   * How many channel logs to keep at most. The least recently used is forgotten past it; if
+   * its channel is used again, it starts a new epoch (readers then learn their gap). Default 100,000.
+   */
+  readonly maxChannels?: number
 }
 
 /** The in-memory MessageStore: one array per channel, trimmed by count and age. */
 export interface MemoryMessageStore extends MessageStore {
-  /** Forget everything and start a new epoch (what a store crash or flush looks like). */
+  /** Forget everything: every channel starts a new epoch (what a store crash or flush looks like). */
   reset(): void
-  readonly epoch: string
+  /** How many channel logs are held. */
+  readonly size: number
 }
 
-export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessageStore {
-  let epoch = randomId()
-  const logs = new Map<string, ChannelLog>()
-  const keys = new LRUCache<string, { message: StoredMessage; at: number }>({ max: options.maxIdempotencyKeys ?? 100_000 })
+const DEFAULT_RETENTION: Retention = { maxCount: 100, maxAgeMs: 5 * 60_000 }
 
-  const trim = (log: ChannelLog, now: number) => {
-    let drop = Math.max(0, log.messages.length - log.retention.maxCount)
-    const oldest = now - log.retention.maxAgeMs
-    while (drop < log.messages.length && log.messages[drop]!.timestamp < oldest) drop++
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessageStore {
+  let storeEpoch = randomId()
+  let generation = 0
+  const logs = new LRUCache<string, ChannelLog>({ max: options.maxChannels ?? 100_000 })
+  const keys = new LRUCache<string, { message: StoredMessage; at: number; epoch: string }>({ max: options.maxIdempotencyKeys ?? 100_000 })
+
+  const log = (channel: string, retention?: Retention): ChannelLog => {
+    let l = logs.get(channel)
+    if (!l) {
+      l = { epoch: `${storeEpoch}.${(++generation).toString(36)}`, messages: [], first: 1, top: 0, retention: retention ?? DEFAULT_RETENTION, cursors: null }
+      logs.set(channel, l)
+    }
+    return l
+  }
+
+  const trim = (l: ChannelLog, now: number) => {
+    let drop = Math.max(0, l.messages.length - l.retention.maxCount)
+    const oldest = now - l.retention.maxAgeMs
+    while (drop < l.messages.length && l.messages[drop]!.timestamp < oldest) drop++
     if (drop > 0) {
-      log.messages.splice(0, drop)
-      log.first += drop
+      l.messages.splice(0, drop)
+      l.first += drop
     }
   }
 
   return {
-    get epoch() {
-      return epoch
+    get size() {
+      return logs.size
     },
     append(channel, input, opts: AppendOptions): AppendResult {
+      const l = log(channel, opts.retention)
       const dedupKey = opts.idempotencyKey !== undefined ? `${channel}\u0000${opts.idempotencyKey}` : undefined
       if (dedupKey !== undefined) {
         const seen = keys.get(dedupKey)
-        if (seen && opts.now - seen.at < (opts.dedupWindowMs ?? 600_000)) {
-          return { message: seen.message, epoch, duplicate: true }
+        if (seen && seen.epoch === l.epoch && opts.now - seen.at < (opts.dedupWindowMs ?? 600_000)) {
+          return { message: seen.message, epoch: l.epoch, duplicate: true }
         }
       }
-      let log = logs.get(channel)
-      if (!log) {
-        log = { messages: [], first: 1, top: 0, retention: opts.retention }
-        logs.set(channel, log)
-      }
-      log.retention = opts.retention
-      const message: StoredMessage = { ...input, channel, offset: ++log.top }
-      log.messages.push(message)
-      trim(log, opts.now)
-      if (dedupKey !== undefined) keys.set(dedupKey, { message, at: opts.now })
-      return { message, epoch, duplicate: false }
+      l.retention = opts.retention
+      const message: StoredMessage = { ...input, channel, offset: ++l.top }
+      l.messages.push(message)
+      trim(l, opts.now)
+      if (dedupKey !== undefined) keys.set(dedupKey, { message, at: opts.now, epoch: l.epoch })
+      return { message, epoch: l.epoch, duplicate: false }
     },
     read(channel, opts: ReadOptions): ReadResult {
-      const log = logs.get(channel)
-      if (!log) return { epoch, messages: [], top: 0, complete: true }
-      trim(log, opts.now)
-      const start = Math.max(opts.after + 1, log.first)
-      const from = start - log.first
-      const messages = log.messages.slice(from, from + opts.limit)
-      return { epoch, messages, top: log.top, complete: opts.after >= log.top || opts.after + 1 >= log.first }
+      const l = log(channel)
+      trim(l, opts.now)
+      const start = Math.max(opts.after + 1, l.first)
+      const from = start - l.first
+      const messages = l.messages.slice(from, from + opts.limit)
+      return { epoch: l.epoch, messages, top: l.top, complete: opts.after >= l.top || opts.after + 1 >= l.first }
     },
     position(channel) {
-      return { epoch, offset: logs.get(channel)?.top ?? 0 }
+      const l = log(channel)
+      return { epoch: l.epoch, offset: l.top }
+    },
+    cursor(channel, consumer) {
+      return logs.get(channel)?.cursors?.get(consumer)
+    },
+    commit(channel, consumer, offset) {
+      const l = log(channel)
+      const cursors = (l.cursors ??= new Map())
+      if (offset > (cursors.get(consumer) ?? 0)) cursors.set(consumer, Math.min(offset, l.top))
+    },
+    cursors(channel) {
+      return Object.fromEntries(logs.get(channel)?.cursors ?? [])
     },
     reset() {
       logs.clear()
       keys.clear()
-      epoch = randomId()
+      storeEpoch = randomId()
     },
     close() {},
   }

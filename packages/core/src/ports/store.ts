@@ -11,6 +11,8 @@ export interface StoredMessage {
   readonly sender?: string | undefined
   /** Server time of publication, ms since the epoch. */
   readonly timestamp: number
+  /** The publishing connection, so replays skip a publisher's own messages as live delivery does. */
+  readonly connectionId?: string | undefined
 }
 
 /** How long a channel keeps its log. Both bounds apply; the stricter one wins. */
@@ -57,9 +59,10 @@ export interface ReadResult {
 }
 
 /**
- * A per-channel, append-only log with offsets. Offsets start at 1 and grow by 1 per append,
- * per channel. The epoch names one continuous history: it MUST change whenever offsets restart
- * or history is lost other than by retention (a store reset, a flushed Redis).
+ * A per-channel, append-only log with offsets, plus per-consumer cursors. Offsets start at 1
+ * and grow by 1 per append, per channel. A channel's epoch names one continuous history: it
+ * MUST change whenever that channel's offsets restart or its history is lost other than by
+ * retention (a store reset, a flushed Redis, an evicted channel), and MUST NOT change otherwise.
  */
 export interface MessageStore {
   /** Assigns the next offset. With an idempotency key seen within the window, MUST return the earlier message with `duplicate: true` and store nothing. */
@@ -68,5 +71,14 @@ export interface MessageStore {
   read(channel: string, options: ReadOptions): MaybePromise<ReadResult>
   /** The current epoch and newest offset of a channel (offset 0 for an empty one). */
   position(channel: string): MaybePromise<StreamPosition>
+  /**
+   * Where a consumer (a user) got to in a channel: the offset it last acknowledged, in the
+   * current epoch. Undefined when unknown or recorded in an earlier epoch.
+   */
+  cursor(channel: string, consumer: string): MaybePromise<number | undefined>
+  /** Move a consumer's cursor forward (never back) within the current epoch. */
+  commit(channel: string, consumer: string, offset: number): MaybePromise<void>
+  /** Every consumer cursor of a channel in its current epoch. */
+  cursors(channel: string): MaybePromise<Record<string, number>>
   close?(): MaybePromise<void>
 }
