@@ -8,7 +8,7 @@
  *   core-fanout: subscribers=10000 deliveries/s=<n> ratio-vs-loop=<r>
  */
 import { Bench } from 'tinybench'
-import { createHub, type Hub, Outbound, type Session, silentLogger } from '@tidings/core'
+import { type ConnectionHandle, createHub, type Hub, Outbound, type Session, silentLogger } from '@tidings/core'
 
 const SUBSCRIBERS = Number(process.env.SUBSCRIBERS ?? 10_000)
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
@@ -31,17 +31,22 @@ class SinkSession implements Session {
   close(): void {}
 }
 
-async function hubWithSubscribers(channel: string, options: Parameters<typeof createHub>[0] = {}): Promise<{ hub: Hub; sink: { bytes: number; last: Outbound | undefined } }> {
+async function hubWithSubscribers(
+  channel: string,
+  options: Parameters<typeof createHub>[0] = {},
+): Promise<{ hub: Hub; sink: { bytes: number; last: Outbound | undefined }; handles: ConnectionHandle[] }> {
   const hub = createHub({ logger: silentLogger, limits: { maxConnectionsPerUser: SUBSCRIBERS + 1 }, ...options })
   const sink = { bytes: 0, last: undefined as Outbound | undefined }
+  const handles: ConnectionHandle[] = []
   for (let i = 0; i < SUBSCRIBERS; i++) {
     const handle = await hub.connect(new SinkSession(sink), { identity: { userId: `u${i}` } })
     handle.receive(JSON.stringify({ type: 'subscribe', channel }))
+    handles.push(handle)
   }
   await new Promise((r) => setTimeout(r, 10))
   const subs = hub.metrics().subscriptionsByChannel[channel]
   if (subs !== SUBSCRIBERS) throw new Error(`expected ${SUBSCRIBERS} subscribers, got ${subs}`)
-  return { hub, sink }
+  return { hub, sink, handles }
 }
 
 function median(xs: number[]): number {
@@ -66,8 +71,17 @@ async function main() {
   for (let i = 0; i < SUBSCRIBERS; i++) sessions.push(new SinkSession(sessionSink))
   const frame = new Outbound(JSON.stringify({ type: 'message', channel: 'public:bench', event: 'tick', data: payload }), 100)
   const noHistory = await hubWithSubscribers('public:bench', { channels: { 'public:*': { subscribe: true, publish: 'authenticated', history: false } } })
+  // At-least-once: every message tracked for acknowledgment; each subscriber acks cumulatively
+  // every ACK_EVERY messages through the real inbound path (decode, validate, ack bookkeeping).
+  const ACK_EVERY = 50
+  const reliable = await hubWithSubscribers('public:bench', {
+    channels: { 'public:*': { subscribe: true, publish: 'authenticated', delivery: 'at-least-once', history: { maxCount: 1000 } } },
+    delivery: { ackTimeoutMs: 600_000 },
+    limits: { maxConnectionsPerUser: SUBSCRIBERS + 1, messagesPerSecond: 1_000_000 },
+  })
+  let reliableSent = 0
 
-  const perRound: Record<string, number[]> = { loop: [], 'session-loop': [], hub: [], 'hub-no-history': [] }
+  const perRound: Record<string, number[]> = { loop: [], 'session-loop': [], hub: [], 'hub-no-history': [], 'hub-at-least-once': [] }
   for (let round = 0; round < ROUNDS; round++) {
     const bench = new Bench({ time: TIME_MS, warmupTime: 100 })
     bench.add('loop', () => {
@@ -81,6 +95,13 @@ async function main() {
     })
     bench.add('hub-no-history', async () => {
       await noHistory.hub.publish('public:bench', 'tick', payload)
+    })
+    bench.add('hub-at-least-once', async () => {
+      const r = await reliable.hub.publish('public:bench', 'tick', payload)
+      if (++reliableSent % ACK_EVERY === 0) {
+        const ack = JSON.stringify({ type: 'ack', channel: 'public:bench', offset: r.offset })
+        for (const h of reliable.handles) h.receive(ack)
+      }
     })
     await bench.run()
     for (const task of bench.tasks) {
@@ -98,9 +119,14 @@ async function main() {
   const figure = (name: string) => Math.round(median(perRound[name]!))
   console.log(`session-loop (floor of this design): deliveries/s=${figure('session-loop')} ratio-vs-loop=${ratio('session-loop').toFixed(2)}`)
   console.log(`core-fanout-no-history: subscribers=${SUBSCRIBERS} deliveries/s=${figure('hub-no-history')} ratio-vs-loop=${ratio('hub-no-history').toFixed(2)}`)
+  const aloVsAmo = median(perRound['hub-at-least-once']!.map((x, i) => perRound.hub![i]! / x))
+  console.log(`core-fanout-at-least-once: subscribers=${SUBSCRIBERS} deliveries/s=${figure('hub-at-least-once')} ratio-vs-loop=${ratio('hub-at-least-once').toFixed(2)} cost-vs-at-most-once=${aloVsAmo.toFixed(2)}x (acks every ${ACK_EVERY})`)
   console.log(`core-fanout: subscribers=${SUBSCRIBERS} deliveries/s=${figure('hub')} ratio-vs-loop=${ratio('hub').toFixed(2)}`)
+  const m = reliable.hub.metrics()
+  if (m.redelivered !== 0 || m.errors.RT_006 !== 0) throw new Error(`at-least-once bench was not clean: ${m.redelivered} redelivered, ${m.errors.RT_006} rate-limited`)
   await live.hub.close()
   await noHistory.hub.close()
+  await reliable.hub.close()
 }
 
 await main()

@@ -9,11 +9,13 @@ import { filterSchema } from './filter.js'
  */
 export const PROTOCOL_VERSION = 1
 
+const CHANNEL_NAME = /^[A-Za-z0-9_\-:.@=,+~]+$/
+
 export const channelNameSchema = z
   .string()
   .min(1)
   .max(200)
-  .regex(/^[A-Za-z0-9_\-:.@=,+~]+$/, 'channel names use letters, digits and _ - : . @ = , + ~')
+  .regex(CHANNEL_NAME, 'channel names use letters, digits and _ - : . @ = , + ~')
 
 export const eventNameSchema = z.string().min(1).max(128)
 const requestId = z.union([z.string().min(1).max(64), z.number().int().nonnegative()])
@@ -198,8 +200,30 @@ export type ServerFrameOf<T extends ServerFrameType> = Extract<ServerFrame, { ty
 export type MessageFrame = ServerFrameOf<'message'>
 export type RequestId = z.infer<typeof requestId>
 
+/**
+ * The same rules as the `ack` schema, by hand: acks are the most frequent frame on reliable
+ * channels (one per subscriber per batch), so they skip the general validator.
+ */
+function asPlainAck(value: unknown): ClientFrameOf<'ack'> | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const v = value as Record<string, unknown>
+  let keys = 0
+  for (const k in v) {
+    if (k !== 'type' && k !== 'channel' && k !== 'offset' && k !== 'v') return undefined
+    keys++
+  }
+  const { channel, offset } = v
+  if (v.type !== 'ack' || (v.v !== undefined && v.v !== PROTOCOL_VERSION)) return undefined
+  if (keys !== (v.v === undefined ? 3 : 4)) return undefined
+  if (typeof channel !== 'string' || channel.length === 0 || channel.length > 200 || !CHANNEL_NAME.test(channel)) return undefined
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return undefined
+  return v as ClientFrameOf<'ack'>
+}
+
 /** Parses an already-decoded value as a client frame; returns the zod issues on failure. */
 export function parseClientFrame(value: unknown): { ok: true; frame: ClientFrame } | { ok: false; reason: string } {
+  const ack = asPlainAck(value)
+  if (ack) return { ok: true, frame: ack }
   const result = clientFrameSchema.safeParse(value)
   if (result.success) return { ok: true, frame: result.data }
   const issue = result.error.issues[0]
