@@ -451,7 +451,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const parsed = parseClientFrame(value)
     if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
     const frame = parsed.frame
-    const run = (): MaybePromise<void> => {
+    this.inOrder(conn, () => {
       if (conn.closed) return
       try {
         const r = this.handle(conn, frame, bytes)
@@ -459,17 +459,23 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       } catch (err) {
         this.fail(conn, frame, err)
       }
-    }
-    // Frames of one connection are handled in order, even when one waits on a store or a rule.
+    })
+  }
+
+  /**
+   * Frames of one connection are handled, and answered, in order, even when one waits on a
+   * store or a rule. With nothing waiting, the task runs now, with no promise at all.
+   */
+  private inOrder(conn: Connection, task: () => MaybePromise<void>): void {
     if (conn.tail) {
-      const next = conn.tail.then(run)
+      const next = conn.tail.then(task)
       conn.tail = next
       void next.then(() => {
         if (conn.tail === next) conn.tail = null
       })
       return
     }
-    const r = run()
+    const r = task()
     if (isPromise(r)) {
       conn.tail = r
       void r.then(() => {
@@ -496,19 +502,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     volatile = false,
     channel?: string,
   ): void {
-    const send = () => {
+    this.inOrder(conn, () => {
       this.stats.errors[code]++
       this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
       this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
-    }
-    // Answers keep the order of the frames they answer, also when an earlier frame still waits.
-    if (conn.tail) {
-      const next = conn.tail.then(send)
-      conn.tail = next
-      void next.then(() => {
-        if (conn.tail === next) conn.tail = null
-      })
-    } else send()
+    })
   }
 
   private handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void> {
