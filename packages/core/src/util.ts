@@ -1,5 +1,16 @@
+import { LRUCache } from 'lru-cache'
+
 /** A value, or a promise of it: ports may answer synchronously (in memory) or not (Redis, SQL). */
 export type MaybePromise<T> = T | Promise<T>
+
+/**
+ * A least-recently-used map holding at most `entries` values. Bounded by `maxSize` with unit
+ * sizes rather than `max`, which would pre-allocate storage for every slot up front (~20 ms
+ * and a few MB for 100,000 entries, per cache, per hub).
+ */
+export function boundedMap<K extends {}, V extends {}>(entries: number): LRUCache<K, V> {
+  return new LRUCache<K, V>({ maxSize: entries, sizeCalculation: () => 1 })
+}
 
 export function isPromise<T>(value: MaybePromise<T>): value is Promise<T> {
   return typeof (value as { then?: unknown } | null)?.then === 'function'

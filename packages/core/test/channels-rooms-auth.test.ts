@@ -1008,6 +1008,9 @@ describe('error codes (each provoked, counted, and the connection kept)', () => 
         },
         read: (channel, options) => base.read(channel, options),
         position: (channel) => base.position(channel),
+        cursor: (channel, consumer) => base.cursor(channel, consumer),
+        commit: (channel, consumer, offset) => base.commit(channel, consumer, offset),
+        cursors: (channel) => base.cursors(channel),
       },
     })
     const alice = await t.connect({ userId: 'alice' })

@@ -4,13 +4,11 @@ import {
   type Dispatch,
   type MaybePromise,
   type PresenceEntry,
-  type Retention,
   createHub,
   createManualClock,
   createMemoryBroker,
   createMemoryBus,
   createMemoryPresenceStore,
-  createMemoryStore,
   createMemoryTransport,
   silentLogger,
 } from '@tidings/core'
@@ -36,158 +34,8 @@ const flush = async (turns = 10) => {
   for (let i = 0; i < turns; i++) await Promise.resolve()
 }
 
-// ------------------------------------------------------------------ message store
-
-const KEEP: Retention = { maxCount: 1000, maxAgeMs: 3_600_000 }
-const msg = (n: number | string, timestamp = 0) => ({ id: `m${n}`, event: 'e', data: { n }, sender: 'alice', timestamp })
-
-describe('createMemoryStore', () => {
-  it('assigns offsets from 1, per channel', () => {
-    const store = syncPorts(createMemoryStore())
-    const offsets = [1, 2, 3].map((n) => store.append('a', msg(n), { retention: KEEP, now: 0 }).message.offset)
-    expect(offsets).toEqual([1, 2, 3])
-    const b = store.append('b', msg('b1'), { retention: KEEP, now: 0 })
-    expect(b.message).toEqual({ id: 'mb1', event: 'e', data: { n: 'b1' }, sender: 'alice', timestamp: 0, channel: 'b', offset: 1 })
-    expect(b.duplicate).toBe(false)
-    expect(b.epoch).toBe(store.epoch)
-    expect(store.append('a', msg(4), { retention: KEEP, now: 0 }).message.offset).toBe(4)
-  })
-
-  it('reads messages after an offset, oldest first, at most limit', () => {
-    const store = syncPorts(createMemoryStore())
-    for (let n = 1; n <= 5; n++) store.append('a', msg(n), { retention: KEEP, now: 0 })
-    const all = store.read('a', { after: 0, limit: 100, now: 0 })
-    expect(all.messages.map((m) => m.offset)).toEqual([1, 2, 3, 4, 5])
-    expect(all).toMatchObject({ epoch: store.epoch, top: 5, complete: true })
-    expect(store.read('a', { after: 1, limit: 2, now: 0 }).messages.map((m) => m.id)).toEqual(['m2', 'm3'])
-    expect(store.read('a', { after: 4, limit: 10, now: 0 }).messages.map((m) => m.offset)).toEqual([5])
-    const caughtUp = store.read('a', { after: 5, limit: 10, now: 0 })
-    expect(caughtUp).toMatchObject({ messages: [], top: 5, complete: true })
-    expect(store.read('nothing', { after: 0, limit: 10, now: 0 })).toEqual({ epoch: store.epoch, messages: [], top: 0, complete: true })
-  })
-
-  it('keeps at most maxCount messages; a reader behind the retained window has a gap', () => {
-    const store = syncPorts(createMemoryStore())
-    const retention = { maxCount: 3, maxAgeMs: 3_600_000 }
-    for (let n = 1; n <= 5; n++) store.append('a', msg(n), { retention, now: 0 })
-    const r0 = store.read('a', { after: 0, limit: 10, now: 0 })
-    expect(r0.messages.map((m) => m.offset)).toEqual([3, 4, 5])
-    expect(r0.top).toBe(5)
-    expect(r0.complete).toBe(false)
-    expect(store.read('a', { after: 1, limit: 10, now: 0 }).complete).toBe(false)
-    const r2 = store.read('a', { after: 2, limit: 10, now: 0 })
-    expect(r2.messages.map((m) => m.offset)).toEqual([3, 4, 5])
-    expect(r2.complete).toBe(true)
-    expect(store.read('a', { after: 5, limit: 10, now: 0 }).complete).toBe(true)
-  })
-
-  it('maxCount 0 keeps nothing but still assigns offsets', () => {
-    const store = syncPorts(createMemoryStore())
-    const retention = { maxCount: 0, maxAgeMs: 3_600_000 }
-    expect(store.append('a', msg(1), { retention, now: 0 }).message.offset).toBe(1)
-    expect(store.append('a', msg(2), { retention, now: 0 }).message.offset).toBe(2)
-    expect(store.read('a', { after: 0, limit: 10, now: 0 })).toMatchObject({ messages: [], top: 2, complete: false })
-    expect(store.read('a', { after: 2, limit: 10, now: 0 })).toMatchObject({ messages: [], top: 2, complete: true })
-    expect(store.position('a').offset).toBe(2)
-  })
-
-  it('drops messages older than maxAgeMs, on read as well as on append', () => {
-    const store = syncPorts(createMemoryStore())
-    const retention = { maxCount: 100, maxAgeMs: 1_000 }
-    store.append('a', msg(1, 0), { retention, now: 0 })
-    store.append('a', msg(2, 500), { retention, now: 500 })
-    store.append('a', msg(3, 1_000), { retention, now: 1_000 })
-    expect(store.read('a', { after: 0, limit: 10, now: 1_000 }).messages.map((m) => m.offset)).toEqual([1, 2, 3])
-
-    const r = store.read('a', { after: 0, limit: 10, now: 1_200 })
-    expect(r.messages.map((m) => m.offset)).toEqual([2, 3])
-    expect(r.complete).toBe(false)
-    expect(store.read('a', { after: 1, limit: 10, now: 1_200 }).complete).toBe(true)
-
-    // trimmed by the next append too
-    store.append('a', msg(4, 1_700), { retention, now: 1_700 })
-    const r2 = store.read('a', { after: 1, limit: 10, now: 1_700 })
-    expect(r2.messages.map((m) => m.offset)).toEqual([3, 4])
-    expect(r2.complete).toBe(false)
-
-    const late = store.read('a', { after: 0, limit: 10, now: 10_000 })
-    expect(late).toMatchObject({ messages: [], top: 4, complete: false })
-    expect(store.read('a', { after: 4, limit: 10, now: 10_000 }).complete).toBe(true)
-    expect(store.position('a').offset).toBe(4)
-  })
-
-  it('the stricter of count and age wins', () => {
-    const store = syncPorts(createMemoryStore())
-    const retention = { maxCount: 2, maxAgeMs: 1_000 }
-    for (let n = 1; n <= 4; n++) store.append('a', msg(n, n * 100), { retention, now: n * 100 })
-    expect(store.read('a', { after: 0, limit: 10, now: 400 }).messages.map((m) => m.offset)).toEqual([3, 4]) // count
-    expect(store.read('a', { after: 0, limit: 10, now: 1_350 }).messages.map((m) => m.offset)).toEqual([4]) // age
-  })
-
-  it('an idempotency key repeated within the window returns the first append and stores nothing', () => {
-    const store = syncPorts(createMemoryStore())
-    const first = store.append('a', msg(1), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 0 })
-    const again = store.append('a', msg('1-retry'), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 999 })
-    expect(first.duplicate).toBe(false)
-    expect(again.duplicate).toBe(true)
-    expect(again.message).toEqual(first.message)
-    expect(again.epoch).toBe(store.epoch)
-    expect(store.position('a').offset).toBe(1)
-    expect(store.read('a', { after: 0, limit: 10, now: 999 }).messages.map((m) => m.id)).toEqual(['m1'])
-    // the same key on another channel is a different publication
-    expect(store.append('b', msg(2), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 999 }).duplicate).toBe(false)
-  })
-
-  it('an idempotency key repeated after the window appends again', () => {
-    const store = syncPorts(createMemoryStore())
-    store.append('a', msg(1), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 0 })
-    const later = store.append('a', msg(2), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 1_000 })
-    expect(later.duplicate).toBe(false)
-    expect(later.message.offset).toBe(2)
-    // and the window restarts from the new append
-    const again = store.append('a', msg(3), { retention: KEEP, idempotencyKey: 'k', dedupWindowMs: 1_000, now: 1_500 })
-    expect(again).toMatchObject({ duplicate: true, message: { offset: 2, id: 'm2' } })
-  })
-
-  it('the default dedup window is 10 minutes', () => {
-    const store = syncPorts(createMemoryStore())
-    store.append('a', msg(1), { retention: KEEP, idempotencyKey: 'k', now: 0 })
-    expect(store.append('a', msg(2), { retention: KEEP, idempotencyKey: 'k', now: 599_999 }).duplicate).toBe(true)
-    expect(store.append('a', msg(3), { retention: KEEP, idempotencyKey: 'k', now: 600_000 }).duplicate).toBe(false)
-  })
-
-  it('remembers at most maxIdempotencyKeys keys', () => {
-    const store = syncPorts(createMemoryStore({ maxIdempotencyKeys: 2 }))
-    for (const k of ['k1', 'k2', 'k3']) store.append('a', msg(k), { retention: KEEP, idempotencyKey: k, now: 0 })
-    expect(store.append('a', msg('k3b'), { retention: KEEP, idempotencyKey: 'k3', now: 1 }).duplicate).toBe(true)
-    expect(store.append('a', msg('k1b'), { retention: KEEP, idempotencyKey: 'k1', now: 1 }).duplicate).toBe(false)
-  })
-
-  it('position() gives the epoch and the newest offset', () => {
-    const store = syncPorts(createMemoryStore())
-    expect(store.position('a')).toEqual({ epoch: store.epoch, offset: 0 })
-    store.append('a', msg(1), { retention: KEEP, now: 0 })
-    store.append('a', msg(2), { retention: KEEP, now: 0 })
-    expect(store.position('a')).toEqual({ epoch: store.epoch, offset: 2 })
-    expect(store.position('b')).toEqual({ epoch: store.epoch, offset: 0 })
-    expect(typeof store.epoch).toBe('string')
-    expect(store.epoch.length).toBeGreaterThan(0)
-    expect(createMemoryStore().epoch).not.toBe(store.epoch)
-  })
-
-  it('reset() starts a new epoch, restarts offsets and forgets idempotency keys', () => {
-    const store = syncPorts(createMemoryStore())
-    store.append('a', msg(1), { retention: KEEP, idempotencyKey: 'k', now: 0 })
-    store.append('a', msg(2), { retention: KEEP, now: 0 })
-    const before = store.epoch
-    store.reset()
-    expect(store.epoch).not.toBe(before)
-    expect(store.position('a')).toEqual({ epoch: store.epoch, offset: 0 })
-    expect(store.read('a', { after: 0, limit: 10, now: 0 })).toMatchObject({ epoch: store.epoch, messages: [], top: 0 })
-    const r = store.append('a', msg(3), { retention: KEEP, idempotencyKey: 'k', now: 1 })
-    expect(r).toMatchObject({ duplicate: false, epoch: store.epoch, message: { offset: 1, id: 'm3' } })
-  })
-})
+// The message store's tests are the conformance suite (src/conformance/store.ts), run over the
+// memory store with its memory-only tests in store-conformance.test.ts.
 
 // ------------------------------------------------------------------ presence store
 

@@ -30,7 +30,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   'presence:get': { type: 'presence:get', channel: 'presence:lobby' },
   typing: { type: 'typing', channel: 'presence:lobby', active: true },
   ack: { type: 'ack', channel: 'public:news', offset: 3 },
-  read: { type: 'read', channel: 'public:news', ids: ['m1'] },
+  read: { type: 'read', channel: 'public:news', offsets: [1] },
   history: { type: 'history', channel: 'public:news' },
   ping: { type: 'ping' },
   auth: { type: 'auth', token: 'tok' },
@@ -141,11 +141,17 @@ describe('client frame schemas', () => {
     expect(ok({ type: 'ack', channel: 'public:x', offset: 1.5 })).toBe(false)
     expect(ok({ type: 'ack', channel: 'public:x' })).toBe(false)
 
-    expect(ok({ type: 'read', channel: 'public:x', ids: [] })).toBe(false)
-    expect(ok({ type: 'read', channel: 'public:x', ids: [''] })).toBe(false)
-    expect(ok({ type: 'read', channel: 'public:x', ids: Array.from({ length: 500 }, (_, i) => `m${i}`) })).toBe(true)
-    expect(ok({ type: 'read', channel: 'public:x', ids: Array.from({ length: 501 }, (_, i) => `m${i}`) })).toBe(false)
-    expect(ok({ type: 'read', channel: 'public:x', ids: ['x'.repeat(129)] })).toBe(false)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: [1, 2, 9] })).toBe(true)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: [2 ** 40] })).toBe(true)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: [] })).toBe(false)
+    expect(ok({ type: 'read', channel: 'public:x' })).toBe(false)
+    for (const bad of [0, -1, 1.5, '1', null, Number.NaN]) expect(ok({ type: 'read', channel: 'public:x', offsets: [bad] }), `offset ${String(bad)}`).toBe(false)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: 3 })).toBe(false)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: Array.from({ length: 500 }, (_, i) => i + 1) })).toBe(true)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: Array.from({ length: 501 }, (_, i) => i + 1) })).toBe(false)
+    // the old shape (message ids) is gone
+    expect(ok({ type: 'read', channel: 'public:x', ids: ['m1'] })).toBe(false)
+    expect(ok({ type: 'read', channel: 'public:x', offsets: [1], ids: ['m1'] })).toBe(false)
 
     expect(ok({ type: 'history', channel: 'public:x', since: { epoch: 'e', offset: 4 }, limit: 1000 })).toBe(true)
     expect(ok({ type: 'history', channel: 'public:x', limit: 0 })).toBe(false)
@@ -207,6 +213,27 @@ describe('serverFrameSchema', () => {
     await t.hub.broadcast({ to: { users: ['bob'] }, event: 'direct', data: 1 }) // no channel
     await t.hub.broadcast({ to: 'all', event: 'everyone' })
 
+    // at-least-once delivery with receipts: acked messages, a prev link, delivered and read receipts
+    t.hub.registerChannel('chat:*', { subscribe: true, publish: 'authenticated', receipts: true, delivery: 'at-least-once' })
+    const chatSub = await bob.subscribe('chat:room')
+    expect(chatSub).toMatchObject({ delivery: 'at-least-once', position: { offset: 0 } })
+    const c1 = await alice.publish('chat:room', 'say', 'one')
+    await bob.publish('chat:room', 'say', 'mine') // not sent back to bob: his next message links over it
+    const c3 = await alice.publish('chat:room', 'say', 'three')
+    await t.settle()
+    expect(bob.messages('chat:room').map((m) => [m.offset, m.ack, m.prev])).toEqual([
+      [1, true, undefined],
+      [3, true, 1],
+    ])
+    expect(alice.received('receipt')).toEqual([])
+    bob.ack('chat:room', c3.offset!) // cumulative: 1..3, of which alice sent 1 and 3
+    await t.settle()
+    expect(alice.received('receipt')).toEqual([{ type: 'receipt', channel: 'chat:room', status: 'delivered', userId: 'bob', offsets: [c1.offset, c3.offset] }])
+    bob.send({ type: 'read', channel: 'chat:room', offsets: [c3.offset!] })
+    await t.settle()
+    expect(alice.received('receipt').at(-1)).toEqual({ type: 'receipt', channel: 'chat:room', status: 'read', userId: 'bob', offsets: [c3.offset] })
+    expect(bob.received('receipt')).toEqual([]) // nobody is told about their own messages
+
     // presence and typing
     await alice.subscribe('presence:lobby', { presence: { name: 'Alice' }, state: 'busy' })
     await bob.subscribe('presence:lobby')
@@ -234,7 +261,7 @@ describe('serverFrameSchema', () => {
       anon.publish('public:news', 'x'), // RT_003
       bob.subscribe('nowhere'), // RT_004
       bob.request({ type: 'bogus' } as never), // RT_007
-      bob.request({ type: 'read', channel: 'public:news', ids: ['a'] }), // RT_007 (no id → error without id)
+      bob.request({ type: 'read', channel: 'public:news', offsets: [1] }), // RT_007 (read frames take no request id)
       bob.request({ type: 'presence:update', channel: 'public:news', state: 'x' }), // RT_009
       bob.getPresence('presence:elsewhere'), // RT_009
       bob.subscribe('cap:one').then(() => anon.subscribe('cap:one')), // RT_008
@@ -243,7 +270,7 @@ describe('serverFrameSchema', () => {
     ]
     bob.send({ type: 'message', channel: 'public:news', event: 'big', data: 'x'.repeat(5000) }) // RT_005 (frame over limit, with details)
     bob.send('{not json')
-    bob.send({ type: 'read', channel: 'public:news', ids: ['a'] })
+    bob.send({ type: 'read', channel: 'public:news', offsets: [1] }) // RT_007: no receipts on this channel
     const settled = await Promise.allSettled(errors)
     for (const r of settled) {
       expect(r.status).toBe('rejected')
@@ -265,6 +292,11 @@ describe('serverFrameSchema', () => {
     expect(all.some((f) => f.type === 'subscribed' && f.recovered === true)).toBe(true)
     expect(all.some((f) => f.type === 'published' && f.duplicate === true)).toBe(true)
     expect(all.some((f) => f.type === 'message' && f.channel === undefined)).toBe(true)
+    expect(all.some((f) => f.type === 'subscribed' && f.delivery === 'at-least-once')).toBe(true)
+    expect(all.some((f) => f.type === 'subscribed' && f.delivery === 'at-most-once')).toBe(true)
+    expect(all.some((f) => f.type === 'message' && f.ack === true && f.prev !== undefined)).toBe(true)
+    expect(all.filter((f) => f.type === 'receipt').map((f) => f.type === 'receipt' && f.status)).toEqual(['delivered', 'read'])
+    expect(all.some((f) => f.type === 'error' && f.code === 'RT_007' && /receipts are not enabled/.test(f.message))).toBe(true)
 
     for (const frame of all) {
       expect(() => serverFrameSchema.parse(frame), JSON.stringify(frame)).not.toThrow()
@@ -312,6 +344,36 @@ describe('serverFrameSchema', () => {
     expect(serverFrameSchema.safeParse({ type: 'connected', v: 2, connectionId: 'c', limits: { maxMessageSize: 1, messagesPerSecond: 1, maxSubscriptions: 1 } }).success).toBe(false)
     expect(serverFrameSchema.safeParse({ type: 'message', event: 'e', data: 1, id: 'm', timestamp: 't', offset: 1.5 }).success).toBe(false)
     expect(serverFrameSchema.safeParse({ type: 'nope' }).success).toBe(false)
+  })
+
+  it('validates the delivery fields: receipt, history, message prev/ack, subscribed delivery', () => {
+    const parses = (f: unknown) => serverFrameSchema.safeParse(f).success
+    const receipt = { type: 'receipt', channel: 'c', status: 'delivered', userId: 'bob', offsets: [1, 3] }
+    expect(parses(receipt)).toBe(true)
+    expect(parses({ ...receipt, status: 'read' })).toBe(true)
+    expect(parses({ ...receipt, status: 'seen' })).toBe(false)
+    expect(parses({ ...receipt, offsets: [0] })).toBe(false)
+    expect(parses({ ...receipt, offsets: [1.5] })).toBe(false)
+    const { userId: _u, ...noUser } = receipt
+    expect(parses(noUser)).toBe(false)
+
+    const message = { type: 'message', channel: 'c', event: 'e', data: 1, id: 'm3', offset: 3, timestamp: 't' }
+    expect(parses({ ...message, prev: 1, ack: true })).toBe(true)
+    expect(parses({ ...message, prev: 0 })).toBe(true)
+    expect(parses({ ...message, prev: -1 })).toBe(false)
+    expect(parses({ ...message, prev: 1.5 })).toBe(false)
+    expect(parses({ ...message, ack: false })).toBe(false)
+
+    const history = { type: 'history', id: 'r1', channel: 'c', messages: [message], position: { epoch: 'e', offset: 3 }, top: 3, complete: true }
+    expect(parses(history)).toBe(true)
+    expect(parses({ ...history, messages: [{ ...message, id: undefined }] })).toBe(false)
+    expect(parses({ ...history, position: { epoch: '', offset: 3 } })).toBe(false)
+    expect(parses({ ...history, complete: undefined })).toBe(false)
+    expect(parses({ ...history, top: -1 })).toBe(false)
+
+    const subscribed = { type: 'subscribed', channel: 'c' }
+    for (const delivery of ['at-most-once', 'at-least-once']) expect(parses({ ...subscribed, delivery })).toBe(true)
+    expect(parses({ ...subscribed, delivery: 'exactly-once' })).toBe(false)
   })
 })
 

@@ -35,6 +35,8 @@ export class Channel {
   /** Occupants: user id (or `#<connectionId>` for anonymous) → connection count. */
   readonly occupants = new Map<string, number>()
   typing: Map<string, TypingState> | null = null
+  /** The stream's epoch as last seen here (from a position or an append); undefined until known. */
+  epoch: string | undefined = undefined
 
   constructor(
     readonly name: string,

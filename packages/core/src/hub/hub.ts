@@ -1,5 +1,4 @@
 import { EventEmitter } from 'eventemitter3'
-import { LRUCache } from 'lru-cache'
 import { type Codec, type WireData, wireLength } from '../codec.js'
 import { CloseCode, type ErrorCode, RealtimeError, clampCloseReason } from '../errors.js'
 import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
@@ -21,7 +20,8 @@ import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
 import type { Clock, TimerHandle } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import type { Retention, StoredMessage } from '../ports/store.js'
-import { type MaybePromise, isPromise, andThen } from '../util.js'
+import type { LRUCache } from 'lru-cache'
+import { type MaybePromise, isPromise, andThen, boundedMap } from '../util.js'
 import { Channel } from './channel.js'
 import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
 import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
@@ -221,8 +221,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.clock = this.options.clock
     this.codec = this.options.codec
     this.queueLimits = { maxQueuedBytes: this.options.limits.maxQueuedBytes }
-    this.preferences = new LRUCache({ max: 100_000 })
-    this.volatileKeys = new LRUCache({ max: 100_000 })
+    this.preferences = boundedMap(100_000)
+    this.volatileKeys = boundedMap(100_000)
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     this.presence = new PresenceService({
       options: this.options,
@@ -627,6 +627,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    if (extras.position) this.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
     const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
     let since = frame.since
     let offline = false
@@ -655,6 +656,35 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (channel.options.presence) out.presence = await this.presence.snapshot(channel.name)
     if (this.retention(channel.options)) out.position = await this.options.store.position(channel.name)
     return out
+  }
+
+  /**
+   * The channel's stream has this epoch, and `offset` is the last offset before what follows. If
+   * the epoch differs from the one subscribers are on, the store lost the history (reset,
+   * eviction, a flushed Redis): offsets restarted, so every subscriber is told its new position
+   * with `recovered: false` before anything else, instead of seeing low offsets as duplicates.
+   */
+  private learnEpoch(channel: Channel, epoch: string, offset: number, except?: Subscription): void {
+    const previous = channel.epoch
+    channel.epoch = epoch
+    if (previous === undefined || previous === epoch) return
+    for (const sub of channel.fanOutList().subs) {
+      if (!sub.active || sub === except || sub.replay !== null) continue
+      sub.lastSent = sub.acked = offset
+      sub.attempts = 0
+      if (sub.pending) {
+        sub.pending = false
+        this.pendingAcks.delete(sub)
+      }
+      this.sendFrame(sub.connection, {
+        type: 'subscribed',
+        channel: channel.name,
+        position: { epoch, offset },
+        delivery: sub.tracked ? 'at-least-once' : 'at-most-once',
+        recovered: false,
+        reason: 'epoch changed: the channel history was reset',
+      })
+    }
   }
 
   /** Send the live messages that waited during subscribe (those after `after`), then deliver live. */
@@ -1072,11 +1102,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
 
     const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
-    const deliver = (frame: MessageFrame, out: Outbound): MaybePromise<PublishResult> => {
+    const deliver = (frame: MessageFrame, out: Outbound, epoch?: string): MaybePromise<PublishResult> => {
       this.stats.published++
       const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
       const recipients = this.dispatch(
-        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where },
+        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch },
         out,
         where,
         collect,
@@ -1107,7 +1137,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return andThen(appended, (r): MaybePromise<PublishResult> => {
       if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
       const frame: MessageFrame = { ...base, offset: r.message.offset }
-      return deliver(frame, this.encode(this.codec, frame))
+      return deliver(frame, this.encode(this.codec, frame), r.epoch)
     })
   }
 
@@ -1289,7 +1319,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const t = d.target
     if (t.kind === 'channel') {
       const channel = this.live.get(t.channel)
-      return channel ? this.fanOut(channel, frame, encoded, local) : 0
+      if (!channel) return 0
+      if (d.epoch !== undefined && frame.type === 'message' && frame.offset !== undefined) this.learnEpoch(channel, d.epoch, frame.offset - 1)
+      return this.fanOut(channel, frame, encoded, local)
     }
     const recipients = new Set<Connection>()
     if (t.kind === 'all') for (const c of this.connections.values()) recipients.add(c)

@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache'
+import { boundedMap } from '../util.js'
 import type { TimerHandle } from '../ports/clock.js'
 import type { ResolvedHubOptions } from './options.js'
 
@@ -28,7 +28,7 @@ interface UserState {
  * `notification:batch` message.
  */
 export class NotificationService {
-  private readonly users = new LRUCache<string, UserState>({ max: 100_000 })
+  private readonly users = boundedMap<string, UserState>(100_000)
 
   constructor(private readonly host: NotificationHost) {}
 

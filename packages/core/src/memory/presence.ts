@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache'
+import { boundedMap } from '../util.js'
 import type { PresenceMember } from '../protocol.js'
 import type { PresenceChange, PresenceEntry, PresenceStore } from '../ports/presence.js'
 
@@ -7,7 +7,7 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
   /** channel → userId → connectionId → entry */
   const channels = new Map<string, Map<string, Map<string, PresenceEntry>>>()
   const byConnection = new Map<string, Map<string, PresenceEntry>>() // `${channel}\0${conn}` lookups
-  const lastSeen = new LRUCache<string, number>({ max: options.maxLastSeen ?? 100_000 })
+  const lastSeen = boundedMap<string, number>(options.maxLastSeen ?? 100_000)
   const key = (channel: string, connectionId: string) => `${channel}\u0000${connectionId}`
 
   const member = (entries: Map<string, PresenceEntry>): PresenceMember => {

@@ -1,6 +1,5 @@
-import { LRUCache } from 'lru-cache'
 import type { AppendOptions, AppendResult, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage } from '../ports/store.js'
-import { randomId } from '../util.js'
+import { randomId, boundedMap } from '../util.js'
 
 interface ChannelLog {
   readonly epoch: string
@@ -36,8 +35,8 @@ const DEFAULT_RETENTION: Retention = { maxCount: 100, maxAgeMs: 5 * 60_000 }
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessageStore {
   let storeEpoch = randomId()
   let generation = 0
-  const logs = new LRUCache<string, ChannelLog>({ max: options.maxChannels ?? 100_000 })
-  const keys = new LRUCache<string, { message: StoredMessage; at: number; epoch: string }>({ max: options.maxIdempotencyKeys ?? 100_000 })
+  const logs = boundedMap<string, ChannelLog>(options.maxChannels ?? 100_000)
+  const keys = boundedMap<string, { message: StoredMessage; at: number; epoch: string }>(options.maxIdempotencyKeys ?? 100_000)
 
   const log = (channel: string, retention?: Retention): ChannelLog => {
     let l = logs.get(channel)
@@ -72,7 +71,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
         }
       }
       l.retention = opts.retention
-      const message: StoredMessage = { ...input, channel, offset: ++l.top }
+      // A snapshot, as a store that serialises keeps: later changes to the publisher's object do not reach history.
+      const message: StoredMessage = { ...input, data: structuredClone(input.data), channel, offset: ++l.top }
       l.messages.push(message)
       trim(l, opts.now)
       if (dedupKey !== undefined) keys.set(dedupKey, { message, at: opts.now, epoch: l.epoch })

@@ -25,6 +25,8 @@ export interface Dispatch {
   readonly priority?: Priority | undefined
   /** May be dropped under backpressure. */
   readonly volatile?: boolean | undefined
+  /** The channel stream's epoch, for messages with an offset: a change tells subscribers their history was reset. */
+  readonly epoch?: string | undefined
 }
 
 /** An administrative action every node applies to its own connections. */
