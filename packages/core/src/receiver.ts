@@ -9,7 +9,8 @@ import type { MessageFrame, ServerFrameOf, StreamPosition } from './protocol.js'
  * - On at-least-once channels a message is processed only when everything before it is: its
  *   `prev` (or `offset - 1`) is at or below the last processed offset. Otherwise it waits, bounded,
  *   until the hub's redelivery fills the gap.
- * - On at-most-once channels nothing is waited for; late (lower) offsets are dropped.
+ * - On at-most-once channels nothing is waited for; an offset that arrives after a higher one
+ *   (overtaken by a higher-priority frame) is still delivered, once.
  * - The position to resume from after a reconnect is `position(channel)`.
  */
 export interface Receiver {
@@ -40,7 +41,14 @@ interface ChannelState {
   reliable: boolean
   /** Held messages by offset. */
   held: Map<number, MessageFrame>
+  /**
+   * At-most-once: offsets jumped over, which may still arrive late (a higher-priority frame can
+   * overtake a queued one): delivered once if they do. Bounded to the most recent ones.
+   */
+  skipped: Set<number> | null
 }
+
+const MAX_SKIPPED = 256
 
 export function createReceiver(options: ReceiverOptions): Receiver {
   const channels = new Map<string, ChannelState>()
@@ -75,7 +83,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         st.reliable = reliable
         return
       }
-      channels.set(frame.channel, { epoch: frame.position.epoch, last: frame.position.offset, reliable, held: new Map() })
+      channels.set(frame.channel, { epoch: frame.position.epoch, last: frame.position.offset, reliable, held: new Map(), skipped: null })
     },
     message(frame) {
       const channel = frame.channel
@@ -86,12 +94,21 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         return 1
       }
       if (offset <= st.last) {
+        if (!st.reliable && st.skipped?.delete(offset)) {
+          options.deliver(frame)
+          return 1
+        }
         // Already processed: say so again, so the hub stops sending it.
         if (frame.ack) options.ack(channel, st.last)
         return 0
       }
       const prev = frame.prev ?? offset - 1
       if (!st.reliable) {
+        if (prev > st.last) {
+          const skipped = (st.skipped ??= new Set())
+          for (let o = Math.max(st.last + 1, prev - MAX_SKIPPED + 1); o <= prev; o++) skipped.add(o)
+          while (skipped.size > MAX_SKIPPED) skipped.delete(skipped.values().next().value!)
+        }
         st.last = offset
         options.deliver(frame)
         if (frame.ack) options.ack(channel, offset)

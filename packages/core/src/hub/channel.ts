@@ -35,6 +35,8 @@ export class Channel {
   /** Occupants: user id (or `#<connectionId>` for anonymous) → connection count. */
   readonly occupants = new Map<string, number>()
   typing: Map<string, TypingState> | null = null
+  /** The newest offset fanned out here (at-most-once offline channels commit it as delivered). */
+  lastOffset = 0
   /** The stream's epoch as last seen here (from a position or an append); undefined until known. */
   epoch: string | undefined = undefined
 

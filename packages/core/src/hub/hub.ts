@@ -877,13 +877,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const options = sub.channel.options
     const jobs: Array<MaybePromise<void>> = []
     if (options.offline && conn.userId !== undefined) jobs.push(this.options.store.commit(frame.channel, conn.userId, offset))
-    if (options.receipts && conn.userId !== undefined) jobs.push(this.sendReceipts(frame.channel, conn.userId, 'delivered', before + 1, offset))
+    if (options.receipts && conn.userId !== undefined) jobs.push(this.sendReceipts(frame.channel, conn.userId, 'delivered', before + 1, offset, undefined, sub))
     const pending = jobs.filter(isPromise)
     if (pending.length > 0) return Promise.all(pending).then(() => undefined)
   }
 
   /** Tell the senders of messages in [from, to] (or of the given offsets) that `userId` got or read them. */
-  private sendReceipts(channel: string, userId: string, status: 'delivered' | 'read', from: number, to: number, only?: ReadonlySet<number>): MaybePromise<void> {
+  private sendReceipts(channel: string, userId: string, status: 'delivered' | 'read', from: number, to: number, only?: ReadonlySet<number>, sub?: Subscription): MaybePromise<void> {
     if (to < from) return
     const limit = Math.min(REPLAY_PAGE, to - from + 1)
     return andThen(this.options.store.read(channel, { after: from - 1, limit, now: this.clock.now() }), (page) => {
@@ -891,6 +891,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       for (const m of page.messages) {
         if (m.offset > to || (only && !only.has(m.offset))) continue
         if (m.sender === undefined || m.sender === userId) continue
+        if (sub) {
+          // Only what this subscriber was sent: not what its filter, its mutes or echo left out.
+          if (m.connectionId === sub.connection.id && !sub.channel.options.echo) continue
+          const f = storedToFrame(m)
+          if ((sub.filter !== null && !sub.filter(f)) || !this.admits(sub.connection, NO_EXCLUSIONS, f)) continue
+        }
         let list = bySender.get(m.sender)
         if (!list) bySender.set(m.sender, (list = []))
         list.push(m.offset)
@@ -977,9 +983,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     const waiters = this.ackWaiters.get(channel.name)
     if (waiters) for (const w of [...waiters]) w.gone(sub)
-    if (channel.options.offline && !sub.tracked && conn.userId !== undefined && sub.lastSent > 0) {
+    const written = sub.replay === null ? Math.max(sub.lastSent, channel.lastOffset) : sub.lastSent
+    if (channel.options.offline && !sub.tracked && conn.userId !== undefined && written > 0) {
       // At-most-once offline channels count what was written as delivered.
-      const r = this.options.store.commit(channel.name, conn.userId, sub.lastSent)
+      const r = this.options.store.commit(channel.name, conn.userId, written)
       if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
     }
     const room = this.rooms.rooms.get(channel.name)
@@ -1024,8 +1031,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private retention(options: ChannelOptions): Retention | null {
     if (options.history === false) return null
-    if (options.history === undefined) return this.options.history
-    return { maxCount: options.history.maxCount ?? this.options.history.maxCount, maxAgeMs: options.history.maxAgeMs ?? this.options.history.maxAgeMs }
+    const base = options.history === undefined ? this.options.history : { maxCount: options.history.maxCount ?? this.options.history.maxCount, maxAgeMs: options.history.maxAgeMs ?? this.options.history.maxAgeMs }
+    if (!options.offline) return base
+    return { maxCount: Math.min(base.maxCount, options.offline.maxMessages ?? 100), maxAgeMs: Math.min(base.maxAgeMs, options.offline.ttlMs ?? 5 * 60_000) }
   }
 
   private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
@@ -1149,11 +1157,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return new Promise((resolve) => {
       let set = this.ackWaiters.get(channel)
       if (!set) this.ackWaiters.set(channel, (set = new Set()))
+      const left: AckRecipient[] = []
       const finish = () => {
         this.clock.clearTimeout(timer)
         set!.delete(waiter)
         if (set!.size === 0 && this.ackWaiters.get(channel) === set) this.ackWaiters.delete(channel)
-        resolve({ acknowledged, unacknowledged: [...remaining].map(who) })
+        resolve({ acknowledged, unacknowledged: [...left, ...[...remaining].map(who)] })
       }
       const waiter: AckWaiter = {
         acked(sub, upTo) {
@@ -1162,7 +1171,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           if (remaining.size === 0) finish()
         },
         gone(sub) {
-          if (remaining.has(sub)) finish()
+          if (!remaining.delete(sub)) return
+          left.push(who(sub))
+          if (remaining.size === 0) finish()
         },
       }
       const timer = this.clock.setTimeout(finish, timeoutMs)
@@ -1361,6 +1372,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const isMessage = frame.type === 'message'
     const excludeOne = d.excludeOne?.session
     const general = d.general
+    if (isMessage && (frame as MessageFrame).offset !== undefined) channel.lastOffset = (frame as MessageFrame).offset!
     const { subs, direct } = channel.fanOutList()
     let slow: Connection[] | null = null
     let sent = 0
@@ -1379,12 +1391,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (conn === d.excludeOne || !this.admits(conn, d, frame)) continue
       if (isMessage) {
         if (sub.filter !== null && !sub.filter(frame)) continue
+        if (d.collect !== null) d.collect.push(sub)
         if (sub.replay !== null) {
           sub.replay.push([frame as MessageFrame, conn.sharedCodec ? out : this.encode(conn.codec, frame)])
           n++
           continue
         }
-        if (d.collect !== null) d.collect.push(sub)
         if (sub.tracked && (frame as MessageFrame).offset !== undefined) {
           if (this.sendTracked(sub, frame as MessageFrame, out, d.priority) !== Delivery.Dropped) n++
           continue

@@ -19,6 +19,8 @@ interface UserState {
   inWindow: number
   batch: unknown[] | null
   timer: TimerHandle | undefined
+  /** Notifications being published (counted in the badge before their offset is known). */
+  sending: number
 }
 
 /**
@@ -35,7 +37,7 @@ export class NotificationService {
   private state(userId: string): UserState {
     let s = this.users.get(userId)
     if (!s) {
-      s = { unread: new Map(), windowStart: 0, inWindow: 0, batch: null, timer: undefined }
+      s = { unread: new Map(), windowStart: 0, inWindow: 0, batch: null, timer: undefined, sending: 0 }
       this.users.set(userId, s)
     }
     return s
@@ -64,8 +66,14 @@ export class NotificationService {
       s.batch.push(notification)
       return { batched: true, offset: undefined, badge: this.unreadCount(userId) + s.batch.length }
     }
-    const badge = this.unreadCount(userId) + 1
-    const offset = await this.host.publish(userId, 'notification', { notification, badge })
+    s.sending++
+    const badge = this.unreadCount(userId) + s.sending
+    let offset: number | undefined
+    try {
+      offset = await this.host.publish(userId, 'notification', { notification, badge })
+    } finally {
+      s.sending--
+    }
     if (offset !== undefined) s.unread.set(offset, 1)
     return { batched: false, offset, badge }
   }
