@@ -83,6 +83,13 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         st.reliable = reliable
         return
       }
+      if (st && st.epoch === frame.position.epoch && frame.position.offset >= st.last) {
+        // Same stream, moved past a gap the hub could not fill: keep what was held after it.
+        st.reliable = reliable
+        st.last = frame.position.offset
+        if (release(frame.channel, st) > 0 && reliable) options.ack(frame.channel, st.last)
+        return
+      }
       channels.set(frame.channel, { epoch: frame.position.epoch, last: frame.position.offset, reliable, held: new Map(), skipped: null })
     },
     message(frame) {

@@ -483,16 +483,16 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         expect(stored).toEqual(r.message)
       }, timeout)
 
-      it('keep id, event, sender, connectionId and timestamp', async () => {
+      it('keep id, event, sender, exclusions and timestamp', async () => {
         const ch = fresh('meta')
-        const input: Input = { id: 'msg-Ω-1', event: 'chat:message·new', data: { text: 'x' }, sender: 'user-ü@example.com', connectionId: 'conn-42', timestamp: T0 + 123 }
+        const input: Input = { id: 'msg-Ω-1', event: 'chat:message·new', data: { text: 'x' }, sender: 'user-ü@example.com', exclude: { connections: ['conn-42'], users: ['mallory'] }, timestamp: T0 + 123 }
         const r = await append(ch, input)
         const expected = { ...input, channel: ch, offset: 1 }
         expect(r.message).toEqual(expected)
         const [stored] = (await read(ch, 0, 100, T0 + 123)).messages
         expect(stored).toEqual(expected)
         expect(stored?.sender).toBe('user-ü@example.com')
-        expect(stored?.connectionId).toBe('conn-42')
+        expect(stored?.exclude).toEqual({ connections: ['conn-42'], users: ['mallory'] })
         expect(stored?.timestamp).toBe(T0 + 123)
       }, timeout)
 
@@ -506,13 +506,13 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         expect(r.message.offset).toBe(1)
       }, timeout)
 
-      it('leave sender and connectionId undefined when not given (not null)', async () => {
+      it('leave sender and exclusions undefined when not given (not null)', async () => {
         const ch = fresh('no-sender')
         const r = await append(ch, { id: 'server-1', event: 'e', data: 1, timestamp: T0 })
         const [stored] = (await read(ch, 0)).messages
         for (const m of [r.message, stored]) {
           expect(m?.sender).toBeUndefined()
-          expect(m?.connectionId).toBeUndefined()
+          expect(m?.exclude).toBeUndefined()
           expect(m).toMatchObject({ id: 'server-1', event: 'e', data: 1, timestamp: T0, offset: 1, channel: ch })
         }
       }, timeout)

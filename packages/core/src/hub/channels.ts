@@ -90,7 +90,10 @@ export class ChannelPatterns {
   /** Register (or replace the options of) a pattern. */
   register(pattern: string, options: ChannelOptions): void {
     const existing = [...this.app, ...this.builtIn].find((c) => c.pattern === pattern)
-    if (existing) existing.options = options
+    if (existing) {
+      validateOptions(pattern, options)
+      existing.options = options
+    }
     else this.app.push(compilePattern(pattern, options))
   }
 
@@ -116,6 +119,7 @@ export class ChannelPatterns {
 
 function compilePattern(pattern: string, options: ChannelOptions): CompiledPattern {
   if (!/^[A-Za-z0-9_\-:.@=,+~{}*]+$/.test(pattern)) throw new TypeError(`invalid channel pattern '${pattern}'`)
+  validateOptions(pattern, options)
   let source = ''
   const names = new Set<string>()
   for (let i = 0; i < pattern.length; i++) {
@@ -132,4 +136,14 @@ function compilePattern(pattern: string, options: ChannelOptions): CompiledPatte
   }
   const cut = pattern.search(/[{*]/)
   return { pattern, regex: new RegExp(`^${source}$`), literalPrefix: cut < 0 ? pattern : pattern.slice(0, cut), options }
+}
+
+/** Options that cannot work together are refused when the pattern is registered, not discovered later. */
+function validateOptions(pattern: string, options: ChannelOptions): void {
+  if (options.history === false && options.delivery === 'at-least-once') {
+    throw new TypeError(`channel pattern '${pattern}': at-least-once delivery redelivers from the channel's history, so it needs history`)
+  }
+  if (options.history === false && options.offline) {
+    throw new TypeError(`channel pattern '${pattern}': offline queues are kept in the channel's history, so they need history`)
+  }
 }

@@ -569,7 +569,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         existing.filter = frame.filter === null ? null : this.compileMessageFilter(frame.filter)
         existing.channel.invalidate()
       }
-      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...(await this.subscribedExtras(existing.channel)) })
+      const extras = await this.subscribedExtras(existing.channel)
+      const at = existing.tracked ? existing.lastSent : Math.max(existing.lastSent, existing.channel.lastOffset)
+      this.sendFrame(conn, {
+        type: 'subscribed',
+        id: frame.id,
+        channel: name,
+        presence: extras.presence,
+        // Nothing was missed: the subscription simply goes on (a receiver keeps its state).
+        ...(extras.position ? { position: { epoch: extras.position.epoch, offset: at }, delivery: existing.tracked ? 'at-least-once' : 'at-most-once', recovered: true } : {}),
+      })
       return
     }
     if (conn.subscriptions.size >= conn.maxSubscriptions) {
@@ -623,6 +632,21 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     conn.subscriptions.set(name, sub)
     conn.refreshFastPath()
     if (entered && room) this.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
+    try {
+      await this.startSubscription(conn, sub, frame)
+    } catch (err) {
+      // A store or presence failure must not leave a half-made subscription behind.
+      this.removeSubscription(sub, 'failed', false)
+      throw err
+    }
+  }
+
+  /** Presence, position, offline queue or recovery, then the reply and live delivery. */
+  private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>): Promise<void> {
+    const name = frame.channel
+    const channel = sub.channel
+    const options = channel.options
+    const history = this.retention(options)
     if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
     if (conn.closed || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
@@ -648,7 +672,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
       this.goLive(sub, start)
     }
-    this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
+    if (conn.subscriptions.get(name) === sub) this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
   }
 
   private async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
@@ -693,8 +717,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     sub.replay = null
     sub.connection.refreshFastPath()
     for (const [frame, out] of waiting) {
-      if ((frame.offset ?? 0) <= after) continue
-      if (sub.tracked) this.sendTracked(sub, frame, out, PRIORITY.normal)
+      // Offset-less messages (recipient-filtered publishes) are never in a replay: always send them.
+      if (frame.offset !== undefined && frame.offset <= after) continue
+      if (sub.tracked && frame.offset !== undefined) this.sendTracked(sub, frame, out, PRIORITY.normal)
       else this.write(sub.connection, out, PRIORITY.normal, false)
     }
   }
@@ -735,7 +760,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       for (const m of page.messages) {
         after = m.offset
-        if (m.connectionId === conn.id && !sub.channel.options.echo) continue
+        if (excludes(m, conn)) continue
         const frame = storedToFrame(m, sub.tracked)
         if ((sub.filter === null || sub.filter(frame)) && this.admits(conn, NO_EXCLUSIONS, frame)) replay.push(frame)
       }
@@ -825,8 +850,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       sub.pending = false
       this.pendingAcks.delete(sub)
     }
-    if (this.options.delivery.onFailure === 'disconnect' && reason === 'not acknowledged') {
-      this.closeConnection(conn, CloseCode.DeliveryFailed, 'messages were not acknowledged')
+    if (this.options.delivery.onFailure === 'disconnect') {
+      this.closeConnection(conn, CloseCode.DeliveryFailed, `messages ${from}-${to} could not be delivered (${reason})`)
+      return
+    }
+    // The client would otherwise wait for these forever: tell it where the stream goes on.
+    if (sub.channel.epoch !== undefined) {
+      this.sendFrame(conn, {
+        type: 'subscribed',
+        channel: sub.channel.name,
+        position: { epoch: sub.channel.epoch, offset: to },
+        delivery: 'at-least-once',
+        recovered: false,
+        reason: `messages ${from}-${to} could not be delivered (${reason})`,
+      })
     }
   }
 
@@ -848,7 +885,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         for (const m of page.messages) {
           if (m.offset > until) break
           last = m.offset
-          if (m.connectionId === conn.id && !sub.channel.options.echo) continue
+          if (excludes(m, conn)) continue
           const frame = storedToFrame(m, true)
           if ((sub.filter !== null && !sub.filter(frame)) || !this.admits(conn, NO_EXCLUSIONS, frame)) continue
           this.stats.redelivered++
@@ -863,7 +900,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private onAck(conn: Connection, frame: ClientFrameOf<'ack'>): MaybePromise<void> {
     const sub = conn.subscriptions.get(frame.channel)
     if (!sub) return
-    const offset = Math.min(frame.offset, sub.lastSent)
+    const offset = Math.min(frame.offset, sub.tracked ? sub.lastSent : Math.max(sub.lastSent, sub.channel.lastOffset))
     const waiters = this.ackWaiters.get(frame.channel)
     if (waiters) for (const w of waiters) w.acked(sub, frame.offset)
     if (offset <= sub.acked) return
@@ -886,14 +923,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private sendReceipts(channel: string, userId: string, status: 'delivered' | 'read', from: number, to: number, only?: ReadonlySet<number>, sub?: Subscription): MaybePromise<void> {
     if (to < from) return
     const limit = Math.min(REPLAY_PAGE, to - from + 1)
-    return andThen(this.options.store.read(channel, { after: from - 1, limit, now: this.clock.now() }), (page) => {
+    return andThen(this.options.store.read(channel, { after: from - 1, limit, now: this.clock.now() }), (page): MaybePromise<void> => {
       const bySender = new Map<string, number[]>()
       for (const m of page.messages) {
         if (m.offset > to || (only && !only.has(m.offset))) continue
         if (m.sender === undefined || m.sender === userId) continue
         if (sub) {
           // Only what this subscriber was sent: not what its filter, its mutes or echo left out.
-          if (m.connectionId === sub.connection.id && !sub.channel.options.echo) continue
+          if (excludes(m, sub.connection)) continue
           const f = storedToFrame(m)
           if ((sub.filter !== null && !sub.filter(f)) || !this.admits(sub.connection, NO_EXCLUSIONS, f)) continue
         }
@@ -904,6 +941,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       for (const [sender, offsets] of bySender) {
         this.dispatch({ kind: 'dispatch', origin: this.nodeId, target: { kind: 'direct', users: [sender], connections: [] }, frame: { type: 'receipt', channel, status, userId, offsets } })
       }
+      const last = page.messages.at(-1)?.offset
+      if (last !== undefined && last < to && page.messages.length === limit) return this.sendReceipts(channel, userId, status, last + 1, to, only, sub)
     })
   }
 
@@ -1139,7 +1178,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     const appended = this.options.store.append(
       channel,
-      { id, event, data: base.data, sender: opts.sender, timestamp: now, connectionId },
+      { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined },
       { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now },
     )
     return andThen(appended, (r): MaybePromise<PublishResult> => {
@@ -1682,6 +1721,13 @@ function requestIdOf(value: unknown): RequestId | undefined {
   if (typeof id === 'string' && id.length > 0 && id.length <= 64) return id
   if (typeof id === 'number' && Number.isInteger(id) && id >= 0) return id
   return undefined
+}
+
+/** Whether a stored message was published with this connection (or its user) excluded. */
+function excludes(m: StoredMessage, conn: Connection): boolean {
+  const ex = m.exclude
+  if (ex === undefined) return false
+  return ex.connections?.includes(conn.id) === true || (conn.userId !== undefined && ex.users?.includes(conn.userId) === true)
 }
 
 export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {

@@ -11,8 +11,11 @@ export interface StoredMessage {
   readonly sender?: string | undefined
   /** Server time of publication, ms since the epoch. */
   readonly timestamp: number
-  /** The publishing connection, so replays skip a publisher's own messages as live delivery does. */
-  readonly connectionId?: string | undefined
+  /**
+   * Who the message was not for (the publisher's own connection unless the channel echoes; a
+   * publish's `exclude`), so replays and redeliveries leave them out as live delivery did.
+   */
+  readonly exclude?: { readonly connections?: readonly string[] | undefined; readonly users?: readonly string[] | undefined } | undefined
 }
 
 /** How long a channel keeps its log. Both bounds apply; the stricter one wins. */
