@@ -73,7 +73,7 @@ async function main() {
   const noHistory = await hubWithSubscribers('public:bench', { channels: { 'public:*': { subscribe: true, publish: 'authenticated', history: false } } })
   // At-least-once: every message tracked for acknowledgment; each subscriber acks cumulatively
   // every ACK_EVERY messages through the real inbound path (decode, validate, ack bookkeeping).
-  const ACK_EVERY = 50
+  const ACK_EVERY = Number(process.env.ACK_EVERY ?? 50)
   const reliable = await hubWithSubscribers('public:bench', {
     channels: { 'public:*': { subscribe: true, publish: 'authenticated', delivery: 'at-least-once', history: { maxCount: 1000 } } },
     delivery: { ackTimeoutMs: 600_000 },

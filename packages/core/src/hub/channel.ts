@@ -55,7 +55,7 @@ export class Channel {
   fanOutList(): FanOutList {
     if (this.snapshot === null) {
       const subs = [...this.subscribers.values()]
-      this.snapshot = { subs, direct: subs.map((s) => (s.fast && s.filter === null ? s.session : null)) }
+      this.snapshot = { subs, direct: subs.map((s) => (s.fast && s.filter === null && !s.tracked ? s.session : null)) }
     }
     return this.snapshot
   }

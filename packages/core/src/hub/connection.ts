@@ -26,8 +26,9 @@ export interface Subscription {
   active: boolean
   /**
    * True when a fan-out may write the shared frame straight to the session: active, the
-   * connection uncongested, on the hub's codec, with no replay under way and no preferences.
-   * Kept current by `Connection.refreshFastPath()`.
+   * connection uncongested, on the hub's codec, with no replay under way and no preferences
+   * (tracked subscriptions still track, on their own fast path). Kept current by
+   * `Connection.refreshFastPath()`.
    */
   fast: boolean
   readonly channel: Channel
@@ -168,7 +169,7 @@ export class Connection {
   refreshFastPath(): void {
     const open = this.queues === null && this.sharedCodec && this.preferences === undefined && !this.closed
     for (const sub of this.subscriptions.values()) {
-      const fast = open && sub.active && sub.replay === null && !sub.tracked
+      const fast = open && sub.active && sub.replay === null
       if (fast !== sub.fast) {
         sub.fast = fast
         sub.channel.invalidate()

@@ -799,14 +799,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         ? shared
         : this.encode(conn.codec, contiguous ? { ...frame, ack: true } : { ...frame, prev: sub.lastSent, ack: true })
     if (offset > sub.lastSent) sub.lastSent = offset
-    if (!sub.pending) {
-      sub.pending = true
-      sub.attempts = 0
-      sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
-      this.pendingAcks.add(sub)
-      this.scheduleSweep()
-    }
+    if (!sub.pending) this.markPending(sub)
     return this.write(conn, out, priority, false)
+  }
+
+  private markPending(sub: Subscription): void {
+    sub.pending = true
+    sub.attempts = 0
+    sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
+    this.pendingAcks.add(sub)
+    this.scheduleSweep()
   }
 
   private scheduleSweep(): void {
@@ -1411,7 +1413,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const isMessage = frame.type === 'message'
     const excludeOne = d.excludeOne?.session
     const general = d.general
-    if (isMessage && (frame as MessageFrame).offset !== undefined) channel.lastOffset = (frame as MessageFrame).offset!
+    const offset = isMessage ? (frame as MessageFrame).offset : undefined
+    if (offset !== undefined) channel.lastOffset = offset
+    // Tracking needs an offset, and must not be skipped for a collector (awaitAcks).
+    const tracked = offset !== undefined && channel.options.delivery === 'at-least-once' && d.collect === null
     const { subs, direct } = channel.fanOutList()
     let slow: Connection[] | null = null
     let sent = 0
@@ -1425,6 +1430,17 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         continue
       }
       const sub = subs[i]!
+      if (tracked && sub.fast && !general && sub.filter === null) {
+        // At-least-once, uncongested, in sequence: track and write without touching the connection.
+        if (sub.connection === d.excludeOne) continue
+        if (offset === sub.lastSent + 1) {
+          sub.lastSent = offset
+          if (!sub.pending) this.markPending(sub)
+          if (!sub.session.send(out)) sub.connection.congest()
+          sent++
+          continue
+        }
+      }
       if (!sub.active) continue
       const conn = sub.connection
       if (conn === d.excludeOne || !this.admits(conn, d, frame)) continue
