@@ -9,7 +9,7 @@ export { Outbound, type Session, type ConnectionHandle } from './ports/session.j
 export type { Broker, ClusterMessage, Command, Dispatch, DispatchTarget } from './ports/broker.js'
 export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult } from './ports/store.js'
 export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
-export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator } from './ports/auth.js'
+export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'
 export { type Clock, type TimerHandle, systemClock } from './ports/clock.js'
 export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from './ports/logger.js'
 

@@ -61,3 +61,28 @@ export function createTokenAuthenticator(tokens: Readonly<Record<string, Identit
   const table = new Map(Object.entries(tokens))
   return (req) => (req.token !== undefined ? table.get(req.token) ?? null : null)
 }
+
+/**
+ * The credentials of a request that opens a connection (any transport): `token` from the query
+ * parameter `token` or an `Authorization: Bearer` header; `apiKey` from the query parameter
+ * `apiKey` or an `x-api-key` header. Pure: takes the request URL (path and query) and headers.
+ */
+export function credentialsFromRequest(
+  url: string,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+): { token?: string; apiKey?: string } {
+  const q = url.indexOf('?')
+  const params = new URLSearchParams(q >= 0 ? url.slice(q + 1) : '')
+  const header = (name: string) => {
+    const v = headers[name]
+    return Array.isArray(v) ? v[0] : v
+  }
+  const auth = header('authorization')
+  const bearer = auth !== undefined && /^Bearer\s+/i.test(auth) ? auth.replace(/^Bearer\s+/i, '').trim() : undefined
+  const token = params.get('token') ?? bearer
+  const apiKey = params.get('apiKey') ?? header('x-api-key')
+  const out: { token?: string; apiKey?: string } = {}
+  if (token) out.token = token
+  if (apiKey) out.apiKey = apiKey
+  return out
+}
