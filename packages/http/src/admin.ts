@@ -1,0 +1,224 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
+import { z } from 'zod'
+import { readJsonBody, sendError, sendJson } from './respond.js'
+
+/** Checks an admin request's API key (header `x-api-key` or `Authorization: Bearer`). */
+export type ApiKeyCheck = (key: string) => boolean
+
+const exclude = z.object({ connections: z.array(z.string()).max(1000).optional(), users: z.array(z.string()).max(1000).optional() }).strict()
+
+export const broadcastToChannelBody = z
+  .object({
+    event: eventNameSchema,
+    data: z.unknown().optional(),
+    exclude: exclude.optional(),
+    priority: prioritySchema.optional(),
+    idempotencyKey: z.string().min(1).max(128).optional(),
+    sender: z.string().max(128).optional(),
+  })
+  .strict()
+
+export const broadcastBody = z
+  .object({
+    event: eventNameSchema,
+    data: z.unknown().optional(),
+    to: z.union([
+      z.literal('all'),
+      z
+        .object({
+          channels: z.array(channelNameSchema).max(100).optional(),
+          users: z.array(z.string()).max(1000).optional(),
+          connections: z.array(z.string()).max(1000).optional(),
+        })
+        .strict(),
+    ]),
+    where: filterSchema.optional(),
+    exclude: exclude.optional(),
+    priority: prioritySchema.optional(),
+    sender: z.string().max(128).optional(),
+  })
+  .strict()
+
+export const kickBody = z.object({ userId: z.string().min(1), reason: z.string().max(120).optional() }).strict()
+
+interface Route {
+  readonly method: string
+  /** Path below the prefix, with `:name` parameters. */
+  readonly path: string
+  readonly run: (ctx: { req: IncomingMessage; res: ServerResponse; params: Record<string, string>; query: URLSearchParams }) => Promise<void>
+}
+
+/**
+ * The REST admin API: broadcast, presence, kick, history, connections, metrics. Every route
+ * needs the API key; bodies are validated with zod; errors are `{ type: 'error', code, message }`
+ * with the HTTP status that matches the code.
+ */
+export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxBodyBytes: number) {
+  const channelParam = (raw: string): string => {
+    const name = decodeURIComponent(raw)
+    if (!channelNameSchema.safeParse(name).success) throw new RealtimeError('RT_007', `invalid channel name '${name}'`)
+    return name
+  }
+  const body = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
+    const raw = await readJsonBody(req, maxBodyBytes)
+    const parsed = schema.safeParse(raw)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new RealtimeError('RT_007', issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid body')
+    }
+    return parsed.data
+  }
+
+  const routes: Route[] = [
+    {
+      method: 'POST',
+      path: '/channels/:id/broadcast',
+      run: async ({ req, res, params }) => {
+        const b = await body(req, broadcastToChannelBody)
+        const r = await hub.publish(channelParam(params.id!), b.event, b.data, { exclude: b.exclude, priority: b.priority, idempotencyKey: b.idempotencyKey, sender: b.sender })
+        sendJson(res, 200, { messageId: r.messageId, offset: r.offset, duplicate: r.duplicate, recipients: r.recipients })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/channels/:id/presence',
+      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(channelParam(params.id!))),
+    },
+    {
+      method: 'POST',
+      path: '/channels/:id/kick',
+      run: async ({ req, res, params }) => {
+        const b = await body(req, kickBody)
+        const removed = await hub.kick(channelParam(params.id!), b.userId, b.reason)
+        sendJson(res, 200, { removed })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/channels/:id/history',
+      run: async ({ res, params, query }) => {
+        const after = query.get('after')
+        const limit = query.get('limit')
+        const int = (v: string | null, name: string, min: number, max: number) => {
+          if (v === null) return undefined
+          const n = Number(v)
+          if (!Number.isInteger(n) || n < min || n > max) throw new RealtimeError('RT_007', `${name} must be an integer from ${min} to ${max}`)
+          return n
+        }
+        const h = await hub.channel(channelParam(params.id!)).history({ after: int(after, 'after', 0, Number.MAX_SAFE_INTEGER), limit: int(limit, 'limit', 1, 1000) })
+        sendJson(res, 200, h)
+      },
+    },
+    {
+      method: 'POST',
+      path: '/broadcast',
+      run: async ({ req, res }) => {
+        const b = await body(req, broadcastBody)
+        sendJson(res, 200, await hub.broadcast(b))
+      },
+    },
+    {
+      method: 'GET',
+      path: '/connections',
+      run: async ({ res, query }) => {
+        const filter: { userId?: string; channel?: string } = {}
+        const userId = query.get('userId')
+        const channel = query.get('channel')
+        if (userId) filter.userId = userId
+        if (channel) filter.channel = channel
+        const connections = hub.getConnections(filter)
+        sendJson(res, 200, { connections, count: connections.length })
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/connections/:id',
+      run: async ({ res, params }) => {
+        if (!hub.disconnect(decodeURIComponent(params.id!), 'disconnected by admin')) throw new RealtimeError('RT_004', 'no such connection on this node')
+        res.statusCode = 204
+        res.end()
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/users/:id/connections',
+      run: async ({ res, params }) => sendJson(res, 200, { disconnected: hub.disconnectUser(decodeURIComponent(params.id!), 'disconnected by admin') }),
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      run: async ({ res, query }) => {
+        const m = hub.metrics()
+        if (query.get('format') !== 'prometheus') return sendJson(res, 200, m)
+        res.statusCode = 200
+        res.setHeader('content-type', 'text/plain; version=0.0.4')
+        res.end(prometheus(m))
+      },
+    },
+  ]
+
+  const compiled = routes.map((r) => {
+    const names: string[] = []
+    const source = r.path.replace(/:([a-z]+)/g, (_, name: string) => {
+      names.push(name)
+      return '([^/]+)'
+    })
+    return { ...r, regex: new RegExp(`^${source}$`), names }
+  })
+
+  /** Handle `rest` (the path below the prefix); false when no admin route matches. */
+  return async function handleAdmin(req: IncomingMessage, res: ServerResponse, rest: string, query: URLSearchParams): Promise<boolean> {
+    const matches = compiled.filter((r) => r.regex.test(rest))
+    if (matches.length === 0) return false
+    const route = matches.find((r) => r.method === req.method)
+    try {
+      if (!checkKey) throw new RealtimeError('RT_003', 'the admin API is disabled: no apiKey configured')
+      const key = apiKeyOf(req)
+      if (key === undefined || !checkKey(key)) throw new RealtimeError('RT_002', 'a valid API key is required (x-api-key or Authorization: Bearer)')
+      if (!route) {
+        res.setHeader('allow', matches.map((r) => r.method).join(', '))
+        sendJson(res, 405, { type: 'error', code: 'RT_007', message: `method ${req.method} not allowed here` })
+        return true
+      }
+      const m = route.regex.exec(rest)!
+      const params = Object.fromEntries(route.names.map((n, i) => [n, m[i + 1]!]))
+      await route.run({ req, res, params, query })
+    } catch (err) {
+      sendError(res, err)
+    }
+    return true
+  }
+}
+
+function apiKeyOf(req: IncomingMessage): string | undefined {
+  const header = req.headers['x-api-key']
+  if (typeof header === 'string' && header) return header
+  const auth = req.headers.authorization
+  if (auth && /^Bearer\s+/i.test(auth)) return auth.replace(/^Bearer\s+/i, '').trim()
+  return undefined
+}
+
+function prometheus(m: ReturnType<Hub['metrics']>): string {
+  const lines: string[] = []
+  const gauge = (name: string, help: string, value: number, labels = '') => {
+    lines.push(`# HELP tidings_${name} ${help}`, `# TYPE tidings_${name} gauge`, `tidings_${name}${labels} ${value}`)
+  }
+  const counter = (name: string, help: string, value: number) => {
+    lines.push(`# HELP tidings_${name}_total ${help}`, `# TYPE tidings_${name}_total counter`, `tidings_${name}_total ${value}`)
+  }
+  gauge('connections', 'Open connections on this node.', m.connections)
+  gauge('channels', 'Live channels on this node.', m.channels)
+  gauge('subscriptions', 'Subscriptions on this node.', m.subscriptions)
+  counter('messages_in', 'Frames received from clients.', m.messagesIn)
+  counter('messages_out', 'Frames handed to sessions.', m.messagesOut)
+  counter('bytes_in', 'Bytes received from clients.', m.bytesIn)
+  counter('bytes_out', 'Bytes handed to sessions.', m.bytesOut)
+  counter('published', 'Messages published to channels.', m.published)
+  counter('dropped', 'Frames dropped under backpressure.', m.dropped)
+  counter('redelivered', 'At-least-once messages sent again.', m.redelivered)
+  counter('delivery_failed', 'Delivery ranges given up on.', m.deliveryFailed)
+  lines.push('# HELP tidings_errors_total Errors sent to clients, by code.', '# TYPE tidings_errors_total counter')
+  for (const [code, n] of Object.entries(m.errors)) lines.push(`tidings_errors_total{code="${code as ErrorCode}"} ${n}`)
+  return `${lines.join('\n')}\n`
+}

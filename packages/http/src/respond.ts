@@ -1,0 +1,53 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type ErrorCode, RealtimeError } from '@tidings/core'
+
+/** The HTTP status that goes with each error code. */
+export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
+  RT_001: 503,
+  RT_002: 401,
+  RT_003: 403,
+  RT_004: 404,
+  RT_005: 413,
+  RT_006: 429,
+  RT_007: 400,
+  RT_008: 409,
+  RT_009: 422,
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.statusCode = status
+  res.setHeader('content-type', 'application/json; charset=utf-8')
+  res.setHeader('cache-control', 'no-store')
+  res.end(text)
+}
+
+/** Answer with an `error` body; anything that is not a RealtimeError is an internal failure (RT_001). */
+export function sendError(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  const e = err instanceof RealtimeError ? err : new RealtimeError('RT_001', 'internal error')
+  sendJson(res, HTTP_STATUS[e.code], { type: 'error', code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) })
+}
+
+/** The request's JSON body: already parsed by a framework (`req.body`), or read here up to `limit` bytes. */
+export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const parsed = (req as IncomingMessage & { body?: unknown }).body
+  if (parsed !== undefined) return parsed
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit })
+    chunks.push(chunk as Buffer)
+  }
+  const text = Buffer.concat(chunks).toString('utf8')
+  if (text.length === 0) return undefined
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new RealtimeError('RT_007', 'the request body is not valid JSON')
+  }
+}
