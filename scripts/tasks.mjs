@@ -34,8 +34,25 @@ function ensureInstalled() {
   if (code !== 0) process.exit(code)
 }
 
+/** System packages the tests use (Debian): Chromium for the browser tests. Installed when missing. */
+function ensureSystemPackages() {
+  const wanted = [['chromium', '/usr/bin/chromium']].filter(([, bin]) => !existsSync(bin))
+  if (wanted.length === 0) return
+  const names = wanted.map(([name]) => name)
+  const root = process.getuid?.() === 0
+  const sudo = root ? [] : ['sudo', '-n']
+  console.log(`::: installing ${names.join(', ')} (apt-get)`)
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
+  const cmd = (args) => run(sudo[0] ?? args[0], sudo.length ? [...sudo.slice(1), ...args] : args.slice(1), { env })
+  if (cmd(['apt-get', 'update', '-qq']) !== 0 || cmd(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', ...names]) !== 0) {
+    console.error(`could not install ${names.join(', ')}: install them, then run the tests again`)
+    process.exit(1)
+  }
+}
+
 const task = process.argv[2]
 ensureInstalled()
+if (task === 'test') ensureSystemPackages()
 
 if (task === 'demo') {
   process.exit(pnpm('--filter', '@tidings/example-in-memory-chat', 'start'))
