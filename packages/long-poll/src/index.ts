@@ -1,1 +1,307 @@
-export {}
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import {
+  header,
+  maxMessageSizeOf,
+  MAX_FRAMES_PER_REQUEST,
+  normalizePrefix,
+  randomToken,
+  readFrames,
+  requestTarget,
+  secretMatches,
+  sendError,
+  sendJson,
+  sendNoContent,
+} from '@tidings/http-kit'
+import { OutboundLog } from '@tidings/core'
+
+export interface LongPollTransportOptions {
+  /** Path prefix; the transport serves `{prefix}/poll` and `{prefix}/poll/:sessionId`. Default `/realtime`. */
+  readonly prefix?: string
+  /** How long a poll waits for a frame before answering with none. Default 30 000 ms. */
+  readonly pollTimeoutMs?: number
+  /** How long a session lives with no poll open. Default 60 000 ms. */
+  readonly sessionTimeoutMs?: number
+  /** Bytes of unconfirmed frames kept; `send` reports backpressure at min(this, the hub's high-water mark). Default 1 MiB. */
+  readonly bufferBytes?: number
+  /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
+  readonly maxBodyBytes?: number
+}
+
+export interface LongPollTransport {
+  /** Serve `POST {prefix}/poll`, `GET|POST|DELETE {prefix}/poll/:sessionId`; resolves false (doing nothing) for other requests. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
+  /** Close every session (an open poll is answered with `close: { code: 1001 }`), end every response, clear every timer. */
+  close(): Promise<void>
+  /** Open sessions. */
+  readonly sessions: number
+}
+
+export function createLongPollTransport(hub: Hub, options: LongPollTransportOptions = {}): LongPollTransport {
+  return new LongPollTransportImpl(hub, options)
+}
+
+const SHUTTING_DOWN = 'server is shutting down'
+const textDecoder = new TextDecoder()
+
+/** The frame as JSON text, once per `Outbound`. */
+function frameText(out: Outbound): string {
+  if (typeof out.data === 'string') return out.data
+  const memo = out.memo?.['text']
+  if (typeof memo === 'string') return memo
+  const text = textDecoder.decode(out.data)
+  ;(out.memo ??= {})['text'] = text
+  return text
+}
+
+interface Poll {
+  readonly res: ServerResponse
+  readonly cursor: number
+  readonly timer: ReturnType<typeof setTimeout>
+}
+
+class PollSession implements Session {
+  readonly transport = 'long-poll'
+  readonly codec = jsonCodec
+  readonly remoteAddress: string | undefined
+  readonly headers: IncomingMessage['headers']
+  readonly userAgent: string | undefined
+  readonly id = randomToken(16)
+  readonly secret = randomToken(24)
+  handle: ConnectionHandle | undefined
+  /** The opening request's response while `hub.connect` runs. */
+  opening: ServerResponse | undefined
+  /** Frames (JSON text) not confirmed by a poll's cursor yet. */
+  readonly log = new OutboundLog<string>()
+  closedWith: { code: number; reason: string } | undefined
+  private poll: Poll | undefined
+  private congested = false
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private flush: ReturnType<typeof setImmediate> | undefined
+
+  constructor(
+    private readonly t: LongPollTransportImpl,
+    req: IncomingMessage,
+  ) {
+    this.remoteAddress = req.socket.remoteAddress
+    this.headers = req.headers
+    this.userAgent = header(req, 'user-agent')
+  }
+
+  send(out: Outbound): boolean {
+    if (this.closedWith) return true
+    this.log.push(frameText(out), out.bytes)
+    // Frames sent in the same turn (a fan-out, a replay) go out in one answer.
+    if (this.poll && this.flush === undefined) {
+      this.flush = setImmediate(() => {
+        this.flush = undefined
+        this.answer()
+      })
+    }
+    if (this.log.bytes < this.limit()) return true
+    this.congested = true
+    return false
+  }
+
+  bufferedAmount(): number {
+    return this.log.bytes
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closedWith) return
+    this.closedWith = { code, reason }
+    // With no poll open the session stays (until its timeout) so the next poll learns the close.
+    if (this.poll) this.answer()
+    this.handle?.closed(code, reason)
+  }
+
+  private limit(): number {
+    return Math.min(this.handle?.highWaterMark ?? Number.POSITIVE_INFINITY, this.t.bufferBytes)
+  }
+
+  /** The opening response: `{ session, secret, frames, cursor, upgrade }`. */
+  opened(res: ServerResponse): void {
+    this.respond(res, 0, `"session":${JSON.stringify(this.id)},"secret":${JSON.stringify(this.secret)},`)
+  }
+
+  /** A poll confirming `cursor`: answered at once when there is a frame after it, else on the next frame or the poll timeout. */
+  take(res: ServerResponse, cursor: number): void {
+    this.answer() // one poll at a time: an earlier one ends with what it has
+    clearTimeout(this.timer)
+    this.timer = undefined
+    const after = Math.min(cursor, this.log.last)
+    this.log.confirm(after)
+    if (this.closedWith) return this.respond(res, after)
+    const timer = setTimeout(() => this.answer(), this.t.pollTimeoutMs)
+    timer.unref?.()
+    this.poll = { res, cursor: after, timer }
+    res.on('close', () => {
+      if (this.poll?.res !== res) return
+      clearTimeout(this.poll.timer)
+      this.poll = undefined
+      this.startTimer()
+    })
+    if (this.congested && this.handle && this.log.bytes < this.limit()) {
+      this.congested = false
+      this.handle.drained()
+    }
+    if (this.log.last > after) this.answer()
+  }
+
+  /** Answer the open poll, if any, with every frame after its cursor. */
+  answer(): void {
+    const p = this.poll
+    if (!p) return
+    this.poll = undefined
+    clearTimeout(p.timer)
+    this.respond(p.res, p.cursor)
+  }
+
+  private respond(res: ServerResponse, cursor: number, prefix = ''): void {
+    const frames: string[] = []
+    this.log.forEachAfter(cursor, (text) => frames.push(text))
+    const close = this.closedWith ? `,"close":${JSON.stringify(this.closedWith)}` : ''
+    const next = frames.length > 0 ? this.log.last : cursor
+    sendJson(res, 200, `{${prefix}"frames":[${frames.join(',')}],"cursor":${next},"upgrade":"websocket"${close}}`)
+    if (this.closedWith) this.t.forget(this)
+    else this.startTimer()
+  }
+
+  startTimer(): void {
+    if (this.poll) return
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.sessionTimeoutMs)
+    this.timer.unref?.()
+  }
+
+  /** Stop every timer and drop the frames. */
+  dispose(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.flush !== undefined) clearImmediate(this.flush)
+    this.flush = undefined
+    this.log.clear()
+  }
+
+  /** Closed by the client (`DELETE`), by its timeout or by the transport: answer the open poll and tell the hub. */
+  end(code: number, reason: string): void {
+    if (this.opening) sendError(this.opening, 503, 'RT_001', reason)
+    this.opening = undefined
+    const first = this.closedWith === undefined
+    if (first) this.closedWith = { code, reason }
+    if (this.poll) this.answer()
+    this.t.forget(this)
+    if (first) this.handle?.closed(code, reason)
+  }
+}
+
+class LongPollTransportImpl implements LongPollTransport {
+  readonly pollTimeoutMs: number
+  readonly sessionTimeoutMs: number
+  readonly bufferBytes: number
+  private readonly maxBodyBytes: number
+  private readonly path: string
+  private readonly map = new Map<string, PollSession>()
+  private closing = false
+
+  constructor(
+    private readonly hub: Hub,
+    o: LongPollTransportOptions,
+  ) {
+    this.path = `${normalizePrefix(o.prefix ?? '/realtime')}/poll`
+    this.pollTimeoutMs = o.pollTimeoutMs ?? 30_000
+    this.sessionTimeoutMs = o.sessionTimeoutMs ?? 60_000
+    this.bufferBytes = o.bufferBytes ?? 1024 * 1024
+    this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+  }
+
+  get sessions(): number {
+    let n = 0
+    for (const s of this.map.values()) if (!s.closedWith) n++
+    return n
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const { path, url, query } = requestTarget(req)
+    const method = req.method ?? 'GET'
+    let sessionId: string | undefined
+    if (path === this.path) {
+      if (method !== 'POST') return false
+    } else if (path.startsWith(`${this.path}/`) && (method === 'GET' || method === 'POST' || method === 'DELETE')) {
+      sessionId = path.slice(this.path.length + 1)
+      if (sessionId === '' || sessionId.includes('/')) return false
+    } else return false
+    try {
+      if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
+      else if (sessionId === undefined) await this.open(req, res, url)
+      else {
+        const session = this.map.get(sessionId)
+        if (!session?.handle || (session.closedWith && method !== 'GET')) sendError(res, 404, 'RT_001', 'unknown session')
+        else if (!secretMatches(req, session.secret)) sendError(res, 403, 'RT_003', 'wrong or missing session secret')
+        else if (method === 'GET') this.poll(res, session, query.get('cursor'))
+        else if (method === 'DELETE') {
+          session.end(1000, 'closed by client')
+          sendNoContent(res)
+        } else await this.post(req, res, session)
+      }
+    } catch {
+      if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
+      else if (!res.writableEnded) res.end()
+    }
+    return true
+  }
+
+  private async open(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    req.resume() // an opening request's body, if any, is not read
+    const session = new PollSession(this, req)
+    session.opening = res
+    this.map.set(session.id, session)
+    let handle: ConnectionHandle
+    try {
+      handle = await this.hub.connect(session, credentialsFromRequest(url, req.headers))
+    } catch (err) {
+      this.map.delete(session.id)
+      if (session.opening) {
+        const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
+        const status = code === 'RT_002' ? 401 : session.closedWith?.code === 4008 ? 429 : 503
+        sendError(session.opening, status, code, err instanceof Error ? err.message : 'connection refused')
+      }
+      session.dispose()
+      return
+    }
+    session.handle = handle
+    if (!session.opening) return handle.closed(1001, SHUTTING_DOWN) // the transport closed meanwhile
+    session.opening = undefined
+    session.opened(res)
+  }
+
+  private poll(res: ServerResponse, session: PollSession, cursorParam: string | null): void {
+    const cursor = cursorParam === null || !/^\d{1,15}$/.test(cursorParam) ? NaN : Number(cursorParam)
+    if (!Number.isSafeInteger(cursor)) return sendError(res, 400, 'RT_007', 'cursor must be a non-negative integer')
+    session.take(res, cursor)
+  }
+
+  private async post(req: IncomingMessage, res: ServerResponse, session: PollSession): Promise<void> {
+    const body = await readFrames(req, this.maxBodyBytes)
+    if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
+    if (session.closedWith || !session.handle) return sendError(res, 404, 'RT_001', 'unknown session')
+    for (const frame of body.frames) session.handle.receive(frame)
+    sendNoContent(res)
+  }
+
+  /** No poll for `sessionTimeoutMs`: the session is closed (the hub sees 1006). */
+  expire(session: PollSession, reason: string): void {
+    session.end(1006, reason)
+  }
+
+  forget(session: PollSession): void {
+    if (this.map.get(session.id) === session) this.map.delete(session.id)
+    session.dispose()
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    for (const s of [...this.map.values()]) s.end(1001, SHUTTING_DOWN)
+    this.map.clear()
+  }
+}

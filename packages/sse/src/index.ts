@@ -1,1 +1,368 @@
-export {}
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import {
+  header,
+  maxMessageSizeOf,
+  MAX_FRAMES_PER_REQUEST,
+  normalizePrefix,
+  randomToken,
+  readFrames,
+  requestTarget,
+  secretMatches,
+  sendError,
+  sendNoContent,
+} from '@tidings/http-kit'
+import { OutboundLog } from '@tidings/core'
+
+export interface SseTransportOptions {
+  /** Path prefix; the transport serves `GET {prefix}/sse` and `POST {prefix}/sse/:sessionId`. Default `/realtime`. */
+  readonly prefix?: string
+  /** Interval of the `: ping` comment on every open stream. Default 15 000 ms. */
+  readonly heartbeatMs?: number
+  /** The `retry:` sent to clients (EventSource reconnection delay). Default 1 000 ms. */
+  readonly reconnectMs?: number
+  /** How long a session outlives its stream; a reconnect with `Last-Event-ID` within it resumes. Default 30 000 ms. */
+  readonly sessionTimeoutMs?: number
+  /** Bytes of sent frames kept for resume (and at most buffered while no stream is open). Default 1 MiB. */
+  readonly bufferBytes?: number
+  /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
+  readonly maxBodyBytes?: number
+}
+
+export interface SseTransport {
+  /** Serve `GET {prefix}/sse` and `POST {prefix}/sse/:sessionId`; resolves false (doing nothing) for other requests. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
+  /** Close every session (the client gets an `event: close` with 1001), end every response, clear every timer. */
+  close(): Promise<void>
+  /** Open sessions. */
+  readonly sessions: number
+}
+
+export function createSseTransport(hub: Hub, options: SseTransportOptions = {}): SseTransport {
+  return new SseTransportImpl(hub, options)
+}
+
+const SSE_HEADERS = {
+  'Content-Type': 'text/event-stream',
+  'Cache-Control': 'no-cache, no-transform',
+  Connection: 'keep-alive',
+  'X-Accel-Buffering': 'no',
+} as const
+
+const SHUTTING_DOWN = 'server is shutting down'
+const textDecoder = new TextDecoder()
+const TYPE_PREFIX = /^\{"type":"([A-Za-z0-9_:.-]{1,64})"/
+const SAFE_TYPE = /^[A-Za-z0-9_:.-]{1,64}$/
+
+/** `event:` and `data:` lines of a frame, built once per `Outbound` and shared by every stream. */
+function eventTail(out: Outbound): string {
+  const memo = out.memo?.['sse']
+  if (typeof memo === 'string') return memo
+  const text = typeof out.data === 'string' ? out.data : textDecoder.decode(out.data)
+  let type = TYPE_PREFIX.exec(text)?.[1]
+  if (type === undefined) {
+    try {
+      const t = (JSON.parse(text) as { type?: unknown } | null)?.type
+      type = typeof t === 'string' && SAFE_TYPE.test(t) ? t : 'message'
+    } catch {
+      type = 'message'
+    }
+  }
+  // JSON text has no raw line breaks; anything else is split over several `data:` lines.
+  const data = /[\r\n]/.test(text) ? text.replace(/\r\n|\r|\n/g, '\ndata: ') : text
+  const tail = `event: ${type}\ndata: ${data}\n\n`
+  ;(out.memo ??= {})['sse'] = tail
+  return tail
+}
+
+function closeEvent(code: number, reason: string): string {
+  return `event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`
+}
+
+class SseSession implements Session {
+  readonly transport = 'sse'
+  readonly codec = jsonCodec
+  readonly remoteAddress: string | undefined
+  readonly headers: IncomingMessage['headers']
+  readonly userAgent: string | undefined
+  readonly id = randomToken(16)
+  readonly secret = randomToken(24)
+  handle: ConnectionHandle | undefined
+  /** The opening request's response while `hub.connect` runs. */
+  opening: ServerResponse | undefined
+  /** Sent frames (their `event:`/`data:` lines), kept until a resume confirms them or `bufferBytes` trims them. */
+  readonly log = new OutboundLog<string>()
+  /** `seq` of the last frame written to a stream. */
+  written = 0
+  /** Bytes of the frames after `written`. */
+  unwritten = 0
+  res: ServerResponse | undefined
+  closedWith: { code: number; reason: string } | undefined
+  congested = false
+  timer: ReturnType<typeof setTimeout> | undefined
+
+  constructor(
+    private readonly t: SseTransportImpl,
+    req: IncomingMessage,
+  ) {
+    this.remoteAddress = req.socket.remoteAddress
+    this.headers = req.headers
+    this.userAgent = header(req, 'user-agent')
+  }
+
+  send(out: Outbound): boolean {
+    if (this.closedWith) return true
+    const tail = eventTail(out)
+    const seq = this.log.push(tail, out.bytes)
+    if (this.res) {
+      this.write(this.res, seq, tail)
+      this.log.trim(this.t.bufferBytes, seq + 1)
+    } else this.unwritten += out.bytes
+    if (this.bufferedAmount() < this.limit()) return true
+    this.congested = true
+    return false
+  }
+
+  bufferedAmount(): number {
+    return this.unwritten + (this.res?.writableLength ?? 0)
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closedWith) return
+    this.closedWith = { code, reason }
+    if (this.res) this.end()
+    // While detached the session stays (until its timeout) so a resume still gets the unconfirmed frames and the close.
+    this.handle?.closed(code, reason)
+  }
+
+  private limit(): number {
+    return Math.min(this.handle?.highWaterMark ?? Number.POSITIVE_INFINITY, this.t.bufferBytes)
+  }
+
+  private write(res: ServerResponse, seq: number, tail: string): void {
+    // Node corks the socket for the rest of the tick, so a fan-out burst or a replay leaves in one write.
+    res.write(`id: ${this.id}:${seq}\n${tail}`, this.flushed)
+    this.written = seq
+  }
+
+  /** Called as each chunk reaches the kernel: the moment to tell a congested hub it may send again. */
+  private readonly flushed = (): void => {
+    if (this.congested) this.checkDrained()
+  }
+
+  /** Resume after the client's `Last-Event-ID`; false when frames after it were already trimmed. */
+  resume(seq: number): boolean {
+    const after = Math.min(seq, this.log.last)
+    if (after + 1 < this.log.first) return false
+    this.log.confirm(after)
+    this.written = after
+    this.unwritten = this.log.bytes
+    return true
+  }
+
+  /** Start (or take over) the stream: headers, `retry:`, the `session` event, then every frame not yet written. */
+  attach(res: ServerResponse): void {
+    const old = this.res
+    this.res = undefined
+    if (old && !old.writableEnded) old.end()
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.res = res
+    res.writeHead(200, SSE_HEADERS)
+    res.write(`retry: ${this.t.reconnectMs}\n\nevent: session\ndata: ${JSON.stringify({ session: this.id, secret: this.secret })}\n\n`)
+    this.log.forEachAfter(this.written, (tail, seq) => this.write(res, seq, tail))
+    this.unwritten = 0
+    this.log.trim(this.t.bufferBytes, this.written + 1)
+    res.on('drain', () => this.checkDrained())
+    res.on('close', () => this.detach(res))
+    res.on('error', () => this.detach(res)) // a failed write: the client is gone, 'close' follows
+    if (this.closedWith) return this.end()
+    this.t.attached.add(this)
+    this.t.streamsChanged()
+    this.checkDrained()
+  }
+
+  ping(): void {
+    this.res?.write(': ping\n\n')
+  }
+
+  /** Write the `close` event and end the stream; the session is gone. */
+  end(): void {
+    const res = this.res
+    this.res = undefined
+    this.t.forget(this)
+    if (res && !res.writableEnded) {
+      const c = this.closedWith ?? { code: 1001, reason: SHUTTING_DOWN }
+      res.end(closeEvent(c.code, c.reason))
+    }
+  }
+
+  /** The transport is closing: end everything and tell the hub. */
+  shutdown(): void {
+    if (this.opening) sendError(this.opening, 503, 'RT_001', SHUTTING_DOWN)
+    this.opening = undefined
+    if (!this.closedWith) this.closedWith = { code: 1001, reason: SHUTTING_DOWN }
+    this.end()
+    this.handle?.closed(1001, SHUTTING_DOWN)
+  }
+
+  private detach(res: ServerResponse): void {
+    if (this.res !== res) return
+    this.res = undefined
+    this.t.attached.delete(this)
+    this.t.streamsChanged()
+    this.startTimer()
+  }
+
+  startTimer(): void {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.sessionTimeoutMs)
+    this.timer.unref?.()
+  }
+
+  private checkDrained(): void {
+    if (!this.congested || this.closedWith || !this.handle || this.bufferedAmount() >= this.limit()) return
+    this.congested = false
+    this.handle.drained()
+  }
+}
+
+class SseTransportImpl implements SseTransport {
+  readonly heartbeatMs: number
+  readonly reconnectMs: number
+  readonly sessionTimeoutMs: number
+  readonly bufferBytes: number
+  readonly attached = new Set<SseSession>()
+  private readonly maxBodyBytes: number
+  private readonly path: string
+  private readonly map = new Map<string, SseSession>()
+  private heartbeat: ReturnType<typeof setInterval> | undefined
+  private closing = false
+
+  constructor(
+    private readonly hub: Hub,
+    o: SseTransportOptions,
+  ) {
+    this.path = `${normalizePrefix(o.prefix ?? '/realtime')}/sse`
+    this.heartbeatMs = o.heartbeatMs ?? 15_000
+    this.reconnectMs = o.reconnectMs ?? 1_000
+    this.sessionTimeoutMs = o.sessionTimeoutMs ?? 30_000
+    this.bufferBytes = o.bufferBytes ?? 1024 * 1024
+    this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+  }
+
+  get sessions(): number {
+    let n = 0
+    for (const s of this.map.values()) if (!s.closedWith) n++
+    return n
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const { path, url } = requestTarget(req)
+    let sessionId: string | undefined
+    if (path === this.path) {
+      if (req.method !== 'GET') return false
+    } else if (path.startsWith(`${this.path}/`) && req.method === 'POST') {
+      sessionId = path.slice(this.path.length + 1)
+      if (sessionId === '' || sessionId.includes('/')) return false
+    } else return false
+    try {
+      if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
+      else if (sessionId === undefined) await this.open(req, res, url)
+      else await this.post(req, res, sessionId)
+    } catch {
+      if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
+      else if (!res.writableEnded) res.end()
+    }
+    return true
+  }
+
+  private async open(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    const lastId = header(req, 'last-event-id') ?? new URLSearchParams(url.split('?')[1] ?? '').get('lastEventId') ?? ''
+    const colon = lastId.lastIndexOf(':')
+    const previous = colon > 0 ? this.map.get(lastId.slice(0, colon)) : undefined
+    const seq = Number(lastId.slice(colon + 1))
+    if (previous?.handle && Number.isSafeInteger(seq) && seq >= 0) {
+      if (previous.resume(seq)) return previous.attach(res)
+      // Frames after the client's position are gone: it starts over on a new session.
+      this.expire(previous, 'session could not be resumed')
+    }
+
+    const session = new SseSession(this, req)
+    session.opening = res
+    this.map.set(session.id, session)
+    let gone = false
+    res.once('close', () => {
+      gone = true
+    })
+    let handle: ConnectionHandle
+    try {
+      handle = await this.hub.connect(session, credentialsFromRequest(url, req.headers))
+    } catch (err) {
+      this.map.delete(session.id)
+      if (session.opening) {
+        const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
+        const status = code === 'RT_002' ? 401 : session.closedWith?.code === 4008 ? 429 : 503
+        sendError(session.opening, status, code, err instanceof Error ? err.message : 'connection refused')
+      }
+      return
+    }
+    session.handle = handle
+    if (!session.opening) {
+      // The transport closed while the hub was deciding.
+      return handle.closed(1001, SHUTTING_DOWN)
+    }
+    session.opening = undefined
+    if (gone || res.destroyed) session.startTimer()
+    else session.attach(res)
+  }
+
+  private async post(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
+    const session = this.map.get(id)
+    if (!session?.handle || session.closedWith) return sendError(res, 404, 'RT_001', 'unknown session')
+    if (!secretMatches(req, session.secret)) return sendError(res, 403, 'RT_003', 'wrong or missing session secret')
+    const body = await readFrames(req, this.maxBodyBytes)
+    if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
+    if (session.closedWith || this.map.get(id) !== session) return sendError(res, 404, 'RT_001', 'unknown session')
+    for (const frame of body.frames) session.handle.receive(frame)
+    sendNoContent(res)
+  }
+
+  /** The session's client is gone (timeout) or cannot resume: close it for the hub. */
+  expire(session: SseSession, reason: string): void {
+    if (session.closedWith) return session.end()
+    session.closedWith = { code: 1006, reason }
+    session.end()
+    session.handle?.closed(1006, reason)
+  }
+
+  forget(session: SseSession): void {
+    clearTimeout(session.timer)
+    session.timer = undefined
+    if (this.map.get(session.id) === session) this.map.delete(session.id)
+    session.log.clear()
+    if (this.attached.delete(session)) this.streamsChanged()
+  }
+
+  /** One heartbeat timer for every open stream. */
+  streamsChanged(): void {
+    if (this.attached.size > 0 && this.heartbeat === undefined && !this.closing) {
+      this.heartbeat = setInterval(() => {
+        for (const s of this.attached) s.ping()
+      }, this.heartbeatMs)
+      this.heartbeat.unref?.()
+    } else if (this.attached.size === 0 && this.heartbeat !== undefined) {
+      clearInterval(this.heartbeat)
+      this.heartbeat = undefined
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    for (const s of [...this.map.values()]) s.shutdown()
+    this.map.clear()
+    this.attached.clear()
+    clearInterval(this.heartbeat)
+    this.heartbeat = undefined
+  }
+}

@@ -123,6 +123,8 @@ export interface ChannelHandle {
 
 export interface Hub extends EventEmitter<HubEvents> {
   readonly nodeId: string
+  /** The limits in force (transports size their buffers and bodies from them). */
+  readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number }>
   readonly clock: Clock
   readonly codec: Codec
   readonly rooms: Rooms
@@ -192,6 +194,7 @@ const REPLAY_PAGE = 500
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly options: ResolvedHubOptions
   readonly nodeId: string
+  readonly limits: Hub['limits']
   readonly clock: Clock
   readonly codec: Codec
   readonly rooms: RoomRegistry
@@ -218,6 +221,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     super()
     this.options = resolveHubOptions(input)
     this.nodeId = this.options.nodeId
+    const l = this.options.limits
+    this.limits = Object.freeze({ maxMessageSize: l.maxMessageSize, messagesPerSecond: l.messagesPerSecond, presenceUpdatesPerSecond: l.presenceUpdatesPerSecond, highWaterMark: l.highWaterMark, maxQueuedBytes: l.maxQueuedBytes })
     this.clock = this.options.clock
     this.codec = this.options.codec
     this.queueLimits = { maxQueuedBytes: this.options.limits.maxQueuedBytes }

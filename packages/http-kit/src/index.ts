@@ -1,0 +1,146 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ErrorCode, Hub } from '@tidings/core'
+
+/*
+ * Small HTTP helpers shared by the SSE and long-poll transports. This file is identical in
+ * `@tidings/sse` and `@tidings/long-poll` (a test checks it).
+ */
+
+/** Frames one client → server request may carry. */
+export const MAX_FRAMES_PER_REQUEST = 100
+
+/** Header carrying a session's secret on client → server requests. */
+export const SECRET_HEADER = 'x-tidings-secret'
+
+/** A random id of `bytes` bytes, base64url (no `:`, safe in URLs and event ids). */
+export function randomToken(bytes: number): string {
+  return randomBytes(bytes).toString('base64url')
+}
+
+/** Constant-time comparison of a request's secret header with the session's secret. */
+export function secretMatches(req: IncomingMessage, secret: string): boolean {
+  const given = header(req, SECRET_HEADER)
+  if (given === undefined) return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(secret)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+export function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/** The request's URL (Express's `originalUrl` when mounted under a path), split at `?`. */
+export function requestTarget(req: IncomingMessage): { path: string; url: string; query: URLSearchParams } {
+  const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '/'
+  const q = url.indexOf('?')
+  let path = q >= 0 ? url.slice(0, q) : url
+  if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1)
+  return { path, url, query: new URLSearchParams(q >= 0 ? url.slice(q + 1) : '') }
+}
+
+/** `/realtime/` → `/realtime`; `''` stays `''`. */
+export function normalizePrefix(prefix: string): string {
+  let p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+  if (p !== '' && !p.startsWith('/')) p = `/${p}`
+  return p
+}
+
+/** The hub's `limits.maxMessageSize`. */
+export function maxMessageSizeOf(hub: Hub): number {
+  const size = (hub as { options?: { limits?: { maxMessageSize?: unknown } } }).options?.limits?.maxMessageSize
+  return typeof size === 'number' && size > 0 ? size : 128 * 1024
+}
+
+export function sendJson(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    if (!res.writableEnded) res.end()
+    return
+  }
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    'Cache-Control': 'no-store',
+    ...headers,
+  })
+  res.end(body)
+}
+
+/** Answer with an `error` body: `{ "type": "error", "code", "message" }`. */
+export function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string>): void {
+  sendJson(res, status, JSON.stringify({ type: 'error', code, message }), headers)
+}
+
+export function sendNoContent(res: ServerResponse): void {
+  if (res.headersSent) return void res.end()
+  res.writeHead(204, { 'Cache-Control': 'no-store' })
+  res.end()
+}
+
+export type FramesResult =
+  | { readonly ok: true; readonly frames: string[] }
+  | { readonly ok: false; readonly status: 400 | 413; readonly code: ErrorCode; readonly message: string }
+
+const tooLarge = (max: number): FramesResult => ({ ok: false, status: 413, code: 'RT_005', message: `request body is over the limit of ${max} bytes` })
+const invalid = (message: string): FramesResult => ({ ok: false, status: 400, code: 'RT_007', message })
+
+/**
+ * Read a client → server body: one JSON frame or an array of at most 100, each returned as the
+ * wire text to hand to `ConnectionHandle.receive` (a single frame exactly as received). Uses
+ * `req.body` when a body parser (Express's `json()`, `text()`, `raw()`) already ran.
+ */
+export function readFrames(req: IncomingMessage, maxBytes: number): Promise<FramesResult> {
+  const parsed = (req as { body?: unknown }).body
+  if (parsed !== undefined) {
+    if (typeof parsed === 'string') return Promise.resolve(parseFrames(parsed, maxBytes))
+    if (parsed instanceof Uint8Array) return Promise.resolve(parseFrames(Buffer.from(parsed.buffer, parsed.byteOffset, parsed.byteLength).toString('utf8'), maxBytes))
+    return Promise.resolve(splitFrames(parsed, undefined))
+  }
+  if (req.readableEnded) return Promise.resolve(invalid('request body was already read by another handler'))
+  const declared = Number(header(req, 'content-length'))
+  if (declared > maxBytes) {
+    req.resume()
+    return Promise.resolve(tooLarge(maxBytes))
+  }
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let done = false
+    const finish = (r: FramesResult) => {
+      if (done) return
+      done = true
+      chunks.length = 0
+      resolve(r)
+    }
+    req.on('data', (chunk: Buffer) => {
+      if (done) return
+      size += chunk.length
+      if (size > maxBytes) finish(tooLarge(maxBytes))
+      else chunks.push(chunk)
+    })
+    req.on('end', () => finish(parseFrames(Buffer.concat(chunks, size).toString('utf8'), maxBytes)))
+    req.on('error', () => finish(invalid('request body could not be read')))
+    req.on('close', () => finish(invalid('request body was cut short')))
+  })
+}
+
+function parseFrames(text: string, maxBytes: number): FramesResult {
+  if (Buffer.byteLength(text) > maxBytes) return tooLarge(maxBytes)
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return invalid('request body is not valid JSON')
+  }
+  return splitFrames(value, text)
+}
+
+function splitFrames(value: unknown, text: string | undefined): FramesResult {
+  if (!Array.isArray(value)) return { ok: true, frames: [text ?? JSON.stringify(value)] }
+  if (value.length > MAX_FRAMES_PER_REQUEST) {
+    return { ok: false, status: 413, code: 'RT_005', message: `at most ${MAX_FRAMES_PER_REQUEST} frames per request` }
+  }
+  return { ok: true, frames: value.map((f) => JSON.stringify(f) ?? 'null') }
+}
