@@ -37,12 +37,28 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   const parsed = (req as IncomingMessage & { body?: unknown }).body
   if (parsed !== undefined) return parsed
   const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit })
-    chunks.push(chunk as Buffer)
-  }
+  // Plain listeners, not `for await`: leaving an async iterator early destroys the socket, and
+  // the client (still sending) would see a reset instead of the 413.
+  await new Promise<void>((resolve, reject) => {
+    let size = 0
+    let over = false
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (over) return
+      if (size > limit) {
+        over = true
+        reject(new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit }))
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (!over) resolve()
+    })
+    req.on('error', (err) => {
+      if (!over) reject(err)
+    })
+  })
   const text = Buffer.concat(chunks).toString('utf8')
   if (text.length === 0) return undefined
   try {

@@ -65,7 +65,7 @@ describe('admin API', () => {
     const rt = realtime(h)
     rt.attach(server)
     const url = await listen(server)
-    for (const headers of [{}, { 'x-api-key': 'wrong' }, { authorization: 'Bearer wrong' }]) {
+    for (const headers of [{}, { 'x-api-key': 'wrong' }, { authorization: 'Bearer wrong' }] as Array<Record<string, string>>) {
       const r = await fetch(`${url}/realtime/connections`, { headers })
       expect(r.status).toBe(401)
       expect(await r.json()).toMatchObject({ type: 'error', code: 'RT_002' })
@@ -100,15 +100,15 @@ describe('admin API', () => {
     expect(await b.json()).toMatchObject({ offset: 1, duplicate: false, recipients: 2 })
     expect(await got).toMatchObject({ type: 'message', channel: 'presence:lobby', event: 'news', data: { n: 1 } })
 
-    const p = await (await admin(base, `/channels/${encodeURIComponent('presence:lobby')}/presence`)).json()
+    const p = (await (await admin(base, `/channels/${encodeURIComponent('presence:lobby')}/presence`)).json()) as { count: number; users: Array<{ id: string }> }
     expect(p.count).toBe(2)
     expect(p.users.map((u: { id: string }) => u.id).sort()).toEqual(['ada', 'bob'])
 
-    const list = await (await admin(base, '/connections?userId=ada')).json()
+    const list = (await (await admin(base, '/connections?userId=ada')).json()) as { count: number; connections: Array<{ id: string }> }
     expect(list.count).toBe(1)
     expect(list.connections[0]).toMatchObject({ userId: 'ada', transport: 'ws', channels: ['presence:lobby'] })
 
-    const history = await (await admin(base, `/channels/${encodeURIComponent('presence:lobby')}/history?limit=10`)).json()
+    const history = (await (await admin(base, `/channels/${encodeURIComponent('presence:lobby')}/history?limit=10`)).json()) as { messages: Array<{ event: string }> }
     expect(history.messages.map((m: { event: string }) => m.event)).toEqual(['news'])
 
     const unsub = bob.next('unsubscribed')
@@ -117,10 +117,10 @@ describe('admin API', () => {
     expect(await unsub).toMatchObject({ channel: 'presence:lobby', reason: 'kicked' })
 
     const closed = new Promise<number>((r) => ada.ws.once('close', (code) => r(code)))
-    const d = await admin(base, `/connections/${encodeURIComponent(list.connections[0].id)}`, { method: 'DELETE' })
+    const d = await admin(base, `/connections/${encodeURIComponent(list.connections[0]!.id)}`, { method: 'DELETE' })
     expect(d.status).toBe(204)
     expect(await closed).toBe(4000)
-    const again = await admin(base, `/connections/${encodeURIComponent(list.connections[0].id)}`, { method: 'DELETE' })
+    const again = await admin(base, `/connections/${encodeURIComponent(list.connections[0]!.id)}`, { method: 'DELETE' })
     expect(again.status).toBe(404)
   })
 
@@ -158,7 +158,7 @@ describe('admin API', () => {
     realtime(h).attach(server)
     const base = await listen(server)
     await wsClient(base, 'tok-ada')
-    const m = await (await admin(base, '/metrics')).json()
+    const m = (await (await admin(base, '/metrics')).json()) as { connections: number }
     expect(m.connections).toBe(1)
     const text = await (await admin(base, '/metrics?format=prometheus')).text()
     expect(text).toContain('tidings_connections 1')
@@ -170,12 +170,12 @@ describe('admin API', () => {
     const server = createServer()
     realtime(h).attach(server)
     const base = await listen(server)
-    const doc = await (await fetch(`${base}/realtime/openapi.json`)).json()
+    const doc = (await (await fetch(`${base}/realtime/openapi.json`)).json()) as { openapi: string; paths: Record<string, { post: { requestBody: { content: Record<string, { schema: { required: string[] } }> } } }> }
     expect(doc.openapi).toBe('3.1.0')
     expect(Object.keys(doc.paths)).toEqual(
       expect.arrayContaining(['/channels/{id}/broadcast', '/channels/{id}/presence', '/channels/{id}/kick', '/channels/{id}/history', '/broadcast', '/connections', '/connections/{id}', '/metrics']),
     )
-    const schema = doc.paths['/channels/{id}/broadcast'].post.requestBody.content['application/json'].schema
+    const schema = doc.paths['/channels/{id}/broadcast']!.post.requestBody.content['application/json']!.schema
     expect(schema.required).toContain('event')
   })
 })

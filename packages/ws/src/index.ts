@@ -1,1 +1,3 @@
-export {}
+export { createWsTransport, type WsTransport } from './transport.js'
+export type { WsTransportOptions, WsDeflateOptions } from './options.js'
+export { JSON_SUBPROTOCOL } from './handshake.js'

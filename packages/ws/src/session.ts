@@ -1,0 +1,254 @@
+import type { Duplex } from 'node:stream'
+import { clampCloseReason, type Codec, type ConnectionHandle, type Outbound, type Session, type WireData } from '@tidings/core'
+import type { WebSocket } from 'ws'
+import { isSendableCloseCode, sharedFrame, sharedPayload } from './frame.js'
+
+/** What a session needs from the transport that owns it. */
+export interface SessionHost {
+  /** Called before each write: batches several writes to one socket in the same tick (cork/uncork). */
+  batch(session: WsSession): void
+  /** Frames of at least this many bytes are compressed when permessage-deflate is negotiated. */
+  readonly deflateThreshold: number
+  /** The socket is closed; forget the session. */
+  removed(session: WsSession): void
+  /** Report an unexpected failure (never thrown into the hub or the socket). */
+  report(error: unknown, stage: string): void
+}
+
+export interface WsSessionInit {
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  readonly remoteAddress: string | undefined
+  readonly userAgent: string | undefined
+  /** Negotiated codec; undefined means the hub's own (the fast path: one encoding for all). */
+  readonly codec: Codec | undefined
+}
+
+const OPEN = 1
+/** Frame header bytes at most (unmasked), so a write that may cross the high-water mark is noticed. */
+const HEADER_MAX = 14
+const kSession = Symbol('tidings.ws.session')
+
+type Tagged = { [kSession]?: WsSession }
+
+// Listeners shared by every socket (no closures per connection): `this` is the emitter.
+function onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+  ;(this as WebSocket & Tagged)[kSession]?.inbound(data, isBinary)
+}
+function onPong(this: WebSocket): void {
+  const s = (this as WebSocket & Tagged)[kSession]
+  if (s) s.alive = true
+}
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  ;(this as WebSocket & Tagged)[kSession]?.socketClosed(code, reason.toString('utf8'))
+}
+function onError(this: WebSocket): void {
+  // A protocol error from the peer (bad frame, payload over maxPayload, …) or a failed write:
+  // ws closes the socket itself and 'close' follows. Nothing to report; never crash.
+}
+function onDrain(this: Duplex): void {
+  ;(this as Duplex & Tagged)[kSession]?.checkDrained()
+}
+
+/**
+ * One WebSocket as a core `Session`. Frames are written as shared pre-built WebSocket frames
+ * straight to the socket (or through ws's sender when permessage-deflate is negotiated, since
+ * compression is per socket).
+ */
+export class WsSession implements Session {
+  readonly transport = 'ws'
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  readonly remoteAddress: string | undefined
+  readonly userAgent: string | undefined
+  readonly codec: Codec | undefined
+  /** Set once the hub accepted the connection. */
+  handle: ConnectionHandle | undefined = undefined
+  /** Inbound frames that arrived before the hub accepted the connection; null once accepted or closed. */
+  pending: WireData[] | null = []
+  /** Answered the last ping (or has not been pinged yet). */
+  alive = true
+  /** Last tick in which this session wrote, and whether its socket is corked for that tick (see the transport). */
+  tick = -1
+  corked = false
+  /** `send` returned false and `drained()` has not been called since. */
+  private congested = false
+  /** Set by `close()`: the code and reason this side closed with. */
+  private closeCode: number | undefined = undefined
+  private closeReason = ''
+  /** The socket is gone (and the hub was told, once it had accepted). */
+  private done = false
+  private endCode = 1006
+  private endReason = ''
+  private readonly deflate: boolean
+  private flushed: ((err?: Error | null) => void) | undefined = undefined
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly socket: Duplex,
+    private readonly host: SessionHost,
+    init: WsSessionInit,
+  ) {
+    this.headers = init.headers
+    this.remoteAddress = init.remoteAddress
+    this.userAgent = init.userAgent
+    this.codec = init.codec
+    this.deflate = ws.extensions.includes('permessage-deflate')
+    ;(ws as WebSocket & Tagged)[kSession] = this
+    ;(socket as Duplex & Tagged)[kSession] = this
+    ws.on('message', onMessage)
+    ws.on('pong', onPong)
+    ws.on('close', onClose)
+    ws.on('error', onError)
+    socket.on('drain', onDrain)
+  }
+
+  get isClosed(): boolean {
+    return this.done
+  }
+
+  // ---------------------------------------------------------------- Session
+
+  send(frame: Outbound): boolean {
+    if (this.closeCode !== undefined || this.ws.readyState !== OPEN) return true
+    const hwm = this.handle?.highWaterMark ?? Number.POSITIVE_INFINITY
+    // A write that may leave the buffer at or above the mark asks to be told when it is flushed.
+    const watch = this.bufferedAmount() + frame.bytes + HEADER_MAX >= hwm
+    const cb = watch ? (this.flushed ??= (err) => (err ? undefined : this.checkDrained())) : undefined
+    try {
+      this.host.batch(this)
+      if (this.deflate) {
+        const binary = typeof frame.data !== 'string'
+        this.ws.send(sharedPayload(frame), { binary, compress: frame.bytes >= this.host.deflateThreshold, fin: true }, cb)
+      } else {
+        this.socket.write(sharedFrame(frame), cb)
+      }
+    } catch (err) {
+      // A failed write closes the session; the hub hears of it through closed().
+      this.host.report(err, 'ws.send')
+      this.terminate()
+      return true
+    }
+    if (watch && this.bufferedAmount() >= hwm) {
+      this.congested = true
+      return false
+    }
+    return true
+  }
+
+  bufferedAmount(): number {
+    // The socket's unflushed bytes plus what ws's sender holds (while compressing).
+    return this.ws.bufferedAmount
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closeCode !== undefined || this.done) return
+    this.closeCode = code
+    this.closeReason = reason
+    const authenticating = this.pending !== null
+    this.pending = null
+    try {
+      if (isSendableCloseCode(code)) {
+        this.ws.close(code, clampCloseReason(reason))
+        // Reading was paused while the hub authenticated: read again to see the peer's close frame.
+        if (authenticating) this.ws.resume()
+      } else this.ws.terminate()
+    } catch (err) {
+      this.host.report(err, 'ws.close')
+      this.terminate()
+    }
+  }
+
+  // ---------------------------------------------------------------- transport side
+
+  /** The hub accepted the connection: hand it what arrived meanwhile, and read again. */
+  accepted(handle: ConnectionHandle): void {
+    this.handle = handle
+    if (this.done) {
+      this.tellClosed(handle, this.endCode, this.endReason)
+      return
+    }
+    const pending = this.pending
+    this.pending = null
+    if (pending !== null) for (const data of pending) this.deliver(handle, data)
+    if (!this.done) this.ws.resume()
+  }
+
+  inbound(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    if (this.done || this.closeCode !== undefined) return
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? Buffer.from(data) : data
+    const wire: WireData = isBinary ? bytes : bytes.toString('utf8')
+    if (this.pending !== null) {
+      this.pending.push(wire)
+      return
+    }
+    if (this.handle) this.deliver(this.handle, wire)
+  }
+
+  private deliver(handle: ConnectionHandle, data: WireData): void {
+    try {
+      handle.receive(data)
+    } catch (err) {
+      this.host.report(err, 'ws.receive')
+    }
+  }
+
+  /** After a congested send: the buffer is below the mark again, so the hub may flush its queue. */
+  checkDrained(): void {
+    if (!this.congested || this.done || this.handle === undefined) return
+    if (this.bufferedAmount() >= this.handle.highWaterMark) return
+    this.congested = false
+    try {
+      this.handle.drained()
+    } catch (err) {
+      this.host.report(err, 'ws.drained')
+    }
+  }
+
+  /** Keepalive: terminate if the previous ping went unanswered, else ping again. */
+  ping(): void {
+    if (this.done || this.pending !== null) return // still authenticating: the handshake timeout covers it
+    if (!this.alive) {
+      this.terminate()
+      return
+    }
+    this.alive = false
+    try {
+      this.ws.ping()
+    } catch {
+      this.terminate()
+    }
+  }
+
+  terminate(): void {
+    try {
+      this.ws.terminate()
+    } catch (err) {
+      this.host.report(err, 'ws.terminate')
+      this.socket.destroy()
+    }
+  }
+
+  /** ws emitted 'close' (after the closing handshake, an error, or a lost socket). Runs once. */
+  socketClosed(code: number, reason: string): void {
+    if (this.done) return
+    this.done = true
+    this.pending = null
+    // Report the code this side closed with, if it did; else what the peer sent (1006: none).
+    if (this.closeCode !== undefined) {
+      this.endCode = this.closeCode
+      this.endReason = this.closeReason
+    } else {
+      this.endCode = code
+      this.endReason = reason
+    }
+    this.host.removed(this)
+    if (this.handle) this.tellClosed(this.handle, this.endCode, this.endReason)
+  }
+
+  private tellClosed(handle: ConnectionHandle, code: number, reason: string): void {
+    try {
+      handle.closed(code, reason)
+    } catch (err) {
+      this.host.report(err, 'ws.closed')
+    }
+  }
+}

@@ -1,0 +1,244 @@
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { type ConnectionHandle, credentialsFromRequest, type Hub, isRealtimeError, Outbound, wireLength } from '@tidings/core'
+import { WebSocketServer, type WebSocket } from 'ws'
+import { type Negotiated, negotiate, normalizeOrigin, offeredSubprotocols, originAllowed, pathOf, refuseHandshake } from './handshake.js'
+import { type ResolvedWsOptions, resolveWsOptions, type WsTransportOptions } from './options.js'
+import { type SessionHost, WsSession } from './session.js'
+
+export interface WsTransport {
+  /** Handle an `upgrade` for our path; returns false (and does nothing) for other paths. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean
+  /** Listen for `upgrade` on a server (other paths are left to other listeners); returns a detach function. */
+  attach(server: Server): () => void
+  /** Stop accepting; close every socket with 1001 `server restarting`; terminate stragglers after the timeout. */
+  close(options?: { timeoutMs?: number }): Promise<void>
+  /** Open sockets (including those the hub is still authenticating). */
+  readonly connections: number
+}
+
+/** Creates the WebSocket transport of a hub (ws in noServer mode). */
+export function createWsTransport(hub: Hub, options: WsTransportOptions = {}): WsTransport {
+  return new WsTransportImpl(hub, resolveWsOptions(options, normalizeOrigin, hub.limits.maxMessageSize))
+}
+
+const GOING_AWAY = 1001
+const RESTARTING = 'server restarting'
+
+class WsTransportImpl implements WsTransport, SessionHost {
+  readonly deflateThreshold: number
+  private readonly wss: WebSocketServer
+  private readonly sessions = new Set<WsSession>()
+  private pingTimer: NodeJS.Timeout | undefined = undefined
+  private closing: Promise<void> | undefined = undefined
+  private whenEmpty: (() => void) | undefined = undefined
+  /** Write batching: a tick counter bumped at the end of each microtask that wrote, and the sockets corked in it. */
+  private tick = 0
+  private tickScheduled = false
+  private corked: WsSession[] = []
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly options: ResolvedWsOptions,
+  ) {
+    const deflate = options.deflate
+    this.deflateThreshold = deflate === false ? Number.POSITIVE_INFINITY : deflate.threshold
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: options.maxPayload,
+      perMessageDeflate: deflate === false ? false : { ...deflate },
+      skipUTF8Validation: false,
+      handleProtocols: (protocols: Set<string>) => negotiate([...protocols], hub.codec)?.protocol ?? false,
+      // ws's closing-handshake timeout (not in @types/ws 8.18).
+      ...({ closeTimeout: options.closeTimeoutMs } as object),
+    })
+    // ws emits server errors only in server mode; keep a listener so none can crash the process.
+    this.wss.on('error', (err) => this.report(err, 'ws.server'))
+  }
+
+  get connections(): number {
+    return this.sessions.size
+  }
+
+  // ---------------------------------------------------------------- upgrades
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const path = pathOf(req.url)
+    if (path !== this.options.path && path !== `${this.options.path}/`) return false
+    try {
+      this.upgrade(req, socket, head)
+    } catch (err) {
+      this.report(err, 'ws.upgrade')
+      socket.destroy()
+    }
+    return true
+  }
+
+  attach(server: Server): () => void {
+    const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Not ours: leave it to the server's other upgrade listeners, or close it if there are none.
+      if (!this.handleUpgrade(req, socket, head) && server.listenerCount('upgrade') === 1) socket.destroy()
+    }
+    server.on('upgrade', onUpgrade)
+    return () => void server.off('upgrade', onUpgrade)
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.closing !== undefined) return refuseHandshake(socket, 503, 'server restarting')
+    const origin = req.headers.origin ?? req.headers['sec-websocket-origin']
+    if (!originAllowed(origin, this.options.allowedOrigins)) return refuseHandshake(socket, 403, 'origin not allowed')
+    const negotiated = negotiate(offeredSubprotocols(req.headers['sec-websocket-protocol']), this.hub.codec)
+    if (negotiated === null) return refuseHandshake(socket, 400, 'unsupported subprotocol (offer tidings.v1.json)')
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws, req, socket, negotiated))
+  }
+
+  /** The handshake is done: make a session and let the hub authenticate and accept it. */
+  private opened(ws: WebSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated): void {
+    const ua = req.headers['user-agent']
+    const session = new WsSession(ws, socket, this, {
+      headers: req.headers,
+      remoteAddress: req.socket.remoteAddress,
+      userAgent: typeof ua === 'string' ? ua : undefined,
+      codec: negotiated.codec,
+    })
+    this.added(session)
+    if (this.closing !== undefined) {
+      session.close(GOING_AWAY, RESTARTING)
+      return
+    }
+    // Hold inbound frames until the hub has accepted the connection (the few already parsed wait in the session).
+    ws.pause()
+    const timer = setTimeout(() => this.authTimedOut(session), this.options.handshakeTimeoutMs)
+    timer.unref()
+    let connecting: Promise<ConnectionHandle>
+    try {
+      connecting = this.hub.connect(session, credentialsFromRequest(req.url ?? '', req.headers))
+    } catch (err) {
+      connecting = Promise.reject(err)
+    }
+    connecting.then(
+      (handle) => {
+        clearTimeout(timer)
+        session.accepted(handle)
+      },
+      (err: unknown) => {
+        clearTimeout(timer)
+        // A refusal was already answered on the wire and closed by the hub (4001 / 4008 / 1001);
+        // anything else is a failure of ours.
+        if (!session.isClosed) session.close(1011, 'connection failed')
+        if (!isRealtimeError(err)) this.report(err, 'ws.connect')
+      },
+    )
+  }
+
+  private authTimedOut(session: WsSession): void {
+    if (session.handle !== undefined || session.isClosed) return
+    const codec = session.codec ?? this.hub.codec
+    try {
+      const data = codec.encode({ type: 'error', code: 'RT_002', message: 'authentication timed out' })
+      session.send(new Outbound(data, wireLength(data)))
+    } catch (err) {
+      this.report(err, 'ws.handshakeTimeout')
+    }
+    session.close(4001, 'authentication timed out')
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  private added(session: WsSession): void {
+    this.sessions.add(session)
+    if (this.pingTimer === undefined && this.options.pingIntervalMs > 0) {
+      this.pingTimer = setInterval(() => {
+        for (const s of this.sessions) s.ping()
+      }, this.options.pingIntervalMs)
+      this.pingTimer.unref()
+    }
+  }
+
+  removed(session: WsSession): void {
+    this.sessions.delete(session)
+    if (this.sessions.size > 0) return
+    if (this.pingTimer !== undefined) {
+      clearInterval(this.pingTimer)
+      this.pingTimer = undefined
+    }
+    this.whenEmpty?.()
+  }
+
+  /**
+   * Before each write. The first write to a socket in a tick goes straight out; a second one in
+   * the same tick corks the socket, and the end of the tick uncorks every corked socket, so a
+   * burst leaves in one writev instead of a syscall per frame.
+   */
+  batch(session: WsSession): void {
+    if (session.tick !== this.tick) {
+      session.tick = this.tick
+      if (!this.tickScheduled) {
+        this.tickScheduled = true
+        queueMicrotask(this.endTick)
+      }
+      return
+    }
+    if (!session.corked) {
+      session.corked = true
+      session.socket.cork()
+      this.corked.push(session)
+    }
+  }
+
+  private readonly endTick = (): void => {
+    this.tick++
+    this.tickScheduled = false
+    if (this.corked.length === 0) return
+    const corked = this.corked
+    this.corked = []
+    for (const s of corked) {
+      s.corked = false
+      try {
+        s.socket.uncork()
+      } catch (err) {
+        this.report(err, 'ws.uncork')
+      }
+    }
+  }
+
+  report(error: unknown, stage: string): void {
+    try {
+      this.hub.emit('error', error, { stage })
+    } catch {
+      // a listener that throws must not break the transport
+    }
+  }
+
+  // ---------------------------------------------------------------- shutdown
+
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutdown(options.timeoutMs ?? this.options.closeTimeoutMs)
+    return this.closing
+  }
+
+  private async shutdown(timeoutMs: number): Promise<void> {
+    try {
+      this.wss.close()
+    } catch (err) {
+      this.report(err, 'ws.server.close')
+    }
+    for (const s of [...this.sessions]) s.close(GOING_AWAY, RESTARTING)
+    if (this.sessions.size > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await new Promise<void>((resolve) => {
+        this.whenEmpty = resolve
+        timer = setTimeout(() => {
+          for (const s of [...this.sessions]) s.terminate()
+        }, timeoutMs)
+      })
+      clearTimeout(timer)
+      this.whenEmpty = undefined
+    }
+    if (this.pingTimer !== undefined) {
+      clearInterval(this.pingTimer)
+      this.pingTimer = undefined
+    }
+  }
+}
