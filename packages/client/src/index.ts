@@ -1,1 +1,24 @@
-export {}
+export { Realtime, type RealtimeOptions, type RealtimeEvents, type ConnectionState } from './realtime.js'
+export { Channel, type ChannelOptions, type ChannelEvents, type ChannelState, type SendOptions, type SendResult, type HistoryPage } from './channel.js'
+export { backoffDelay, type BackoffOptions } from './backoff.js'
+export { WebSocketTransport, SUBPROTOCOL } from './transports/websocket.js'
+export { SseTransport } from './transports/sse.js'
+export { LongPollTransport } from './transports/long-poll.js'
+export { SseParser, type SseEvent } from './transports/sse-parser.js'
+export type {
+  ClientTransport,
+  TransportFactory,
+  TransportHandlers,
+  TransportCloseInfo,
+  TransportName,
+  TransportOptions,
+  Credentials,
+  WebSocketLike,
+  WebSocketConstructorLike,
+  EventSourceLike,
+  EventSourceConstructorLike,
+  FetchLike,
+  FetchInit,
+  FetchResponseLike,
+} from './transports/types.js'
+export { RealtimeError, isRealtimeError, type ErrorCode, type MessageFrame, type PresenceMember, type PresenceSnapshot, type StreamPosition, type FilterNode } from '@tidings/core'

@@ -1,0 +1,299 @@
+import {
+  type ClientFrame,
+  type FilterNode,
+  type MessageFrame,
+  type PresenceMember,
+  type PresenceSnapshot,
+  type Priority,
+  RealtimeError,
+  type ServerFrameOf,
+  type StreamPosition,
+} from '@tidings/core'
+import { Emitter } from './emitter.js'
+
+export interface ChannelOptions {
+  /** Initial presence data (presence channels); kept and sent again on every resubscribe. */
+  readonly presence?: Record<string, unknown> | undefined
+  /** Initial presence state (default: the hub's, `online`). */
+  readonly state?: string | undefined
+  /** Server-side filter: only messages that pass it are sent (protocol §9). */
+  readonly filter?: FilterNode | undefined
+  /** Client-side filter: messages it rejects are not emitted (they still count as processed). */
+  readonly clientFilter?: ((message: MessageFrame) => boolean) | undefined
+  /** A channel-specific credential for the channel rules (`ctx.auth`). */
+  readonly auth?: string | undefined
+}
+
+export interface SendOptions {
+  /** Wait for the hub's `published` answer (default). With `false` the promise resolves once the frame is queued. */
+  readonly ack?: boolean
+  /** Deduplication key; one is generated for every publish when absent, so resends after a reconnect are not published twice. */
+  readonly idempotencyKey?: string
+  readonly priority?: Priority
+}
+
+export interface SendResult {
+  readonly messageId: string
+  /** Absent on channels that keep no history. */
+  readonly offset: number | undefined
+  /** The hub had already published a message with this idempotency key: these are its id and offset. */
+  readonly duplicate: boolean
+}
+
+export interface HistoryPage {
+  readonly messages: MessageFrame[]
+  readonly position: StreamPosition
+  readonly top: number
+  readonly complete: boolean
+}
+
+export type ChannelState = 'unsubscribed' | 'subscribing' | 'subscribed'
+
+/** Events with these names go to their own listeners; a published event with such a name reaches only `message` listeners. */
+export interface ChannelEvents {
+  /** Every message, once, in order (after `clientFilter`). */
+  message: (message: MessageFrame) => void
+  /** Every `subscribed` answer: the first one, and again after each reconnect (with a fresh presence snapshot). */
+  subscribed: (frame: ServerFrameOf<'subscribed'>) => void
+  /** The hub could not replay what was missed (`recovered: false`): reload the state by other means. */
+  gap: (info: { reason: string | undefined; position: StreamPosition | undefined }) => void
+  /** The server ended the subscription (kicked, room deleted, removed from the room). */
+  unsubscribed: (info: { reason: string | undefined }) => void
+  'presence:join': (member: PresenceMember) => void
+  'presence:leave': (member: PresenceMember) => void
+  'presence:update': (member: PresenceMember) => void
+  typing: (info: { userId: string; active: boolean }) => void
+  receipt: (receipt: ServerFrameOf<'receipt'>) => void
+  /** Errors about this channel (a refused resubscribe, a refused ack or read, a listener that threw). */
+  error: (error: Error) => void
+  state: (state: ChannelState) => void
+}
+
+export const CHANNEL_EVENTS: ReadonlySet<string> = new Set([
+  'message', 'subscribed', 'gap', 'unsubscribed', 'presence:join', 'presence:leave', 'presence:update', 'typing', 'receipt', 'error', 'state',
+])
+
+/** What a channel needs from its client. @internal */
+export interface ChannelHost {
+  wantSubscribed(channel: Channel): void
+  unsubscribeChannel(channel: Channel): Promise<void>
+  /** Send a request (queued while disconnected; throws RT_006 when the outbox is full). */
+  request<F extends ServerFrameOf<'published' | 'presence:update' | 'presence' | 'history'>>(frame: ClientFrame): Promise<F>
+  /** Send now or never (typing). */
+  sendVolatile(frame: ClientFrame): void
+  /** Send now, or queue for the next connection (read). */
+  sendQueued(frame: ClientFrame): void
+  idempotencyKey(): string
+  reportError(error: unknown, channel?: Channel): void
+}
+
+class ChannelEmitter extends Emitter<ChannelEvents> {
+  constructor(private readonly fallback: (err: unknown) => void) {
+    super()
+  }
+  fire(event: string, ...args: unknown[]): boolean {
+    return this.emitDynamic(event, args)
+  }
+  protected override listenerFailed(err: unknown, event: string): void {
+    if (event !== 'error' && this.listenerCount('error') > 0) this.emitDynamic('error', [err])
+    else this.fallback(err)
+  }
+}
+
+type Waiter = { resolve: (frame: ServerFrameOf<'subscribed'>) => void; reject: (err: Error) => void }
+
+/** A channel of a `Realtime` client. Get one with `rt.channel(name, options)`. */
+export class Channel {
+  private readonly events: ChannelEmitter
+  private waiters: Waiter[] = []
+  private last: ServerFrameOf<'subscribed'> | undefined
+  /** @internal Whether the application wants the subscription (kept across reconnects). */
+  wanted = false
+  /** @internal The id of the `subscribe` in flight, if any. */
+  subscribeId: number | undefined
+  state: ChannelState = 'unsubscribed'
+  options: ChannelOptions
+
+  /** @internal */
+  constructor(
+    readonly name: string,
+    options: ChannelOptions,
+    private readonly host: ChannelHost,
+  ) {
+    this.options = { ...options }
+    this.events = new ChannelEmitter((err) => host.reportError(err, this))
+  }
+
+  /** Listen to a channel event, or to a published event by its name (`(data, message) => …`). */
+  on<K extends keyof ChannelEvents & string>(event: K, listener: ChannelEvents[K]): () => void
+  on(event: string, listener: (data: any, message: MessageFrame) => void): () => void
+  on(event: string, listener: (...args: never[]) => void): () => void {
+    return this.events.on(event as 'message', listener as ChannelEvents['message'])
+  }
+
+  once<K extends keyof ChannelEvents & string>(event: K, listener: ChannelEvents[K]): () => void
+  once(event: string, listener: (data: any, message: MessageFrame) => void): () => void
+  once(event: string, listener: (...args: never[]) => void): () => void {
+    return this.events.once(event as 'message', listener as ChannelEvents['message'])
+  }
+
+  off(event: string, listener?: (...args: never[]) => void): void {
+    this.events.off(event as 'message', listener as ChannelEvents['message'] | undefined)
+  }
+
+  /**
+   * Subscribe (and stay subscribed across reconnects, resuming where the stream was). Resolves
+   * with the `subscribed` answer; rejects with the hub's `RealtimeError`.
+   */
+  subscribe(): Promise<ServerFrameOf<'subscribed'>> {
+    if (this.wanted && this.state === 'subscribed' && this.last) return Promise.resolve(this.last)
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject })
+      this.wanted = true
+      if (this.state === 'unsubscribed') this.setState('subscribing')
+      this.host.wantSubscribed(this)
+    })
+  }
+
+  /** Leave the channel. Messages that arrive afterwards are not emitted. */
+  async unsubscribe(): Promise<void> {
+    this.wanted = false
+    this.rejectWaiters(new RealtimeError('RT_001', `unsubscribed from '${this.name}' before the subscription completed`))
+    await this.host.unsubscribeChannel(this)
+  }
+
+  /** Publish. Resolves on the hub's `published` answer (queued while disconnected, resent after a reconnect without duplicates). */
+  send(event: string, data?: unknown, options?: SendOptions & { ack?: true }): Promise<SendResult>
+  send(event: string, data: unknown, options: SendOptions & { ack: false }): Promise<undefined>
+  send(event: string, data?: unknown, options?: SendOptions): Promise<SendResult | undefined>
+  async send(event: string, data?: unknown, options: SendOptions = {}): Promise<SendResult | undefined> {
+    const frame: ClientFrame = {
+      type: 'message',
+      channel: this.name,
+      event,
+      data,
+      idempotencyKey: options.idempotencyKey ?? this.host.idempotencyKey(),
+      ...(options.priority ? { priority: options.priority } : {}),
+    }
+    const answer = this.host.request<ServerFrameOf<'published'>>(frame)
+    if (options.ack === false) {
+      answer.catch((err) => this.host.reportError(err, this))
+      return undefined
+    }
+    const f = await answer
+    return { messageId: f.messageId, offset: f.offset, duplicate: f.duplicate === true }
+  }
+
+  /** Replace this connection's presence data (and state); kept for resubscribes. Resolves with the updated member. */
+  async updatePresence(data?: Record<string, unknown>, state?: string): Promise<PresenceMember> {
+    this.options = { ...this.options, ...(data !== undefined ? { presence: data } : {}), ...(state !== undefined ? { state } : {}) }
+    const f = await this.host.request<ServerFrameOf<'presence:update'>>({
+      type: 'presence:update',
+      channel: this.name,
+      ...(data !== undefined ? { data } : {}),
+      ...(state !== undefined ? { state } : {}),
+    })
+    return f.user
+  }
+
+  async getPresence(): Promise<PresenceSnapshot> {
+    const f = await this.host.request<ServerFrameOf<'presence'>>({ type: 'presence:get', channel: this.name })
+    return { users: f.users, count: f.count }
+  }
+
+  /** Typing indicator (volatile: dropped while disconnected). */
+  typing(active = true): void {
+    this.host.sendVolatile({ type: 'typing', channel: this.name, active })
+  }
+
+  /** Mark messages read (read receipts; notifications on the personal channel). Queued while disconnected. */
+  read(offsets: number | readonly number[]): void {
+    const list = typeof offsets === 'number' ? [offsets] : [...offsets]
+    for (let i = 0; i < list.length; i += 500) this.host.sendQueued({ type: 'read', channel: this.name, offsets: list.slice(i, i + 500) })
+  }
+
+  /** Read the channel's log (oldest first): after `since`, or the newest `limit` messages. */
+  async history(options: { since?: StreamPosition; limit?: number } = {}): Promise<HistoryPage> {
+    const f = await this.host.request<ServerFrameOf<'history'>>({ type: 'history', channel: this.name, ...options })
+    return { messages: f.messages, position: f.position, top: f.top, complete: f.complete }
+  }
+
+  // ---------------------------------------------------------------- called by the client
+
+  /** @internal */
+  handleSubscribed(frame: ServerFrameOf<'subscribed'>): void {
+    this.last = frame
+    if (this.wanted) this.setState('subscribed')
+    const waiters = this.waiters
+    this.waiters = []
+    for (const w of waiters) w.resolve(frame)
+    this.events.fire('subscribed', frame)
+    if (frame.recovered === false) this.events.fire('gap', { reason: frame.reason, position: frame.position })
+  }
+
+  /** @internal The subscribe was refused. */
+  handleRefused(error: RealtimeError): void {
+    this.wanted = false
+    this.setState('unsubscribed')
+    if (this.waiters.length > 0) this.rejectWaiters(error)
+    else this.events.fire('error', error)
+  }
+
+  /** @internal The server ended the subscription, or an unsubscribe completed. */
+  handleUnsubscribed(reason: string | undefined, byServer: boolean): void {
+    if (byServer) this.wanted = false
+    if (!this.wanted) this.setState('unsubscribed')
+    if (byServer) this.events.fire('unsubscribed', { reason })
+  }
+
+  /** @internal The client gave up connecting: `subscribe()` calls waiting for it fail (the channel stays wanted for a later `connect()`). */
+  failWaiters(error: Error): void {
+    this.rejectWaiters(error)
+  }
+
+  /** @internal The connection is gone: the subscription will be made again. */
+  handleLost(): void {
+    this.subscribeId = undefined
+    if (this.wanted) this.setState('subscribing')
+  }
+
+  /** @internal A message, once and in order. */
+  handleMessage(message: MessageFrame): void {
+    if (!this.wanted) return
+    const filter = this.options.clientFilter
+    if (filter) {
+      let pass: boolean
+      try {
+        pass = filter(message)
+      } catch (err) {
+        this.host.reportError(err, this)
+        return
+      }
+      if (!pass) return
+    }
+    this.events.fire('message', message)
+    if (!CHANNEL_EVENTS.has(message.event)) this.events.fire(message.event, message.data, message)
+  }
+
+  /** @internal */
+  emitEvent(event: keyof ChannelEvents & string, ...args: unknown[]): void {
+    this.events.fire(event, ...args)
+  }
+
+  /** @internal */
+  hasErrorListener(): boolean {
+    return this.events.listenerCount('error') > 0
+  }
+
+  private rejectWaiters(error: Error): void {
+    const waiters = this.waiters
+    this.waiters = []
+    for (const w of waiters) w.reject(error)
+  }
+
+  private setState(state: ChannelState): void {
+    if (this.state === state) return
+    this.state = state
+    this.events.fire('state', state)
+  }
+}
