@@ -55,7 +55,7 @@ ensureInstalled()
 if (task === 'test') ensureSystemPackages()
 
 if (task === 'demo') {
-  process.exit(pnpm('--filter', '@tidings/example-in-memory-chat', 'start'))
+  process.exit(pnpm('--filter', '@tidings/example-chat', 'start'))
 } else if (task === 'test') {
   // vitest prints its own report; the JSON one gives the closing line CI reads.
   const out = join(mkdtempSync(join(tmpdir(), 'tidings-test-')), 'vitest.json')

@@ -1,0 +1,2 @@
+// What the page imports from /client.js.
+export { Realtime } from '@tidings/client'
