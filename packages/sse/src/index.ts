@@ -262,13 +262,14 @@ class SseTransportImpl implements SseTransport {
     let sessionId: string | undefined
     if (path === this.path) {
       if (req.method !== 'GET') return false
-    } else if (path.startsWith(`${this.path}/`) && req.method === 'POST') {
+    } else if (path.startsWith(`${this.path}/`) && (req.method === 'POST' || req.method === 'DELETE')) {
       sessionId = path.slice(this.path.length + 1)
       if (sessionId === '' || sessionId.includes('/')) return false
     } else return false
     try {
       if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
       else if (sessionId === undefined) await this.open(req, res, url)
+      else if (req.method === 'DELETE') this.remove(req, res, sessionId)
       else await this.post(req, res, sessionId)
     } catch {
       if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
@@ -325,6 +326,17 @@ class SseTransportImpl implements SseTransport {
     if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
     if (session.closedWith || this.map.get(id) !== session) return sendError(res, 404, 'RT_001', 'unknown session')
     for (const frame of body.frames) session.handle.receive(frame)
+    sendNoContent(res)
+  }
+
+  /** The client is done with the session (it closed, or moved to another transport): end it now, not at its timeout. */
+  private remove(req: IncomingMessage, res: ServerResponse, id: string): void {
+    const session = this.map.get(id)
+    if (!session?.handle || session.closedWith) return sendError(res, 404, 'RT_001', 'unknown session')
+    if (!secretMatches(req, session.secret)) return sendError(res, 403, 'RT_003', 'wrong or missing session secret')
+    session.closedWith = { code: 1000, reason: 'closed by the client' }
+    session.end()
+    session.handle.closed(1000, 'closed by the client')
     sendNoContent(res)
   }
 

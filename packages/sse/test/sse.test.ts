@@ -528,6 +528,22 @@ describe('@tidings/sse', () => {
   })
 })
 
+describe('@tidings/sse: ending a session', () => {
+  it('DELETE with the secret ends the session now: the hub sees the connection close; a wrong secret is 403', async () => {
+    const { hub, base } = await setup()
+    const c = await connect(base)
+    expect(hub.getConnections()).toHaveLength(1)
+    const wrong = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': 'nope' } })
+    expect(wrong.status).toBe(403)
+    expect(hub.getConnections()).toHaveLength(1)
+    const ok = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': c.secret } })
+    expect(ok.status).toBe(204)
+    expect(hub.getConnections()).toHaveLength(0)
+    const again = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': c.secret } })
+    expect(again.status).toBe(404)
+  })
+})
+
 describe('OutboundLog', () => {
   it('numbers, confirms, trims and counts bytes', () => {
     const log = new OutboundLog<string>()
