@@ -3,6 +3,7 @@ import {
   type MessageFrame,
   type Receiver,
   RealtimeError,
+  utf8Length,
   type ServerFrame,
   type ServerFrameOf,
   createReceiver,
@@ -130,6 +131,8 @@ export class Realtime extends Emitter<RealtimeEvents> {
   /** The transport of the current connection, undefined while not connected. */
   transport: string | undefined
   connectionId: string | undefined
+  /** The hub's `maxMessageSize`, from its `connected` frame. */
+  private maxMessageSize: number | undefined
   userId: string | undefined
 
   private readonly options: RealtimeOptions
@@ -406,6 +409,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     if (this.pending.size > 0) this.requeuePending()
     this.connectionId = frame.connectionId
     this.userId = frame.userId
+    this.maxMessageSize = frame.limits.maxMessageSize
     this.setState('connected')
     for (const ch of this.channels.values()) {
       ch.subscribeId = undefined
@@ -641,6 +645,16 @@ export class Realtime extends Emitter<RealtimeEvents> {
 
   private dispatch(p: Pending): void {
     if (!this.current) return
+    // The hub answers a frame this large without its request id (it does not decode it), so the
+    // request would never settle: refuse it here, with the same error the hub would give.
+    const max = this.maxMessageSize
+    if (max !== undefined) {
+      const bytes = utf8Length(JSON.stringify(p.frame))
+      if (bytes > max) {
+        p.reject(new RealtimeError('RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, { limit: max }))
+        return
+      }
+    }
     this.pending.set(p.id, p)
     this.current.transport.send(p.frame)
   }

@@ -50,7 +50,9 @@ export async function refusal(res: FetchResponseLike): Promise<{ frame: ServerFr
   const reason = body?.message ?? `HTTP ${res.status}`
   if (res.status === 401 || body?.code === 'RT_002') return { frame, close: { code: 4001, reason } }
   if (res.status === 429) return { frame, close: { code: 4008, reason } }
-  if (res.status === 503) return { frame, close: { code: 1001, reason } }
+  // Only the hub's own 503 (shutting down, with its RT_001 body) means "come back later here"; a
+  // bare 503 (a proxy, a blocked path) means this transport is not usable: try the next one.
+  if (res.status === 503 && body?.code === 'RT_001') return { frame, close: { code: 1001, reason } }
   return { frame, close: { code: 1006, reason } }
 }
 
