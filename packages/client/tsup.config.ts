@@ -1,15 +1,8 @@
 import { defineConfig } from 'tsup'
+import { packageBuild } from '../../tsup.base.js'
 
 export default defineConfig([
-  {
-    entry: { index: 'src/index.ts' },
-    format: ['esm', 'cjs'],
-    dts: true,
-    clean: true,
-    sourcemap: true,
-    target: 'es2022',
-    tsconfig: './tsconfig.json',
-  },
+  packageBuild(),
   {
     // One self-contained ES module for browsers without a bundler: `<script type="module">`.
     entry: { browser: 'src/index.ts' },
