@@ -1165,7 +1165,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         where,
         collect,
       )
-      this.emit('publish', { channel, message: frame, connectionId })
+      if (this.listenerCount('publish') > 0) this.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
       if (collect === null) return result
@@ -1366,7 +1366,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         collect,
         excludeOne: one,
         general: conns.length > 1 || users.length > 0 || where !== undefined || collect !== null,
-        excludeConnections: conns.length > 0 ? new Set(conns) : null,
+        // One exclusion (a publisher's own connection) is checked by identity; a set only for several.
+        excludeConnections: conns.length > 1 ? new Set(conns) : null,
         excludeUsers: users.length > 0 ? new Set(users) : null,
         where: where ?? null,
         priority: d.priority !== undefined ? PRIORITY[d.priority] : PRIORITY.normal,
