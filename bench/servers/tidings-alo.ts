@@ -1,0 +1,4 @@
+/** Tidings for the `tidings-alo` system (the same server; the clients choose the channel and the transport). */
+import { serveTidings } from './tidings-server.js'
+
+await serveTidings('tidings-alo')
