@@ -83,7 +83,7 @@ export class Child {
   }
 
   /**
-   * Starts `file` (TypeScript, through tsx, with the `source` condition) and waits for its first
+   * Starts `file` (TypeScript, through tsx; packages from dist/ unless BENCH_FROM_SOURCE) and waits for its first
    * message (`{ type: 'ready', ... }`), returned as `ready`.
    */
   static async start(
@@ -93,7 +93,8 @@ export class Child {
   ): Promise<{ child: Child; ready: Record<string, unknown> }> {
     const path = typeof file === 'string' ? file : fileURLToPath(file)
     const proc = fork(path, [], {
-      execArgv: ['--import', 'tsx', '--conditions=source', ...(opts.nodeArgs ?? [])],
+      // Servers import the built packages (dist/), as applications do; BENCH_FROM_SOURCE=1 runs src/.
+      execArgv: ['--import', 'tsx', ...(process.env.BENCH_FROM_SOURCE ? ['--conditions=source'] : []), ...(opts.nodeArgs ?? [])],
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })

@@ -98,12 +98,15 @@ export class Connection {
   /** Tail of the in-order processing chain, while an inbound frame awaits something. */
   tail: Promise<void> | null = null
   preferences: CompiledPreferences | undefined
-  recipient: RecipientView['user']
+  /** What broadcast `where` filters see of this connection; made on first use. */
+  private view: RecipientView['user'] | undefined = undefined
   /** Frames waiting for the session to drain, by priority class; null while uncongested. */
   private queues: [Outbound[], Outbound[], Outbound[]] | null = null
   private queuedBytes = 0
   private readonly messages: TokenBucket
-  private readonly presence: TokenBucket
+  /** Made on the first presence update or typing frame: most connections never send one. */
+  private presence: TokenBucket | undefined = undefined
+  private readonly presenceRate: number
 
   constructor(
     readonly id: string,
@@ -121,8 +124,17 @@ export class Connection {
     this.connectedAt = now
     this.lastSeen = now
     this.messages = new TokenBucket(rates.messagesPerSecond, rates.messagesPerSecond, now)
-    this.presence = new TokenBucket(rates.presenceUpdatesPerSecond, rates.presenceUpdatesPerSecond, now)
-    this.recipient = { id: identity.userId, roles: identity.roles ?? [], claims: identity.claims ?? {} }
+    this.presenceRate = rates.presenceUpdatesPerSecond
+  }
+
+  get recipient(): RecipientView['user'] {
+    const i = this.identity
+    return (this.view ??= { id: i.userId, roles: i.roles ?? [], claims: i.claims ?? {} })
+  }
+
+  /** The identity changed (token refresh): filters see the new one. */
+  set recipient(view: RecipientView['user']) {
+    this.view = view
   }
 
   takeMessageToken(now: number): boolean {
@@ -130,7 +142,7 @@ export class Connection {
   }
 
   takePresenceToken(now: number): boolean {
-    return this.presence.take(now)
+    return (this.presence ??= new TokenBucket(this.presenceRate, this.presenceRate, now)).take(now)
   }
 
   messageRetryAfter(): number {

@@ -382,15 +382,22 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
     })
     this.emit('connection', conn.info())
-    return {
-      id,
-      highWaterMark: limits.highWaterMark,
-      receive: (data) => this.receive(conn, data),
-      drained: () => {
-        if (!conn.closed) conn.flush(this.stats)
-      },
-      closed: (code, reason) => this.dropConnection(conn, code ?? 1006, reason ?? ''),
-    }
+    return new Handle(this, conn)
+  }
+
+  /** @internal Called by a connection's handle. */
+  handleReceive(conn: Connection, data: WireData): void {
+    this.receive(conn, data)
+  }
+
+  /** @internal Called by a connection's handle. */
+  handleDrained(conn: Connection): void {
+    if (!conn.closed) conn.flush(this.stats)
+  }
+
+  /** @internal Called by a connection's handle. */
+  handleClosed(conn: Connection, code: number, reason: string): void {
+    this.dropConnection(conn, code, reason)
   }
 
   /** Forget a connection and everything it held. Idempotent. */
@@ -1734,6 +1741,34 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     } catch (err) {
       this.report(err, 'store.close')
     }
+  }
+}
+
+/** What the hub gives a transport for one connection: a small object, no closures (idle memory per connection counts). */
+class Handle implements ConnectionHandle {
+  constructor(
+    private readonly hub: HubImpl,
+    private readonly conn: Connection,
+  ) {}
+
+  get id(): string {
+    return this.conn.id
+  }
+
+  get highWaterMark(): number {
+    return this.hub.limits.highWaterMark
+  }
+
+  receive(data: WireData): void {
+    this.hub.handleReceive(this.conn, data)
+  }
+
+  drained(): void {
+    this.hub.handleDrained(this.conn)
+  }
+
+  closed(code?: number, reason?: string): void {
+    this.hub.handleClosed(this.conn, code ?? 1006, reason ?? '')
   }
 }
 
