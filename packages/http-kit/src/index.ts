@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { ErrorCode, Hub } from '@tidings/core'
+import type { ConnectionHandle, ErrorCode, Hub } from '@tidings/core'
 
 /*
  * Small HTTP helpers shared by the SSE and long-poll transports. This file is identical in
@@ -143,4 +143,28 @@ function splitFrames(value: unknown, text: string | undefined): FramesResult {
     return { ok: false, status: 413, code: 'RT_005', message: `at most ${MAX_FRAMES_PER_REQUEST} frames per request` }
   }
   return { ok: true, frames: value.map((f) => JSON.stringify(f) ?? 'null') }
+}
+
+/**
+ * Answer the opening request of a session the hub refused: 401 for bad credentials (RT_002),
+ * 429 when the user has too many connections (close 4008), 503 otherwise (shutting down).
+ */
+export function sendRefusal(res: ServerResponse, err: unknown, closeCode: number | undefined): void {
+  const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
+  const status = code === 'RT_002' ? 401 : closeCode === 4008 ? 429 : 503
+  sendError(res, status, code, err instanceof Error ? err.message : 'connection refused')
+}
+
+/**
+ * A client → server POST: read and check the frames, then hand them to the session's hub
+ * connection in order (`target()` is asked after the body is read: the session may have closed
+ * meanwhile) and answer 204.
+ */
+export async function receiveFrames(req: IncomingMessage, res: ServerResponse, maxBytes: number, target: () => ConnectionHandle | undefined): Promise<void> {
+  const body = await readFrames(req, maxBytes)
+  if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
+  const handle = target()
+  if (!handle) return sendError(res, 404, 'RT_001', 'unknown session')
+  for (const frame of body.frames) handle.receive(frame)
+  sendNoContent(res)
 }

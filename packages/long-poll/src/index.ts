@@ -2,16 +2,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   header,
-  maxMessageSizeOf,
   MAX_FRAMES_PER_REQUEST,
+  maxMessageSizeOf,
   normalizePrefix,
   randomToken,
-  readFrames,
+  receiveFrames,
   requestTarget,
   secretMatches,
   sendError,
   sendJson,
   sendNoContent,
+  sendRefusal,
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
@@ -262,9 +263,7 @@ class LongPollTransportImpl implements LongPollTransport {
     } catch (err) {
       this.map.delete(session.id)
       if (session.opening) {
-        const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
-        const status = code === 'RT_002' ? 401 : session.closedWith?.code === 4008 ? 429 : 503
-        sendError(session.opening, status, code, err instanceof Error ? err.message : 'connection refused')
+        sendRefusal(session.opening, err, session.closedWith?.code)
       }
       session.dispose()
       return
@@ -282,11 +281,7 @@ class LongPollTransportImpl implements LongPollTransport {
   }
 
   private async post(req: IncomingMessage, res: ServerResponse, session: PollSession): Promise<void> {
-    const body = await readFrames(req, this.maxBodyBytes)
-    if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
-    if (session.closedWith || !session.handle) return sendError(res, 404, 'RT_001', 'unknown session')
-    for (const frame of body.frames) session.handle.receive(frame)
-    sendNoContent(res)
+    await receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle))
   }
 
   /** No poll for `sessionTimeoutMs`: the session is closed (the hub sees 1006). */

@@ -2,15 +2,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   header,
-  maxMessageSizeOf,
   MAX_FRAMES_PER_REQUEST,
+  maxMessageSizeOf,
   normalizePrefix,
   randomToken,
-  readFrames,
+  receiveFrames,
   requestTarget,
   secretMatches,
   sendError,
   sendNoContent,
+  sendRefusal,
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
@@ -302,9 +303,7 @@ class SseTransportImpl implements SseTransport {
     } catch (err) {
       this.map.delete(session.id)
       if (session.opening) {
-        const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
-        const status = code === 'RT_002' ? 401 : session.closedWith?.code === 4008 ? 429 : 503
-        sendError(session.opening, status, code, err instanceof Error ? err.message : 'connection refused')
+        sendRefusal(session.opening, err, session.closedWith?.code)
       }
       return
     }
@@ -322,11 +321,7 @@ class SseTransportImpl implements SseTransport {
     const session = this.map.get(id)
     if (!session?.handle || session.closedWith) return sendError(res, 404, 'RT_001', 'unknown session')
     if (!secretMatches(req, session.secret)) return sendError(res, 403, 'RT_003', 'wrong or missing session secret')
-    const body = await readFrames(req, this.maxBodyBytes)
-    if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
-    if (session.closedWith || this.map.get(id) !== session) return sendError(res, 404, 'RT_001', 'unknown session')
-    for (const frame of body.frames) session.handle.receive(frame)
-    sendNoContent(res)
+    await receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.map.get(id) !== session ? undefined : session.handle))
   }
 
   /** The client is done with the session (it closed, or moved to another transport): end it now, not at its timeout. */
