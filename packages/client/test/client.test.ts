@@ -1,22 +1,15 @@
 import type { MessageFrame } from '@tidings/core'
-import { afterEach, describe, expect, it } from 'vitest'
-import { RealtimeError, type Realtime } from '../src/index.js'
-import { MemoryNetwork, sleep, until } from './memory-network.js'
+import { describe, expect, it } from 'vitest'
+import { RealtimeError } from '../src/index.js'
+import { MemoryNetwork, sleep, until, trackClients, userTokens } from './memory-network.js'
 
-const tokens = { authenticate: async (r: { token?: string | undefined }) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5) } : null) }
 
 let net: MemoryNetwork
-const clients: Realtime[] = []
-const track = (rt: Realtime) => (clients.push(rt), rt)
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.disconnect()
-  await net?.close()
-})
+const track = trackClients(() => net)
 
 describe('Realtime over an in-memory hub', () => {
   it('connects, subscribes, receives messages by event name, publishes with an answer', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const states: string[] = []
     rt.on('state', (s) => states.push(s))
@@ -44,7 +37,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('rejects a refused request with a RealtimeError and a refused subscribe too', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     await expect(rt.channel('nope:x').send('e', 1)).rejects.toMatchObject({ name: 'RealtimeError', code: 'RT_004' })
     const err = await rt.channel('private:user-bob').subscribe().catch((e: unknown) => e)
@@ -55,7 +48,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('presence: join, update, typing, get, leave', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const alice = track(net.client({ auth: 'user:alice' }))
     const bob = track(net.client({ auth: 'user:bob' }))
     const a = alice.channel('presence:lobby', { presence: { name: 'Alice' } })
@@ -88,7 +81,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('applies the server-side filter and the client-side filter', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('public:prices', {
       filter: { field: 'data.price', op: 'gt', value: 10 },
@@ -104,7 +97,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('drops duplicate frames (receiver dedup) and acknowledges at-least-once messages in batches', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice', ackIntervalMs: 30 }))
     await until(() => rt.state === 'connected')
     const link = net.last()
@@ -127,7 +120,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('sends read receipts and receives them', async () => {
-    net = new MemoryNetwork({ ...tokens, channels: { 'chat:*': { subscribe: 'authenticated', publish: 'authenticated', receipts: true } } })
+    net = new MemoryNetwork({ ...userTokens, channels: { 'chat:*': { subscribe: 'authenticated', publish: 'authenticated', receipts: true } } })
     const alice = track(net.client({ auth: 'user:alice' }))
     const bob = track(net.client({ auth: 'user:bob' }))
     const a = alice.channel('chat:1')
@@ -146,7 +139,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('routes messages without a channel to the client', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     await until(() => rt.state === 'connected')
     const direct: string[] = []
@@ -157,7 +150,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('a listener that throws reaches the error listeners; the others still run', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('public:x')
     const errors: unknown[] = []
@@ -184,7 +177,7 @@ describe('Realtime over an in-memory hub', () => {
   })
 
   it('a kick ends the subscription and it is not made again after a reconnect', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('presence:room')
     await ch.subscribe()

@@ -1,22 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest'
-import type { Realtime } from '../src/index.js'
-import { MemoryNetwork, sleep, until } from './memory-network.js'
+import { describe, expect, it } from 'vitest'
+import { MemoryNetwork, sleep, until, trackClients, userTokens } from './memory-network.js'
 
-const tokens = { authenticate: async (r: { token?: string | undefined }) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5) } : null) }
 const ALL = ['websocket', 'sse', 'long-poll']
 
 let net: MemoryNetwork
-const clients: Realtime[] = []
-const track = (rt: Realtime) => (clients.push(rt), rt)
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.disconnect()
-  await net?.close()
-})
+const track = trackClients(() => net)
 
 describe('transport fallback and upgrade', () => {
   it('tries the transports in order when one cannot open', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.blocked.add('websocket')
     net.blocked.add('sse')
     const rt = track(net.client({ auth: 'user:alice', names: ALL, upgradeIntervalMs: 0 }))
@@ -26,7 +18,7 @@ describe('transport fallback and upgrade', () => {
   })
 
   it('moves on when a transport hangs (connect timeout)', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.hang.add('websocket')
     const rt = track(net.client({ auth: 'user:alice', names: ALL, connectTimeoutMs: 30, upgradeIntervalMs: 0 }))
     await until(() => rt.state === 'connected')
@@ -34,7 +26,7 @@ describe('transport fallback and upgrade', () => {
   })
 
   it('reconnects over the transport that worked last', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.blocked.add('websocket')
     const rt = track(net.client({ auth: 'user:alice', names: ALL, upgradeIntervalMs: 0 }))
     await until(() => rt.state === 'connected')
@@ -44,14 +36,14 @@ describe('transport fallback and upgrade', () => {
   })
 
   it('does not fall back when the hub refuses the connection', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'nobody', names: ALL }))
     await until(() => rt.state === 'disconnected')
     expect(net.links.map((l) => l.name)).toEqual(['websocket'])
   })
 
   it('switches back to WebSocket when it works again, without losing or repeating a message', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.blocked.add('websocket')
     const rt = track(net.client({ auth: 'user:alice', names: ALL, upgradeIntervalMs: 40 }))
     const transports: string[] = []
@@ -101,7 +93,7 @@ describe('transport fallback and upgrade', () => {
   })
 
   it('keeps the fallback while the probe fails', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.blocked.add('websocket')
     const rt = track(net.client({ auth: 'user:alice', names: ALL, upgradeIntervalMs: 15 }))
     await until(() => rt.state === 'connected')

@@ -1,3 +1,4 @@
+import { afterEach } from 'vitest'
 import { type ClientFrame, type ConnectionHandle, type Hub, type ServerFrame, type Session, createHub, silentLogger, type HubOptions } from '@tidings/core'
 import type { ClientTransport, Credentials, TransportFactory, TransportHandlers } from '../src/index.js'
 import { Realtime, type RealtimeOptions } from '../src/index.js'
@@ -190,3 +191,19 @@ export async function until(check: () => boolean, timeoutMs = 3000, what = 'cond
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+/** Tokens `user:<id>` authenticate as that user; anything else is refused. */
+export const userTokens = { authenticate: async (r: { token?: string | undefined }) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5) } : null) }
+
+/**
+ * Registers the clean-up every test file needs: after each test, disconnect the clients it
+ * tracked and close its network. Returns `track`, which registers a client and returns it.
+ */
+export function trackClients(network: () => MemoryNetwork | undefined): <T extends Realtime>(rt: T) => T {
+  const clients: Realtime[] = []
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.disconnect()
+    await network()?.close()
+  })
+  return (rt) => (clients.push(rt), rt)
+}

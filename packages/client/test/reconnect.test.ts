@@ -1,21 +1,13 @@
-import { afterEach, describe, expect, it } from 'vitest'
-import type { Realtime } from '../src/index.js'
-import { MemoryNetwork, sleep, until } from './memory-network.js'
+import { describe, expect, it } from 'vitest'
+import { MemoryNetwork, sleep, until, trackClients, userTokens } from './memory-network.js'
 
-const tokens = { authenticate: async (r: { token?: string | undefined }) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5) } : null) }
 
 let net: MemoryNetwork
-const clients: Realtime[] = []
-const track = (rt: Realtime) => (clients.push(rt), rt)
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.disconnect()
-  await net?.close()
-})
+const track = trackClients(() => net)
 
 describe('reconnect and resume', () => {
   it('reconnects with backoff and resumes each channel from its position: nothing lost, nothing twice', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const events: string[] = []
     rt.on('disconnected', (i) => events.push(`disconnected ${i.code}`))
@@ -53,7 +45,7 @@ describe('reconnect and resume', () => {
   })
 
   it("emits 'gap' when the hub cannot replay what was missed", async () => {
-    net = new MemoryNetwork({ ...tokens, channels: { 'short:*': { subscribe: true, publish: true, history: { maxCount: 2 } } } })
+    net = new MemoryNetwork({ ...userTokens, channels: { 'short:*': { subscribe: true, publish: true, history: { maxCount: 2 } } } })
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('short:1')
     const gaps: unknown[] = []
@@ -73,7 +65,7 @@ describe('reconnect and resume', () => {
   })
 
   it('queues sends while disconnected, bounded, and flushes them in order on connect', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice', autoConnect: false, outboxLimit: 3 }))
     const ch = rt.channel('public:q')
     const results = [ch.send('e', 1), ch.send('e', 2), ch.send('e', 3)]
@@ -88,7 +80,7 @@ describe('reconnect and resume', () => {
   })
 
   it('resends a publish whose answer was lost; the idempotency key keeps it from being published twice', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('public:once')
     await ch.subscribe()
@@ -107,7 +99,7 @@ describe('reconnect and resume', () => {
   })
 
   it('a publish sent while the connection drops is resent on the next connection', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     await until(() => rt.state === 'connected')
     const ch = rt.channel('public:flush')
@@ -120,7 +112,7 @@ describe('reconnect and resume', () => {
   })
 
   it('keeps presence data across a reconnect', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('presence:doc', { presence: { name: 'A' } })
     await ch.subscribe()
@@ -131,7 +123,7 @@ describe('reconnect and resume', () => {
   })
 
   it('does not reconnect after the server disconnects it on purpose (4000)', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     await until(() => rt.state === 'connected')
     const errors: string[] = []
@@ -147,7 +139,7 @@ describe('reconnect and resume', () => {
   })
 
   it('calls the auth function on every connect; a refused token is retried with a fresh one', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const issued: string[] = []
     const rt = track(
       net.client({
@@ -169,7 +161,7 @@ describe('reconnect and resume', () => {
   })
 
   it('gives up on a fixed token the hub refuses', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'bad', names: ['websocket', 'sse'] }))
     const errors: string[] = []
     rt.on('error', (e) => errors.push((e as { code?: string }).code ?? ''))
@@ -180,7 +172,7 @@ describe('reconnect and resume', () => {
   })
 
   it('gives up after maxReconnectAttempts', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     net.blocked.add('websocket')
     const rt = track(net.client({ auth: 'user:alice', maxReconnectAttempts: 3 }))
     const attempts: number[] = []
@@ -199,7 +191,7 @@ describe('reconnect and resume', () => {
   })
 
   it('detects a dead connection with the heartbeat', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice', heartbeatIntervalMs: 20, heartbeatTimeoutMs: 20 }))
     await until(() => rt.state === 'connected')
     const first = net.last()
@@ -213,7 +205,7 @@ describe('reconnect and resume', () => {
 
 describe('a new hub connection on the same transport (an SSE session that expired)', () => {
   it('resubscribes from the positions and resends what was unanswered', async () => {
-    net = new MemoryNetwork(tokens)
+    net = new MemoryNetwork(userTokens)
     const rt = track(net.client({ auth: 'user:alice' }))
     const ch = rt.channel('public:renew')
     const got: number[] = []
