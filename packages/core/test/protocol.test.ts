@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   ALL_ERROR_CODES,
@@ -433,6 +434,20 @@ describe('utf8Length', () => {
     for (const s of ['\ud800', '\udc00', 'a\ud800', '\ud800a', '\ud800é', '\ud800€', '\udc00\ud800']) {
       expect(utf8Length(s), JSON.stringify(s)).toBe(utf8(s))
     }
+  })
+
+  it('matches TextEncoder on long strings too (past the reused buffer: ASCII check, then counting)', () => {
+    const long = (unit: string, n: number) => unit.repeat(n)
+    for (const s of [long('a', 1024), long('a', 1025), long('a', 5000), long('é', 1025), long('😀', 600), `${long('a', 2000)}\ud800`, `${long('€', 700)}x${long('a', 400)}`]) {
+      expect(utf8Length(s), `length ${s.length}`).toBe(utf8(s))
+    }
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', minLength: 900, maxLength: 2200 }), fc.string({ unit: 'grapheme', maxLength: 40 }), (a, b) => {
+        const s = a + b
+        expect(utf8Length(s)).toBe(utf8(s))
+      }),
+      { numRuns: 200 },
+    )
   })
 })
 

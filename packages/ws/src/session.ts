@@ -80,6 +80,14 @@ export class WsSession implements Session {
   private endReason = ''
   private readonly deflate: boolean
   private flushed: ((err?: Error | null) => void) | undefined = undefined
+  /** The hub's high-water mark (none until it accepted the connection). */
+  private mark = Number.POSITIVE_INFINITY
+  /**
+   * Writes carry a callback to notice the buffer falling below the mark. Not needed when the
+   * mark is at least the socket's own: a write that reaches our mark has then also reached the
+   * socket's, so the socket emits 'drain' once it has flushed.
+   */
+  private watchWrites = false
 
   constructor(
     readonly ws: WebSocket,
@@ -109,29 +117,47 @@ export class WsSession implements Session {
 
   send(frame: Outbound): boolean {
     if (this.closeCode !== undefined || this.ws.readyState !== OPEN) return true
-    const hwm = this.handle?.highWaterMark ?? Number.POSITIVE_INFINITY
-    // A write that may leave the buffer at or above the mark asks to be told when it is flushed.
-    const watch = this.bufferedAmount() + frame.bytes + HEADER_MAX >= hwm
-    const cb = watch ? (this.flushed ??= (err) => (err ? undefined : this.checkDrained())) : undefined
+    if (this.deflate) return this.sendThroughSender(frame)
+    let ok: boolean
     try {
       this.host.batch(this)
-      if (this.deflate) {
-        const binary = typeof frame.data !== 'string'
-        this.ws.send(sharedPayload(frame), { binary, compress: frame.bytes >= this.host.deflateThreshold, fin: true }, cb)
-      } else {
-        this.socket.write(sharedFrame(frame), cb)
-      }
+      ok = this.socket.write(sharedFrame(frame), this.watchWrites ? this.whenFlushed() : undefined)
     } catch (err) {
       // A failed write closes the session; the hub hears of it through closed().
       this.host.report(err, 'ws.send')
       this.terminate()
       return true
     }
-    if (watch && this.bufferedAmount() >= hwm) {
-      this.congested = true
-      return false
+    // Below the socket's own mark, which is below ours: nothing to check (the common case).
+    if (ok && !this.watchWrites) return true
+    return this.checkMark()
+  }
+
+  /** With permessage-deflate, ws frames (and compresses) per socket; its sender may hold bytes too. */
+  private sendThroughSender(frame: Outbound): boolean {
+    // A write that may leave the buffer at or above the mark asks to be told when it is flushed.
+    const watch = this.bufferedAmount() + frame.bytes + HEADER_MAX >= this.mark
+    try {
+      this.host.batch(this)
+      const binary = typeof frame.data !== 'string'
+      this.ws.send(sharedPayload(frame), { binary, compress: frame.bytes >= this.host.deflateThreshold, fin: true }, watch ? this.whenFlushed() : undefined)
+    } catch (err) {
+      this.host.report(err, 'ws.send')
+      this.terminate()
+      return true
     }
-    return true
+    return watch ? this.checkMark() : true
+  }
+
+  /** After a write: at or above the hub's mark, the session is congested until it drains. */
+  private checkMark(): boolean {
+    if (this.bufferedAmount() < this.mark) return true
+    this.congested = true
+    return false
+  }
+
+  private whenFlushed(): (err?: Error | null) => void {
+    return (this.flushed ??= (err) => (err ? undefined : this.checkDrained()))
   }
 
   bufferedAmount(): number {
@@ -162,6 +188,8 @@ export class WsSession implements Session {
   /** The hub accepted the connection: hand it what arrived meanwhile, and read again. */
   accepted(handle: ConnectionHandle): void {
     this.handle = handle
+    this.mark = handle.highWaterMark
+    this.watchWrites = this.mark < this.socket.writableHighWaterMark
     if (this.done) {
       this.tellClosed(handle, this.endCode, this.endReason)
       return

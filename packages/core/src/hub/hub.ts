@@ -1,5 +1,5 @@
 import { EventEmitter } from 'eventemitter3'
-import { type Codec, type WireData, wireLength } from '../codec.js'
+import { type Codec, type WireData, jsonCodec, jsonWithNumber, wireLength } from '../codec.js'
 import { CloseCode, type ErrorCode, RealtimeError, clampCloseReason } from '../errors.js'
 import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
 import {
@@ -21,7 +21,7 @@ import type { Clock, TimerHandle } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import type { Retention, StoredMessage } from '../ports/store.js'
 import type { LRUCache } from 'lru-cache'
-import { type MaybePromise, isPromise, andThen, boundedMap } from '../util.js'
+import { type MaybePromise, isPromise, andThen, boundedMap, isoTimestamp } from '../util.js'
 import { Channel } from './channel.js'
 import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
 import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
@@ -153,7 +153,10 @@ export interface Hub extends EventEmitter<HubEvents> {
   disconnectUser(userId: string, reason?: string): number
   setPreferences(userId: string, preferences: UserPreferences): void
   getPreferences(userId: string): UserPreferences | undefined
-  /** Add a channel pattern (or change the options of an existing one). */
+  /**
+   * Add a channel pattern (or change the options of an existing one). Channels already live on
+   * this node keep the options they were opened with until their last subscriber leaves.
+   */
   registerChannel(pattern: string, options: ChannelOptions): void
   /** Live channels on this node. */
   channels(): ChannelInfo[]
@@ -251,7 +254,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           kind: 'dispatch',
           origin: this.nodeId,
           target: { kind: 'direct', users: [userId], connections: [] },
-          frame: { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: new Date(this.clock.now()).toISOString() },
+          frame: { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) },
         }),
       report: (err, stage) => this.report(err, stage),
     })
@@ -381,7 +384,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       userId,
       limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
     })
-    this.emit('connection', conn.info())
+    if (this.listenerCount('connection') > 0) this.emit('connection', conn.info())
     return new Handle(this, conn)
   }
 
@@ -413,7 +416,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (set?.size === 0) this.byUser.delete(conn.userId)
     }
     this.stats.connectionsClosed++
-    this.emit('disconnect', conn.info(), { code, reason })
+    if (this.listenerCount('disconnect') > 0) this.emit('disconnect', conn.info(), { code, reason })
   }
 
   private closeConnection(conn: Connection, code: number, reason: string): void {
@@ -1156,7 +1159,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const id = this.nextMessageId()
     const awaitAcks = opts.awaitAcks
     const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
-    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: new Date(now).toISOString(), sender: opts.sender, priority: opts.priority, ack }
+    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
     // Measure before storing, so a message that is too large is never stored.
     const draft = this.encode(this.codec, base)
     const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
@@ -1197,8 +1200,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     )
     return andThen(appended, (r): MaybePromise<PublishResult> => {
       if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
-      const frame: MessageFrame = { ...base, offset: r.message.offset }
-      return deliver(frame, this.encode(this.codec, frame), r.epoch)
+      const offset = r.message.offset
+      const frame: MessageFrame = { ...base, offset }
+      return deliver(frame, this.withOffset(draft, frame, offset), r.epoch)
     })
   }
 
@@ -1259,6 +1263,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    // A live channel's name was checked and resolved when it was first subscribed to.
+    const live = this.live.get(channel)
+    if (live !== undefined) return this.publishResolved(channel, live, event, data, options, undefined)
     if (!channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
     return this.publishResolved(channel, this.resolve(channel), event, data, options, undefined)
   }
@@ -1276,7 +1283,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const connections = o.to === 'all' ? [] : (o.to.connections ?? [])
     if (o.to === 'all' || users.length > 0 || connections.length > 0) {
       const id = this.nextMessageId()
-      const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: new Date(this.clock.now()).toISOString(), sender: o.sender, priority: o.priority }
+      const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: isoTimestamp(this.clock.now()), sender: o.sender, priority: o.priority }
       const out = this.encode(this.codec, frame)
       const limit = this.options.limits.maxMessageSize
       if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
@@ -1305,6 +1312,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private encode(codec: Codec, frame: ServerFrame): Outbound {
     const data = codec.encode(frame)
     return new Outbound(data, wireLength(data))
+  }
+
+  /** `frame` (the measured `draft` plus its offset) encoded: with JSON, the draft's text plus one field. */
+  private withOffset(draft: Outbound, frame: MessageFrame, offset: number): Outbound {
+    if (this.codec !== jsonCodec || typeof draft.data !== 'string') return this.encode(this.codec, frame)
+    const data = jsonWithNumber(draft.data, 'offset', offset)
+    // What was added is ASCII: one byte per character.
+    return new Outbound(data, draft.bytes + data.length - draft.data.length)
   }
 
   /** Send one frame to one connection (replies, errors). */

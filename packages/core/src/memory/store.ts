@@ -1,11 +1,16 @@
 import type { AppendOptions, AppendResult, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage } from '../ports/store.js'
-import { randomId, boundedMap } from '../util.js'
+import { boundedMap, cloneData, randomId } from '../util.js'
 
 interface ChannelLog {
   readonly epoch: string
-  /** Retained messages, oldest first; `messages[i].offset === first + i`. */
-  messages: StoredMessage[]
-  /** Offset of messages[0] (top + 1 when empty). */
+  /**
+   * Retained messages, oldest first, from index `head` on: `messages[head + i].offset === first + i`.
+   * Trimming moves `head` instead of shifting the array; the array is compacted once half of it is
+   * dead, so an append costs O(1) amortised.
+   */
+  messages: Array<StoredMessage | undefined>
+  head: number
+  /** Offset of messages[head] (top + 1 when empty). */
   first: number
   top: number
   retention: Retention
@@ -41,19 +46,28 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
   const log = (channel: string, retention?: Retention): ChannelLog => {
     let l = logs.get(channel)
     if (!l) {
-      l = { epoch: `${storeEpoch}.${(++generation).toString(36)}`, messages: [], first: 1, top: 0, retention: retention ?? DEFAULT_RETENTION, cursors: null }
+      l = { epoch: `${storeEpoch}.${(++generation).toString(36)}`, messages: [], head: 0, first: 1, top: 0, retention: retention ?? DEFAULT_RETENTION, cursors: null }
       logs.set(channel, l)
     }
     return l
   }
 
   const trim = (l: ChannelLog, now: number) => {
-    let drop = Math.max(0, l.messages.length - l.retention.maxCount)
+    const kept = l.messages.length - l.head
+    let drop = Math.max(0, kept - l.retention.maxCount)
     const oldest = now - l.retention.maxAgeMs
-    while (drop < l.messages.length && l.messages[drop]!.timestamp < oldest) drop++
-    if (drop > 0) {
-      l.messages.splice(0, drop)
-      l.first += drop
+    while (drop < kept && l.messages[l.head + drop]!.timestamp < oldest) drop++
+    if (drop === 0) return
+    const end = l.head + drop
+    for (let i = l.head; i < end; i++) l.messages[i] = undefined
+    l.head = end
+    l.first += drop
+    if (l.head === l.messages.length) {
+      l.messages = []
+      l.head = 0
+    } else if (l.head >= 32 && l.head * 2 >= l.messages.length) {
+      l.messages = l.messages.slice(l.head)
+      l.head = 0
     }
   }
 
@@ -72,7 +86,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
       }
       l.retention = opts.retention
       // A snapshot, as a store that serialises keeps: later changes to the publisher's object do not reach history.
-      const message: StoredMessage = { ...input, data: structuredClone(input.data), channel, offset: ++l.top }
+      const message: StoredMessage = {
+        offset: ++l.top,
+        id: input.id,
+        channel,
+        event: input.event,
+        data: cloneData(input.data),
+        sender: input.sender,
+        timestamp: input.timestamp,
+        exclude: input.exclude,
+      }
       l.messages.push(message)
       trim(l, opts.now)
       if (dedupKey !== undefined) keys.set(dedupKey, { message, at: opts.now, epoch: l.epoch })
@@ -82,8 +105,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
       const l = log(channel)
       trim(l, opts.now)
       const start = Math.max(opts.after + 1, l.first)
-      const from = start - l.first
-      const messages = l.messages.slice(from, from + opts.limit)
+      const from = l.head + start - l.first
+      const messages = l.messages.slice(from, from + opts.limit) as StoredMessage[]
       return { epoch: l.epoch, messages, top: l.top, complete: opts.after >= l.top || opts.after + 1 >= l.first }
     },
     position(channel) {
