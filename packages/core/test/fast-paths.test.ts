@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { jsonWithNumber } from '../src/codec.js'
+import { type Subscription, Subscriptions } from '../src/hub/connection.js'
 import { createMemoryStore } from '../src/memory/store.js'
 import { cloneData, isoTimestamp } from '../src/util.js'
 
@@ -108,5 +109,30 @@ describe('memory store: trimming from the front', () => {
     expect((await store.read('c', { after: 0, limit: 10, now: 1e9 + 2000 })).messages).toEqual([])
     store.append('c', { id: 'late', event: 'e', data: 'late', timestamp: 1e9 + 2000 }, { retention, now: 1e9 + 2000 })
     expect((await store.read('c', { after: 0, limit: 10, now: 1e9 + 2000 })).messages.map((m) => m.offset)).toEqual([1001])
+  })
+})
+
+describe('Subscriptions (first one inline, a Map from the second) behaves as a Map by channel name', () => {
+  it('on random sequences of add, delete, get', () => {
+    const names = ['a', 'b', 'c', 'd']
+    const op = fc.tuple(fc.constantFrom('add', 'delete', 'get'), fc.constantFrom(...names))
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+        const subs = new Subscriptions()
+        const model = new Map<string, Subscription>()
+        for (const [kind, name] of ops) {
+          if (kind === 'add') {
+            const sub = { channel: { name } } as unknown as Subscription
+            subs.add(sub)
+            model.set(name, sub)
+          } else if (kind === 'delete') expect(subs.delete(name)).toBe(model.delete(name))
+          else expect(subs.get(name)).toBe(model.get(name))
+          expect(subs.size).toBe(model.size)
+          expect(new Set(subs.keys())).toEqual(new Set(model.keys()))
+          expect(new Set(subs.values())).toEqual(new Set(model.values()))
+          for (const n of names) expect(subs.has(n)).toBe(model.has(n))
+        }
+      }),
+    )
   })
 })

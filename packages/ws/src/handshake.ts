@@ -31,7 +31,8 @@ export function offeredSubprotocols(header: string | string[] | undefined): stri
 export function negotiate(offered: readonly string[], hubCodec: Codec): Negotiated | null {
   const hubIsJson = hubCodec.name === jsonCodec.name
   if (offered.length === 0) return { protocol: undefined, codec: hubIsJson ? undefined : jsonCodec }
-  const own = `${SUBPROTOCOL_PREFIX}${hubCodec.name}`
+  // One string for every socket of the hub's codec (ws keeps the answered protocol per socket).
+  const own = hubIsJson ? JSON_SUBPROTOCOL : `${SUBPROTOCOL_PREFIX}${hubCodec.name}`
   if (offered.includes(own)) return { protocol: own, codec: undefined }
   if (offered.includes(JSON_SUBPROTOCOL)) return { protocol: JSON_SUBPROTOCOL, codec: jsonCodec }
   return null

@@ -1,10 +1,12 @@
 import type { Duplex } from 'node:stream'
 import { clampCloseReason, type Codec, type ConnectionHandle, type Outbound, type Session, type WireData } from '@tidings/core'
-import type { WebSocket } from 'ws'
+import { WebSocket } from 'ws'
 import { isSendableCloseCode, sharedFrame, sharedPayload } from './frame.js'
 
 /** What a session needs from the transport that owns it. */
 export interface SessionHost {
+  /** Whether the hub may still read a session's headers after accepting it (it re-authenticates with them). */
+  readonly keepHeaders: boolean
   /** Called before each write: batches several writes to one socket in the same tick (cork/uncork). */
   batch(session: WsSession): void
   /** Frames of at least this many bytes are compressed when permessage-deflate is negotiated. */
@@ -26,27 +28,36 @@ export interface WsSessionInit {
 const OPEN = 1
 /** Frame header bytes at most (unmasked), so a write that may cross the high-water mark is noticed. */
 const HEADER_MAX = 14
-const kSession = Symbol('tidings.ws.session')
+/**
+ * ws's WebSocket, with its events handed straight to the session instead of to listeners: a
+ * socket then holds no listener table of its own (four listeners on every socket cost ~100 bytes
+ * each) and an inbound frame skips the emitter. ws builds sockets of this class when it is given
+ * as `WebSocketServer`'s `WebSocket` option; listeners added by anyone still work.
+ */
+export class SessionSocket extends WebSocket {
+  session: WsSession | undefined = undefined
 
-type Tagged = { [kSession]?: WsSession }
-
-// Listeners shared by every socket (no closures per connection): `this` is the emitter.
-function onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  ;(this as WebSocket & Tagged)[kSession]?.inbound(data, isBinary)
-}
-function onPong(this: WebSocket): void {
-  const s = (this as WebSocket & Tagged)[kSession]
-  if (s) s.alive = true
-}
-function onClose(this: WebSocket, code: number, reason: Buffer): void {
-  ;(this as WebSocket & Tagged)[kSession]?.socketClosed(code, reason.toString('utf8'))
-}
-function onError(this: WebSocket): void {
-  // A protocol error from the peer (bad frame, payload over maxPayload, …) or a failed write:
-  // ws closes the socket itself and 'close' follows. Nothing to report; never crash.
-}
-function onDrain(this: Duplex): void {
-  ;(this as Duplex & Tagged)[kSession]?.checkDrained()
+  // The argument list is whatever ws emits with; only ws's own events are read here.
+  override emit(event: string | symbol, ...args: any[]): boolean {
+    const s = this.session
+    switch (event) {
+      case 'message':
+        s?.inbound(args[0] as Buffer | ArrayBuffer | Buffer[], args[1] as boolean)
+        break
+      case 'pong':
+        if (s) s.alive = true
+        break
+      case 'close':
+        s?.socketClosed(args[0] as number, (args[1] as Buffer).toString('utf8'))
+        break
+      case 'error':
+        // A protocol error from the peer (bad frame, payload over maxPayload, …) or a failed
+        // write: ws closes the socket itself and 'close' follows. Never crash for want of a listener.
+        if (this.listenerCount('error') === 0) return true
+        break
+    }
+    return super.emit(event, ...args)
+  }
 }
 
 /**
@@ -54,9 +65,11 @@ function onDrain(this: Duplex): void {
  * straight to the socket (or through ws's sender when permessage-deflate is negotiated, since
  * compression is per socket).
  */
+const NO_HEADERS: Readonly<Record<string, string | string[] | undefined>> = Object.freeze({})
+
 export class WsSession implements Session {
-  readonly transport = 'ws'
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>
+  /** The handshake's headers; let go of once accepted when the hub will not read them again. */
+  headers: Readonly<Record<string, string | string[] | undefined>>
   readonly remoteAddress: string | undefined
   readonly userAgent: string | undefined
   readonly codec: Codec | undefined
@@ -80,6 +93,7 @@ export class WsSession implements Session {
   private endReason = ''
   private readonly deflate: boolean
   private flushed: ((err?: Error | null) => void) | undefined = undefined
+  private onSocketDrain: (() => void) | undefined = undefined
   /** The hub's high-water mark (none until it accepted the connection). */
   private mark = Number.POSITIVE_INFINITY
   /**
@@ -90,7 +104,7 @@ export class WsSession implements Session {
   private watchWrites = false
 
   constructor(
-    readonly ws: WebSocket,
+    readonly ws: SessionSocket,
     readonly socket: Duplex,
     private readonly host: SessionHost,
     init: WsSessionInit,
@@ -100,13 +114,11 @@ export class WsSession implements Session {
     this.userAgent = init.userAgent
     this.codec = init.codec
     this.deflate = ws.extensions.includes('permessage-deflate')
-    ;(ws as WebSocket & Tagged)[kSession] = this
-    ;(socket as Duplex & Tagged)[kSession] = this
-    ws.on('message', onMessage)
-    ws.on('pong', onPong)
-    ws.on('close', onClose)
-    ws.on('error', onError)
-    socket.on('drain', onDrain)
+    ws.session = this
+  }
+
+  get transport(): string {
+    return 'ws'
   }
 
   get isClosed(): boolean {
@@ -153,6 +165,8 @@ export class WsSession implements Session {
   private checkMark(): boolean {
     if (this.bufferedAmount() < this.mark) return true
     this.congested = true
+    // The socket's 'drain' is listened to from the first congestion on: most sockets never need it.
+    if (this.onSocketDrain === undefined) this.socket.on('drain', (this.onSocketDrain = () => this.checkDrained()))
     return false
   }
 
@@ -189,6 +203,7 @@ export class WsSession implements Session {
   accepted(handle: ConnectionHandle): void {
     this.handle = handle
     this.mark = handle.highWaterMark
+    if (!this.host.keepHeaders) this.headers = NO_HEADERS
     this.watchWrites = this.mark < this.socket.writableHighWaterMark
     if (this.done) {
       this.tellClosed(handle, this.endCode, this.endReason)

@@ -1,10 +1,10 @@
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type ConnectionHandle, credentialsFromRequest, type Hub, isRealtimeError, Outbound, wireLength } from '@tidings/core'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { WebSocketServer } from 'ws'
 import { type Negotiated, negotiate, normalizeOrigin, offeredSubprotocols, originAllowed, pathOf, refuseHandshake } from './handshake.js'
 import { type ResolvedWsOptions, resolveWsOptions, type WsTransportOptions } from './options.js'
-import { type SessionHost, WsSession } from './session.js'
+import { type SessionHost, SessionSocket, WsSession } from './session.js'
 
 export interface WsTransport {
   /** Handle an `upgrade` for our path; returns false (and does nothing) for other paths. */
@@ -28,6 +28,9 @@ const RESTARTING = 'server restarting'
 class WsTransportImpl implements WsTransport, SessionHost {
   readonly deflateThreshold: number
   private readonly wss: WebSocketServer
+  get keepHeaders(): boolean {
+    return this.hub.authenticates
+  }
   private readonly sessions = new Set<WsSession>()
   private pingTimer: NodeJS.Timeout | undefined = undefined
   private closing: Promise<void> | undefined = undefined
@@ -46,6 +49,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
+      WebSocket: SessionSocket,
       maxPayload: options.maxPayload,
       perMessageDeflate: deflate === false ? false : { ...deflate },
       skipUTF8Validation: false,
@@ -95,14 +99,14 @@ class WsTransportImpl implements WsTransport, SessionHost {
     // wake-up of the client, instead of two.
     socket.cork()
     try {
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws, req, socket, negotiated))
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws as SessionSocket, req, socket, negotiated))
     } finally {
       socket.uncork()
     }
   }
 
   /** The handshake is done: make a session and let the hub authenticate and accept it. */
-  private opened(ws: WebSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated): void {
+  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated): void {
     const ua = req.headers['user-agent']
     const session = new WsSession(ws, socket, this, {
       headers: req.headers,

@@ -32,8 +32,10 @@ export class Channel {
    * that fails on write) do not disturb it; ended ones are skipped by their `active` flag.
    */
   private snapshot: FanOutList | null = null
-  /** Occupants: user id (or `#<connectionId>` for anonymous) → connection count. */
-  readonly occupants = new Map<string, number>()
+  /** Authenticated occupants: user id → how many of the user's connections are subscribed. */
+  private readonly users = new Map<string, number>()
+  /** Anonymous occupants: each anonymous connection is an occupant of its own, so a count is enough. */
+  private anonymous = 0
   typing: Map<string, TypingState> | null = null
   /** The newest offset fanned out here (at-most-once offline channels commit it as delivered). */
   lastOffset = 0
@@ -47,11 +49,6 @@ export class Channel {
     readonly params: Readonly<Record<string, string>>,
   ) {}
 
-  static occupantKey(userId: string | undefined, connectionId: string): string {
-    return userId ?? `#${connectionId}`
-  }
-
-  /** Adds a subscriber; true when its occupant is new to the channel. */
   fanOutList(): FanOutList {
     if (this.snapshot === null) {
       const subs = [...this.subscribers.values()]
@@ -65,12 +62,27 @@ export class Channel {
     this.snapshot = null
   }
 
+  /** Users (and anonymous connections) in the channel, however many connections each has. */
+  get occupants(): number {
+    return this.users.size + this.anonymous
+  }
+
+  /** Whether this connection's occupant (its user, or itself when anonymous) is already in. */
+  occupiedBy(userId: string | undefined, connectionId: string): boolean {
+    return userId !== undefined ? this.users.has(userId) : this.subscribers.has(connectionId)
+  }
+
+  /** Adds a subscriber; true when its occupant is new to the channel. */
   add(sub: Subscription): boolean {
     this.subscribers.set(sub.connection.id, sub)
     this.snapshot = null
-    const key = Channel.occupantKey(sub.connection.userId, sub.connection.id)
-    const n = this.occupants.get(key) ?? 0
-    this.occupants.set(key, n + 1)
+    const userId = sub.connection.userId
+    if (userId === undefined) {
+      this.anonymous++
+      return true
+    }
+    const n = this.users.get(userId) ?? 0
+    this.users.set(userId, n + 1)
     return n === 0
   }
 
@@ -80,13 +92,17 @@ export class Channel {
     this.subscribers.delete(sub.connection.id)
     this.snapshot = null
     sub.active = false
-    const key = Channel.occupantKey(sub.connection.userId, sub.connection.id)
-    const n = (this.occupants.get(key) ?? 1) - 1
+    const userId = sub.connection.userId
+    if (userId === undefined) {
+      this.anonymous--
+      return true
+    }
+    const n = (this.users.get(userId) ?? 1) - 1
     if (n > 0) {
-      this.occupants.set(key, n)
+      this.users.set(userId, n)
       return false
     }
-    this.occupants.delete(key)
+    this.users.delete(userId)
     return true
   }
 }

@@ -2,10 +2,11 @@ import type { Codec } from '../codec.js'
 import type { FilterPredicate } from '../filter.js'
 import type { Identity } from '../ports/auth.js'
 import type { MessageFrame } from '../protocol.js'
-import type { Outbound, Session } from '../ports/session.js'
+import type { WireData } from '../codec.js'
+import type { ConnectionHandle, Outbound, Session } from '../ports/session.js'
 import type { Channel } from './channel.js'
 import type { Metrics } from './metrics.js'
-import { TokenBucket } from './rate-limit.js'
+import { type Bucket, fullBucket, retryAfterMs, takeToken } from './rate-limit.js'
 
 /** Priority classes of the outbound queue: index 0 drains first. */
 export const PRIORITY = { high: 0, normal: 1, low: 2 } as const
@@ -51,6 +52,60 @@ export interface Subscription {
   pending: boolean
 }
 
+const NONE: readonly Subscription[] = []
+
+/**
+ * A connection's subscriptions by channel name. Most connections hold one or a few; the first is
+ * kept in a field and a Map is made only for a second, which saves ~180 bytes on every
+ * single-channel connection. Keyed by `sub.channel.name`, so no key string is kept twice.
+ */
+export class Subscriptions {
+  private one: Subscription | undefined = undefined
+  private many: Map<string, Subscription> | undefined = undefined
+
+  get size(): number {
+    return this.many !== undefined ? this.many.size : this.one !== undefined ? 1 : 0
+  }
+
+  get(channel: string): Subscription | undefined {
+    if (this.many !== undefined) return this.many.get(channel)
+    const one = this.one
+    return one !== undefined && one.channel.name === channel ? one : undefined
+  }
+
+  has(channel: string): boolean {
+    return this.get(channel) !== undefined
+  }
+
+  /** Adds (or replaces) the subscription to `sub.channel`. */
+  add(sub: Subscription): void {
+    const name = sub.channel.name
+    if (this.many !== undefined) this.many.set(name, sub)
+    else if (this.one === undefined || this.one.channel.name === name) this.one = sub
+    else {
+      this.many = new Map([[this.one.channel.name, this.one], [name, sub]])
+      this.one = undefined
+    }
+  }
+
+  delete(channel: string): boolean {
+    if (this.many !== undefined) return this.many.delete(channel)
+    if (this.one === undefined || this.one.channel.name !== channel) return false
+    this.one = undefined
+    return true
+  }
+
+  values(): Iterable<Subscription> {
+    if (this.many !== undefined) return this.many.values()
+    return this.one !== undefined ? [this.one] : NONE
+  }
+
+  keys(): Iterable<string> {
+    if (this.many !== undefined) return this.many.keys()
+    return this.one !== undefined ? [this.one.channel.name] : []
+  }
+}
+
 /** Compiled per-user preferences, applied by the hub at fan-out. */
 export interface CompiledPreferences {
   readonly mutedChannels: ReadonlySet<string>
@@ -85,46 +140,87 @@ export interface ConnectionInfo {
   readonly nodeId: string
 }
 
+/** What a connection needs of its hub: hub-wide settings, and where the transport's calls go. */
+export interface ConnectionHost {
+  readonly nodeId: string
+  /** The hub's codec: a connection on it takes the shared encoded frame. */
+  readonly codec: Codec
+  readonly limits: { readonly messagesPerSecond: number; readonly presenceUpdatesPerSecond: number; readonly highWaterMark: number }
+  handleReceive(conn: Connection, data: WireData): void
+  handleDrained(conn: Connection): void
+  handleClosed(conn: Connection, code: number, reason: string): void
+}
+
 /**
  * One client connection as the hub sees it: identity, subscriptions, limits and the outbound
- * queue. Kept compact: the queue arrays exist only while the session is congested.
+ * queue. It is also the handle the transport holds (`ConnectionHandle`). Kept compact, as there
+ * is one per socket: hub-wide settings are read from the host, the frame rate bucket is two
+ * fields of its own, and the queue arrays exist only while the session is congested.
  */
-export class Connection {
-  readonly subscriptions = new Map<string, Subscription>()
+export class Connection implements ConnectionHandle, Bucket {
+  readonly subscriptions = new Subscriptions()
   readonly userId: string | undefined
   readonly connectedAt: number
   lastSeen: number
-  closed = false
+  /** Gone: dropped by the hub (the transport closed it, or the hub did). */
+  ended = false
   /** Tail of the in-order processing chain, while an inbound frame awaits something. */
   tail: Promise<void> | null = null
   preferences: CompiledPreferences | undefined
+  /** Frame rate limit: the connection is its own token bucket. */
+  tokens: number
+  refilledAt: number
   /** What broadcast `where` filters see of this connection; made on first use. */
   private view: RecipientView['user'] | undefined = undefined
   /** Frames waiting for the session to drain, by priority class; null while uncongested. */
   private queues: [Outbound[], Outbound[], Outbound[]] | null = null
   private queuedBytes = 0
-  private readonly messages: TokenBucket
   /** Made on the first presence update or typing frame: most connections never send one. */
-  private presence: TokenBucket | undefined = undefined
-  private readonly presenceRate: number
+  private presence: Bucket | undefined = undefined
 
   constructor(
+    private readonly host: ConnectionHost,
     readonly id: string,
     readonly session: Session,
     public identity: Identity,
     readonly codec: Codec,
-    /** The connection uses the hub's codec, so it can take the shared encoded frame. */
-    readonly sharedCodec: boolean,
-    readonly nodeId: string,
     now: number,
-    rates: { messagesPerSecond: number; presenceUpdatesPerSecond: number },
     public maxSubscriptions: number,
   ) {
     this.userId = identity.userId
     this.connectedAt = now
     this.lastSeen = now
-    this.messages = new TokenBucket(rates.messagesPerSecond, rates.messagesPerSecond, now)
-    this.presenceRate = rates.presenceUpdatesPerSecond
+    this.tokens = host.limits.messagesPerSecond
+    this.refilledAt = now
+  }
+
+  // ---------------------------------------------------------------- ConnectionHandle
+
+  get highWaterMark(): number {
+    return this.host.limits.highWaterMark
+  }
+
+  receive(data: WireData): void {
+    this.host.handleReceive(this, data)
+  }
+
+  drained(): void {
+    this.host.handleDrained(this)
+  }
+
+  closed(code?: number, reason?: string): void {
+    this.host.handleClosed(this, code ?? 1006, reason ?? '')
+  }
+
+  // ----------------------------------------------------------------
+
+  /** The connection uses the hub's codec, so it can take the shared encoded frame. */
+  get sharedCodec(): boolean {
+    return this.codec === this.host.codec
+  }
+
+  get nodeId(): string {
+    return this.host.nodeId
   }
 
   get recipient(): RecipientView['user'] {
@@ -138,15 +234,16 @@ export class Connection {
   }
 
   takeMessageToken(now: number): boolean {
-    return this.messages.take(now)
+    return takeToken(this, this.host.limits.messagesPerSecond, now)
   }
 
   takePresenceToken(now: number): boolean {
-    return (this.presence ??= new TokenBucket(this.presenceRate, this.presenceRate, now)).take(now)
+    const rate = this.host.limits.presenceUpdatesPerSecond
+    return takeToken((this.presence ??= fullBucket(rate, now)), rate, now)
   }
 
   messageRetryAfter(): number {
-    return this.messages.retryAfter()
+    return retryAfterMs(this, this.host.limits.messagesPerSecond)
   }
 
   /**
@@ -179,7 +276,7 @@ export class Connection {
   }
 
   refreshFastPath(): void {
-    const open = this.queues === null && this.sharedCodec && this.preferences === undefined && !this.closed
+    const open = this.queues === null && this.sharedCodec && this.preferences === undefined && !this.ended
     for (const sub of this.subscriptions.values()) {
       const fast = open && sub.active && sub.replay === null
       if (fast !== sub.fast) {
@@ -208,7 +305,7 @@ export class Connection {
     if (queues === null) return
     for (const q of queues) {
       let i = 0
-      while (i < q.length && !this.closed) {
+      while (i < q.length && !this.ended) {
         const frame = q[i++]!
         this.queuedBytes -= frame.bytes
         metrics.messagesOut++

@@ -125,6 +125,12 @@ export interface Hub extends EventEmitter<HubEvents> {
   readonly nodeId: string
   /** The limits in force (transports size their buffers and bodies from them). */
   readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number }>
+  /**
+   * The hub has an authenticator, which also sees the handshake headers when a connection
+   * re-authenticates (an `auth` frame). Without one, transports may let go of a session's headers
+   * once the hub accepted it (a few hundred bytes per connection).
+   */
+  readonly authenticates: boolean
   readonly clock: Clock
   readonly codec: Codec
   readonly rooms: Rooms
@@ -193,12 +199,17 @@ interface LocalDispatch {
 
 const NO_EXCLUSIONS: LocalDispatch = { collect: null, excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
 const REPLAY_PAGE = 500
+/** The identity of every anonymous connection: one frozen object shared by all. */
+const ANONYMOUS: Identity = Object.freeze({})
 
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly options: ResolvedHubOptions
   readonly nodeId: string
   readonly limits: Hub['limits']
   readonly clock: Clock
+  get authenticates(): boolean {
+    return this.options.authenticate !== undefined
+  }
   readonly codec: Codec
   readonly rooms: RoomRegistry
   private readonly patterns = new ChannelPatterns()
@@ -342,10 +353,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         found = null
       }
       if (found) identity = found
-      else if (!credentials && this.options.allowAnonymous) identity = {}
+      else if (!credentials && this.options.allowAnonymous) identity = ANONYMOUS
       else return refuse('RT_002', credentials ? 'invalid or expired credentials' : 'credentials are required', CloseCode.AuthenticationFailed)
     } else if (credentials) return refuse('RT_002', 'credentials were given but the hub has no authenticator', CloseCode.AuthenticationFailed)
-    else if (this.options.allowAnonymous) identity = {}
+    else if (this.options.allowAnonymous) identity = ANONYMOUS
     else return refuse('RT_002', 'credentials are required', CloseCode.AuthenticationFailed)
     if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
 
@@ -359,7 +370,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const now = this.clock.now()
     const limits = this.options.limits
     let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
-    const conn = new Connection(id, session, identity, codec, codec === this.codec, this.nodeId, now, limits, maxSubs)
+    const conn = new Connection(this, id, session, identity, codec, now, maxSubs)
     if (typeof limits.maxSubscriptions === 'function') {
       try {
         maxSubs = limits.maxSubscriptions(identity, conn.info())
@@ -385,7 +396,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
     })
     if (this.listenerCount('connection') > 0) this.emit('connection', conn.info())
-    return new Handle(this, conn)
+    return conn
   }
 
   /** @internal Called by a connection's handle. */
@@ -395,7 +406,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** @internal Called by a connection's handle. */
   handleDrained(conn: Connection): void {
-    if (!conn.closed) conn.flush(this.stats)
+    if (!conn.ended) conn.flush(this.stats)
   }
 
   /** @internal Called by a connection's handle. */
@@ -405,8 +416,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** Forget a connection and everything it held. Idempotent. */
   private dropConnection(conn: Connection, code: number, reason: string): void {
-    if (conn.closed) return
-    conn.closed = true
+    if (conn.ended) return
+    conn.ended = true
     conn.discardQueue()
     for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'disconnected', false)
     this.connections.delete(conn.id)
@@ -420,7 +431,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   private closeConnection(conn: Connection, code: number, reason: string): void {
-    if (conn.closed) return
+    if (conn.ended) return
     try {
       conn.session.close(code, clampCloseReason(reason))
     } catch (err) {
@@ -432,7 +443,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   // ------------------------------------------------------------------ inbound frames
 
   private receive(conn: Connection, data: WireData): void {
-    if (conn.closed) return
+    if (conn.ended) return
     const now = this.clock.now()
     conn.lastSeen = now
     const bytes = wireLength(data)
@@ -467,7 +478,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
     const frame = parsed.frame
     this.inOrder(conn, () => {
-      if (conn.closed) return
+      if (conn.ended) return
       try {
         const r = this.handle(conn, frame, bytes)
         return isPromise(r) ? r.catch((err) => this.fail(conn, frame, err)) : r
@@ -609,7 +620,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
     const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
     if (denied) throw new RealtimeError('RT_003', denied)
-    if (conn.closed) return
+    if (conn.ended) return
     if (conn.subscriptions.size >= conn.maxSubscriptions) {
       throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
     }
@@ -621,7 +632,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (!room && options.room === 'auto') room = this.rooms.open(name, {}, true)
     let channel = this.live.get(name)
     const capacity = room?.capacity ?? options.capacity
-    if (capacity !== undefined && !channel?.occupants.has(Channel.occupantKey(conn.userId, conn.id)) && (channel?.occupants.size ?? 0) >= capacity) {
+    if (capacity !== undefined && !channel?.occupiedBy(conn.userId, conn.id) && (channel?.occupants ?? 0) >= capacity) {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
@@ -644,7 +655,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       pending: false,
     }
     const entered = channel.add(sub)
-    conn.subscriptions.set(name, sub)
+    conn.subscriptions.add(sub)
     conn.refreshFastPath()
     if (entered && room) this.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     try {
@@ -663,9 +674,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const options = channel.options
     const history = this.retention(options)
     if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
-    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
-    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    if (conn.ended || conn.subscriptions.get(name) !== sub) return
     if (extras.position) this.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
     const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
     let since = frame.since
@@ -673,7 +684,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (!since && history && options.offline && conn.userId !== undefined && extras.position) {
       // The user's offline queue: what was published since it last acknowledged (or all that is kept).
       const cursor = await this.options.store.cursor(name, conn.userId)
-      if (conn.closed || conn.subscriptions.get(name) !== sub) return
+      if (conn.ended || conn.subscriptions.get(name) !== sub) return
       since = { epoch: extras.position.epoch, offset: cursor ?? 0 }
       offline = true
     }
@@ -781,7 +792,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
-    if (conn.closed || conn.subscriptions.get(name) !== sub) return
+    if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const replaying = recovered || (partial && reason !== undefined && !reason.startsWith('epoch'))
     const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
     sub.lastSent = sub.acked = position?.offset ?? 0
@@ -891,7 +902,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const until = sub.lastSent
     const readFrom = (after: number, prev: number): MaybePromise<void> =>
       andThen(this.options.store.read(name, { after, limit: Math.min(REPLAY_PAGE, until - after), now: this.clock.now() }), (page) => {
-        if (!sub.active || conn.closed) return
+        if (!sub.active || conn.ended) return
         const first = page.messages[0]?.offset
         if (!page.complete && first !== undefined && first > after + 1) this.deliveryFailed(sub, after + 1, first - 1, 'dropped by retention')
         if (page.messages.length === 0) {
@@ -1048,7 +1059,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const room = this.rooms.rooms.get(channel.name)
     if (channel.options.presence && conn.userId !== undefined) this.presence.leave(conn, channel, left)
     if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
-    if (notify && !conn.closed) this.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
+    if (notify && !conn.ended) this.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
     this.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
     if (channel.subscribers.size === 0) {
       this.live.delete(channel.name)
@@ -1324,7 +1335,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** Send one frame to one connection (replies, errors). */
   private sendFrame(conn: Connection, frame: ServerFrame, volatile = false): void {
-    if (conn.closed) return
+    if (conn.ended) return
     this.write(conn, this.encode(conn.codec, frame), PRIORITY.high, volatile)
   }
 
@@ -1687,7 +1698,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       name: c.name,
       pattern: c.pattern,
       subscribers: c.subscribers.size,
-      occupants: c.occupants.size,
+      occupants: c.occupants,
       room: this.rooms.get(c.name),
     }))
   }
@@ -1760,33 +1771,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 }
 
 /** What the hub gives a transport for one connection: a small object, no closures (idle memory per connection counts). */
-class Handle implements ConnectionHandle {
-  constructor(
-    private readonly hub: HubImpl,
-    private readonly conn: Connection,
-  ) {}
-
-  get id(): string {
-    return this.conn.id
-  }
-
-  get highWaterMark(): number {
-    return this.hub.limits.highWaterMark
-  }
-
-  receive(data: WireData): void {
-    this.hub.handleReceive(this.conn, data)
-  }
-
-  drained(): void {
-    this.hub.handleDrained(this.conn)
-  }
-
-  closed(code?: number, reason?: string): void {
-    this.hub.handleClosed(this.conn, code ?? 1006, reason ?? '')
-  }
-}
-
 function requestIdOf(value: unknown): RequestId | undefined {
   if (value === null || typeof value !== 'object') return undefined
   const id = (value as { id?: unknown }).id

@@ -1,33 +1,31 @@
 /**
- * A token bucket: `rate` tokens per second, holding at most `burst`. Refilled lazily from the
- * caller's clock, so it needs no timer and costs two multiplications per check.
+ * A token bucket's state: `rate` tokens per second, holding at most `rate` (one second's worth).
+ * Refilled lazily from the caller's clock, so it needs no timer and costs two multiplications per
+ * check. Plain fields rather than an object of its own, so a connection can be its own bucket.
  */
-export class TokenBucket {
-  private tokens: number
-  private last: number
+export interface Bucket {
+  tokens: number
+  /** When `tokens` was last brought up to date (hub clock, ms). */
+  refilledAt: number
+}
 
-  constructor(
-    private readonly rate: number,
-    private readonly burst: number,
-    now: number,
-  ) {
-    this.tokens = burst
-    this.last = now
-  }
+/** A full bucket. */
+export function fullBucket(rate: number, now: number): Bucket {
+  return { tokens: rate, refilledAt: now }
+}
 
-  /** Take one token; false when the bucket is empty. */
-  take(now: number): boolean {
-    if (now > this.last) {
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000)
-      this.last = now
-    }
-    if (this.tokens < 1) return false
-    this.tokens -= 1
-    return true
+/** Take one token; false when the bucket is empty. */
+export function takeToken(bucket: Bucket, rate: number, now: number): boolean {
+  if (now > bucket.refilledAt) {
+    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.refilledAt) * rate) / 1000)
+    bucket.refilledAt = now
   }
+  if (bucket.tokens < 1) return false
+  bucket.tokens -= 1
+  return true
+}
 
-  /** Milliseconds until one token is available. */
-  retryAfter(): number {
-    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) * 1000) / this.rate)
-  }
+/** Milliseconds until one token is available. */
+export function retryAfterMs(bucket: Bucket, rate: number): number {
+  return bucket.tokens >= 1 ? 0 : Math.ceil(((1 - bucket.tokens) * 1000) / rate)
 }

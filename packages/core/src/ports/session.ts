@@ -29,7 +29,11 @@ export interface Session {
   readonly codec?: Codec | undefined
   /** Peer address for auth, limits and connection info. */
   readonly remoteAddress?: string | undefined
-  /** Request headers from the handshake, lower-cased names. */
+  /**
+   * Request headers from the handshake, lower-cased names. The hub reads them to authenticate
+   * (at connect, and on an `auth` frame when it has an authenticator). A transport MAY let go of
+   * them (an empty object) once the hub accepted the session if `hub.authenticates` is false.
+   */
   readonly headers: Readonly<Record<string, string | string[] | undefined>>
   readonly userAgent?: string | undefined
   /**
