@@ -26,6 +26,11 @@ export interface WsSessionInit {
 }
 
 const OPEN = 1
+
+interface CloseInfo {
+  readonly code: number
+  readonly reason: string
+}
 /** Frame header bytes at most (unmasked), so a write that may cross the high-water mark is noticed. */
 const HEADER_MAX = 14
 /**
@@ -85,17 +90,17 @@ export class WsSession implements Session {
   /** `send` returned false and `drained()` has not been called since. */
   private congested = false
   /** Set by `close()`: the code and reason this side closed with. */
-  private closeCode: number | undefined = undefined
-  private closeReason = ''
-  /** The socket is gone (and the hub was told, once it had accepted). */
-  private done = false
-  private endCode = 1006
-  private endReason = ''
+  private closing: CloseInfo | undefined = undefined
+  /** Set when the socket is gone (and the hub was told, once it had accepted): how it ended. */
+  private ended: CloseInfo | undefined = undefined
   private readonly deflate: boolean
   private flushed: ((err?: Error | null) => void) | undefined = undefined
   private onSocketDrain: (() => void) | undefined = undefined
-  /** The hub's high-water mark (none until it accepted the connection). */
-  private mark = Number.POSITIVE_INFINITY
+  /**
+   * The hub's high-water mark; until the hub accepted the connection, the largest small integer
+   * (a number field that starts as Infinity would be a boxed double on every session).
+   */
+  private mark = 0x3fffffff
   /**
    * Writes carry a callback to notice the buffer falling below the mark. Not needed when the
    * mark is at least the socket's own: a write that reaches our mark has then also reached the
@@ -122,13 +127,13 @@ export class WsSession implements Session {
   }
 
   get isClosed(): boolean {
-    return this.done
+    return this.ended !== undefined
   }
 
   // ---------------------------------------------------------------- Session
 
   send(frame: Outbound): boolean {
-    if (this.closeCode !== undefined || this.ws.readyState !== OPEN) return true
+    if (this.closing !== undefined || this.ws.readyState !== OPEN) return true
     if (this.deflate) return this.sendThroughSender(frame)
     let ok: boolean
     try {
@@ -180,9 +185,8 @@ export class WsSession implements Session {
   }
 
   close(code: number, reason: string): void {
-    if (this.closeCode !== undefined || this.done) return
-    this.closeCode = code
-    this.closeReason = reason
+    if (this.closing !== undefined || this.ended !== undefined) return
+    this.closing = { code, reason }
     const authenticating = this.pending !== null
     this.pending = null
     try {
@@ -205,18 +209,18 @@ export class WsSession implements Session {
     this.mark = handle.highWaterMark
     if (!this.host.keepHeaders) this.headers = NO_HEADERS
     this.watchWrites = this.mark < this.socket.writableHighWaterMark
-    if (this.done) {
-      this.tellClosed(handle, this.endCode, this.endReason)
+    if (this.ended !== undefined) {
+      this.tellClosed(handle, this.ended)
       return
     }
     const pending = this.pending
     this.pending = null
     if (pending !== null) for (const data of pending) this.deliver(handle, data)
-    if (!this.done) this.ws.resume()
+    if (this.ended === undefined) this.ws.resume()
   }
 
   inbound(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-    if (this.done || this.closeCode !== undefined) return
+    if (this.ended !== undefined || this.closing !== undefined) return
     const bytes = Array.isArray(data) ? Buffer.concat(data) : data instanceof ArrayBuffer ? Buffer.from(data) : data
     const wire: WireData = isBinary ? bytes : bytes.toString('utf8')
     if (this.pending !== null) {
@@ -236,7 +240,7 @@ export class WsSession implements Session {
 
   /** After a congested send: the buffer is below the mark again, so the hub may flush its queue. */
   checkDrained(): void {
-    if (!this.congested || this.done || this.handle === undefined) return
+    if (!this.congested || this.ended !== undefined || this.handle === undefined) return
     if (this.bufferedAmount() >= this.handle.highWaterMark) return
     this.congested = false
     try {
@@ -248,7 +252,7 @@ export class WsSession implements Session {
 
   /** Keepalive: terminate if the previous ping went unanswered, else ping again. */
   ping(): void {
-    if (this.done || this.pending !== null) return // still authenticating: the handshake timeout covers it
+    if (this.ended !== undefined || this.pending !== null) return // still authenticating: the handshake timeout covers it
     if (!this.alive) {
       this.terminate()
       return
@@ -272,24 +276,17 @@ export class WsSession implements Session {
 
   /** ws emitted 'close' (after the closing handshake, an error, or a lost socket). Runs once. */
   socketClosed(code: number, reason: string): void {
-    if (this.done) return
-    this.done = true
-    this.pending = null
+    if (this.ended !== undefined) return
     // Report the code this side closed with, if it did; else what the peer sent (1006: none).
-    if (this.closeCode !== undefined) {
-      this.endCode = this.closeCode
-      this.endReason = this.closeReason
-    } else {
-      this.endCode = code
-      this.endReason = reason
-    }
+    const ended = (this.ended = this.closing ?? { code, reason })
+    this.pending = null
     this.host.removed(this)
-    if (this.handle) this.tellClosed(this.handle, this.endCode, this.endReason)
+    if (this.handle) this.tellClosed(this.handle, ended)
   }
 
-  private tellClosed(handle: ConnectionHandle, code: number, reason: string): void {
+  private tellClosed(handle: ConnectionHandle, how: CloseInfo): void {
     try {
-      handle.closed(code, reason)
+      handle.closed(how.code, how.reason)
     } catch (err) {
       this.host.report(err, 'ws.closed')
     }
