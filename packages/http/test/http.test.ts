@@ -124,6 +124,26 @@ describe('admin API', () => {
     expect(again.status).toBe(404)
   })
 
+  it('disconnects every connection of one user, and only that user', async () => {
+    const h = hub()
+    const server = createServer()
+    realtime(h).attach(server)
+    const base = await listen(server)
+    const ada1 = await wsClient(base, 'tok-ada')
+    const ada2 = await wsClient(base, 'tok-ada')
+    const bob = await wsClient(base, 'tok-bob')
+    const codes = Promise.all([ada1, ada2].map((c) => new Promise<number>((r) => c.ws.once('close', (code) => r(code)))))
+    const r = await admin(base, '/users/ada/connections', { method: 'DELETE' })
+    expect(r.status).toBe(200)
+    expect(await r.json()).toEqual({ disconnected: 2 })
+    expect(await codes).toEqual([4000, 4000])
+    expect(bob.ws.readyState).toBe(WebSocket.OPEN)
+    expect(h.getConnections().map((c) => c.userId)).toEqual(['bob'])
+    // A user with no connections here: nothing to do, still a clear answer.
+    const none = await admin(base, `/users/${encodeURIComponent('nobody@example')}/connections`, { method: 'DELETE' })
+    expect(await none.json()).toEqual({ disconnected: 0 })
+  })
+
   it('validates bodies and parameters with clear errors, and keeps serving', async () => {
     const h = hub()
     const server = createServer()
