@@ -91,10 +91,12 @@ const PLAIN_DEPTH = 64
 const NOT_PLAIN: unique symbol = Symbol('not plain')
 
 /**
- * A deep copy with the result of `structuredClone`. Plain data (primitives, arrays, objects
- * whose prototype is `Object.prototype` or null) is copied directly, which is many times faster
- * than `structuredClone`'s serialise-and-parse for the small payloads messages carry; anything
- * else (a Date, a Map, a class instance, a cycle, very deep nesting) is left to `structuredClone`.
+ * A deep copy of message data, as `structuredClone` makes it for plain data (primitives, arrays,
+ * objects whose prototype is `Object.prototype` or null), copied directly: many times faster than
+ * `structuredClone`'s serialise-and-parse for the small payloads messages carry. Unlike it, a value
+ * referenced twice inside the data is copied twice, and named properties on arrays are not kept.
+ * Anything else (a Date, a Map, a class instance, a cycle, very deep nesting) is left to
+ * `structuredClone`, which throws for what it cannot clone (functions, symbols).
  */
 export function cloneData<T>(value: T): T {
   if (typeof value !== 'object' || value === null) return value

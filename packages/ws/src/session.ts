@@ -34,10 +34,10 @@ interface CloseInfo {
 /** Frame header bytes at most (unmasked), so a write that may cross the high-water mark is noticed. */
 const HEADER_MAX = 14
 /**
- * ws's WebSocket, with its events handed straight to the session instead of to listeners: a
- * socket then holds no listener table of its own (four listeners on every socket cost ~100 bytes
- * each) and an inbound frame skips the emitter. ws builds sockets of this class when it is given
- * as `WebSocketServer`'s `WebSocket` option; listeners added by anyone still work.
+ * ws's WebSocket, with its events handed straight to the session instead of to listeners, so a
+ * socket holds no listeners of ours (four per socket grew each socket's listener table by ~100
+ * bytes). ws builds sockets of this class when it is given as `WebSocketServer`'s `WebSocket`
+ * option; the events still reach listeners anyone adds.
  */
 export class SessionSocket extends WebSocket {
   session: WsSession | undefined = undefined
@@ -65,13 +65,13 @@ export class SessionSocket extends WebSocket {
   }
 }
 
+const NO_HEADERS: Readonly<Record<string, string | string[] | undefined>> = Object.freeze({})
+
 /**
  * One WebSocket as a core `Session`. Frames are written as shared pre-built WebSocket frames
  * straight to the socket (or through ws's sender when permessage-deflate is negotiated, since
  * compression is per socket).
  */
-const NO_HEADERS: Readonly<Record<string, string | string[] | undefined>> = Object.freeze({})
-
 export class WsSession implements Session {
   /** The handshake's headers; let go of once accepted when the hub will not read them again. */
   headers: Readonly<Record<string, string | string[] | undefined>>
@@ -134,36 +134,26 @@ export class WsSession implements Session {
 
   send(frame: Outbound): boolean {
     if (this.closing !== undefined || this.ws.readyState !== OPEN) return true
-    if (this.deflate) return this.sendThroughSender(frame)
-    let ok: boolean
+    // A write that may leave the buffer at or above the mark asks to be told when it is flushed.
+    // Without compression and with the hub's mark at least the socket's own (the usual case),
+    // `write()`'s return says that already: false means the socket will emit 'drain'.
+    const watch = this.deflate ? this.bufferedAmount() + frame.bytes + HEADER_MAX >= this.mark : this.watchWrites
+    let below: boolean
     try {
       this.host.batch(this)
-      ok = this.socket.write(sharedFrame(frame), this.watchWrites ? this.whenFlushed() : undefined)
+      if (this.deflate) {
+        // ws frames (and compresses) per socket; its sender may hold bytes too.
+        const binary = typeof frame.data !== 'string'
+        this.ws.send(sharedPayload(frame), { binary, compress: frame.bytes >= this.host.deflateThreshold, fin: true }, watch ? this.whenFlushed() : undefined)
+        below = !watch
+      } else below = this.socket.write(sharedFrame(frame), watch ? this.whenFlushed() : undefined) && !watch
     } catch (err) {
       // A failed write closes the session; the hub hears of it through closed().
       this.host.report(err, 'ws.send')
       this.terminate()
       return true
     }
-    // Below the socket's own mark, which is below ours: nothing to check (the common case).
-    if (ok && !this.watchWrites) return true
-    return this.checkMark()
-  }
-
-  /** With permessage-deflate, ws frames (and compresses) per socket; its sender may hold bytes too. */
-  private sendThroughSender(frame: Outbound): boolean {
-    // A write that may leave the buffer at or above the mark asks to be told when it is flushed.
-    const watch = this.bufferedAmount() + frame.bytes + HEADER_MAX >= this.mark
-    try {
-      this.host.batch(this)
-      const binary = typeof frame.data !== 'string'
-      this.ws.send(sharedPayload(frame), { binary, compress: frame.bytes >= this.host.deflateThreshold, fin: true }, watch ? this.whenFlushed() : undefined)
-    } catch (err) {
-      this.host.report(err, 'ws.send')
-      this.terminate()
-      return true
-    }
-    return watch ? this.checkMark() : true
+    return below || this.checkMark()
   }
 
   /** After a write: at or above the hub's mark, the session is congested until it drains. */
@@ -241,7 +231,7 @@ export class WsSession implements Session {
   /** After a congested send: the buffer is below the mark again, so the hub may flush its queue. */
   checkDrained(): void {
     if (!this.congested || this.ended !== undefined || this.handle === undefined) return
-    if (this.bufferedAmount() >= this.handle.highWaterMark) return
+    if (this.bufferedAmount() >= this.mark) return
     this.congested = false
     try {
       this.handle.drained()

@@ -29,7 +29,8 @@ class WsTransportImpl implements WsTransport, SessionHost {
   readonly deflateThreshold: number
   private readonly wss: WebSocketServer
   get keepHeaders(): boolean {
-    return this.hub.authenticates
+    // Kept unless the hub says no authenticator will read them (a hub that does not say: kept).
+    return this.hub.authenticates !== false
   }
   private readonly sessions = new Set<WsSession>()
   private pingTimer: NodeJS.Timeout | undefined = undefined
@@ -94,19 +95,28 @@ class WsTransportImpl implements WsTransport, SessionHost {
     if (!originAllowed(origin, this.options.allowedOrigins)) return refuseHandshake(socket, 403, 'origin not allowed')
     const negotiated = negotiate(offeredSubprotocols(req.headers['sec-websocket-protocol']), this.hub.codec)
     if (negotiated === null) return refuseHandshake(socket, 400, 'unsupported subprotocol (offer tidings.v1.json)')
-    // ws answers 101 and calls back at once; a hub that needs no asynchronous authentication
-    // writes `connected` in that callback. Corked, both leave in one write: one packet, one
-    // wake-up of the client, instead of two.
+    // ws answers 101 and calls back at once; the hub then writes `connected` as soon as the
+    // authenticator answered. The socket is corked meanwhile so both leave in one write (one
+    // packet, one wake-up of the client), but never past this turn of the event loop: a slow
+    // authenticator does not hold the 101 back.
     socket.cork()
-    try {
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws as SessionSocket, req, socket, negotiated))
-    } finally {
+    let held = true
+    const release = (): void => {
+      if (!held) return
+      held = false
       socket.uncork()
+    }
+    setImmediate(release)
+    try {
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws as SessionSocket, req, socket, negotiated, release))
+    } catch (err) {
+      release()
+      throw err
     }
   }
 
   /** The handshake is done: make a session and let the hub authenticate and accept it. */
-  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated): void {
+  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated, release: () => void): void {
     const ua = req.headers['user-agent']
     const session = new WsSession(ws, socket, this, {
       headers: req.headers,
@@ -117,6 +127,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
     this.added(session)
     if (this.closing !== undefined) {
       session.close(GOING_AWAY, RESTARTING)
+      release()
       return
     }
     // Hold inbound frames until the hub has accepted the connection (the few already parsed wait in the session).
@@ -133,12 +144,14 @@ class WsTransportImpl implements WsTransport, SessionHost {
       (handle) => {
         clearTimeout(timer)
         session.accepted(handle)
+        release()
       },
       (err: unknown) => {
         clearTimeout(timer)
         // A refusal was already answered on the wire and closed by the hub (4001 / 4008 / 1001);
         // anything else is a failure of ours.
         if (!session.isClosed) session.close(1011, 'connection failed')
+        release()
         if (!isRealtimeError(err)) this.report(err, 'ws.connect')
       },
     )

@@ -420,10 +420,12 @@ describe('ws transport (keepalive, backpressure, shutdown)', () => {
     expect(env.transport.connections).toBe(1)
   })
 
-  for (const deflate of [false, true]) {
-    it(`applies backpressure to a client that stops reading, then delivers everything in order${deflate ? ' (permessage-deflate)' : ''}`, async () => {
+  // 64 KiB is above the socket's own mark (16 KiB): write()'s return tells congestion. 4 KiB is
+  // below it: every write then carries a callback to notice the drain.
+  for (const [deflate, mark] of [[false, 64 * 1024], [true, 64 * 1024], [false, 4 * 1024]] as const) {
+    it(`applies backpressure to a client that stops reading, then delivers everything in order (mark ${mark / 1024} KiB${deflate ? ', permessage-deflate' : ''})`, async () => {
       const env = await setup(
-        { limits: { highWaterMark: 64 * 1024, maxQueuedBytes: 512 * 1024 * 1024, maxMessageSize: 256 * 1024 } },
+        { limits: { highWaterMark: mark, maxQueuedBytes: 512 * 1024 * 1024, maxMessageSize: 256 * 1024 } },
         deflate ? { perMessageDeflate: true } : {},
       )
       const sub = await env.client({ perMessageDeflate: deflate })
@@ -451,6 +453,52 @@ describe('ws transport (keepalive, backpressure, shutdown)', () => {
       expect(sub.ws.readyState).toBe(WebSocket.OPEN)
     })
   }
+
+  it('sends the 101 response and `connected` in one write', async () => {
+    const env = await setup()
+    // Every socket write of the process goes through here; the server's are those not on the client socket.
+    const writes = vi.spyOn(NetSocket.prototype as unknown as { _writeGeneric: (writev: boolean, data: unknown) => void }, '_writeGeneric')
+    const socket = new NetSocket()
+    const chunks: Buffer[] = []
+    socket.on('data', (d: Buffer) => chunks.push(d))
+    await new Promise<void>((r) => socket.connect(env.port, '127.0.0.1', r))
+    socket.write(
+      'GET /realtime?token=tok-ada HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${JSON_SUBPROTOCOL}\r\n\r\n`,
+    )
+    await until(() => chunks.length > 0, 2_000, 'first read')
+    await tick(50)
+    socket.destroy()
+    const first = chunks[0]!.toString('latin1')
+    expect(first.startsWith('HTTP/1.1 101 ')).toBe(true)
+    expect(first).toContain('"type":"connected"')
+    const server = writes.mock.calls.filter((_, i) => writes.mock.contexts[i] !== socket)
+    expect(server).toHaveLength(1)
+    expect(server[0]![0]).toBe(true) // one writev of the two buffers
+  })
+
+  it('keeps the handshake headers for re-authentication, and lets go of them when no authenticator will read them', async () => {
+    const seen: Array<string | string[] | undefined> = []
+    const env = await setup({
+      authenticate: (r) => {
+        seen.push(r.headers['x-tenant'])
+        return r.token !== undefined ? (TOKENS[r.token] ?? null) : null
+      },
+    })
+    expect(env.hub.authenticates).toBe(true)
+    const c = await env.client({ query: 'token=tok-ada', headers: { 'x-tenant': 'acme' } })
+    expect(await c.request({ type: 'auth', token: 'tok-ada' })).toMatchObject({ type: 'authenticated', userId: 'ada' })
+    expect(seen).toEqual(['acme', 'acme'])
+
+    const accepted = vi.spyOn(WsSession.prototype, 'accepted')
+    const open = await setup({ authenticate: undefined })
+    expect(open.hub.authenticates).toBe(false)
+    const anon = await open.client({ headers: { 'x-tenant': 'acme' } })
+    expect(await anon.request({ type: 'ping' })).toMatchObject({ type: 'pong' })
+    const session = accepted.mock.contexts.at(-1) as WsSession
+    expect(session.headers).toEqual({})
+    expect(session.userAgent === undefined || typeof session.userAgent === 'string').toBe(true)
+  })
 
   it('closes every client with 1001 `server restarting` on close(), then refuses new handshakes', async () => {
     const env = await setup()

@@ -579,7 +579,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   // ------------------------------------------------------------------ subscribe
 
+  /**
+   * A channel's pattern and options: those it was opened with while it is live on this node
+   * (whatever was registered since), else what its pattern gives now. The name must be valid.
+   */
   private resolve(name: string): ResolvedChannel {
+    const live = this.live.get(name)
+    if (live !== undefined) return live
     const resolved = this.patterns.resolve(name)
     if (!resolved) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
     if (resolved.options.liveQuery) throw new RealtimeError('RT_004', `'${name}' is a live query channel and no live query provider is installed`)
@@ -1274,10 +1280,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
-    // A live channel's name was checked and resolved when it was first subscribed to.
-    const live = this.live.get(channel)
-    if (live !== undefined) return this.publishResolved(channel, live, event, data, options, undefined)
-    if (!channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
+    // A live channel's name was checked when it was first subscribed to.
+    if (!this.live.has(channel) && !channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
     return this.publishResolved(channel, this.resolve(channel), event, data, options, undefined)
   }
 
@@ -1770,7 +1774,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 }
 
-/** What the hub gives a transport for one connection: a small object, no closures (idle memory per connection counts). */
+/** The request id of a decoded frame, when it has a usable one (to answer even a rejected frame by it). */
 function requestIdOf(value: unknown): RequestId | undefined {
   if (value === null || typeof value !== 'object') return undefined
   const id = (value as { id?: unknown }).id
