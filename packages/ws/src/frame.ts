@@ -24,12 +24,43 @@ export function sharedFrame(outbound: Outbound): Buffer {
   const memo = outbound.memo
   const cached = memo?.[FRAME]
   if (cached !== undefined) return cached as Buffer
-  const payload = sharedPayload(outbound)
-  const parts = Sender.frame(payload, { fin: true, rsv1: false, opcode: typeof outbound.data === 'string' ? 1 : 2, mask: false, readOnly: true })
-  // One buffer (header + payload): one write per socket. An empty payload comes back as the header alone.
-  const frame = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
+  const frame = buildFrame(outbound)
   ;(outbound.memo ??= {})[FRAME] = frame
   return frame
+}
+
+/**
+ * RFC 6455 §5.2 framing in one buffer: the header (FIN + opcode, then the payload length in 7,
+ * 7+16 or 7+64 bits; no mask from a server) followed by the payload, written straight into it.
+ * One allocation and one copy of the text, where converting the text, framing it with ws and
+ * joining the two would take three and two. `outbound.bytes` gives the length, as the Session
+ * contract guarantees (a text that writes fewer bytes than that is framed by ws instead).
+ */
+export function buildFrame(outbound: Outbound): Buffer {
+  const data = outbound.data
+  const text = typeof data === 'string'
+  const length = text ? outbound.bytes : data.byteLength
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10
+  const frame = Buffer.allocUnsafe(header + length)
+  frame[0] = 0x80 | (text ? 1 : 2)
+  if (header === 2) frame[1] = length
+  else if (header === 4) {
+    frame[1] = 126
+    frame.writeUInt16BE(length, 2)
+  } else {
+    frame[1] = 127
+    frame.writeUInt32BE(Math.floor(length / 0x1_0000_0000), 2)
+    frame.writeUInt32BE(length >>> 0, 6)
+  }
+  if (!text) frame.set(data, header)
+  else if (frame.write(data, header, 'utf8') !== length) return framedByWs(outbound)
+  return frame
+}
+
+function framedByWs(outbound: Outbound): Buffer {
+  const payload = sharedPayload(outbound)
+  const parts = Sender.frame(payload, { fin: true, rsv1: false, opcode: typeof outbound.data === 'string' ? 1 : 2, mask: false, readOnly: true })
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)
 }
 
 /**

@@ -16,6 +16,11 @@ export interface Negotiated {
 /** The subprotocols named in a `Sec-WebSocket-Protocol` header. */
 export function offeredSubprotocols(header: string | string[] | undefined): string[] {
   if (header === undefined) return []
+  // The usual case: one subprotocol offered.
+  if (typeof header === 'string' && !header.includes(',')) {
+    const one = header.trim()
+    return one.length > 0 ? [one] : []
+  }
   const joined = Array.isArray(header) ? header.join(',') : header
   return joined
     .split(',')

@@ -126,6 +126,11 @@ export class WsSession implements Session {
     return 'ws'
   }
 
+  /** Something was written to the socket (the first write of a session is `connected`). */
+  get wrote(): boolean {
+    return this.tick !== -1
+  }
+
   get isClosed(): boolean {
     return this.ended !== undefined
   }

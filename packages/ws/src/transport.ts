@@ -23,6 +23,9 @@ export function createWsTransport(hub: Hub, options: WsTransportOptions = {}): W
 }
 
 const GOING_AWAY = 1001
+/** The negotiation of an upgrade, kept on its request for ws's `handleProtocols` callback. */
+const kNegotiated = Symbol('tidings.ws.negotiated')
+type Negotiating = { [kNegotiated]?: Negotiated }
 const RESTARTING = 'server restarting'
 
 class WsTransportImpl implements WsTransport, SessionHost {
@@ -54,7 +57,8 @@ class WsTransportImpl implements WsTransport, SessionHost {
       maxPayload: options.maxPayload,
       perMessageDeflate: deflate === false ? false : { ...deflate },
       skipUTF8Validation: false,
-      handleProtocols: (protocols: Set<string>) => negotiate([...protocols], hub.codec)?.protocol ?? false,
+      // The upgrade was already negotiated (and refused when nothing fits) before ws saw it.
+      handleProtocols: (_protocols: Set<string>, req: IncomingMessage) => (req as IncomingMessage & Negotiating)[kNegotiated]?.protocol ?? false,
       // ws's closing-handshake timeout (not in @types/ws 8.18).
       ...({ closeTimeout: options.closeTimeoutMs } as object),
     })
@@ -95,10 +99,11 @@ class WsTransportImpl implements WsTransport, SessionHost {
     if (!originAllowed(origin, this.options.allowedOrigins)) return refuseHandshake(socket, 403, 'origin not allowed')
     const negotiated = negotiate(offeredSubprotocols(req.headers['sec-websocket-protocol']), this.hub.codec)
     if (negotiated === null) return refuseHandshake(socket, 400, 'unsupported subprotocol (offer tidings.v1.json)')
-    // ws answers 101 and calls back at once; the hub then writes `connected` as soon as the
-    // authenticator answered. The socket is corked meanwhile so both leave in one write (one
-    // packet, one wake-up of the client), but never past this turn of the event loop: a slow
-    // authenticator does not hold the 101 back.
+    ;(req as IncomingMessage & Negotiating)[kNegotiated] = negotiated
+    // ws answers 101 and calls back at once. The socket is corked meanwhile so that the 101 and
+    // `connected` leave in one write (one packet, one wake-up of the client): at once when the hub
+    // accepted the connection without waiting, else when the authenticator answered, but never
+    // past this turn of the event loop (a slow authenticator does not hold the 101 back).
     socket.cork()
     let held = true
     const release = (): void => {
@@ -106,17 +111,21 @@ class WsTransportImpl implements WsTransport, SessionHost {
       held = false
       socket.uncork()
     }
-    setImmediate(release)
+    let session: WsSession | undefined
     try {
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.opened(ws as SessionSocket, req, socket, negotiated, release))
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        session = this.opened(ws as SessionSocket, req, socket, negotiated, release)
+      })
     } catch (err) {
       release()
       throw err
     }
+    if (session === undefined || session.wrote) release()
+    else setImmediate(release)
   }
 
   /** The handshake is done: make a session and let the hub authenticate and accept it. */
-  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated, release: () => void): void {
+  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated, release: () => void): WsSession {
     const ua = req.headers['user-agent']
     const session = new WsSession(ws, socket, this, {
       headers: req.headers,
@@ -128,18 +137,19 @@ class WsTransportImpl implements WsTransport, SessionHost {
     if (this.closing !== undefined) {
       session.close(GOING_AWAY, RESTARTING)
       release()
-      return
+      return session
     }
     // Hold inbound frames until the hub has accepted the connection (the few already parsed wait in the session).
     ws.pause()
-    const timer = setTimeout(() => this.authTimedOut(session), this.options.handshakeTimeoutMs)
-    timer.unref()
     let connecting: Promise<ConnectionHandle>
     try {
       connecting = this.hub.connect(session, credentialsFromRequest(req.url ?? '', req.headers))
     } catch (err) {
       connecting = Promise.reject(err)
     }
+    // The hub answers (`connected` or a refusal) as soon as it has decided: a session it already
+    // wrote to needs no timer, one waiting for an authenticator does.
+    const timer = session.wrote ? undefined : setTimeout(() => this.authTimedOut(session), this.options.handshakeTimeoutMs).unref()
     connecting.then(
       (handle) => {
         clearTimeout(timer)
@@ -155,6 +165,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
         if (!isRealtimeError(err)) this.report(err, 'ws.connect')
       },
     )
+    return session
   }
 
   private authTimedOut(session: WsSession): void {
@@ -183,12 +194,9 @@ class WsTransportImpl implements WsTransport, SessionHost {
 
   removed(session: WsSession): void {
     this.sessions.delete(session)
-    if (this.sessions.size > 0) return
-    if (this.pingTimer !== undefined) {
-      clearInterval(this.pingTimer)
-      this.pingTimer = undefined
-    }
-    this.whenEmpty?.()
+    // The keepalive timer (unref'd) stays until close(): stopping and starting it again whenever
+    // the last connection goes would cost every lone connection a timer of its own.
+    if (this.sessions.size === 0) this.whenEmpty?.()
   }
 
   /**

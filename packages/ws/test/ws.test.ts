@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Socket as NetSocket, type Socket } from 'node:net'
-import { createApiKeyAuthenticator, createHub, createTokenAuthenticator, type Hub, type HubOptions, type Identity, silentLogger } from '@tidings/core'
+import { createApiKeyAuthenticator, createHub, createTokenAuthenticator, type Hub, type HubOptions, type Identity, Outbound, silentLogger } from '@tidings/core'
 import WebSocket from 'ws'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
-import { Sender } from '../src/frame.js'
+import { buildFrame, Sender } from '../src/frame.js'
 import { createWsTransport, JSON_SUBPROTOCOL, type WsTransport, type WsTransportOptions } from '../src/index.js'
 import { WsSession } from '../src/session.js'
 
@@ -525,23 +525,39 @@ describe('ws transport (keepalive, backpressure, shutdown)', () => {
     expect(env.hub.getConnections()).toHaveLength(0)
   })
 
+  it('builds frames byte for byte as ws does (text and binary, every length class)', () => {
+    const lengths = [0, 1, 125, 126, 127, 65535, 65536, 70000]
+    for (const n of lengths) {
+      for (const text of [`${'é'.repeat(Math.floor(n / 4))}${'a'.repeat(n - 2 * Math.floor(n / 4))}`, 'x'.repeat(n)]) {
+        const expected = Buffer.concat(Sender.frame(Buffer.from(text), { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: true }))
+        expect(buildFrame(new Outbound(text, Buffer.byteLength(text))).equals(expected), `text of ${Buffer.byteLength(text)} bytes`).toBe(true)
+      }
+      const bytes = randomBytes(n)
+      const expected = Buffer.concat(Sender.frame(bytes, { fin: true, rsv1: false, opcode: 2, mask: false, readOnly: true }))
+      expect(buildFrame(new Outbound(bytes, n)).equals(expected), `binary of ${n} bytes`).toBe(true)
+    }
+    // A text whose stated length is too long for it is framed by ws, from its real bytes.
+    const odd = buildFrame(new Outbound('héllo', 9))
+    expect(odd.equals(Buffer.concat(Sender.frame(Buffer.from('héllo'), { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: true })))).toBe(true)
+  })
+
   it('frames a fan-out message once for 50 subscribers (shared frame on outbound.memo.ws)', async () => {
     const env = await setup()
     const subs = await Promise.all(Array.from({ length: 50 }, () => env.client()))
     await Promise.all(subs.map((s) => s.request({ type: 'subscribe', channel: 'public:fan' })))
-    const frameSpy = vi.spyOn(Sender, 'frame')
     const sendSpy = vi.spyOn(WsSession.prototype, 'send')
+    const writeSpy = vi.spyOn(NetSocket.prototype, 'write')
     await env.hub.publish('public:fan', 'tick', { n: 42 })
     await Promise.all(subs.map((s) => s.waitFor((f) => f.event === 'tick')))
-    // Server-side frames (unmasked) carrying the message: exactly one.
-    const built = frameSpy.mock.calls.filter(([, opts]) => !opts.mask)
-    expect(built).toHaveLength(1)
-    // Every session got the same Outbound, memoized with the same bytes.
+    // Every session got the same Outbound, memoized with one frame.
     const outbounds = new Set(sendSpy.mock.calls.map(([o]) => o))
     expect(outbounds.size).toBe(1)
     const [outbound] = [...outbounds]
-    expect(Buffer.isBuffer(outbound!.memo?.ws)).toBe(true)
+    const frame = outbound!.memo?.ws
+    expect(Buffer.isBuffer(frame)).toBe(true)
     expect(sendSpy).toHaveBeenCalledTimes(50)
+    // …and that very buffer is what went to each of the 50 sockets: framed once, written 50 times.
+    expect(writeSpy.mock.calls.filter(([chunk]) => chunk === frame)).toHaveLength(50)
   })
 
   it('keeps order and batches a burst of frames written in one tick', async () => {

@@ -72,15 +72,15 @@ export function credentialsFromRequest(
   headers: Readonly<Record<string, string | string[] | undefined>>,
 ): { token?: string; apiKey?: string } {
   const q = url.indexOf('?')
-  const params = new URLSearchParams(q >= 0 ? url.slice(q + 1) : '')
+  const params = q >= 0 ? new URLSearchParams(url.slice(q + 1)) : undefined
   const header = (name: string) => {
     const v = headers[name]
     return Array.isArray(v) ? v[0] : v
   }
   const auth = header('authorization')
   const bearer = auth !== undefined && /^Bearer\s+/i.test(auth) ? auth.replace(/^Bearer\s+/i, '').trim() : undefined
-  const token = params.get('token') ?? bearer
-  const apiKey = params.get('apiKey') ?? header('x-api-key')
+  const token = params?.get('token') ?? bearer
+  const apiKey = params?.get('apiKey') ?? header('x-api-key')
   const out: { token?: string; apiKey?: string } = {}
   if (token) out.token = token
   if (apiKey) out.apiKey = apiKey
