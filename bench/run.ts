@@ -180,6 +180,8 @@ interface PublishResult {
   extra: Record<string, unknown>
 }
 interface Report {
+  /** CPU of the client process during the run (µs): it must stay below the server's. */
+  cpuUs: number
   frames: number
   acks: number
   samples: number[]
@@ -266,6 +268,8 @@ async function phaseFanout(s: Running, kind: 'cpu' | 'latency'): Promise<void> {
   const extra = pub.extra as { redelivered?: number; dropped?: number; failures?: number }
   if (extra.redelivered || extra.dropped || extra.failures) notes.push(`${s.def.name} ${kind}: server reports ${JSON.stringify(extra)}`)
   const p = (q: number) => percentile(rep.samples, q)
+  record(`${kind}-client-cpu-us-per-delivery`, s.def.name, rep.cpuUs / deliveries)
+  describe(`${kind}-client-cpu-us-per-delivery`, 'µs', 'lower', `CPU of the load generator per delivery in the ${kind} run (it must stay below the server's)`)
   if (kind === 'cpu') {
     record('cpu-us-per-delivery', s.def.name, cpuPer)
     record('cpu-user-us-per-delivery', s.def.name, pub.cpuUserUs / deliveries)
@@ -289,7 +293,7 @@ async function phaseFanout(s: Running, kind: 'cpu' | 'latency'): Promise<void> {
   }
   log(
     `  ${kind} ${s.def.name}: ${cpuPer.toFixed(2)} µs/delivery (user ${(pub.cpuUserUs / deliveries).toFixed(2)}, system ${(pub.cpuSystemUs / deliveries).toFixed(2)}; ${pub.subscribers} subs, ${pub.sent} msgs, wall ${pub.wallMs.toFixed(0)} ms), ` +
-      `delivered ${(complete * 100).toFixed(1)}%, latency p50 ${p(50).toFixed(2)} p95 ${p(95).toFixed(2)} p99 ${p(99).toFixed(2)} ms (${rep.samples.length} samples)${rep.acks > 0 ? `, ${rep.acks} acks sent` : ''}`,
+      `client ${(rep.cpuUs / deliveries).toFixed(2)} µs/delivery, delivered ${(complete * 100).toFixed(1)}%, latency p50 ${p(50).toFixed(2)} p95 ${p(95).toFixed(2)} p99 ${p(99).toFixed(2)} ms (${rep.samples.length} samples)${rep.acks > 0 ? `, ${rep.acks} acks sent` : ''}`,
   )
 }
 

@@ -113,11 +113,13 @@ export function runClientWorker(kind: string, openOne: OpenOne, hooks: { flush?:
     return { opened: connectMs.length, failed, firstError, connectMs, readyMs }
   }
 
+  let cpuAtReset = process.cpuUsage()
   serveRequests(async (req) => {
     switch (req.cmd) {
       case 'open':
         return openMany(req)
       case 'reset':
+        cpuAtReset = process.cpuUsage()
         counters.frames = 0
         counters.acks = 0
         counters.sampleTick = 0
@@ -142,7 +144,9 @@ export function runClientWorker(kind: string, openOne: OpenOne, hooks: { flush?:
       case 'report': {
         // Final cumulative acks for what arrived since the last one (at-least-once).
         if (req['flush'] === true) hooks.flush?.()
-        return { kind, frames: counters.frames, acks: counters.acks, samples, open: conns.size, errors: counters.errors, lastError: counters.lastError, closedEarly: counters.closedEarly }
+        // The client process's own CPU since `reset`: the load generator must stay cheaper than the server.
+        const cpu = process.cpuUsage(cpuAtReset)
+        return { kind, frames: counters.frames, acks: counters.acks, samples, open: conns.size, errors: counters.errors, lastError: counters.lastError, closedEarly: counters.closedEarly, cpuUs: cpu.user + cpu.system }
       }
       case 'close': {
         const all = [...conns]
