@@ -31,6 +31,13 @@ function realtime(h: Hub, extra: Parameters<typeof createRealtime>[0] = {}): Rea
   return rt
 }
 
+/** A hub's realtime endpoints on a plain http.Server; returns the server's base URL. */
+async function serve(h: Hub): Promise<string> {
+  const server = createServer()
+  realtime(h).attach(server)
+  return listen(server)
+}
+
 async function wsClient(base: string, token: string): Promise<{ ws: WebSocket; frames: Array<Record<string, unknown>>; next: (type: string) => Promise<Record<string, unknown>> }> {
   const ws = new WebSocket(`${base.replace('http', 'ws')}/realtime?token=${token}`, 'tidings.v1.json')
   cleanups.push(() => ws.terminate())
@@ -84,9 +91,7 @@ describe('admin API', () => {
 
   it('broadcasts to a channel, lists presence and connections, kicks, reads history, disconnects', async () => {
     const h = hub()
-    const server = createServer()
-    realtime(h).attach(server)
-    const base = await listen(server)
+    const base = await serve(h)
     const ada = await wsClient(base, 'tok-ada')
     const bob = await wsClient(base, 'tok-bob')
     ada.ws.send(JSON.stringify({ type: 'subscribe', id: 1, channel: 'presence:lobby' }))
@@ -126,9 +131,7 @@ describe('admin API', () => {
 
   it('disconnects every connection of one user, and only that user', async () => {
     const h = hub()
-    const server = createServer()
-    realtime(h).attach(server)
-    const base = await listen(server)
+    const base = await serve(h)
     const ada1 = await wsClient(base, 'tok-ada')
     const ada2 = await wsClient(base, 'tok-ada')
     const bob = await wsClient(base, 'tok-bob')
@@ -146,9 +149,7 @@ describe('admin API', () => {
 
   it('validates bodies and parameters with clear errors, and keeps serving', async () => {
     const h = hub()
-    const server = createServer()
-    realtime(h).attach(server)
-    const base = await listen(server)
+    const base = await serve(h)
     const cases: Array<[string, RequestInit, number, string]> = [
       [`/channels/public%3Anews/broadcast`, { method: 'POST', body: '{not json' }, 400, 'RT_007'],
       [`/channels/public%3Anews/broadcast`, { method: 'POST', body: JSON.stringify({ data: 1 }) }, 400, 'RT_007'],
@@ -174,9 +175,7 @@ describe('admin API', () => {
 
   it('serves metrics as JSON and in the Prometheus text format', async () => {
     const h = hub()
-    const server = createServer()
-    realtime(h).attach(server)
-    const base = await listen(server)
+    const base = await serve(h)
     await wsClient(base, 'tok-ada')
     const m = (await (await admin(base, '/metrics')).json()) as { connections: number }
     expect(m.connections).toBe(1)
@@ -187,9 +186,7 @@ describe('admin API', () => {
 
   it('serves an OpenAPI 3.1 document with every route and the body schemas', async () => {
     const h = hub()
-    const server = createServer()
-    realtime(h).attach(server)
-    const base = await listen(server)
+    const base = await serve(h)
     const doc = (await (await fetch(`${base}/realtime/openapi.json`)).json()) as { openapi: string; paths: Record<string, { post: { requestBody: { content: Record<string, { schema: { required: string[] } }> } } }> }
     expect(doc.openapi).toBe('3.1.0')
     expect(Object.keys(doc.paths)).toEqual(
