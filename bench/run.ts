@@ -11,7 +11,8 @@
  *                       (1,000 subscribers), and 100 subscriptions per connection
  *
  * Environment: ROUNDS, SYSTEMS (comma list), PHASES (mem,setup,cpu,latency,maxrate,multisub),
- * CPU_SUBS, CPU_RATE, CPU_N, LAT_SUBS, LAT_RATE, LAT_N, MEM_COUNTS, PROFILE (a system name: its
+ * CPU_SUBS, CPU_RATE, CPU_N, LAT_SUBS, LAT_RATE, LAT_N, MEM_COUNTS, MAXRATE_SUBS, MAXRATE_START,
+ * MAXRATE_MAX, PROFILE (a system name: its
  * server runs with --cpu-prof, profiles in bench/results/profiles/<system>-round<n>/; read them with
  * bench/profile-top.ts).
  *
@@ -32,7 +33,7 @@ const MEM_COUNTS = env['MEM_COUNTS'] ? env['MEM_COUNTS'].split(',').map(Number) 
 const CPU = { subs: num('CPU_SUBS', 1000), rate: num('CPU_RATE', 50), n: num('CPU_N', 150) }
 const LAT = { subs: num('LAT_SUBS', 100), rate: num('LAT_RATE', 500), n: num('LAT_N', 1000) }
 const SETUP = { sequential: num('SETUP_SEQ', 300), bursts: num('SETUP_BURSTS', 3), burst: num('SETUP_BURST', 100) }
-const MAXRATE = { subs: num('MAXRATE_SUBS', 1000), start: 25, stepMs: 1500, p95LimitMs: 50, maxRate: 6400 }
+const MAXRATE = { subs: num('MAXRATE_SUBS', 1000), start: num('MAXRATE_START', 25), stepMs: 1500, p95LimitMs: 50, maxRate: num('MAXRATE_MAX', 6400) }
 const MULTI = { conns: num('MULTI_CONNS', 100), channels: num('MULTI_CHANNELS', 100), rate: num('MULTI_RATE', 200), n: num('MULTI_N', 600) }
 const ALL_PHASES = FULL ? ['mem', 'setup', 'cpu', 'latency', 'maxrate', 'multisub'] : ['mem', 'setup', 'cpu', 'latency']
 const PHASES = env['PHASES'] ? env['PHASES'].split(',') : ALL_PHASES
@@ -237,7 +238,17 @@ async function phaseMem(s: Running): Promise<void> {
   await closeAll(s)
 }
 
+/**
+ * Start a phase from a collected heap: closing the previous phase's connections leaves garbage
+ * whose collection would otherwise land in this phase's measurements (the server's 'mem' request
+ * runs gc() three times).
+ */
+async function settle(s: Running): Promise<void> {
+  await s.child.request('mem', {}, 30_000)
+}
+
 async function phaseSetup(s: Running): Promise<void> {
+  await settle(s)
   const seq = await open(s, SETUP.sequential, { mode: 'sequential' })
   await closeAll(s)
   const burst = await open(s, SETUP.bursts * SETUP.burst, { mode: 'bursts', width: SETUP.burst })
@@ -256,6 +267,7 @@ async function phaseSetup(s: Running): Promise<void> {
 async function phaseFanout(s: Running, kind: 'cpu' | 'latency'): Promise<void> {
   const cfg = kind === 'cpu' ? CPU : LAT
   const ch = [s.def.channel]
+  await settle(s)
   const r = await open(s, cfg.subs, { channels: ch })
   const subs = await waitSubscribers(s, s.def.channel, r.opened)
   await warmUp(s, ch, subs)
