@@ -73,6 +73,24 @@ const NO_HEADERS: Readonly<Record<string, string | string[] | undefined>> = Obje
  * compression is per socket).
  */
 export class WsSession implements Session {
+  // Read on every delivery: declared first so they share the object's first cache line or two
+  // (a fan-out touches thousands of sessions, each once).
+  /** Set by `close()`: the code and reason this side closed with. */
+  private closing: CloseInfo | undefined = undefined
+  readonly ws: SessionSocket
+  readonly socket: Duplex
+  private readonly host: SessionHost
+  /** Last tick in which this session wrote, and whether its socket is corked for that tick (see the transport). */
+  tick = -1
+  corked = false
+  private readonly deflate: boolean
+  /**
+   * Writes carry a callback to notice the buffer falling below the mark. Not needed when the
+   * mark is at least the socket's own: a write that reaches our mark has then also reached the
+   * socket's, so the socket emits 'drain' once it has flushed.
+   */
+  private watchWrites = false
+
   /** The handshake's headers; let go of once accepted when the hub will not read them again. */
   headers: Readonly<Record<string, string | string[] | undefined>>
   readonly remoteAddress: string | undefined
@@ -84,16 +102,10 @@ export class WsSession implements Session {
   pending: WireData[] | null = []
   /** Answered the last ping (or has not been pinged yet). */
   alive = true
-  /** Last tick in which this session wrote, and whether its socket is corked for that tick (see the transport). */
-  tick = -1
-  corked = false
   /** `send` returned false and `drained()` has not been called since. */
   private congested = false
-  /** Set by `close()`: the code and reason this side closed with. */
-  private closing: CloseInfo | undefined = undefined
   /** Set when the socket is gone (and the hub was told, once it had accepted): how it ended. */
   private ended: CloseInfo | undefined = undefined
-  private readonly deflate: boolean
   private flushed: ((err?: Error | null) => void) | undefined = undefined
   private onSocketDrain: (() => void) | undefined = undefined
   /**
@@ -101,19 +113,11 @@ export class WsSession implements Session {
    * (a number field that starts as Infinity would be a boxed double on every session).
    */
   private mark = 0x3fffffff
-  /**
-   * Writes carry a callback to notice the buffer falling below the mark. Not needed when the
-   * mark is at least the socket's own: a write that reaches our mark has then also reached the
-   * socket's, so the socket emits 'drain' once it has flushed.
-   */
-  private watchWrites = false
 
-  constructor(
-    readonly ws: SessionSocket,
-    readonly socket: Duplex,
-    private readonly host: SessionHost,
-    init: WsSessionInit,
-  ) {
+  constructor(ws: SessionSocket, socket: Duplex, host: SessionHost, init: WsSessionInit) {
+    this.ws = ws
+    this.socket = socket
+    this.host = host
     this.headers = init.headers
     this.remoteAddress = init.remoteAddress
     this.userAgent = init.userAgent
