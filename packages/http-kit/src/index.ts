@@ -168,3 +168,4 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, m
   for (const frame of body.frames) handle.receive(frame)
   sendNoContent(res)
 }
+export { type RegisteredSession, type SessionRoute, SessionRegistry, SHUTTING_DOWN } from './sessions.js'

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   header,
   MAX_FRAMES_PER_REQUEST,
@@ -7,12 +7,12 @@ import {
   normalizePrefix,
   randomToken,
   receiveFrames,
-  requestTarget,
-  secretMatches,
+  type RegisteredSession,
   sendError,
   sendJson,
   sendNoContent,
-  sendRefusal,
+  SessionRegistry,
+  SHUTTING_DOWN,
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
@@ -42,7 +42,6 @@ export function createLongPollTransport(hub: Hub, options: LongPollTransportOpti
   return new LongPollTransportImpl(hub, options)
 }
 
-const SHUTTING_DOWN = 'server is shutting down'
 const textDecoder = new TextDecoder()
 
 /** The frame as JSON text, once per `Outbound`. */
@@ -201,15 +200,10 @@ class LongPollTransportImpl implements LongPollTransport {
   readonly sessionTimeoutMs: number
   readonly bufferBytes: number
   private readonly maxBodyBytes: number
-  private readonly path: string
-  private readonly map = new Map<string, PollSession>()
-  private closing = false
+  private readonly registry: SessionRegistry<PollSession>
 
-  constructor(
-    private readonly hub: Hub,
-    o: LongPollTransportOptions,
-  ) {
-    this.path = `${normalizePrefix(o.prefix ?? '/realtime')}/poll`
+  constructor(hub: Hub, o: LongPollTransportOptions) {
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/poll`)
     this.pollTimeoutMs = o.pollTimeoutMs ?? 30_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 60_000
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
@@ -217,38 +211,25 @@ class LongPollTransportImpl implements LongPollTransport {
   }
 
   get sessions(): number {
-    let n = 0
-    for (const s of this.map.values()) if (!s.closedWith) n++
-    return n
+    return this.registry.open
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const { path, url, query } = requestTarget(req)
-    const method = req.method ?? 'GET'
-    let sessionId: string | undefined
-    if (path === this.path) {
-      if (method !== 'POST') return false
-    } else if (path.startsWith(`${this.path}/`) && (method === 'GET' || method === 'POST' || method === 'DELETE')) {
-      sessionId = path.slice(this.path.length + 1)
-      if (sessionId === '' || sessionId.includes('/')) return false
-    } else return false
-    try {
-      if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
-      else if (sessionId === undefined) await this.open(req, res, url)
-      else {
-        const session = this.map.get(sessionId)
-        if (!session?.handle || (session.closedWith && method !== 'GET')) sendError(res, 404, 'RT_001', 'unknown session')
-        else if (!secretMatches(req, session.secret)) sendError(res, 403, 'RT_003', 'wrong or missing session secret')
-        else if (method === 'GET') this.poll(res, session, query.get('cursor'))
-        else if (method === 'DELETE') {
-          session.end(1000, 'closed by client')
-          sendNoContent(res)
-        } else await this.post(req, res, session)
+    const route = this.registry.route(req, 'POST', ['GET', 'POST', 'DELETE'])
+    if (route === null) return false
+    const { method, sessionId } = route
+    await this.registry.serve(res, async () => {
+      if (sessionId === undefined) return this.open(req, res, route.url)
+      // A closed session still answers polls: they carry its `close`.
+      const session = this.registry.authorized(req, res, sessionId, method === 'GET')
+      if (!session) return
+      if (method === 'GET') return this.poll(res, session, route.query.get('cursor'))
+      if (method === 'DELETE') {
+        session.end(1000, 'closed by client')
+        return sendNoContent(res)
       }
-    } catch {
-      if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
-      else if (!res.writableEnded) res.end()
-    }
+      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle))
+    })
     return true
   }
 
@@ -256,22 +237,9 @@ class LongPollTransportImpl implements LongPollTransport {
     req.resume() // an opening request's body, if any, is not read
     const session = new PollSession(this, req)
     session.opening = res
-    this.map.set(session.id, session)
-    let handle: ConnectionHandle
-    try {
-      handle = await this.hub.connect(session, credentialsFromRequest(url, req.headers))
-    } catch (err) {
-      this.map.delete(session.id)
-      if (session.opening) {
-        sendRefusal(session.opening, err, session.closedWith?.code)
-      }
-      session.dispose()
-      return
-    }
-    session.handle = handle
-    if (!session.opening) return handle.closed(1001, SHUTTING_DOWN) // the transport closed meanwhile
-    session.opening = undefined
-    session.opened(res)
+    const outcome = await this.registry.connect(session, url, req)
+    if (outcome === 'refused') session.dispose()
+    else if (outcome === 'accepted') session.opened(res)
   }
 
   private poll(res: ServerResponse, session: PollSession, cursorParam: string | null): void {
@@ -280,23 +248,17 @@ class LongPollTransportImpl implements LongPollTransport {
     session.take(res, cursor)
   }
 
-  private async post(req: IncomingMessage, res: ServerResponse, session: PollSession): Promise<void> {
-    await receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle))
-  }
-
   /** No poll for `sessionTimeoutMs`: the session is closed (the hub sees 1006). */
   expire(session: PollSession, reason: string): void {
     session.end(1006, reason)
   }
 
   forget(session: PollSession): void {
-    if (this.map.get(session.id) === session) this.map.delete(session.id)
+    this.registry.forget(session)
     session.dispose()
   }
 
   async close(): Promise<void> {
-    this.closing = true
-    for (const s of [...this.map.values()]) s.end(1001, SHUTTING_DOWN)
-    this.map.clear()
+    this.registry.close((s) => s.end(1001, SHUTTING_DOWN))
   }
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, credentialsFromRequest, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   header,
   MAX_FRAMES_PER_REQUEST,
@@ -7,11 +7,10 @@ import {
   normalizePrefix,
   randomToken,
   receiveFrames,
-  requestTarget,
-  secretMatches,
   sendError,
   sendNoContent,
-  sendRefusal,
+  SessionRegistry,
+  SHUTTING_DOWN,
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
@@ -50,7 +49,6 @@ const SSE_HEADERS = {
   'X-Accel-Buffering': 'no',
 } as const
 
-const SHUTTING_DOWN = 'server is shutting down'
 const textDecoder = new TextDecoder()
 const TYPE_PREFIX = /^\{"type":"([A-Za-z0-9_:.-]{1,64})"/
 const SAFE_TYPE = /^[A-Za-z0-9_:.-]{1,64}$/
@@ -235,16 +233,11 @@ class SseTransportImpl implements SseTransport {
   readonly bufferBytes: number
   readonly attached = new Set<SseSession>()
   private readonly maxBodyBytes: number
-  private readonly path: string
-  private readonly map = new Map<string, SseSession>()
+  private readonly registry: SessionRegistry<SseSession>
   private heartbeat: ReturnType<typeof setInterval> | undefined
-  private closing = false
 
-  constructor(
-    private readonly hub: Hub,
-    o: SseTransportOptions,
-  ) {
-    this.path = `${normalizePrefix(o.prefix ?? '/realtime')}/sse`
+  constructor(hub: Hub, o: SseTransportOptions) {
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/sse`)
     this.heartbeatMs = o.heartbeatMs ?? 15_000
     this.reconnectMs = o.reconnectMs ?? 1_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 30_000
@@ -253,36 +246,27 @@ class SseTransportImpl implements SseTransport {
   }
 
   get sessions(): number {
-    let n = 0
-    for (const s of this.map.values()) if (!s.closedWith) n++
-    return n
+    return this.registry.open
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const { path, url } = requestTarget(req)
-    let sessionId: string | undefined
-    if (path === this.path) {
-      if (req.method !== 'GET') return false
-    } else if (path.startsWith(`${this.path}/`) && (req.method === 'POST' || req.method === 'DELETE')) {
-      sessionId = path.slice(this.path.length + 1)
-      if (sessionId === '' || sessionId.includes('/')) return false
-    } else return false
-    try {
-      if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
-      else if (sessionId === undefined) await this.open(req, res, url)
-      else if (req.method === 'DELETE') this.remove(req, res, sessionId)
-      else await this.post(req, res, sessionId)
-    } catch {
-      if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
-      else if (!res.writableEnded) res.end()
-    }
+    const route = this.registry.route(req, 'GET', ['POST', 'DELETE'])
+    if (route === null) return false
+    const { sessionId } = route
+    await this.registry.serve(res, async () => {
+      if (sessionId === undefined) return this.open(req, res, route.url, route.query)
+      const session = this.registry.authorized(req, res, sessionId)
+      if (!session) return
+      if (route.method === 'DELETE') return this.remove(res, session)
+      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.registry.get(sessionId) !== session ? undefined : session.handle))
+    })
     return true
   }
 
-  private async open(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
-    const lastId = header(req, 'last-event-id') ?? new URLSearchParams(url.split('?')[1] ?? '').get('lastEventId') ?? ''
+  private async open(req: IncomingMessage, res: ServerResponse, url: string, query: URLSearchParams): Promise<void> {
+    const lastId = header(req, 'last-event-id') ?? query.get('lastEventId') ?? ''
     const colon = lastId.lastIndexOf(':')
-    const previous = colon > 0 ? this.map.get(lastId.slice(0, colon)) : undefined
+    const previous = colon > 0 ? this.registry.get(lastId.slice(0, colon)) : undefined
     const seq = Number(lastId.slice(colon + 1))
     if (previous?.handle && Number.isSafeInteger(seq) && seq >= 0) {
       if (previous.resume(seq)) return previous.attach(res)
@@ -292,43 +276,17 @@ class SseTransportImpl implements SseTransport {
 
     const session = new SseSession(this, req)
     session.opening = res
-    this.map.set(session.id, session)
     let gone = false
     res.once('close', () => {
       gone = true
     })
-    let handle: ConnectionHandle
-    try {
-      handle = await this.hub.connect(session, credentialsFromRequest(url, req.headers))
-    } catch (err) {
-      this.map.delete(session.id)
-      if (session.opening) {
-        sendRefusal(session.opening, err, session.closedWith?.code)
-      }
-      return
-    }
-    session.handle = handle
-    if (!session.opening) {
-      // The transport closed while the hub was deciding.
-      return handle.closed(1001, SHUTTING_DOWN)
-    }
-    session.opening = undefined
+    if ((await this.registry.connect(session, url, req)) !== 'accepted') return
     if (gone || res.destroyed) session.startTimer()
     else session.attach(res)
   }
 
-  private async post(req: IncomingMessage, res: ServerResponse, id: string): Promise<void> {
-    const session = this.map.get(id)
-    if (!session?.handle || session.closedWith) return sendError(res, 404, 'RT_001', 'unknown session')
-    if (!secretMatches(req, session.secret)) return sendError(res, 403, 'RT_003', 'wrong or missing session secret')
-    await receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.map.get(id) !== session ? undefined : session.handle))
-  }
-
   /** The client is done with the session (it closed, or moved to another transport): end it now, not at its timeout. */
-  private remove(req: IncomingMessage, res: ServerResponse, id: string): void {
-    const session = this.map.get(id)
-    if (!session?.handle || session.closedWith) return sendError(res, 404, 'RT_001', 'unknown session')
-    if (!secretMatches(req, session.secret)) return sendError(res, 403, 'RT_003', 'wrong or missing session secret')
+  private remove(res: ServerResponse, session: SseSession & { handle: ConnectionHandle }): void {
     session.closedWith = { code: 1000, reason: 'closed by the client' }
     session.end()
     session.handle.closed(1000, 'closed by the client')
@@ -346,14 +304,14 @@ class SseTransportImpl implements SseTransport {
   forget(session: SseSession): void {
     clearTimeout(session.timer)
     session.timer = undefined
-    if (this.map.get(session.id) === session) this.map.delete(session.id)
+    this.registry.forget(session)
     session.log.clear()
     if (this.attached.delete(session)) this.streamsChanged()
   }
 
   /** One heartbeat timer for every open stream. */
   streamsChanged(): void {
-    if (this.attached.size > 0 && this.heartbeat === undefined && !this.closing) {
+    if (this.attached.size > 0 && this.heartbeat === undefined && !this.registry.isClosing) {
       this.heartbeat = setInterval(() => {
         for (const s of this.attached) s.ping()
       }, this.heartbeatMs)
@@ -365,9 +323,7 @@ class SseTransportImpl implements SseTransport {
   }
 
   async close(): Promise<void> {
-    this.closing = true
-    for (const s of [...this.map.values()]) s.shutdown()
-    this.map.clear()
+    this.registry.close((s) => s.shutdown())
     this.attached.clear()
     clearInterval(this.heartbeat)
     this.heartbeat = undefined
