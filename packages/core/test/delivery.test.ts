@@ -1,12 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest'
-import { createTestHub, type MemoryClient, type TestHub } from '@tidings/core/testing'
+import { describe, expect, it } from 'vitest'
+import { rejectsWith, testHubs } from './helpers.js'
+import type { MemoryClient, TestHub } from '@tidings/core/testing'
 import {
   type HubEvents,
   type HubOptions,
   type MessageFrame,
   type MessageStore,
   type PublishResult,
-  RealtimeError,
   type ServerFrameOf,
   createMemoryStore,
   createReceiver,
@@ -29,27 +29,7 @@ const CHANNELS: HubOptions['channels'] = {
 
 const DELIVERY = { ackTimeoutMs: 1000, backoffMultiplier: 2, maxBackoffMs: 60_000, maxAttempts: 3 } as const
 
-const open: TestHub[] = []
-
-function makeHub(options: HubOptions & { seed?: number } = {}): TestHub {
-  const t = createTestHub({ channels: CHANNELS, delivery: DELIVERY, ...options })
-  open.push(t)
-  return t
-}
-
-afterEach(async () => {
-  for (const t of open.splice(0)) await t.close()
-})
-
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<RealtimeError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(err, `expected a rejection with ${code}`).toBeInstanceOf(RealtimeError)
-  expect((err as RealtimeError).code).toBe(code)
-  return err as RealtimeError
-}
+const makeHub = testHubs({ channels: CHANNELS, delivery: DELIVERY })
 
 const offsetsOf = (frames: readonly MessageFrame[]) => frames.map((f) => f.offset)
 const eventsOf = (frames: readonly MessageFrame[]) => frames.map((f) => f.event)

@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest'
-import { createTestHub, type MemoryClient, type TestHub } from '@tidings/core/testing'
+import { describe, expect, it } from 'vitest'
+import { rejectsWith, testHubs } from './helpers.js'
+import type { MemoryClient, TestHub } from '@tidings/core/testing'
 import {
   type ConnectionInfo,
   FILTER_LIMITS,
@@ -8,7 +9,6 @@ import {
   type HubOptions,
   type MessageFrame,
   RECIPIENT_FILTER_ROOTS,
-  RealtimeError,
   compileFilter,
   createMemoryBus,
   createMemoryPresenceStore,
@@ -16,28 +16,7 @@ import {
 
 // ---------------------------------------------------------------------------- helpers
 
-const open: TestHub[] = []
-
-function makeHub(options: HubOptions & { seed?: number } = {}): TestHub {
-  const t = createTestHub(options)
-  open.push(t)
-  return t
-}
-
-afterEach(async () => {
-  for (const t of open.splice(0)) await t.close()
-})
-
-/** Expect a promise to reject with a RealtimeError carrying this code. */
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<RealtimeError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(err, `expected a rejection with ${code}`).toBeInstanceOf(RealtimeError)
-  expect((err as RealtimeError).code).toBe(code)
-  return err as RealtimeError
-}
+const makeHub = testHubs()
 
 const PENDING = Symbol('pending')
 
