@@ -1,52 +1,12 @@
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { createHub, createTokenAuthenticator, type Hub, type HubOptions } from '@tidings/core'
-import { afterEach, describe, expect, it } from 'vitest'
+import type { Hub, HubOptions } from '@tidings/core'
+import { describe, expect, it } from 'vitest'
+import { json, recordSends, serveTransport, sleep, until } from '../../http-kit/test/support.js'
 import { createLongPollTransport, type LongPollTransport, type LongPollTransportOptions } from '../src/index.js'
 
 // ------------------------------------------------------------------ harness
 
-const json = async (r: Response): Promise<any> => r.json()
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function until<T>(check: () => T | undefined | false, ms = 3000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const r = check()
-    if (r !== undefined && r !== false) return r
-    if (Date.now() > deadline) throw new Error('timed out')
-    await sleep(10)
-  }
-}
-
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!()
-})
-
-const TOKENS = { 'tok-a': { userId: 'alice' }, 'tok-b': { userId: 'bob' } }
-
-async function setup(options: LongPollTransportOptions = {}, hubOptions: HubOptions = {}): Promise<{ hub: Hub; transport: LongPollTransport; base: string }> {
-  const hub = createHub({ authenticate: createTokenAuthenticator(TOKENS), ...hubOptions })
-  const transport = createLongPollTransport(hub, options)
-  const server = http.createServer(
-    (req, res) =>
-      void transport.handle(req, res).then((handled) => {
-        if (!handled) {
-          res.statusCode = 404
-          res.end()
-        }
-      }),
-  )
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  cleanups.push(async () => {
-    await transport.close()
-    server.closeAllConnections()
-    await new Promise((r) => server.close(r))
-    await hub.close()
-  })
-  return { hub, transport, base }
+function setup(options: LongPollTransportOptions = {}, hubOptions: HubOptions = {}): Promise<{ hub: Hub; transport: LongPollTransport; base: string }> {
+  return serveTransport((hub) => createLongPollTransport(hub, options), hubOptions)
 }
 
 type Frame = Record<string, any>
@@ -304,17 +264,7 @@ describe('@tidings/long-poll', () => {
 
   it('backpressure: a client that does not poll makes send return false; confirming drains the hub queue; then a slow consumer is dropped', async () => {
     const { base, hub } = await setup({ pollTimeoutMs: 200 }, { limits: { highWaterMark: 2_000, maxQueuedBytes: 6_000 } })
-    const sends: boolean[] = []
-    const connect0 = hub.connect.bind(hub)
-    hub.connect = (session, o) => {
-      const send = session.send.bind(session)
-      session.send = (f) => {
-        const ok = send(f)
-        sends.push(ok)
-        return ok
-      }
-      return connect0(session, o)
-    }
+    const sends = recordSends(hub)
     const closes: number[] = []
     hub.on('disconnect', (_i, { code }) => closes.push(code))
     const c = await connect(base, 'tok-a')

@@ -1,8 +1,8 @@
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { createHub, createTokenAuthenticator, type Hub, type HubOptions } from '@tidings/core'
+import type http from 'node:http'
+import type { Hub, HubOptions } from '@tidings/core'
 import express from 'express'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
+import { cleanups, json, recordSends, serveTransport, sleep, until } from '../../http-kit/test/support.js'
 import { createSseTransport, type SseTransport, type SseTransportOptions } from '../src/index.js'
 import { OutboundLog } from '@tidings/core'
 
@@ -118,26 +118,6 @@ class SseStream {
   }
 }
 
-const json = async (r: Response): Promise<any> => r.json()
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function until<T>(check: () => T | undefined | false, ms = 3000): Promise<T> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const r = check()
-    if (r !== undefined && r !== false) return r
-    if (Date.now() > deadline) throw new Error('timed out')
-    await sleep(10)
-  }
-}
-
-const cleanups: Array<() => Promise<void> | void> = []
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!()
-})
-
-const TOKENS = { 'tok-a': { userId: 'alice' }, 'tok-b': { userId: 'bob' } }
-
 interface Setup {
   hub: Hub
   transport: SseTransport
@@ -145,28 +125,8 @@ interface Setup {
   server: http.Server
 }
 
-async function setup(options: SseTransportOptions = {}, hubOptions: HubOptions = {}, app?: (t: SseTransport) => http.RequestListener): Promise<Setup> {
-  const hub = createHub({ authenticate: createTokenAuthenticator(TOKENS), ...hubOptions })
-  const transport = createSseTransport(hub, options)
-  const listener: http.RequestListener =
-    app?.(transport) ??
-    ((req, res) =>
-      void transport.handle(req, res).then((handled) => {
-        if (!handled) {
-          res.statusCode = 404
-          res.end()
-        }
-      }))
-  const server = http.createServer(listener)
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  cleanups.push(async () => {
-    await transport.close()
-    server.closeAllConnections()
-    await new Promise((r) => server.close(r))
-    await hub.close()
-  })
-  return { hub, transport, base, server }
+function setup(options: SseTransportOptions = {}, hubOptions: HubOptions = {}, app?: (t: SseTransport) => http.RequestListener): Promise<Setup> {
+  return serveTransport((hub) => createSseTransport(hub, options), hubOptions, app)
 }
 
 interface Client {
@@ -448,17 +408,7 @@ describe('@tidings/sse', () => {
 
   it('backpressure: a session without a stream reports false past the high-water mark; the hub drops it as a slow consumer', async () => {
     const { base, hub } = await setup({}, { limits: { highWaterMark: 2_000, maxQueuedBytes: 6_000 } })
-    const sends: boolean[] = []
-    const connect0 = hub.connect.bind(hub)
-    hub.connect = (session, o) => {
-      const send = session.send.bind(session)
-      session.send = (f) => {
-        const ok = send(f)
-        sends.push(ok)
-        return ok
-      }
-      return connect0(session, o)
-    }
+    const sends = recordSends(hub)
     const closes: number[] = []
     hub.on('disconnect', (_i, { code }) => closes.push(code))
     const c = await connect(base, { token: 'tok-a' })
