@@ -6,7 +6,6 @@
  * API surfaces it (each followed by a publish that still works).
  */
 import { createServer } from 'node:http'
-import type { Socket } from 'node:net'
 import { type Hub, type HubOptions, RealtimeError, createHub, silentLogger } from '@tidings/core'
 import { createRealtime } from '@tidings/http'
 import WebSocket from 'ws'
@@ -14,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 // zod is a dependency of @tidings/core (not of the client package): take it from there.
 import { z } from 'zod'
 import { type Channel, type MessageFrame, Realtime, type RealtimeOptions, type TransportName } from '../src/index.js'
-import { sleep, until } from './memory-network.js'
+import { listenTracked, sleep, until } from './memory-network.js'
 
 const API_KEY = 'conformance-admin-key'
 
@@ -39,21 +38,15 @@ async function startServer(options: HubOptions = {}) {
   })
   const server = createServer()
   realtime.attach(server)
-  const sockets = new Set<Socket>()
-  server.on('connection', (s: Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
+  const { url: base, cut, close } = await listenTracked(server, async () => {
+    await realtime.close()
+    await hub.close()
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  const base = `http://127.0.0.1:${port}/realtime`
   return {
     hub,
     url: base,
     /** Destroy every TCP connection from the server side (sockets, event streams, polls). */
-    cut() {
-      for (const s of sockets) s.destroy()
-    },
+    cut,
     /** A call to the admin API with the API key. */
     async admin(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
       const res = await fetch(`${base}${path}`, {
@@ -64,12 +57,7 @@ async function startServer(options: HubOptions = {}) {
       const text = await res.text()
       return { status: res.status, json: text ? (JSON.parse(text) as unknown) : undefined }
     },
-    async close() {
-      await realtime.close()
-      await hub.close()
-      for (const s of sockets) s.destroy()
-      await new Promise<void>((r) => server.close(() => r()))
-    },
+    close,
   }
 }
 

@@ -7,7 +7,7 @@ import { createWsTransport } from '@tidings/ws'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Realtime, type RealtimeOptions, type TransportName } from '../src/index.js'
-import { sleep, until } from './memory-network.js'
+import { listenTracked, sleep, until } from './memory-network.js'
 
 const tokens: HubOptions = { authenticate: async (r) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5) } : null) }
 
@@ -18,7 +18,6 @@ async function startServer(options: HubOptions = {}) {
   const sse = createSseTransport(hub, { reconnectMs: 20, maxBodyBytes: 64 * 1024 })
   const lp = createLongPollTransport(hub, { pollTimeoutMs: 1000, maxBodyBytes: 64 * 1024 })
   const net = { down: false, blockWebSocket: false, requests: [] as string[] }
-  const sockets = new Set<Socket>()
   const server = createServer((req, res) => {
     net.requests.push(`${req.method} ${req.url}`)
     if (net.down) return void req.socket.destroy()
@@ -28,30 +27,15 @@ async function startServer(options: HubOptions = {}) {
       res.writeHead(404).end()
     })()
   })
-  server.on('connection', (s: Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
   server.on('upgrade', (req, socket: Socket, head) => {
     if (net.down || net.blockWebSocket || !ws.handleUpgrade(req, socket, head)) socket.destroy()
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  return {
-    hub,
-    net,
-    url: `http://127.0.0.1:${port}/realtime`,
-    /** Destroy every TCP connection (sockets, event streams, polls) from the server side. */
-    cut: () => {
-      for (const s of sockets) s.destroy()
-    },
-    async close() {
-      await Promise.all([ws.close({ timeoutMs: 50 }), sse.close(), lp.close()])
-      await hub.close()
-      for (const s of sockets) s.destroy()
-      await new Promise<void>((r) => server.close(() => r()))
-    },
-  }
+  const { url, cut, close } = await listenTracked(server, async () => {
+    await Promise.all([ws.close({ timeoutMs: 50 }), sse.close(), lp.close()])
+    await hub.close()
+  })
+  /** `cut()` destroys every TCP connection (sockets, event streams, polls) from the server side. */
+  return { hub, net, url, cut, close }
 }
 
 type Server = Awaited<ReturnType<typeof startServer>>

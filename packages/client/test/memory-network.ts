@@ -1,3 +1,5 @@
+import type { Server } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { afterEach } from 'vitest'
 import { type ClientFrame, type ConnectionHandle, type Hub, type ServerFrame, type Session, createHub, silentLogger, type HubOptions } from '@tidings/core'
 import type { ClientTransport, Credentials, TransportFactory, TransportHandlers } from '../src/index.js'
@@ -206,4 +208,31 @@ export function trackClients(network: () => MemoryNetwork | undefined): <T exten
     await network()?.close()
   })
   return (rt) => (clients.push(rt), rt)
+}
+
+/**
+ * A real server for the suites that run over sockets: listens on loopback, tracks its TCP
+ * connections, and gives the base URL, `cut()` (destroy every connection from the server side:
+ * sockets, event streams, polls) and `close()` (`shutdown`, then every connection, then the server).
+ */
+export async function listenTracked(server: Server, shutdown: () => Promise<unknown>): Promise<{ url: string; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>()
+  server.on('connection', (s: Socket) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const { port } = server.address() as AddressInfo
+  const cut = () => {
+    for (const s of sockets) s.destroy()
+  }
+  return {
+    url: `http://127.0.0.1:${port}/realtime`,
+    cut,
+    async close() {
+      await shutdown()
+      cut()
+      await new Promise<void>((r) => server.close(() => r()))
+    },
+  }
 }

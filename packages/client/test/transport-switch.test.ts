@@ -6,14 +6,13 @@
  * WebSocket). Across all of it the application must see every message exactly once, in order.
  */
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http'
-import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { createHub, silentLogger } from '@tidings/core'
 import { createRealtime } from '@tidings/http'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Realtime } from '../src/index.js'
-import { sleep } from './memory-network.js'
+import { listenTracked, sleep } from './memory-network.js'
 
 const CHANNEL = 'orders:stream'
 
@@ -38,14 +37,8 @@ async function startServer(sseBlock: SseBlock) {
   realtime.attach(server)
 
   const blocked = { websocket: false, sse: false }
-  const sockets = new Set<Socket>()
   const upgraded = new Set<Duplex>()
   const streams = new Set<ServerResponse>()
-  server.on('connection', (s: Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-
   // Put a gate in front of what attach() installed.
   const onRequest = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>
   const onUpgrade = server.listeners('upgrade') as Array<(req: IncomingMessage, socket: Duplex, head: Buffer) => void>
@@ -72,11 +65,13 @@ async function startServer(sseBlock: SseBlock) {
     for (const l of onUpgrade) l.call(server, req, socket, head)
   })
 
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
+  const { url, close } = await listenTracked(server, async () => {
+    await realtime.close()
+    await hub.close()
+  })
   return {
     hub,
-    url: `http://127.0.0.1:${port}/realtime`,
+    url,
     /** Refuse WebSocket upgrades from now on, and cut the open WebSockets. */
     blockWebSocket() {
       blocked.websocket = true
@@ -91,12 +86,7 @@ async function startServer(sseBlock: SseBlock) {
       blocked.websocket = false
       blocked.sse = false
     },
-    async close() {
-      await realtime.close()
-      await hub.close()
-      for (const s of sockets) s.destroy()
-      await new Promise<void>((r) => server.close(() => r()))
-    },
+    close,
   }
 }
 
