@@ -141,6 +141,8 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
     type: z.literal('connected'), v: z.literal(PROTOCOL_VERSION),
     connectionId: z.string(),
     userId: z.string().optional(),
+    /** When the connection's credentials expire (ms since the epoch); `auth:expiring` comes before it. */
+    expiresAt: z.number().optional(),
     limits: z.object({
       maxMessageSize: z.number(),
       messagesPerSecond: z.number(),
@@ -191,7 +193,13 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
     channel: z.string().optional(), details: z.record(z.string(), z.unknown()).optional(),
   }),
   z.object({ type: z.literal('pong'), id: requestId.optional() }),
-  z.object({ type: z.literal('authenticated'), id: requestId.optional(), userId: z.string().optional() }),
+  /** The answer to an `auth` frame; `expiresAt` (ms since the epoch) when the new credentials expire. */
+  z.object({ type: z.literal('authenticated'), id: requestId.optional(), userId: z.string().optional(), expiresAt: z.number().optional() }),
+  /**
+   * The connection's credentials expire at `expiresAt` (ms since the epoch): send an `auth` frame
+   * with fresh ones before `closesAt`, or every subscription ends and the connection closes with 4001.
+   */
+  z.object({ type: z.literal('auth:expiring'), expiresAt: z.number(), closesAt: z.number() }),
 ])
 
 export type ServerFrame = z.infer<typeof serverFrameSchema>

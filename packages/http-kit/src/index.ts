@@ -169,3 +169,4 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, m
   sendNoContent(res)
 }
 export { type RegisteredSession, type SessionRoute, SessionRegistry, SHUTTING_DOWN } from './sessions.js'
+export { type Admission, type EdgeGuard, type EdgeOptions, createEdgeGuard, normalizeOrigin } from './edge.js'

@@ -6,6 +6,12 @@ export interface Identity {
   readonly roles?: readonly string[] | undefined
   /** Claims from the token or the app (plan, tenant, …); read by rules and subscription limits. */
   readonly claims?: Readonly<Record<string, unknown>> | undefined
+  /**
+   * When these credentials stop being valid (ms since the epoch, e.g. a JWT's `exp` × 1000).
+   * Before then the client is sent `auth:expiring` and may refresh with an `auth` frame; without
+   * a refresh within the hub's `credentials.graceMs`, its subscriptions end and it is closed (4001).
+   */
+  readonly expiresAt?: number | undefined
 }
 
 /** What an authenticator sees of a connection attempt. */
