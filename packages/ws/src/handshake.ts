@@ -43,22 +43,6 @@ export function negotiate(offered: readonly string[], hubCodec: Codec): Negotiat
   return null
 }
 
-/** `https://App.example.com/` → `https://app.example.com`. */
-export function normalizeOrigin(origin: string): string {
-  return origin.trim().toLowerCase().replace(/\/+$/, '')
-}
-
-/**
- * Browser origin check. Without an allow-list, or without an `Origin` header (not a browser),
- * the handshake passes; `*` in the list allows any origin.
- */
-export function originAllowed(origin: string | string[] | undefined, allowed: ReadonlySet<string> | undefined): boolean {
-  if (allowed === undefined || origin === undefined) return true
-  if (allowed.has('*')) return true
-  const value = Array.isArray(origin) ? origin[0] : origin
-  return value !== undefined && allowed.has(normalizeOrigin(value))
-}
-
 /** The path of a request URL (no query string). */
 export function pathOf(url: string | undefined): string {
   if (url === undefined) return '/'
@@ -67,7 +51,7 @@ export function pathOf(url: string | undefined): string {
 }
 
 /** Answers an upgrade request with a plain HTTP error and closes the socket (as ws does). */
-export function refuseHandshake(socket: Duplex, status: number, message: string): void {
+export function refuseHandshake(socket: Duplex, status: number, message: string, headers: Record<string, string> = {}): void {
   try {
     socket.on('error', ignore)
     if (!socket.writable) {
@@ -79,6 +63,9 @@ export function refuseHandshake(socket: Duplex, status: number, message: string)
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
         'Connection: close\r\n' +
+        Object.entries(headers)
+          .map(([name, value]) => `${name}: ${value}\r\n`)
+          .join('') +
         'Content-Type: text/plain; charset=utf-8\r\n' +
         `Content-Length: ${Buffer.byteLength(body)}\r\n` +
         '\r\n' +

@@ -23,6 +23,8 @@ export interface WsSessionInit {
   readonly userAgent: string | undefined
   /** Negotiated codec; undefined means the hub's own (the fast path: one encoding for all). */
   readonly codec: Codec | undefined
+  /** Gives back the edge guard's admission of this connection; called once, when the socket closes. */
+  readonly admitted?: () => void
 }
 
 const OPEN = 1
@@ -113,6 +115,7 @@ export class WsSession implements Session {
    * (a number field that starts as Infinity would be a boxed double on every session).
    */
   private mark = 0x3fffffff
+  private admitted: (() => void) | undefined
 
   constructor(ws: SessionSocket, socket: Duplex, host: SessionHost, init: WsSessionInit) {
     this.ws = ws
@@ -122,6 +125,7 @@ export class WsSession implements Session {
     this.remoteAddress = init.remoteAddress
     this.userAgent = init.userAgent
     this.codec = init.codec
+    this.admitted = init.admitted
     this.deflate = ws.extensions.includes('permessage-deflate')
     ws.session = this
   }
@@ -279,6 +283,15 @@ export class WsSession implements Session {
     // Report the code this side closed with, if it did; else what the peer sent (1006: none).
     const ended = (this.ended = this.closing ?? { code, reason })
     this.pending = null
+    const admitted = this.admitted
+    if (admitted !== undefined) {
+      this.admitted = undefined
+      try {
+        admitted()
+      } catch (err) {
+        this.host.report(err, 'ws.release')
+      }
+    }
     this.host.removed(this)
     if (this.handle) this.tellClosed(this.handle, ended)
   }

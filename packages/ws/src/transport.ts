@@ -2,14 +2,19 @@ import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type ConnectionHandle, credentialsFromRequest, type Hub, isRealtimeError, Outbound, wireLength } from '@tidings/core'
 import { WebSocketServer } from 'ws'
-import { type Negotiated, negotiate, normalizeOrigin, offeredSubprotocols, originAllowed, pathOf, refuseHandshake } from './handshake.js'
+import { connectedAt, type HandshakeDeadline, watchHandshakes } from './deadline.js'
+import { type Negotiated, negotiate, offeredSubprotocols, pathOf, refuseHandshake } from './handshake.js'
 import { type ResolvedWsOptions, resolveWsOptions, type WsTransportOptions } from './options.js'
 import { type SessionHost, SessionSocket, WsSession } from './session.js'
 
 export interface WsTransport {
   /** Handle an `upgrade` for our path; returns false (and does nothing) for other paths. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean
-  /** Listen for `upgrade` on a server (other paths are left to other listeners); returns a detach function. */
+  /**
+   * Listen for `upgrade` on a server (other paths are left to other listeners), and put the
+   * handshake deadline (`handshakeTimeoutMs`) on every new connection to it: a socket that has not
+   * sent a complete request by then is destroyed. Returns a detach function.
+   */
   attach(server: Server): () => void
   /** Stop accepting; close every socket with 1001 `server restarting`; terminate stragglers after the timeout. */
   close(options?: { timeoutMs?: number }): Promise<void>
@@ -19,7 +24,7 @@ export interface WsTransport {
 
 /** Creates the WebSocket transport of a hub (ws in noServer mode). */
 export function createWsTransport(hub: Hub, options: WsTransportOptions = {}): WsTransport {
-  return new WsTransportImpl(hub, resolveWsOptions(options, normalizeOrigin, hub.limits.maxMessageSize))
+  return new WsTransportImpl(hub, resolveWsOptions(options, hub.limits.maxMessageSize))
 }
 
 const GOING_AWAY = 1001
@@ -85,20 +90,35 @@ class WsTransportImpl implements WsTransport, SessionHost {
   }
 
   attach(server: Server): () => void {
+    const deadline: HandshakeDeadline = watchHandshakes(server, this.options.handshakeTimeoutMs)
     const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      deadline.done(socket)
       // Not ours: leave it to the server's other upgrade listeners, or close it if there are none.
       if (!this.handleUpgrade(req, socket, head) && server.listenerCount('upgrade') === 1) socket.destroy()
     }
     server.on('upgrade', onUpgrade)
-    return () => void server.off('upgrade', onUpgrade)
+    return () => {
+      server.off('upgrade', onUpgrade)
+      deadline.detach()
+    }
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.closing !== undefined) return refuseHandshake(socket, 503, 'server restarting')
-    const origin = req.headers.origin ?? req.headers['sec-websocket-origin']
-    if (!originAllowed(origin, this.options.allowedOrigins)) return refuseHandshake(socket, 403, 'origin not allowed')
+    const edge = this.options.edge
+    // A browser page from another origin would ride on the user's cookies: refused before the upgrade.
+    if (!edge.originAllowed(req)) return refuseHandshake(socket, 403, 'origin not allowed')
+    const ip = edge.clientIp(req)
+    const admission = edge.admit(ip)
+    if (!admission.ok) return refuseHandshake(socket, admission.status, admission.message, { 'Retry-After': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))) })
+    const free = admission.release
+    // From here on the admission is released exactly once: by the session when its socket
+    // closes, or below when no session came of the upgrade.
     const negotiated = negotiate(offeredSubprotocols(req.headers['sec-websocket-protocol']), this.hub.codec)
-    if (negotiated === null) return refuseHandshake(socket, 400, 'unsupported subprotocol (offer tidings.v1.json)')
+    if (negotiated === null) {
+      free()
+      return refuseHandshake(socket, 400, 'unsupported subprotocol (offer tidings.v1.json)')
+    }
     ;(req as IncomingMessage & Negotiating)[kNegotiated] = negotiated
     // ws answers 101 and calls back at once. The socket is corked meanwhile so that the 101 and
     // `connected` leave in one write (one packet, one wake-up of the client): at once when the hub
@@ -114,24 +134,28 @@ class WsTransportImpl implements WsTransport, SessionHost {
     let session: WsSession | undefined
     try {
       this.wss.handleUpgrade(req, socket, head, (ws) => {
-        session = this.opened(ws as SessionSocket, req, socket, negotiated, release)
+        session = this.opened(ws as SessionSocket, req, socket, negotiated, release, ip, free)
       })
     } catch (err) {
+      if (session === undefined) free()
       release()
       throw err
     }
+    // ws refused the handshake itself (bad key or version, socket gone): no session to release it.
+    if (session === undefined) free()
     if (session === undefined || session.wrote) release()
     else setImmediate(release)
   }
 
   /** The handshake is done: make a session and let the hub authenticate and accept it. */
-  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated, release: () => void): WsSession {
+  private opened(ws: SessionSocket, req: IncomingMessage, socket: Duplex, negotiated: Negotiated, release: () => void, ip: string, admitted: () => void): WsSession {
     const ua = req.headers['user-agent']
     const session = new WsSession(ws, socket, this, {
       headers: req.headers,
-      remoteAddress: req.socket.remoteAddress,
+      remoteAddress: ip,
       userAgent: typeof ua === 'string' ? ua : undefined,
       codec: negotiated.codec,
+      admitted,
     })
     this.added(session)
     if (this.closing !== undefined) {
@@ -149,7 +173,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
     }
     // The hub answers (`connected` or a refusal) as soon as it has decided: a session it already
     // wrote to needs no timer, one waiting for an authenticator does.
-    const timer = session.wrote ? undefined : setTimeout(() => this.authTimedOut(session), this.options.handshakeTimeoutMs).unref()
+    const timer = session.wrote ? undefined : setTimeout(() => this.authTimedOut(session), this.handshakeLeft(socket)).unref()
     connecting.then(
       (handle) => {
         clearTimeout(timer)
@@ -166,6 +190,13 @@ class WsTransportImpl implements WsTransport, SessionHost {
       },
     )
     return session
+  }
+
+  /** What is left of the handshake deadline: from the TCP connection when a deadline watched it, else from now. */
+  private handshakeLeft(socket: Duplex): number {
+    const since = connectedAt(socket)
+    const total = this.options.handshakeTimeoutMs
+    return since === undefined ? total : Math.max(1, Math.min(total, since + total - Date.now()))
   }
 
   private authTimedOut(session: WsSession): void {

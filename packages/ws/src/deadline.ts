@@ -1,0 +1,75 @@
+import type { IncomingMessage, Server } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+
+/** When the server accepted a socket's TCP connection (ms epoch), kept on the socket once it sent a complete request. */
+const kConnectedAt = Symbol.for('tidings.ws.connectedAt')
+type Stamped = { [kConnectedAt]?: number }
+
+export interface HandshakeDeadline {
+  /** The socket sent a complete request (an upgrade): stop its clock. Idempotent; unknown sockets are ignored. */
+  done(socket: Duplex): void
+  /** Stop watching the server (sockets still waiting are left alone). */
+  detach(): void
+}
+
+/**
+ * A deadline on the request headers of every new connection to `server`: a socket that has not
+ * sent one complete request (plain HTTP or an upgrade) within `timeoutMs` of its TCP connection is
+ * destroyed. Node's own `headersTimeout` is checked only every `connectionsCheckingInterval`
+ * (30 s) and defaults to 60 s, so a client dribbling its headers a byte at a time holds a socket
+ * for up to 81 s; this one cuts it at the deadline.
+ *
+ * Only a socket's first request is timed: a keep-alive connection that completed a request is
+ * never cut here (Node's `keepAliveTimeout` and `headersTimeout` govern its later requests).
+ * Completion is seen on the server's `request` event, and (also when the app listens for them) on
+ * `checkContinue`, `checkExpectation` and `connect`; upgrades are reported with `done()` by the
+ * `upgrade` listener that owns them (a listener here would change `listenerCount('upgrade')`).
+ */
+export function watchHandshakes(server: Server, timeoutMs: number): HandshakeDeadline {
+  const waiting = new Map<Duplex, NodeJS.Timeout>()
+  const expire = (socket: Duplex): void => {
+    waiting.delete(socket)
+    socket.destroy()
+  }
+  const onConnection = (socket: Socket): void => {
+    ;(socket as Socket & Stamped)[kConnectedAt] = Date.now()
+    const timer = setTimeout(expire, timeoutMs, socket)
+    timer.unref()
+    waiting.set(socket, timer)
+    // A socket that goes away early is forgotten at once (not kept until its timer).
+    socket.on('close', onSocketClose)
+  }
+  function onSocketClose(this: Duplex): void {
+    done(this)
+  }
+  const done = (socket: Duplex): void => {
+    const timer = waiting.get(socket)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    waiting.delete(socket)
+    socket.off('close', onSocketClose)
+  }
+  const onRequest = (req: IncomingMessage): void => done(req.socket)
+  server.prependListener('connection', onConnection)
+  server.prependListener('request', onRequest)
+  // These events replace `request` only when the app listens for them; a listener of ours would
+  // change Node's behaviour (no automatic 100 Continue, no automatic answer to CONNECT).
+  const optional = (['checkContinue', 'checkExpectation', 'connect'] as const).filter((e) => server.listenerCount(e) > 0)
+  for (const e of optional) server.prependListener(e, onRequest)
+  return {
+    done,
+    detach() {
+      server.off('connection', onConnection)
+      server.off('request', onRequest)
+      for (const e of optional) server.off(e, onRequest)
+      for (const timer of waiting.values()) clearTimeout(timer)
+      waiting.clear()
+    },
+  }
+}
+
+/** When the socket's TCP connection was accepted, if a handshake deadline watched it. */
+export function connectedAt(socket: Duplex): number | undefined {
+  return (socket as Duplex & Stamped)[kConnectedAt]
+}
