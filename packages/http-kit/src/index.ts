@@ -1,10 +1,10 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { ConnectionHandle, ErrorCode, Hub } from '@tidings/core'
+import { type ConnectionHandle, DEFAULT_MAX_DEPTH, type ErrorCode, type Hub, jsonDepth, valueDepth } from '@tidings/core'
+import { createEdgeGuard, type EdgeGuard, type EdgeOptions } from './edge.js'
 
 /*
- * Small HTTP helpers shared by the SSE and long-poll transports. This file is identical in
- * `@tidings/sse` and `@tidings/long-poll` (a test checks it).
+ * Small HTTP helpers shared by the SSE and long-poll transports.
  */
 
 /** Frames one client → server request may carry. */
@@ -18,10 +18,16 @@ export function randomToken(bytes: number): string {
   return randomBytes(bytes).toString('base64url')
 }
 
-/** Constant-time comparison of a request's secret header with the session's secret. */
-export function secretMatches(req: IncomingMessage, secret: string): boolean {
-  const given = header(req, SECRET_HEADER)
-  if (given === undefined) return false
+/** Query parameter that may carry the secret where a header cannot be set (an `EventSource` resuming). */
+export const SECRET_PARAM = 'secret'
+
+/**
+ * Constant-time comparison of a request's secret with the session's secret: the header
+ * `x-tidings-secret`, else (only when `query` is given) the query parameter `secret`.
+ */
+export function secretMatches(req: IncomingMessage, secret: string, query?: URLSearchParams): boolean {
+  const given = header(req, SECRET_HEADER) ?? query?.get(SECRET_PARAM) ?? undefined
+  if (given === undefined || given === '') return false
   const a = Buffer.from(given)
   const b = Buffer.from(secret)
   return a.length === b.length && timingSafeEqual(a, b)
@@ -74,7 +80,10 @@ export function sendError(res: ServerResponse, status: number, code: ErrorCode, 
 }
 
 export function sendNoContent(res: ServerResponse): void {
-  if (res.headersSent) return void res.end()
+  if (res.headersSent) {
+    if (!res.writableEnded) res.end()
+    return
+  }
   res.writeHead(204, { 'Cache-Control': 'no-store' })
   res.end()
 }
@@ -90,13 +99,27 @@ const invalid = (message: string): FramesResult => ({ ok: false, status: 400, co
  * Read a client → server body: one JSON frame or an array of at most 100, each returned as the
  * wire text to hand to `ConnectionHandle.receive` (a single frame exactly as received). Uses
  * `req.body` when a body parser (Express's `json()`, `text()`, `raw()`) already ran.
+ *
+ * Every body is held to the decode budget before anything recursive touches it: JSON text is
+ * scanned by `jsonDepth` before `JSON.parse`, a value a body parser already built is walked by
+ * `valueDepth` before it is re-serialised. A frame may be `maxDepth` deep (default
+ * `DEFAULT_MAX_DEPTH`); inside a batch array it is one level deeper. Too deep is 400 `RT_007`.
+ * Never rejects.
  */
-export function readFrames(req: IncomingMessage, maxBytes: number): Promise<FramesResult> {
+export function readFrames(req: IncomingMessage, maxBytes: number, maxDepth: number = DEFAULT_MAX_DEPTH): Promise<FramesResult> {
+  try {
+    return readFramesUnsafe(req, maxBytes, maxDepth)
+  } catch {
+    return Promise.resolve(invalid('request body could not be read'))
+  }
+}
+
+function readFramesUnsafe(req: IncomingMessage, maxBytes: number, maxDepth: number): Promise<FramesResult> {
   const parsed = (req as { body?: unknown }).body
   if (parsed !== undefined) {
-    if (typeof parsed === 'string') return Promise.resolve(parseFrames(parsed, maxBytes))
-    if (parsed instanceof Uint8Array) return Promise.resolve(parseFrames(Buffer.from(parsed.buffer, parsed.byteOffset, parsed.byteLength).toString('utf8'), maxBytes))
-    return Promise.resolve(splitFrames(parsed, undefined))
+    if (typeof parsed === 'string') return Promise.resolve(parseFrames(parsed, maxBytes, maxDepth))
+    if (parsed instanceof Uint8Array) return Promise.resolve(parseFrames(Buffer.from(parsed.buffer, parsed.byteOffset, parsed.byteLength).toString('utf8'), maxBytes, maxDepth))
+    return Promise.resolve(splitParsed(parsed, maxDepth))
   }
   if (req.readableEnded) return Promise.resolve(invalid('request body was already read by another handler'))
   const declared = Number(header(req, 'content-length'))
@@ -120,25 +143,50 @@ export function readFrames(req: IncomingMessage, maxBytes: number): Promise<Fram
       if (size > maxBytes) finish(tooLarge(maxBytes))
       else chunks.push(chunk)
     })
-    req.on('end', () => finish(parseFrames(Buffer.concat(chunks, size).toString('utf8'), maxBytes)))
+    req.on('end', () => {
+      // A throw in this listener would escape to the process: whatever happens is an answer.
+      let r: FramesResult
+      try {
+        r = parseFrames(Buffer.concat(chunks, size).toString('utf8'), maxBytes, maxDepth)
+      } catch {
+        r = invalid('request body could not be parsed')
+      }
+      finish(r)
+    })
     req.on('error', () => finish(invalid('request body could not be read')))
     req.on('close', () => finish(invalid('request body was cut short')))
   })
 }
 
-function parseFrames(text: string, maxBytes: number): FramesResult {
+const tooDeep = (maxDepth: number): FramesResult => invalid(`request body is nested deeper than ${maxDepth} levels (a frame may be ${maxDepth} deep, ${maxDepth + 1} inside a batch array)`)
+
+/** JSON text: depth scanned (linear, no recursion) before it is parsed. */
+function parseFrames(text: string, maxBytes: number, maxDepth: number): FramesResult {
   if (Buffer.byteLength(text) > maxBytes) return tooLarge(maxBytes)
+  // A batch array adds one level: scan to maxDepth + 1, then hold a lone frame to maxDepth.
+  const depth = jsonDepth(text, maxDepth + 1)
+  if (depth > maxDepth + 1) return tooDeep(maxDepth)
   let value: unknown
   try {
     value = JSON.parse(text)
   } catch {
     return invalid('request body is not valid JSON')
   }
-  return splitFrames(value, text)
+  if (!Array.isArray(value)) return depth > maxDepth ? tooDeep(maxDepth) : { ok: true, frames: [text] }
+  return splitArray(value)
 }
 
-function splitFrames(value: unknown, text: string | undefined): FramesResult {
-  if (!Array.isArray(value)) return { ok: true, frames: [text ?? JSON.stringify(value)] }
+/** A value a body parser already built: depth walked (iteratively) before it is serialised again. */
+function splitParsed(value: unknown, maxDepth: number): FramesResult {
+  const batch = Array.isArray(value)
+  const limit = batch ? maxDepth + 1 : maxDepth
+  if (valueDepth(value, limit) > limit) return tooDeep(maxDepth)
+  if (batch) return splitArray(value)
+  const text = JSON.stringify(value) as string | undefined
+  return text === undefined ? invalid('request body is not a frame') : { ok: true, frames: [text] }
+}
+
+function splitArray(value: unknown[]): FramesResult {
   if (value.length > MAX_FRAMES_PER_REQUEST) {
     return { ok: false, status: 413, code: 'RT_005', message: `at most ${MAX_FRAMES_PER_REQUEST} frames per request` }
   }
@@ -150,9 +198,26 @@ function splitFrames(value: unknown, text: string | undefined): FramesResult {
  * 429 when the user has too many connections (close 4008), 503 otherwise (shutting down).
  */
 export function sendRefusal(res: ServerResponse, err: unknown, closeCode: number | undefined): void {
-  const code = (err as { code?: unknown }).code === 'RT_002' ? 'RT_002' : 'RT_001'
+  const code = (err as { code?: unknown } | null)?.code === 'RT_002' ? 'RT_002' : 'RT_001'
   const status = code === 'RT_002' ? 401 : closeCode === 4008 ? 429 : 503
   sendError(res, status, code, err instanceof Error ? err.message : 'connection refused')
+}
+
+/** Whether `edge` is a guard already made (shared between transports) rather than options for one. */
+export function isEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): edge is EdgeGuard {
+  return edge !== undefined && typeof (edge as Partial<EdgeGuard>).admit === 'function' && typeof (edge as Partial<EdgeGuard>).originAllowed === 'function'
+}
+
+/** The guard given, or one made from the options given (defaults when none). */
+export function resolveEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): EdgeGuard {
+  return isEdgeGuard(edge) ? edge : createEdgeGuard(edge ?? {})
+}
+
+/** A positive whole number of ms (or depth), else the fallback; a bad value is a TypeError naming the option. */
+export function positiveOption(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new TypeError(`${name} must be a positive number`)
+  return Math.floor(value)
 }
 
 /**
@@ -160,13 +225,19 @@ export function sendRefusal(res: ServerResponse, err: unknown, closeCode: number
  * connection in order (`target()` is asked after the body is read: the session may have closed
  * meanwhile) and answer 204.
  */
-export async function receiveFrames(req: IncomingMessage, res: ServerResponse, maxBytes: number, target: () => ConnectionHandle | undefined): Promise<void> {
-  const body = await readFrames(req, maxBytes)
+export async function receiveFrames(
+  req: IncomingMessage,
+  res: ServerResponse,
+  maxBytes: number,
+  target: () => ConnectionHandle | undefined,
+  maxDepth: number = DEFAULT_MAX_DEPTH,
+): Promise<void> {
+  const body = await readFrames(req, maxBytes, maxDepth)
   if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
   const handle = target()
   if (!handle) return sendError(res, 404, 'RT_001', 'unknown session')
   for (const frame of body.frames) handle.receive(frame)
   sendNoContent(res)
 }
-export { type RegisteredSession, type SessionRoute, SessionRegistry, SHUTTING_DOWN } from './sessions.js'
+export { type RegisteredSession, type RegistryOptions, type SessionRoute, SessionRegistry, SHUTTING_DOWN, AUTH_TIMED_OUT } from './sessions.js'
 export { type Admission, type EdgeGuard, type EdgeOptions, createEdgeGuard, normalizeOrigin } from './edge.js'

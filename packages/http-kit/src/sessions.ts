@@ -1,8 +1,22 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { credentialsFromRequest, type ConnectionHandle, type Hub, type Session } from '@tidings/core'
-import { requestTarget, secretMatches, sendError, sendRefusal } from './index.js'
+import type { EdgeGuard, EdgeOptions } from './edge.js'
+import { header, positiveOption, requestTarget, resolveEdgeGuard, secretMatches, sendError, sendNoContent, sendRefusal } from './index.js'
 
 export const SHUTTING_DOWN = 'server is shutting down'
+export const AUTH_TIMED_OUT = 'authentication timed out'
+
+/** What a session transport tells its registry. */
+export interface RegistryOptions {
+  /**
+   * The edge guard (origins, client address, per-address limits), or options to make one. Share
+   * one guard between every transport of a server so the per-address limits hold across them.
+   * Default: a guard of this transport with the defaults.
+   */
+  readonly edge?: EdgeGuard | EdgeOptions
+  /** How long the hub (its authenticator) may take to accept an opening session; then 503 `RT_001`. Default 10 000 ms. */
+  readonly handshakeTimeoutMs?: number
+}
 
 /** What the registry needs of an HTTP transport's session (SSE, long-poll), besides being a Session. */
 export interface RegisteredSession extends Session {
@@ -18,6 +32,7 @@ export interface RegisteredSession extends Session {
 
 /** The route a request takes under a session transport's path. */
 export interface SessionRoute {
+  /** `OPTIONS` is a CORS preflight, answered by `serve` itself. */
   readonly method: string
   /** Undefined for the opening request, else the session the request names. */
   readonly sessionId: string | undefined
@@ -27,19 +42,29 @@ export interface SessionRoute {
 
 /**
  * The sessions of one HTTP transport by id, and the request handling every such transport
- * shares: which route a request takes, 503 while closing and 500 on a failure, the 404 / 403
- * answers for an unknown session or a wrong secret, and the opening of a session with the hub
- * (registered while the hub decides, a refusal answered on the opening request).
+ * shares: which route a request takes; the origin check, CORS headers and preflights; 503 while
+ * closing and 500 on a failure; the 404 / 403 answers for an unknown session or a wrong secret;
+ * and the opening of a session with the hub (admitted by the edge guard's per-address limits,
+ * registered while the hub decides within `handshakeTimeoutMs`, a refusal answered on the
+ * opening request, the address's slot given back when the session is forgotten).
  */
 export class SessionRegistry<S extends RegisteredSession> {
   private readonly map = new Map<string, S>()
+  /** Each admitted session's `release` of its per-address slot, called once when it is forgotten. */
+  private readonly admissions = new Map<S, () => void>()
   private closing = false
+  readonly edge: EdgeGuard
+  readonly handshakeTimeoutMs: number
 
   constructor(
     private readonly hub: Hub,
     /** The transport's path, e.g. `/realtime/sse`. */
     readonly path: string,
-  ) {}
+    options: RegistryOptions = {},
+  ) {
+    this.edge = resolveEdgeGuard(options.edge)
+    this.handshakeTimeoutMs = positiveOption(options.handshakeTimeoutMs, 10_000, 'handshakeTimeoutMs')
+  }
 
   /** Sessions not closed yet. */
   get open(): number {
@@ -54,41 +79,59 @@ export class SessionRegistry<S extends RegisteredSession> {
 
   /**
    * Opening is `openMethod` on the path; a session's requests are `<path>/<id>` with one of
-   * `sessionMethods`. Null when the request is not for this transport.
+   * `sessionMethods`; `OPTIONS` on either is a CORS preflight. Null when the request is not for
+   * this transport.
    */
   route(req: IncomingMessage, openMethod: string, sessionMethods: readonly string[]): SessionRoute | null {
     const { path, url, query } = requestTarget(req)
     const method = req.method ?? 'GET'
-    if (path === this.path) return method === openMethod ? { method, sessionId: undefined, url, query } : null
-    if (!path.startsWith(`${this.path}/`) || !sessionMethods.includes(method)) return null
+    if (path === this.path) return method === openMethod || method === 'OPTIONS' ? { method, sessionId: undefined, url, query } : null
+    if (!path.startsWith(`${this.path}/`) || !(method === 'OPTIONS' || sessionMethods.includes(method))) return null
     const sessionId = path.slice(this.path.length + 1)
     if (sessionId === '' || sessionId.includes('/')) return null
     return { method, sessionId, url, query }
   }
 
-  /** Handles one request: 503 while the transport closes, 500 (or an ended response) when the handler fails. */
-  async serve(res: ServerResponse, handler: () => unknown): Promise<void> {
+  /**
+   * Handles one request, and never throws or rejects: a refused `Origin` gets 403 `RT_003`; an
+   * allowed cross origin gets the CORS headers on whatever answers it, and a preflight
+   * (`OPTIONS`) 204; 503 while the transport closes; 500 (or an ended response) when the handler
+   * fails.
+   */
+  async serve(req: IncomingMessage, res: ServerResponse, handler: () => unknown): Promise<void> {
     try {
-      if (this.closing) sendError(res, 503, 'RT_001', SHUTTING_DOWN)
-      else await handler()
+      if (!this.edge.originAllowed(req)) {
+        const origin = (header(req, 'origin') ?? '').slice(0, 200)
+        return sendError(res, 403, 'RT_003', `origin ${origin} is not allowed (the server's allowedOrigins does not list it)`)
+      }
+      const cors = this.edge.corsHeaders(req)
+      if (cors) for (const [name, value] of Object.entries(cors)) res.setHeader(name, value)
+      if (req.method === 'OPTIONS') return sendNoContent(res)
+      if (this.closing) return sendError(res, 503, 'RT_001', SHUTTING_DOWN)
+      await handler()
     } catch {
-      if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
-      else if (!res.writableEnded) res.end()
+      try {
+        if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
+        else if (!res.writableEnded) res.end()
+      } catch {
+        res.destroy()
+      }
     }
   }
 
   /**
    * The session a request names, if it exists, the hub accepted it and the request carries its
-   * secret; else the request is answered (404 `RT_001`, 403 `RT_003`) and the result is undefined.
-   * A closed session counts as unknown unless `closedToo`.
+   * secret (header `x-tidings-secret`; also the query parameter `secret` when `query` is given);
+   * else the request is answered (404 `RT_001`, 403 `RT_003`) and the result is undefined. A
+   * closed session counts as unknown unless `closedToo`.
    */
-  authorized(req: IncomingMessage, res: ServerResponse, id: string, closedToo = false): (S & { handle: ConnectionHandle }) | undefined {
+  authorized(req: IncomingMessage, res: ServerResponse, id: string, closedToo = false, query?: URLSearchParams): (S & { handle: ConnectionHandle }) | undefined {
     const session = this.map.get(id)
     if (!session?.handle || (session.closedWith && !closedToo)) {
-      sendError(res, 404, 'RT_001', 'unknown session')
+      sendError(res, 404, 'RT_001', 'unknown or expired session')
       return undefined
     }
-    if (!secretMatches(req, session.secret)) {
+    if (!secretMatches(req, session.secret, query)) {
       sendError(res, 403, 'RT_003', 'wrong or missing session secret')
       return undefined
     }
@@ -96,20 +139,64 @@ export class SessionRegistry<S extends RegisteredSession> {
   }
 
   /**
-   * Registers a new session (its `opening` set) and lets the hub decide. `accepted`: the handle
-   * is set and `opening` cleared, for the caller to answer. `refused`: answered on the opening
-   * request and unregistered. `closing`: the transport closed meanwhile, the hub was told.
+   * Opens a new session (its `opening` set): the edge guard admits it for the client's address
+   * (else 429 `RT_006` with `Retry-After`, before the hub hears of it), it is registered, and
+   * the hub decides within `handshakeTimeoutMs`. `accepted`: the handle is set and `opening`
+   * cleared, for the caller to answer. `refused`: answered on the opening request (429, the
+   * hub's refusal, or 503 `RT_001` when the hub did not decide in time — an acceptance that
+   * comes later is closed at once) and unregistered. `closing`: the transport closed meanwhile,
+   * the hub was told.
    */
   async connect(session: S, url: string, req: IncomingMessage): Promise<'accepted' | 'refused' | 'closing'> {
-    this.map.set(session.id, session)
-    let handle: ConnectionHandle
-    try {
-      handle = await this.hub.connect(session, credentialsFromRequest(url, req.headers))
-    } catch (err) {
-      this.map.delete(session.id)
-      if (session.opening) sendRefusal(session.opening, err, session.closedWith?.code)
+    const admission = this.edge.admit(this.edge.clientIp(req))
+    if (!admission.ok) {
+      if (session.opening) sendError(session.opening, 429, 'RT_006', admission.message, { 'Retry-After': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))) })
+      session.opening = undefined
       return 'refused'
     }
+    this.map.set(session.id, session)
+    this.admissions.set(session, admission.release)
+    let connecting: Promise<ConnectionHandle>
+    try {
+      connecting = this.hub.connect(session, credentialsFromRequest(url, req.headers))
+    } catch (err) {
+      connecting = Promise.reject(err)
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.handshakeTimeoutMs)
+      timer.unref?.()
+    })
+    const outcome = await Promise.race([
+      connecting.then(
+        (handle) => ({ handle }),
+        (err: unknown) => ({ err }),
+      ),
+      deadline,
+    ])
+    clearTimeout(timer)
+    if (outcome === 'timeout') {
+      // The session is dead to us: whatever the hub sends it is ignored, and an acceptance that
+      // still comes is closed at once (the hub's connection is not leaked).
+      session.closedWith ??= { code: 4001, reason: AUTH_TIMED_OUT }
+      this.forget(session)
+      if (session.opening) {
+        sendError(session.opening, 503, 'RT_001', `${AUTH_TIMED_OUT}: the server could not authenticate the request within ${this.handshakeTimeoutMs} ms; try again later`, { 'Retry-After': '1' })
+      }
+      session.opening = undefined
+      connecting.then(
+        (handle) => handle.closed(4001, AUTH_TIMED_OUT),
+        () => {},
+      )
+      return 'refused'
+    }
+    if ('err' in outcome) {
+      this.forget(session)
+      if (session.opening) sendRefusal(session.opening, outcome.err, session.closedWith?.code)
+      session.opening = undefined
+      return 'refused'
+    }
+    const handle = outcome.handle
     session.handle = handle
     if (!session.opening) {
       handle.closed(1001, SHUTTING_DOWN)
@@ -119,16 +206,29 @@ export class SessionRegistry<S extends RegisteredSession> {
     return 'accepted'
   }
 
-  /** Drops a session from the registry (if it is still the one under its id). */
+  /** Drops a session from the registry (if it is still the one under its id) and gives back its address's slot. */
   forget(session: S): void {
     if (this.map.get(session.id) === session) this.map.delete(session.id)
+    const release = this.admissions.get(session)
+    if (release) {
+      this.admissions.delete(session)
+      release()
+    }
   }
 
   /** The transport closes: new requests get 503, every session is ended with `end`, the registry empties. */
   close(end: (session: S) => void): void {
     this.closing = true
-    for (const s of [...this.map.values()]) end(s)
+    for (const s of [...this.map.values()]) {
+      try {
+        end(s)
+      } catch {
+        // one session failing to end must not keep the others open
+      }
+    }
     this.map.clear()
+    for (const release of this.admissions.values()) release()
+    this.admissions.clear()
   }
 
   get isClosing(): boolean {

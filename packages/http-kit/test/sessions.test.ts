@@ -70,7 +70,7 @@ describe('SessionRegistry', () => {
     expect(JSON.parse(a.r.body)).toMatchObject({ type: 'error', code: 'RT_001' })
 
     const b = res()
-    await reg.serve(b.res, () => {
+    await reg.serve(req('GET', '/realtime/poll/x'), b.res, () => {
       throw new Error('boom')
     })
     expect(b.r.statusCode).toBe(500)
@@ -79,7 +79,7 @@ describe('SessionRegistry', () => {
     expect(reg.isClosing).toBe(true)
     const c = res()
     let ran = false
-    await reg.serve(c.res, () => {
+    await reg.serve(req('GET', '/realtime/poll/x'), c.res, () => {
       ran = true
     })
     expect(ran).toBe(false)

@@ -1,10 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, DEFAULT_MAX_DEPTH, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
+  type EdgeGuard,
+  type EdgeOptions,
   header,
   MAX_FRAMES_PER_REQUEST,
   maxMessageSizeOf,
   normalizePrefix,
+  positiveOption,
   randomToken,
   receiveFrames,
   type RegisteredSession,
@@ -21,8 +24,28 @@ export interface LongPollTransportOptions {
   readonly prefix?: string
   /** How long a poll waits for a frame before answering with none. Default 30 000 ms. */
   readonly pollTimeoutMs?: number
-  /** How long a session lives with no poll open. Default 60 000 ms. */
+  /**
+   * Longest a session lives with no poll open. Default 60 000 ms. The session is closed after
+   * min(this, `detachedTimeoutMs`) with no poll open.
+   */
   readonly sessionTimeoutMs?: number
+  /**
+   * How long a session with no poll outstanding waits for the next one before it is closed with
+   * the hub, so a closed page stops holding the user's connection slots and presence. A client
+   * polls again as soon as a poll is answered; this is the margin over that gap (and over a
+   * retry after a failed poll). Default 5 000 ms.
+   */
+  readonly detachedTimeoutMs?: number
+  /** How long the hub (the authenticator) may take to accept an opening request; then 503 `RT_001`. Default 10 000 ms. */
+  readonly handshakeTimeoutMs?: number
+  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default 32. */
+  readonly maxDepth?: number
+  /**
+   * The edge guard (origins, client address, per-address limits on opening sessions), or options
+   * to make one. Default: a guard of this transport with the defaults (same-origin only, 100 open
+   * and 100 new sessions per address per minute, `X-Forwarded-For` not believed).
+   */
+  readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of unconfirmed frames kept; `send` reports backpressure at min(this, the hub's high-water mark). Default 1 MiB. */
   readonly bufferBytes?: number
   /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
@@ -83,7 +106,8 @@ class PollSession implements Session {
     private readonly t: LongPollTransportImpl,
     req: IncomingMessage,
   ) {
-    this.remoteAddress = req.socket.remoteAddress
+    // The client's address as the edge guard sees it (X-Forwarded-For only from trusted proxies).
+    this.remoteAddress = t.clientIp(req)
     this.headers = req.headers
     this.userAgent = header(req, 'user-agent')
   }
@@ -170,7 +194,7 @@ class PollSession implements Session {
   startTimer(): void {
     if (this.poll) return
     clearTimeout(this.timer)
-    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.sessionTimeoutMs)
+    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.detachedMs)
     this.timer.unref?.()
   }
 
@@ -198,27 +222,42 @@ class PollSession implements Session {
 class LongPollTransportImpl implements LongPollTransport {
   readonly pollTimeoutMs: number
   readonly sessionTimeoutMs: number
+  /** How long a session with no poll open is kept: min(sessionTimeoutMs, detachedTimeoutMs). */
+  readonly detachedMs: number
   readonly bufferBytes: number
   private readonly maxBodyBytes: number
+  private readonly maxDepth: number
   private readonly registry: SessionRegistry<PollSession>
 
   constructor(hub: Hub, o: LongPollTransportOptions) {
-    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/poll`)
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/poll`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs })
     this.pollTimeoutMs = o.pollTimeoutMs ?? 30_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 60_000
+    this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/long-poll: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
     this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+    this.maxDepth = positiveOption(o.maxDepth, DEFAULT_MAX_DEPTH, '@tidings/long-poll: maxDepth')
   }
 
   get sessions(): number {
     return this.registry.open
   }
 
+  clientIp(req: IncomingMessage): string {
+    return this.registry.edge.clientIp(req)
+  }
+
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const route = this.registry.route(req, 'POST', ['GET', 'POST', 'DELETE'])
+    let route: ReturnType<SessionRegistry<PollSession>['route']>
+    try {
+      route = this.registry.route(req, 'POST', ['GET', 'POST', 'DELETE'])
+    } catch {
+      return false
+    }
     if (route === null) return false
     const { method, sessionId } = route
-    await this.registry.serve(res, async () => {
+    // serve() answers every failure itself and never rejects.
+    await this.registry.serve(req, res, async () => {
       if (sessionId === undefined) return this.open(req, res, route.url)
       // A closed session still answers polls: they carry its `close`.
       const session = this.registry.authorized(req, res, sessionId, method === 'GET')
@@ -228,7 +267,7 @@ class LongPollTransportImpl implements LongPollTransport {
         session.end(1000, 'closed by client')
         return sendNoContent(res)
       }
-      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle))
+      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle), this.maxDepth)
     })
     return true
   }
@@ -237,9 +276,16 @@ class LongPollTransportImpl implements LongPollTransport {
     req.resume() // an opening request's body, if any, is not read
     const session = new PollSession(this, req)
     session.opening = res
+    let gone = false
+    res.once('close', () => {
+      gone = true
+    })
     const outcome = await this.registry.connect(session, url, req)
     if (outcome === 'refused') session.dispose()
-    else if (outcome === 'accepted') session.opened(res)
+    else if (outcome !== 'accepted') return
+    // The client left before it learnt the secret: nobody can poll this session.
+    else if (gone || res.destroyed) session.end(1006, 'request closed before the session opened')
+    else session.opened(res)
   }
 
   private poll(res: ServerResponse, session: PollSession, cursorParam: string | null): void {

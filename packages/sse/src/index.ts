@@ -1,10 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, DEFAULT_MAX_DEPTH, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
+  type EdgeGuard,
+  type EdgeOptions,
   header,
   MAX_FRAMES_PER_REQUEST,
   maxMessageSizeOf,
   normalizePrefix,
+  positiveOption,
   randomToken,
   receiveFrames,
   sendError,
@@ -21,8 +24,27 @@ export interface SseTransportOptions {
   readonly heartbeatMs?: number
   /** The `retry:` sent to clients (EventSource reconnection delay). Default 1 000 ms. */
   readonly reconnectMs?: number
-  /** How long a session outlives its stream; a reconnect with `Last-Event-ID` within it resumes. Default 30 000 ms. */
+  /**
+   * Longest a session outlives its stream. Default 30 000 ms. The session is closed after
+   * min(this, `detachedTimeoutMs`) without a stream.
+   */
   readonly sessionTimeoutMs?: number
+  /**
+   * How long a session whose stream closed waits for a resume (`Last-Event-ID` and the secret)
+   * before it is closed with the hub, so a closed page stops holding the user's connection slots
+   * and presence. Default 5 000 ms.
+   */
+  readonly detachedTimeoutMs?: number
+  /** How long the hub (the authenticator) may take to accept an opening stream; then 503 `RT_001`. Default 10 000 ms. */
+  readonly handshakeTimeoutMs?: number
+  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default 32. */
+  readonly maxDepth?: number
+  /**
+   * The edge guard (origins, client address, per-address limits on opening sessions), or options
+   * to make one. Default: a guard of this transport with the defaults (same-origin only, 100 open
+   * and 100 new sessions per address per minute, `X-Forwarded-For` not believed).
+   */
+  readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of sent frames kept for resume (and at most buffered while no stream is open). Default 1 MiB. */
   readonly bufferBytes?: number
   /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
@@ -104,7 +126,8 @@ class SseSession implements Session {
     private readonly t: SseTransportImpl,
     req: IncomingMessage,
   ) {
-    this.remoteAddress = req.socket.remoteAddress
+    // The client's address as the edge guard sees it (X-Forwarded-For only from trusted proxies).
+    this.remoteAddress = t.clientIp(req)
     this.headers = req.headers
     this.userAgent = header(req, 'user-agent')
   }
@@ -159,8 +182,12 @@ class SseSession implements Session {
     return true
   }
 
-  /** Start (or take over) the stream: headers, `retry:`, the `session` event, then every frame not yet written. */
-  attach(res: ServerResponse): void {
+  /**
+   * Start (or take over) the stream: headers, `retry:`, the `session` event, then every frame
+   * not yet written. The secret is in the `session` event of the first stream only: a resumed
+   * stream never repeats it.
+   */
+  attach(res: ServerResponse, first: boolean): void {
     const old = this.res
     this.res = undefined
     if (old && !old.writableEnded) old.end()
@@ -168,7 +195,8 @@ class SseSession implements Session {
     this.timer = undefined
     this.res = res
     res.writeHead(200, SSE_HEADERS)
-    res.write(`retry: ${this.t.reconnectMs}\n\nevent: session\ndata: ${JSON.stringify({ session: this.id, secret: this.secret })}\n\n`)
+    const announce = first ? { session: this.id, secret: this.secret } : { session: this.id }
+    res.write(`retry: ${this.t.reconnectMs}\n\nevent: session\ndata: ${JSON.stringify(announce)}\n\n`)
     this.log.forEachAfter(this.written, (tail, seq) => this.write(res, seq, tail))
     this.unwritten = 0
     this.log.trim(this.t.bufferBytes, this.written + 1)
@@ -215,7 +243,7 @@ class SseSession implements Session {
 
   startTimer(): void {
     clearTimeout(this.timer)
-    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.sessionTimeoutMs)
+    this.timer = setTimeout(() => this.t.expire(this, 'session timed out'), this.t.detachedMs)
     this.timer.unref?.()
   }
 
@@ -230,35 +258,50 @@ class SseTransportImpl implements SseTransport {
   readonly heartbeatMs: number
   readonly reconnectMs: number
   readonly sessionTimeoutMs: number
+  /** How long a session without a stream is kept: min(sessionTimeoutMs, detachedTimeoutMs). */
+  readonly detachedMs: number
   readonly bufferBytes: number
   readonly attached = new Set<SseSession>()
   private readonly maxBodyBytes: number
+  private readonly maxDepth: number
   private readonly registry: SessionRegistry<SseSession>
   private heartbeat: ReturnType<typeof setInterval> | undefined
 
   constructor(hub: Hub, o: SseTransportOptions) {
-    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/sse`)
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/sse`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs })
     this.heartbeatMs = o.heartbeatMs ?? 15_000
     this.reconnectMs = o.reconnectMs ?? 1_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 30_000
+    this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/sse: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
     this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+    this.maxDepth = positiveOption(o.maxDepth, DEFAULT_MAX_DEPTH, '@tidings/sse: maxDepth')
   }
 
   get sessions(): number {
     return this.registry.open
   }
 
+  clientIp(req: IncomingMessage): string {
+    return this.registry.edge.clientIp(req)
+  }
+
   async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const route = this.registry.route(req, 'GET', ['POST', 'DELETE'])
+    let route: ReturnType<SessionRegistry<SseSession>['route']>
+    try {
+      route = this.registry.route(req, 'GET', ['POST', 'DELETE'])
+    } catch {
+      return false
+    }
     if (route === null) return false
-    const { sessionId } = route
-    await this.registry.serve(res, async () => {
+    const { sessionId, method } = route
+    // serve() answers every failure itself and never rejects.
+    await this.registry.serve(req, res, async () => {
       if (sessionId === undefined) return this.open(req, res, route.url, route.query)
       const session = this.registry.authorized(req, res, sessionId)
       if (!session) return
-      if (route.method === 'DELETE') return this.remove(res, session)
-      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.registry.get(sessionId) !== session ? undefined : session.handle))
+      if (method === 'DELETE') return this.remove(res, session)
+      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.registry.get(sessionId) !== session ? undefined : session.handle), this.maxDepth)
     })
     return true
   }
@@ -266,10 +309,15 @@ class SseTransportImpl implements SseTransport {
   private async open(req: IncomingMessage, res: ServerResponse, url: string, query: URLSearchParams): Promise<void> {
     const lastId = header(req, 'last-event-id') ?? query.get('lastEventId') ?? ''
     const colon = lastId.lastIndexOf(':')
-    const previous = colon > 0 ? this.registry.get(lastId.slice(0, colon)) : undefined
-    const seq = Number(lastId.slice(colon + 1))
-    if (previous?.handle && Number.isSafeInteger(seq) && seq >= 0) {
-      if (previous.resume(seq)) return previous.attach(res)
+    const seqText = lastId.slice(colon + 1)
+    if (colon > 0 && /^\d{1,15}$/.test(seqText)) {
+      // A resume: only with the session's secret (header, or `secret` in the query for an
+      // EventSource). Knowing the id (it is in every event id) is not enough: 403, and the stream,
+      // the frames and the secret stay with their owner. An unknown or expired session is 404:
+      // the client opens a new session and resumes its channels from their offsets.
+      const previous = this.registry.authorized(req, res, lastId.slice(0, colon), true, query)
+      if (!previous) return
+      if (previous.resume(Number(seqText))) return previous.attach(res, false)
       // Frames after the client's position are gone: it starts over on a new session.
       this.expire(previous, 'session could not be resumed')
     }
@@ -281,8 +329,9 @@ class SseTransportImpl implements SseTransport {
       gone = true
     })
     if ((await this.registry.connect(session, url, req)) !== 'accepted') return
-    if (gone || res.destroyed) session.startTimer()
-    else session.attach(res)
+    // The client left before it learnt the secret: nobody can resume this session.
+    if (gone || res.destroyed) this.expire(session, 'stream closed before the session opened')
+    else session.attach(res, true)
   }
 
   /** The client is done with the session (it closed, or moved to another transport): end it now, not at its timeout. */

@@ -243,7 +243,7 @@ describe('@tidings/sse', () => {
     await hub.publish('public:feed', 'm', 3) // seq 5
 
     // The client confirms up to 3: it gets 4 and 5, not 1–3 again.
-    const again = await open(base, { headers: { 'last-event-id': `${a.session}:3` } })
+    const again = await open(base, { headers: { 'last-event-id': `${a.session}:3`, 'x-tidings-secret': a.secret } })
     expect(again.res.status).toBe(200)
     await again.frame('message', (f) => f.data === 3)
     const withIds = again.events.filter((e) => e.id)
@@ -259,7 +259,7 @@ describe('@tidings/sse', () => {
     // Resuming from an earlier position resends the frames written before but not confirmed.
     again.abort()
     await sleep(50)
-    const third = await open(base, { headers: { 'last-event-id': `${a.session}:3` } })
+    const third = await open(base, { headers: { 'last-event-id': `${a.session}:3`, 'x-tidings-secret': a.secret } })
     await third.frame('pong', (f) => f.id === 'after')
     expect(third.events.filter((e) => e.id).map((e) => Number(e.id!.split(':')[1]))).toEqual([4, 5, 6])
   })
@@ -267,7 +267,7 @@ describe('@tidings/sse', () => {
   it('a second stream on the same session takes over from the first', async () => {
     const { base, hub } = await setup()
     const a = await connect(base)
-    const b = await open(base, { headers: { 'last-event-id': `${a.session}:1` } })
+    const b = await open(base, { headers: { 'last-event-id': `${a.session}:1`, 'x-tidings-secret': a.secret } })
     await b.until(() => b.events.find((e) => e.event === 'session'))
     await a.stream.waitEnd()
     await hub.broadcast({ to: 'all', event: 'hello', data: null })
@@ -275,7 +275,7 @@ describe('@tidings/sse', () => {
     expect(hub.getConnections()).toHaveLength(1)
   })
 
-  it('an expired session closes the hub connection; a late Last-Event-ID opens a new session', async () => {
+  it('an expired session closes the hub connection; a late Last-Event-ID gets 404 and the client opens a new session', async () => {
     const { base, hub, transport } = await setup({ sessionTimeoutMs: 100 })
     const closes: number[] = []
     hub.on('disconnect', (_info, { code }) => closes.push(code))
@@ -286,7 +286,11 @@ describe('@tidings/sse', () => {
     expect(transport.sessions).toBe(0)
     expect((await a.post({ type: 'ping' })).status).toBe(404)
 
-    const again = await open(base, { headers: { 'last-event-id': `${a.session}:1` } })
+    // The session is gone: a resume is 404 (the client opens a new session and resumes its channels by offset).
+    const late = await fetch(`${base}/realtime/sse`, { headers: { 'last-event-id': `${a.session}:1`, 'x-tidings-secret': a.secret } })
+    expect(late.status).toBe(404)
+    expect(await json(late)).toMatchObject({ type: 'error', code: 'RT_001' })
+    const again = await open(base)
     const connected = await again.frame('connected')
     const session = JSON.parse(again.events.find((e) => e.event === 'session')!.data).session
     expect(session).not.toBe(a.session)
@@ -302,7 +306,7 @@ describe('@tidings/sse', () => {
     for (let i = 0; i < 20; i++) await hub.publish('public:big', 'm', 'x'.repeat(200))
     await a.stream.until(() => a.stream.frames().filter((f) => f.type === 'message').length === 20)
     a.stream.abort()
-    const again = await open(base, { headers: { 'last-event-id': `${a.session}:1` } })
+    const again = await open(base, { headers: { 'last-event-id': `${a.session}:1`, 'x-tidings-secret': a.secret } })
     const connected = await again.frame('connected')
     expect(connected.connectionId).not.toBe(a.connectionId)
     await until(() => hub.getConnections().length === 1)
@@ -400,7 +404,7 @@ describe('@tidings/sse', () => {
     await sleep(50)
     await hub.broadcast({ to: 'all', event: 'last-words', data: null })
     hub.disconnect(c.connectionId, 'kicked')
-    const again = await open(base, { headers: { 'last-event-id': `${c.session}:1` } })
+    const again = await open(base, { headers: { 'last-event-id': `${c.session}:1`, 'x-tidings-secret': c.secret } })
     await again.waitEnd()
     expect(again.events.map((e) => e.event)).toEqual(['session', 'message', 'close'])
     expect(JSON.parse(again.events[2]!.data).code).toBe(4000)
@@ -432,7 +436,7 @@ describe('@tidings/sse', () => {
     c.stream.abort()
     await sleep(50)
     for (let i = 0; i < 20; i++) await hub.publish('public:q', 'm', i, { sender: 'x'.repeat(100) })
-    const again = await open(base, { headers: { 'last-event-id': `${c.session}:2` } })
+    const again = await open(base, { headers: { 'last-event-id': `${c.session}:2`, 'x-tidings-secret': c.secret } })
     await again.until(() => again.frames().filter((f) => f.type === 'message').length === 20)
     expect(again.frames().map((f) => f.data)).toEqual(Array.from({ length: 20 }, (_, i) => i))
     const seqs = again.events.filter((e) => e.id).map((e) => Number(e.id!.split(':')[1]))
