@@ -15,6 +15,34 @@ export interface StoreConformanceOptions<S extends MessageStore = MessageStore> 
   readonly timeoutMs?: number | undefined
   /** First part of the channel names the suite creates (each run and test adds a random part). Default `'conformance'`. */
   readonly channelPrefix?: string | undefined
+  /**
+   * How the suite learns what the store holds, to check that reads create nothing: a function
+   * answering the number of channel logs and bytes of messages it holds. By default the store's
+   * own `stats()` (as `MemoryMessageStore.stats()`). `false` declares that the store cannot report
+   * internal sizes (a shared database): the suite then checks reads through epochs and answers
+   * only. A store that has no `stats()` and passes nothing fails the size tests with a message
+   * saying so.
+   */
+  readonly sizes?: ((store: S) => Promise<StoreSizes> | StoreSizes) | false | undefined
+  /**
+   * A store of the same kind whose store-wide byte budget is `maxBytes` (the memory store's
+   * `maxBytes`). When given, the suite checks trimming to it.
+   */
+  readonly makeBudgetStore?: ((maxBytes: number) => S | Promise<S>) | undefined
+  /**
+   * A store of the same kind that keeps at most `maxChannels` channel logs (the memory store's
+   * `maxChannels`). When given, the suite checks that evicting a log changes its epoch and keeps
+   * its consumer cursors with their epoch, and that reads never evict.
+   */
+  readonly makeBoundedStore?: ((maxChannels: number) => S | Promise<S>) | undefined
+}
+
+/** What a store holds, as `StoreConformanceOptions.sizes` reports it. */
+export interface StoreSizes {
+  /** Channel logs held. */
+  readonly channels: number
+  /** Bytes of messages held. */
+  readonly bytes: number
 }
 
 type Input = Omit<StoredMessage, 'offset' | 'channel'>
@@ -389,6 +417,13 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
 
     // ---------------------------------------------------------------- cursors
 
+    /** The consumer's cursor offset when it is in the channel's current epoch; 'earlier' for one of an earlier epoch. */
+    const cursorNow = async (ch: string, consumer: string): Promise<number | 'earlier' | undefined> => {
+      const c = await store.cursor(ch, consumer)
+      if (c === undefined) return undefined
+      return c.epoch === (await store.position(ch)).epoch ? c.offset : 'earlier'
+    }
+
     describe('consumer cursors', () => {
       it('are undefined before any commit', async () => {
         const ch = fresh('cursor-none')
@@ -399,22 +434,30 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         expect(await store.cursors(ch)).toEqual({})
       }, timeout)
 
+      it('carry the epoch they were committed in (the current one)', async () => {
+        const ch = fresh('cursor-epoch')
+        const [first] = await appendN(ch, 3)
+        await store.commit(ch, 'alice', 2)
+        expect(await store.cursor(ch, 'alice')).toEqual({ offset: 2, epoch: first!.epoch })
+        expect((await store.position(ch)).epoch).toBe(first!.epoch)
+      }, timeout)
+
       it('move forward only', async () => {
         const ch = fresh('cursor')
         await appendN(ch, 5)
         await store.commit(ch, 'alice', 2)
-        expect(await store.cursor(ch, 'alice')).toBe(2)
+        expect(await cursorNow(ch, 'alice')).toBe(2)
         await store.commit(ch, 'alice', 1)
-        expect(await store.cursor(ch, 'alice')).toBe(2)
+        expect(await cursorNow(ch, 'alice')).toBe(2)
         await store.commit(ch, 'alice', 2)
-        expect(await store.cursor(ch, 'alice')).toBe(2)
+        expect(await cursorNow(ch, 'alice')).toBe(2)
         await store.commit(ch, 'alice', 4)
-        expect(await store.cursor(ch, 'alice')).toBe(4)
+        expect(await cursorNow(ch, 'alice')).toBe(4)
         await store.commit(ch, 'alice', 0)
-        expect(await store.cursor(ch, 'alice')).toBe(4)
+        expect(await cursorNow(ch, 'alice')).toBe(4)
         // and survive later appends (same epoch)
         await append(ch, msg(6))
-        expect(await store.cursor(ch, 'alice')).toBe(4)
+        expect(await cursorNow(ch, 'alice')).toBe(4)
       }, timeout)
 
       it('are per consumer and per channel; cursors() lists a channel’s', async () => {
@@ -425,8 +468,8 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         await store.commit(a, 'alice', 3)
         await store.commit(a, 'bob', 1)
         await store.commit(b, 'carol', 5)
-        expect(await store.cursor(a, 'alice')).toBe(3)
-        expect(await store.cursor(a, 'bob')).toBe(1)
+        expect(await cursorNow(a, 'alice')).toBe(3)
+        expect(await cursorNow(a, 'bob')).toBe(1)
         expect(await store.cursor(a, 'carol')).toBeUndefined()
         expect(await store.cursor(b, 'alice')).toBeUndefined()
         expect(await store.cursors(a)).toEqual({ alice: 3, bob: 1 })
@@ -440,16 +483,257 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         await appendN(ch, 3)
         await store.commit(ch, 'alice', 2)
         await store.commit(ch, 'alice', 10)
-        const at = await store.cursor(ch, 'alice')
+        const at = await cursorNow(ch, 'alice')
         expect(at).toBeGreaterThanOrEqual(2)
         expect(at).toBeLessThanOrEqual(3)
         expect((await store.cursors(ch)).alice).toBe(at)
 
         const empty = fresh('cursor-empty')
         await store.commit(empty, 'alice', 5)
-        expect((await store.cursor(empty, 'alice')) ?? 0).toBe(0)
+        expect((await cursorNow(empty, 'alice')) ?? 0).toBe(0)
       }, timeout)
     })
+
+    // ---------------------------------------------------------------- reads create nothing
+
+    const sizesOption = options.sizes
+    const sizesOf = async (s: S): Promise<StoreSizes> => {
+      if (typeof sizesOption === 'function') return sizesOption(s)
+      const stats = (s as { stats?: () => Promise<StoreSizes> | StoreSizes }).stats
+      if (typeof stats !== 'function') throw new Error('the store has no stats(): pass storeConformance(..., { sizes }) to report its sizes, or sizes: false if it cannot')
+      return stats.call(s)
+    }
+
+    describe('reads of channels that have no log', () => {
+      /** Every reading method, on a channel that was never written. */
+      const readAll = async (ch: string) => {
+        const r = await read(ch, 0)
+        const p = await store.position(ch)
+        const c = await store.cursor(ch, 'alice')
+        const cs = await store.cursors(ch)
+        return { r, p, c, cs }
+      }
+
+      it('answer an empty view (no messages, top 0, no cursors) and keep answering the same epoch', async () => {
+        const ch = fresh('view')
+        const one = await readAll(ch)
+        expect(one.r).toMatchObject({ messages: [], top: 0, complete: true })
+        expect(one.p).toEqual({ epoch: one.r.epoch, offset: 0 })
+        expect(one.c).toBeUndefined()
+        expect(one.cs).toEqual({})
+        await store.commit(ch, 'alice', 3) // nothing to commit in an empty history
+        const two = await readAll(ch)
+        expect(two.p).toEqual(one.p)
+        expect(two.r.epoch).toBe(one.r.epoch)
+        expect((await cursorNow(ch, 'alice')) ?? 0).toBe(0)
+        // other channels written meanwhile do not move it
+        await appendN(fresh('view-other'), 3)
+        expect(await store.position(ch)).toEqual(one.p)
+        // the first append keeps it: a subscriber positioned at { epoch, 0 } sees no epoch change
+        expect((await append(ch, msg(1))).epoch).toBe(one.p.epoch)
+        expect(await store.position(ch)).toEqual({ epoch: one.p.epoch, offset: 1 })
+      }, timeout)
+
+      if (sizesOption !== false) {
+        it('create no log and hold no bytes: 2,000 distinct names read leave the store as it was (history frames for public:junk-N)', async () => {
+          const kept = fresh('kept')
+          await appendN(kept, 2)
+          const before = await sizesOf(store)
+          await Promise.all(
+            Array.from({ length: 2_000 }, async (_, i) => {
+              const ch = fresh(`junk-${i}`)
+              await read(ch, 0)
+              await store.position(ch)
+              await store.cursor(ch, 'alice')
+              await store.cursors(ch)
+              await store.commit(ch, 'alice', 1)
+            }),
+          )
+          expect(await sizesOf(store)).toEqual(before)
+        }, timeout * 3)
+      }
+    })
+
+    // ---------------------------------------------------------------- byte budget
+
+    describe('byte budget (Retention.maxBytes)', () => {
+      it('per channel: keeps the newest messages within maxBytes (sizes from the size hint); the gap reads complete: false, the epoch stays', async () => {
+        const ch = fresh('bytes')
+        const retention = { ...KEEP, maxBytes: 10_000 }
+        const results = await appendN(ch, 6, { retention, size: 3_000 })
+        const r = await read(ch, 0)
+        const kept = offsetsOf(r.messages)
+        expect(kept.length).toBeGreaterThanOrEqual(1)
+        expect(kept.length).toBeLessThanOrEqual(3) // 4 × 3,000 > 10,000
+        expect(kept.at(-1)).toBe(6)
+        expect(kept).toEqual(Array.from({ length: kept.length }, (_, i) => 7 - kept.length + i)) // the newest, no hole
+        expect(r.complete).toBe(false)
+        expect(r.top).toBe(6)
+        expect((await read(ch, 6 - kept.length)).complete).toBe(true)
+        for (const x of results) expect(x.epoch).toBe(r.epoch)
+        expect((await store.position(ch)).epoch).toBe(results[0]!.epoch)
+      }, timeout)
+
+      it('per channel: measures the message itself when no size is given (one user publishing large messages)', async () => {
+        const ch = fresh('bytes-measured')
+        const retention = { ...KEEP, maxBytes: 12_000 }
+        const big = 'x'.repeat(5_000)
+        for (let n = 1; n <= 5; n++) await append(ch, msg(n, T0, { data: { text: big } }), { retention })
+        const r = await read(ch, 0)
+        expect(offsetsOf(r.messages).length).toBeLessThanOrEqual(2) // 3 × 5,000 > 12,000
+        expect(offsetsOf(r.messages).at(-1)).toBe(5)
+        expect(r.complete).toBe(false)
+        expect(r.messages.at(-1)?.data).toEqual({ text: big })
+      }, timeout)
+
+      it('per channel: a message larger than maxBytes is given its offset and not kept', async () => {
+        const ch = fresh('bytes-huge')
+        const retention = { ...KEEP, maxBytes: 1_000 }
+        await append(ch, msg(1), { retention, size: 100 })
+        const huge = await append(ch, msg(2), { retention, size: 5_000 })
+        expect(huge.message.offset).toBe(2)
+        const r = await read(ch, 0)
+        expect(offsetsOf(r.messages)).not.toContain(2)
+        expect(r.top).toBe(2)
+        expect((await read(ch, 1)).complete).toBe(false)
+        expect((await append(ch, msg(3), { retention, size: 100 })).message.offset).toBe(3)
+        expect(offsetsOf((await read(ch, 2)).messages)).toEqual([3])
+      }, timeout)
+
+      it('an idempotent repeat still answers the first offset after the budget dropped that message', async () => {
+        const ch = fresh('bytes-dedup')
+        const retention = { ...KEEP, maxBytes: 1_000 }
+        const first = await append(ch, msg(1), { retention, size: 600, idempotencyKey: 'k', dedupWindowMs: 60_000 })
+        await append(ch, msg(2), { retention, size: 600 }) // drops 1
+        expect(offsetsOf((await read(ch, 0)).messages)).toEqual([2])
+        const again = await append(ch, msg('again'), { retention, size: 600, idempotencyKey: 'k', dedupWindowMs: 60_000 })
+        expect(again.duplicate).toBe(true)
+        expect(again.message).toMatchObject({ offset: 1, id: 'm1' })
+        expect((await store.position(ch)).offset).toBe(2)
+      }, timeout)
+
+      if (sizesOption !== false) {
+        it('bytes held follow appends and trimming', async () => {
+          const before = await sizesOf(store)
+          const ch = fresh('bytes-held')
+          const retention = { ...KEEP, maxBytes: 10_000 }
+          await appendN(ch, 2, { retention, size: 3_000 })
+          const two = await sizesOf(store)
+          expect(two.bytes - before.bytes).toBeGreaterThanOrEqual(6_000)
+          await appendN(ch, 10, { retention, size: 3_000 })
+          const after = await sizesOf(store)
+          expect(after.bytes - before.bytes).toBeLessThanOrEqual(10_000)
+        }, timeout)
+      }
+
+      const makeBudgetStore = options.makeBudgetStore
+      if (makeBudgetStore) {
+        it('store-wide: appends across channels never hold more than the budget; what is dropped reads complete: false in the same epoch', async () => {
+          const budgeted = await makeBudgetStore(100_000)
+          try {
+            const a = fresh('budget-a')
+            const b = fresh('budget-b')
+            const epochs = new Set<string>()
+            for (let n = 1; n <= 30; n++) {
+              const ch = n % 3 === 0 ? b : a
+              const r = await budgeted.append(ch, msg(n), { retention: KEEP, now: T0, size: 10_000 })
+              epochs.add(`${ch}:${r.epoch}`)
+            }
+            expect(epochs.size).toBe(2) // trimming never changed an epoch
+            const ra = await budgeted.read(a, { after: 0, limit: 100, now: T0 })
+            const rb = await budgeted.read(b, { after: 0, limit: 100, now: T0 })
+            const kept = ra.messages.length + rb.messages.length
+            expect(kept).toBeLessThanOrEqual(10)
+            expect(kept).toBeGreaterThanOrEqual(1)
+            expect(ra.complete && rb.complete).toBe(false)
+            expect(ra.top).toBe(20)
+            expect(rb.top).toBe(10)
+            // the newest message is kept
+            expect(offsetsOf(ra.messages).at(-1) === 20 || offsetsOf(rb.messages).at(-1) === 10).toBe(true)
+            expect((await budgeted.position(a)).offset).toBe(20)
+            if (sizesOption !== false) expect((await sizesOf(budgeted)).bytes).toBeLessThanOrEqual(100_000)
+          } finally {
+            await budgeted.close?.()
+          }
+        }, timeout)
+      }
+    })
+
+    // ---------------------------------------------------------------- eviction
+
+    const makeBoundedStore = options.makeBoundedStore
+    if (makeBoundedStore) {
+      describe('evicted channel logs (a bound on the number of logs)', () => {
+        let bounded: S
+        beforeEach(async () => {
+          bounded = await makeBoundedStore(2)
+        }, timeout)
+        afterEach(async () => {
+          await bounded.close?.()
+        }, timeout)
+
+        const fill = async (ch: string, count: number) => {
+          for (let n = 1; n <= count; n++) await bounded.append(ch, msg(n), { retention: KEEP, now: T0 })
+        }
+
+        it('reads never evict: reading 500 other names leaves every log in its epoch (public:important keeps its history)', async () => {
+          const important = fresh('important')
+          const queue = fresh('queue')
+          await fill(important, 3)
+          await fill(queue, 2)
+          const before = [await bounded.position(important), await bounded.position(queue)]
+          await Promise.all(
+            Array.from({ length: 500 }, async (_, i) => {
+              const ch = fresh(`junk-${i}`)
+              await bounded.read(ch, { after: 0, limit: 10, now: T0 })
+              await bounded.position(ch)
+              await bounded.cursor(ch, 'alice')
+            }),
+          )
+          expect([await bounded.position(important), await bounded.position(queue)]).toEqual(before)
+          expect(offsetsOf((await bounded.read(important, { after: 0, limit: 10, now: T0 })).messages)).toEqual([1, 2, 3])
+        }, timeout)
+
+        it('an evicted channel comes back in a new epoch, with its consumer cursors in their old epoch (an offline queue lost is never silent)', async () => {
+          const queue = fresh('queue')
+          await fill(queue, 3)
+          await bounded.commit(queue, 'alice', 2)
+          const old = await bounded.position(queue)
+          await fill(fresh('x'), 1)
+          await fill(fresh('y'), 1) // evicts the queue (the least recently used)
+          const now = await bounded.position(queue)
+          expect(now.offset).toBe(0)
+          expect(now.epoch).not.toBe(old.epoch)
+          expect(await bounded.cursor(queue, 'alice')).toEqual({ offset: 2, epoch: old.epoch })
+          expect(await bounded.cursors(queue)).toEqual({}) // only current-epoch cursors
+          expect(await bounded.cursor(queue, 'bob')).toBeUndefined()
+          // the new epoch is stable and kept by the next append
+          const r = await bounded.append(queue, msg('new'), { retention: KEEP, now: T0 })
+          expect(r).toMatchObject({ epoch: now.epoch, message: { offset: 1 } })
+          expect(await bounded.cursor(queue, 'alice')).toEqual({ offset: 2, epoch: old.epoch })
+          // a commit in the new epoch replaces the lost cursor, even at 0
+          await bounded.commit(queue, 'alice', 0)
+          const after = await bounded.cursor(queue, 'alice')
+          expect(after === undefined || (after.epoch === now.epoch && after.offset === 0)).toBe(true)
+          await bounded.commit(queue, 'alice', 1)
+          expect(await bounded.cursor(queue, 'alice')).toEqual({ offset: 1, epoch: now.epoch })
+          expect(await bounded.cursors(queue)).toEqual({ alice: 1 })
+        }, timeout)
+
+        it('a channel evicted twice never returns to an epoch it had', async () => {
+          const ch = fresh('twice')
+          const seen = new Set<string>()
+          for (let round = 0; round < 3; round++) {
+            await fill(ch, 1)
+            seen.add((await bounded.position(ch)).epoch)
+            await fill(fresh(`other-${round}-a`), 1)
+            await fill(fresh(`other-${round}-b`), 1)
+          }
+          seen.add((await bounded.position(ch)).epoch)
+          expect(seen.size).toBe(4)
+        }, timeout)
+      })
+    }
 
     // ---------------------------------------------------------------- data
 
@@ -544,20 +828,23 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
           expect(await store.position(a)).toEqual({ epoch: after.epoch, offset: 1 })
         }, timeout)
 
-        it('forgets cursors and idempotency keys', async () => {
+        it('forgets idempotency keys; cursors are gone or reported in their earlier epoch, never as current', async () => {
           const ch = fresh('reset-cursors')
-          await append(ch, msg(1), { idempotencyKey: 'k', dedupWindowMs: 60_000 })
+          const first = await append(ch, msg(1), { idempotencyKey: 'k', dedupWindowMs: 60_000 })
           await appendN(ch, 2)
           await store.commit(ch, 'alice', 2)
-          expect(await store.cursor(ch, 'alice')).toBe(2)
+          expect(await store.cursor(ch, 'alice')).toEqual({ offset: 2, epoch: first.epoch })
           await reset(store)
-          expect(await store.cursor(ch, 'alice')).toBeUndefined()
+          const c = await store.cursor(ch, 'alice')
+          expect(c === undefined || (c.epoch === first.epoch && c.offset === 2)).toBe(true)
+          expect(await cursorNow(ch, 'alice')).not.toBe(2)
           expect(await store.cursors(ch)).toEqual({})
           const again = await append(ch, msg('again', T0 + 1), { idempotencyKey: 'k', dedupWindowMs: 60_000 })
           expect(again.duplicate).toBe(false)
           expect(again.message).toMatchObject({ offset: 1, id: 'magain' })
           await store.commit(ch, 'alice', 1)
           expect(await store.cursors(ch)).toEqual({ alice: 1 })
+          expect(await store.cursor(ch, 'alice')).toEqual({ offset: 1, epoch: again.epoch })
         }, timeout)
       })
     }

@@ -18,12 +18,23 @@ export interface StoredMessage {
   readonly exclude?: { readonly connections?: readonly string[] | undefined; readonly users?: readonly string[] | undefined } | undefined
 }
 
-/** How long a channel keeps its log. Both bounds apply; the stricter one wins. */
+/**
+ * How long a channel keeps its log. Every bound given applies; the strictest one wins. Dropping
+ * messages by retention MUST NOT change the epoch: a reader of the dropped range gets
+ * `complete: false` instead.
+ */
 export interface Retention {
   /** Keep at most this many messages (0: keep none, offsets are still assigned). */
   readonly maxCount: number
   /** Drop messages older than this. */
   readonly maxAgeMs: number
+  /**
+   * Keep at most this many bytes of messages in this channel's log (each message's size as
+   * measured at its append, see `AppendOptions.size`); the oldest go first. A message larger than
+   * this is assigned its offset and dropped at once. No bound when absent. A store MAY also have
+   * a budget of its own across all channels (the memory store's `maxBytes`), trimmed the same way.
+   */
+  readonly maxBytes?: number | undefined
 }
 
 export interface AppendOptions {
@@ -33,13 +44,34 @@ export interface AppendOptions {
   readonly dedupWindowMs?: number | undefined
   /** Server time, from the hub's clock. */
   readonly now: number
+  /**
+   * The message's size in bytes as the caller already knows it (the hub: its encoded frame), for
+   * byte budgets. A store MUST measure the message once, at append, using this when given (a
+   * finite number >= 0) and measuring by itself otherwise; it MUST NOT measure it again later.
+   */
+  readonly size?: number | undefined
 }
 
 export interface AppendResult {
   readonly message: StoredMessage
   readonly epoch: string
-  /** True when `idempotencyKey` matched an earlier append: nothing was stored. */
+  /**
+   * True when `idempotencyKey` matched an earlier append: nothing was stored, and `message` is
+   * the earlier one (its `offset`, `id`, `event`, `timestamp` and `sender`; its `data` and
+   * `exclude` MAY be absent once retention dropped that message from the log).
+   */
   readonly duplicate: boolean
+}
+
+/** A consumer's cursor: the offset it last acknowledged, and the epoch it was committed in. */
+export interface ConsumerCursor {
+  readonly offset: number
+  /**
+   * The channel's epoch when the cursor was committed. When it is not the channel's current
+   * epoch, the history the cursor points into is gone (reset, eviction): the consumer's offline
+   * queue was lost, and the offset means nothing in the current epoch.
+   */
+  readonly epoch: string
 }
 
 export interface ReadOptions {
@@ -66,22 +98,59 @@ export interface ReadResult {
  * and grow by 1 per append, per channel. A channel's epoch names one continuous history: it
  * MUST change whenever that channel's offsets restart or its history is lost other than by
  * retention (a store reset, a flushed Redis, an evicted channel), and MUST NOT change otherwise.
+ *
+ * Contract, besides each method's:
+ * - Reads MUST NOT create state: `read`, `position`, `cursor` and `cursors` on a channel that
+ *   has no log answer from an empty view (no messages, top 0, no cursors) and MUST NOT store
+ *   anything for it, so the memory a store holds does not grow with the number of distinct
+ *   channel names read. A store that bounds its number of logs MUST NOT evict a log to answer a
+ *   read.
+ * - The epoch of a channel that has no log MUST be stable: repeated reads report the same one,
+ *   and the first append MUST keep it (a subscriber positioned at `{ epoch, offset: 0 }` before
+ *   the first message sees no epoch change after it). It MUST differ from every epoch of an
+ *   earlier history of that channel that was lost (derive it, for example, from the store's
+ *   identity, which changes on a reset, and the channel name).
+ * - Evicting a channel's log (a bound on the number of logs) loses its history: the channel's
+ *   epoch MUST change. Never silently: a store that evicts MUST keep the evicted channel's
+ *   consumer cursors (bounded) with the epoch they were committed in, so `cursor` tells a lost
+ *   offline queue from none.
+ * - Trimming to a byte budget (`Retention.maxBytes`, a store-wide budget) is retention: oldest
+ *   messages first, epoch unchanged, readers of the dropped range get `complete: false`.
  */
 export interface MessageStore {
-  /** Assigns the next offset. With an idempotency key seen within the window, MUST return the earlier message with `duplicate: true` and store nothing. */
+  /**
+   * Assigns the next offset. With an idempotency key seen within the window, MUST return the
+   * earlier message with `duplicate: true` and store nothing. MUST measure the message's size
+   * here (from `options.size` when given) for byte budgets, then apply the channel's retention.
+   */
   append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): MaybePromise<AppendResult>
-  /** Messages after an offset, oldest first, at most `limit`. MUST NOT return expired messages. */
+  /**
+   * Messages after an offset, oldest first, at most `limit`. MUST NOT return expired messages.
+   * MUST NOT create a log for a channel that has none.
+   */
   read(channel: string, options: ReadOptions): MaybePromise<ReadResult>
-  /** The current epoch and newest offset of a channel (offset 0 for an empty one). */
+  /**
+   * The current epoch and newest offset of a channel (offset 0 for an empty one). MUST NOT
+   * create a log for a channel that has none; the epoch it reports then is the one the first
+   * append will keep.
+   */
   position(channel: string): MaybePromise<StreamPosition>
   /**
-   * Where a consumer (a user) got to in a channel: the offset it last acknowledged, in the
-   * current epoch. Undefined when unknown or recorded in an earlier epoch.
+   * Where a consumer (a user) got to in a channel: the offset it last acknowledged and the epoch
+   * it acknowledged it in. MUST return the cursor with its earlier epoch when the channel's
+   * history was lost since (an evicted log; MAY also after a reset), as long as the store still
+   * remembers it, so the caller can report a lost offline queue; `undefined` only when the
+   * consumer never committed (or the store forgot it). MUST NOT create a log.
    */
-  cursor(channel: string, consumer: string): MaybePromise<number | undefined>
-  /** Move a consumer's cursor forward (never back) within the current epoch. */
+  cursor(channel: string, consumer: string): MaybePromise<ConsumerCursor | undefined>
+  /**
+   * Move a consumer's cursor forward (never back, never past the newest offset) within the
+   * current epoch. A cursor from an earlier epoch MUST be replaced by this commit, whatever its
+   * offset (0 included): committing is how the caller says it has dealt with the loss. A commit
+   * on a channel that has no log MUST NOT create one.
+   */
   commit(channel: string, consumer: string, offset: number): MaybePromise<void>
-  /** Every consumer cursor of a channel in its current epoch. */
+  /** Every consumer cursor of a channel in its current epoch (cursors of earlier epochs MUST NOT be listed). MUST NOT create a log. */
   cursors(channel: string): MaybePromise<Record<string, number>>
   close?(): MaybePromise<void>
 }
