@@ -65,6 +65,42 @@ export function valueDepth(value: unknown, limit: number): number {
   return max
 }
 
+/** How far into a frame `peekRequestId` looks for a top-level `"id"`. */
+const PEEK_LIMIT = 64 * 1024
+
+/**
+ * The request id of a JSON frame that will not be parsed (too deep, too large), found by a
+ * linear scan for a top-level `"id"` key within the first 64 KiB, so even a refused request can
+ * be answered by its id. Undefined when there is none (or it is not a short string or an integer).
+ */
+export function peekRequestId(data: WireData): string | number | undefined {
+  const text = typeof data === 'string' ? data.slice(0, PEEK_LIMIT) : textDecoder.decode(data.subarray(0, PEEK_LIMIT))
+  let depth = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === QUOTE) {
+      const start = i
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i)
+        if (d === BACKSLASH) i++
+        else if (d === QUOTE) break
+      }
+      if (depth !== 1 || text.slice(start, i + 1) !== '"id"') continue
+      const m = ID_VALUE.exec(text.slice(i + 1, i + 80))
+      if (!m) continue
+      if (m[1] !== undefined) return m[1].length > 0 && m[1].length <= 64 ? m[1] : undefined
+      const n = Number(m[2])
+      return Number.isSafeInteger(n) && n >= 0 ? n : undefined
+    }
+    if (c === OPEN_ARRAY || c === OPEN_OBJECT) depth++
+    else if ((c === CLOSE_ARRAY || c === CLOSE_OBJECT) && depth > 0) depth--
+  }
+  return undefined
+}
+
+const ID_VALUE = /^\s*:\s*(?:"([A-Za-z0-9_.:\-]*)"|(\d{1,16})(?![.\deE]))/
+const textDecoder = /* @__PURE__ */ new TextDecoder('utf-8')
+
 export type Decoded = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly reason: string }
 
 /**

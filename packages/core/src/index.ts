@@ -2,7 +2,7 @@
 export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
 export * from './protocol.js'
 export { type Codec, type WireData, jsonCodec, wireLength, utf8Length } from './codec.js'
-export { DEFAULT_MAX_DEPTH, jsonDepth, valueDepth, decodeWithin, parseJsonWithin, type Decoded } from './budget.js'
+export { DEFAULT_MAX_DEPTH, jsonDepth, valueDepth, decodeWithin, parseJsonWithin, peekRequestId, type Decoded } from './budget.js'
 export { type FilterNode, type FilterOp, type FilterPredicate, type FilterRoots, FilterError, FILTER_LIMITS, MESSAGE_FILTER_ROOTS, RECIPIENT_FILTER_ROOTS, compileFilter, filterSchema } from './filter.js'
 
 // Ports

@@ -77,6 +77,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     subscribed(frame) {
       if (!frame.position) return
       const st = channels.get(frame.channel)
+      // The answer to a repeated subscribe carries neither `delivery` nor `recovered`: the
+      // subscription goes on exactly as it was.
+      if (st && frame.delivery === undefined && frame.recovered === undefined && st.epoch === frame.position.epoch) return
       const reliable = frame.delivery === 'at-least-once'
       // A resume that recovered continues the same stream; anything else starts from the position given.
       if (st && frame.recovered === true && st.epoch === frame.position.epoch) {

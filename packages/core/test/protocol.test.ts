@@ -255,6 +255,10 @@ describe('serverFrameSchema', () => {
     // auth, ping
     await alice.request({ type: 'auth', token: 'tok-alice' })
     await alice.ping()
+    // credentials that expire on an open connection are announced before they do
+    const carol = await t.connect({ identity: { userId: 'carol', expiresAt: t.clock.now() + 120_000 } })
+    await t.advance(61_000)
+    expect(carol.received('auth:expiring')).toHaveLength(1)
 
     // errors of every kind the session can provoke
     const errors = [

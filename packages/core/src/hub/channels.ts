@@ -18,6 +18,11 @@ export interface ChannelOptions {
   readonly history?: Partial<Retention> | false
   /** Largest message data, in bytes of its encoded frame. Default: the hub's `maxMessageSize`. */
   readonly maxMessageSize?: number
+  /**
+   * Client publishes to one channel of this pattern per minute, across all its publishers
+   * (`RT_006` past it). Default the hub's `limits.channelPublishesPerMinute` (none unless set).
+   */
+  readonly publishesPerMinute?: number
   /** Most distinct users (anonymous connections count one each) subscribed at once. */
   readonly capacity?: number
   /** Schemas for the data of named events; a publish that fails one gets `RT_007`. */
@@ -140,6 +145,17 @@ function compilePattern(pattern: string, options: ChannelOptions): CompiledPatte
 
 /** Options that cannot work together are refused when the pattern is registered, not discovered later. */
 function validateOptions(pattern: string, options: ChannelOptions): void {
+  for (const action of ['subscribe', 'publish'] as const) {
+    const rule: unknown = options[action]
+    if (rule === undefined || rule === true || rule === false || rule === 'authenticated' || typeof rule === 'function') continue
+    const shown = typeof rule === 'string' ? `the string ${JSON.stringify(rule.length > 60 ? `${rule.slice(0, 57)}...` : rule)}` : `a ${typeof rule}`
+    throw new TypeError(
+      `channel pattern '${pattern}': the ${action} rule is ${shown}; a rule is true, false, 'authenticated' or a function (ctx) => boolean` +
+        (typeof rule === 'string' ? ' (expression strings are not evaluated: write the expression as a function)' : ''),
+    )
+  }
+  const rate = options.publishesPerMinute
+  if (rate !== undefined && (typeof rate !== 'number' || !(rate > 0))) throw new TypeError(`channel pattern '${pattern}': publishesPerMinute must be a positive number`)
   if (options.history === false && options.delivery === 'at-least-once') {
     throw new TypeError(`channel pattern '${pattern}': at-least-once delivery redelivers from the channel's history, so it needs history`)
   }

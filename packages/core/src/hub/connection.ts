@@ -236,6 +236,11 @@ export class Connection implements ConnectionHandle, Bucket {
     return takeToken(this, this.host.limits.messagesPerSecond, now)
   }
 
+  /** Take part of a frame token (acks); false when less than that is left. */
+  takeFractionalToken(now: number, cost: number): boolean {
+    return takeToken(this, this.host.limits.messagesPerSecond, now, cost)
+  }
+
   takePresenceToken(now: number): boolean {
     const rate = this.host.limits.presenceUpdatesPerSecond
     return takeToken((this.presence ??= fullBucket(rate, now)), rate, now)

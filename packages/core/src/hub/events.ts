@@ -7,6 +7,11 @@ import type { RoomInfo } from './rooms.js'
 export interface HubEvents {
   connection: (info: ConnectionInfo) => void
   disconnect: (info: ConnectionInfo, close: { code: number; reason: string }) => void
+  /**
+   * A connection attempt was refused (bad or missing credentials, expired credentials, too many
+   * connections, shutting down). Never carries the credentials themselves.
+   */
+  'connection:refused': (e: { transport: string; remoteAddress: string | undefined; userId: string | undefined; code: ErrorCode; reason: string; closeCode: number }) => void
   subscribe: (e: { connectionId: string; userId: string | undefined; channel: string }) => void
   unsubscribe: (e: { connectionId: string; userId: string | undefined; channel: string; reason: string }) => void
   /** A message was published on a channel (by a client of this node, or server code here). */

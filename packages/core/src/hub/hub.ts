@@ -1,5 +1,6 @@
 import { EventEmitter } from 'eventemitter3'
-import { type Codec, type WireData, jsonCodec, jsonWithNumber, wireLength } from '../codec.js'
+import { decodeWithin, peekRequestId } from '../budget.js'
+import { type Codec, type WireData, jsonCodec, jsonWithNumber, utf8Length, wireLength } from '../codec.js'
 import { CloseCode, type ErrorCode, RealtimeError, clampCloseReason } from '../errors.js'
 import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
 import {
@@ -24,12 +25,14 @@ import type { LRUCache } from 'lru-cache'
 import { type MaybePromise, isPromise, andThen, boundedMap, isoTimestamp } from '../util.js'
 import { Channel } from './channel.js'
 import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
+import type { Bucket } from './rate-limit.js'
 import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
 import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
+import { CredentialWatch } from './credentials.js'
 import { type Room, type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
 
 export interface ConnectOptions {
@@ -199,6 +202,10 @@ interface LocalDispatch {
 
 const NO_EXCLUSIONS: LocalDispatch = { collect: null, excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
 const REPLAY_PAGE = 500
+/** Frames a connection whose credentials expired may not send until it refreshes them. */
+const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
+/** What an ack takes from the frame budget. */
+const ACK_COST = 0.05
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
 
@@ -230,6 +237,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly ackWaiters = new Map<string, Set<AckWaiter>>()
   private readonly notifications: NotificationService
   private readonly brokerReady: MaybePromise<void>
+  private readonly credentials: CredentialWatch
+  /** Client publish rate per channel (only for channels with a `publishesPerMinute`). */
+  private readonly channelBuckets: LRUCache<string, Bucket>
 
   constructor(input: HubOptions) {
     super()
@@ -282,6 +292,18 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       changed: (room) => this.forgetPublishDecisions(room.channel),
     })
+    this.credentials = new CredentialWatch({
+      clock: this.clock,
+      refreshBeforeMs: this.options.credentials.refreshBeforeMs,
+      graceMs: this.options.credentials.graceMs,
+      warn: (conn, expiresAt, closesAt) => this.sendFrame(conn, { type: 'auth:expiring', expiresAt, closesAt }),
+      expire: (conn) => {
+        if (conn.ended) return
+        for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'credentials expired', true)
+        this.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
+      },
+    })
+    this.channelBuckets = boundedMap(100_000)
     this.brokerReady = this.startBroker()
   }
 
@@ -319,8 +341,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   async connect(session: Session, opts: ConnectOptions = {}): Promise<ConnectionHandle> {
     const codec = session.codec ?? this.codec
+    let refusedUser: string | undefined
     const refuse = (code: ErrorCode, message: string, closeCode: number): never => {
       this.stats.errors[code]++
+      // Logged and emitted without the credentials themselves.
+      const refused = { transport: session.transport, remoteAddress: session.remoteAddress, userId: refusedUser, code, reason: message, closeCode }
+      this.options.logger.warn('connection refused', refused)
+      if (this.listenerCount('connection:refused') > 0) this.emit('connection:refused', refused)
       const frame: ServerFrame = { type: 'error', code, message }
       try {
         const data = codec.encode(frame)
@@ -359,6 +386,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     else if (this.options.allowAnonymous) identity = ANONYMOUS
     else return refuse('RT_002', 'credentials are required', CloseCode.AuthenticationFailed)
     if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+    refusedUser = identity.userId
+    if (identity.expiresAt !== undefined && !(identity.expiresAt > this.clock.now())) {
+      refuse('RT_002', 'credentials expired', CloseCode.AuthenticationFailed)
+    }
 
     const userId = identity.userId
     const max = this.options.limits.maxConnectionsPerUser
@@ -394,7 +425,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       connectionId: id,
       userId,
       limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
+      expiresAt: identity.expiresAt,
     })
+    if (identity.expiresAt !== undefined) this.credentials.watch(conn, identity.expiresAt)
     if (this.listenerCount('connection') > 0) this.emit('connection', conn.info())
     return conn
   }
@@ -418,8 +451,18 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private dropConnection(conn: Connection, code: number, reason: string): void {
     if (conn.ended) return
     conn.ended = true
+    this.credentials.forget(conn)
     conn.discardQueue()
-    for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'disconnected', false)
+    // Each subscription is let go of on its own: one that fails to clean up (a presence store
+    // error, a throwing listener) must not leave the connection half-removed.
+    for (const sub of [...conn.subscriptions.values()]) {
+      try {
+        this.removeSubscription(sub, 'disconnected', false)
+      } catch (err) {
+        this.report(err, 'disconnect.unsubscribe')
+        conn.subscriptions.delete(sub.channel.name)
+      }
+    }
     this.connections.delete(conn.id)
     if (conn.userId !== undefined) {
       const set = this.byUser.get(conn.userId)
@@ -444,35 +487,44 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private receive(conn: Connection, data: WireData): void {
     if (conn.ended) return
+    try {
+      this.receiveFrame(conn, data)
+    } catch (err) {
+      // Nothing a client sends may take the hub down: answer the frame and go on.
+      this.report(err, 'frame:receive')
+      this.reject(conn, undefined, 'RT_007', 'frame could not be handled')
+    }
+  }
+
+  private receiveFrame(conn: Connection, data: WireData): void {
     const now = this.clock.now()
     conn.lastSeen = now
     const bytes = wireLength(data)
     this.stats.messagesIn++
     this.stats.bytesIn += bytes
-    const max = this.options.limits.maxMessageSize
+    const limits = this.options.limits
+    const max = limits.maxMessageSize
     if (bytes > max) {
       // Still answer a request by its id, so the client's promise settles; past 4× the limit the
       // frame is not worth decoding at all.
       let id: RequestId | undefined
       if (bytes <= max * 4) {
-        try {
-          id = requestIdOf(conn.codec.decode(data))
-        } catch {
-          id = undefined
-        }
-      }
+        const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
+        id = decoded.ok ? requestIdOf(decoded.value) : conn.codec.name === 'json' ? peekRequestId(data) : undefined
+      } else if (conn.codec.name === 'json') id = peekRequestId(data)
       return this.reject(conn, id, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
     }
-    let value: unknown
-    try {
-      value = conn.codec.decode(data)
-    } catch {
-      return this.reject(conn, undefined, 'RT_007', `frame is not valid ${conn.codec.name}`)
-    }
+    // The decode budget: nesting is counted by a linear scan before anything recursive runs.
+    const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
+    if (!decoded.ok) return this.reject(conn, conn.codec.name === 'json' ? peekRequestId(data) : undefined, 'RT_007', decoded.reason, undefined, decoded.reason.startsWith('nested') ? { maxDepth: limits.maxDepth } : undefined)
+    const value = decoded.value
     const id = requestIdOf(value)
     const type = typeof (value as { type?: unknown } | null)?.type === 'string' ? ((value as { type: string }).type) : undefined
-    if (!conn.takeMessageToken(now)) {
-      return this.reject(conn, id, 'RT_006', 'too many messages per second', type, { retryAfterMs: conn.messageRetryAfter() }, true)
+    // Acks cost a twentieth of a frame: they are the client keeping its side of at-least-once
+    // delivery, and must not eat the budget of the frames the app sends.
+    if (!(type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : conn.takeMessageToken(now))) {
+      // A request (it has an id) is always answered, so its promise settles; the rest may be shed.
+      return this.reject(conn, id, 'RT_006', 'too many messages per second', type, { retryAfterMs: conn.messageRetryAfter() }, id === undefined)
     }
     const parsed = parseClientFrame(value)
     if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
@@ -510,12 +562,17 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
   }
 
+  /**
+   * A frame's handler threw or rejected. This runs inside that frame's turn of the in-order
+   * chain, so the error is sent now: queued behind the chain it would follow the answers to
+   * frames that arrived after it.
+   */
   private fail(conn: Connection, frame: ClientFrame, err: unknown): void {
     const id = 'id' in frame ? frame.id : undefined
     const channel = 'channel' in frame ? frame.channel : undefined
-    if (err instanceof RealtimeError) return this.reject(conn, id, err.code, err.message, frame.type, err.details as Record<string, unknown> | undefined, false, channel)
+    if (err instanceof RealtimeError) return this.sendError(conn, id, err.code, err.message, frame.type, err.details as Record<string, unknown> | undefined, false, channel)
     this.report(err, `frame:${frame.type}`)
-    this.reject(conn, id, 'RT_001', `${frame.type} failed: internal error`, frame.type, undefined, false, channel)
+    this.sendError(conn, id, 'RT_001', `${frame.type} failed: internal error`, frame.type, undefined, false, channel)
   }
 
   private reject(
@@ -528,14 +585,30 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     volatile = false,
     channel?: string,
   ): void {
-    this.inOrder(conn, () => {
-      this.stats.errors[code]++
-      this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
-      this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
-    })
+    this.inOrder(conn, () => this.sendError(conn, id, code, message, frameType, details, volatile, channel))
+  }
+
+  private sendError(
+    conn: Connection,
+    id: RequestId | undefined,
+    code: ErrorCode,
+    message: string,
+    frameType?: string,
+    details?: Record<string, unknown>,
+    volatile = false,
+    channel?: string,
+  ): void {
+    this.stats.errors[code]++
+    this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
+    this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
   }
 
   private handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void> {
+    // Past its credentials' expiry a connection keeps what it has for the grace period, but may
+    // start nothing new until an `auth` frame refreshes them.
+    if (STARTS_SOMETHING.has(frame.type) && this.credentials.expired(conn)) {
+      throw new RealtimeError('RT_002', 'credentials expired: send an auth frame with fresh ones')
+    }
     switch (frame.type) {
       case 'subscribe':
         return this.onSubscribe(conn, frame)
@@ -552,7 +625,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'presence:get': {
         this.presenceChannel(conn, frame.channel)
         return andThen(this.presence.snapshot(frame.channel), (snap) => {
-          this.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...snap })
+          this.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.capSnapshot(snap) })
         })
       }
       case 'typing': {
@@ -608,14 +681,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         id: frame.id,
         channel: name,
         presence: extras.presence,
-        // Nothing was missed: the subscription simply goes on (a receiver keeps its state).
-        ...(extras.position ? { position: { epoch: extras.position.epoch, offset: at }, delivery: existing.tracked ? 'at-least-once' : 'at-most-once', recovered: true } : {}),
+        // The subscription simply goes on where it was: no `delivery`, no `recovered` (nothing is replayed).
+        ...(extras.position ? { position: { epoch: extras.position.epoch, offset: at } } : {}),
       })
       return
     }
-    if (conn.subscriptions.size >= conn.maxSubscriptions) {
-      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
-    }
+    this.checkSubscriptionLimits(conn)
     const resolved = this.resolve(name)
     const options = resolved.options
     const filter = frame.filter != null ? this.compileMessageFilter(frame.filter) : null
@@ -627,9 +698,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
     if (denied) throw new RealtimeError('RT_003', denied)
     if (conn.ended) return
-    if (conn.subscriptions.size >= conn.maxSubscriptions) {
-      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
-    }
+    this.checkSubscriptionLimits(conn)
     // The room may have been created or deleted while the rule was deciding.
     const current = this.rooms.rooms.get(name)
     if (room && current !== room) throw new RealtimeError('RT_004', `room '${name}' was deleted`)
@@ -673,6 +742,25 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
   }
 
+  /** `RT_006` when the connection, or its user across connections, has all the subscriptions it may. */
+  private checkSubscriptionLimits(conn: Connection): void {
+    if (conn.subscriptions.size >= conn.maxSubscriptions) {
+      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
+    }
+    const perUser = this.options.limits.maxSubscriptionsPerUser
+    if (perUser === undefined || conn.userId === undefined) return
+    let limit: number
+    try {
+      limit = typeof perUser === 'function' ? perUser(conn.identity) : perUser
+    } catch (err) {
+      this.report(err, 'limits.maxSubscriptionsPerUser')
+      throw new RealtimeError('RT_006', 'subscription limit could not be decided')
+    }
+    let used = 0
+    for (const c of this.byUser.get(conn.userId) ?? []) used += c.subscriptions.size
+    if (used >= limit) throw new RealtimeError('RT_006', `subscription limit of ${limit} per user reached`, { limit, scope: 'user' })
+  }
+
   /** Presence, position, offline queue or recovery, then the reply and live delivery. */
   private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>): Promise<void> {
     const name = frame.channel
@@ -691,7 +779,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       // The user's offline queue: what was published since it last acknowledged (or all that is kept).
       const cursor = await this.options.store.cursor(name, conn.userId)
       if (conn.ended || conn.subscriptions.get(name) !== sub) return
-      since = { epoch: extras.position.epoch, offset: cursor ?? 0 }
+      // A cursor from an earlier epoch points into history that is gone: recover() reports the
+      // queue as lost (`recovered: false`) rather than replaying the new epoch as if complete.
+      since = cursor ? { epoch: cursor.epoch, offset: cursor.offset } : { epoch: extras.position.epoch, offset: 0 }
       offline = true
     }
     if (since && !history) {
@@ -709,7 +799,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
     const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
-    if (channel.options.presence) out.presence = await this.presence.snapshot(channel.name)
+    if (channel.options.presence) out.presence = this.capSnapshot(await this.presence.snapshot(channel.name))
     if (this.retention(channel.options)) out.position = await this.options.store.position(channel.name)
     return out
   }
@@ -780,7 +870,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       const page = await this.options.store.read(name, { after, limit: REPLAY_PAGE, now: this.clock.now() })
       if (page.epoch !== since.epoch) {
         recovered = false
-        reason = 'epoch changed: the channel history was reset'
+        reason = partial ? 'epoch changed: the offline queue was lost with the channel history' : 'epoch changed: the channel history was reset'
         break
       }
       if (!page.complete) {
@@ -1111,6 +1201,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
     const resolved = this.resolve(frame.channel)
+    this.takeChannelPublish(frame.channel, resolved.options)
     const sub = conn.subscriptions.get(frame.channel)
     const decide = (): MaybePromise<string | undefined> => {
       if (sub?.canPublish === true) return undefined
@@ -1135,6 +1226,27 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         },
       )
     })
+  }
+
+  /** A channel's client publish rate (`publishesPerMinute`): one token per publish, `RT_006` when none is left. */
+  private takeChannelPublish(channel: string, options: ChannelOptions): void {
+    const perMinute = options.publishesPerMinute ?? this.options.limits.channelPublishesPerMinute
+    if (perMinute === undefined) return
+    const now = this.clock.now()
+    let bucket = this.channelBuckets.get(channel)
+    if (bucket === undefined) this.channelBuckets.set(channel, (bucket = { tokens: perMinute, refilledAt: now }))
+    // Burst = a minute's worth; refilled lazily at perMinute per 60 s.
+    const refillPerMs = perMinute / 60_000
+    if (now > bucket.refilledAt) {
+      bucket.tokens = Math.min(perMinute, bucket.tokens + (now - bucket.refilledAt) * refillPerMs)
+      bucket.refilledAt = now
+    }
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1
+      return
+    }
+    const retryAfterMs = Math.ceil((1 - bucket.tokens) / refillPerMs)
+    throw new RealtimeError('RT_006', `channel '${channel}' allows ${perMinute} messages per minute`, { limit: perMinute, scope: 'channel', retryAfterMs })
   }
 
   private validateEvent(options: ChannelOptions, event: string, data: unknown): void {
@@ -1535,6 +1647,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     })
   }
 
+  /**
+   * A presence snapshot within the reply budget: as many members as fit (in the store's order);
+   * `count` stays the total, so `count > users.length` tells the client the list is partial.
+   */
+  private capSnapshot(snap: PresenceSnapshot): PresenceSnapshot {
+    const budget = this.options.limits.maxReplyBytes - 1024
+    let bytes = 0
+    for (let i = 0; i < snap.users.length; i++) {
+      bytes += utf8Length(JSON.stringify(snap.users[i])) + 1
+      if (bytes > budget) return { users: snap.users.slice(0, i), count: snap.count }
+    }
+    return snap
+  }
+
   // ------------------------------------------------------------------ history and auth frames
 
   private async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
@@ -1547,14 +1673,30 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (frame.since && result.epoch !== frame.since.epoch) {
       throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset; read again without since', { epoch: result.epoch })
     }
+    // A reply has a byte budget like any frame: a page that would pass it ends early, with
+    // `complete: false` and the position to page on from.
+    const budget = this.options.limits.maxReplyBytes - 512
+    const messages: MessageFrame[] = []
+    let bytes = 0
+    let cut = false
+    for (const m of result.messages) {
+      const f = storedToFrame(m)
+      const size = wireLength(conn.codec.encode(f)) + 1
+      if (messages.length > 0 && bytes + size > budget) {
+        cut = true
+        break
+      }
+      messages.push(f)
+      bytes += size
+    }
     this.sendFrame(conn, {
       type: 'history',
       id: frame.id,
       channel: frame.channel,
-      messages: result.messages.map((m) => storedToFrame(m)),
-      position: { epoch: result.epoch, offset: result.messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
+      messages,
+      position: { epoch: result.epoch, offset: messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
       top: result.top,
-      complete: result.complete,
+      complete: result.complete && !cut,
     })
   }
 
@@ -1581,10 +1723,31 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     if (!identity) throw new RealtimeError('RT_002', 'invalid or expired credentials')
     if (identity.userId !== conn.userId) throw new RealtimeError('RT_002', 'a refreshed token must name the same user')
+    if (identity.expiresAt !== undefined && !(identity.expiresAt > this.clock.now())) throw new RealtimeError('RT_002', 'the new credentials have already expired')
+    if (conn.ended) return
     conn.identity = identity
     conn.recipient = { id: identity.userId, roles: identity.roles ?? [], claims: identity.claims ?? {} }
-    for (const sub of conn.subscriptions.values()) sub.canPublish = undefined
-    this.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId })
+    // Per-identity limits follow the new identity (a plan may have changed).
+    const perConnection = this.options.limits.maxSubscriptions
+    if (typeof perConnection === 'function') {
+      try {
+        conn.maxSubscriptions = perConnection(identity, conn.info())
+      } catch (err) {
+        this.report(err, 'limits.maxSubscriptions')
+      }
+    }
+    this.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId, expiresAt: identity.expiresAt })
+    if (identity.expiresAt !== undefined) this.credentials.watch(conn, identity.expiresAt)
+    else this.credentials.forget(conn)
+    // Every subscription is decided again for the new identity; those no longer allowed end.
+    for (const sub of [...conn.subscriptions.values()]) {
+      sub.canPublish = undefined
+      const name = sub.channel.name
+      const resolved = this.patterns.resolve(name)
+      const denied = resolved === undefined ? 'channel no longer exists' : await this.authorize(conn, 'subscribe', name, resolved, this.rooms.rooms.get(name), undefined)
+      if (conn.ended) return
+      if (denied && conn.subscriptions.get(name) === sub) this.removeSubscription(sub, `not allowed after re-authentication: ${denied}`, true)
+    }
   }
 
   // ------------------------------------------------------------------ server API

@@ -37,6 +37,34 @@ export interface HubLimits {
    * channels redeliver what it missed). Default `'disconnect'`.
    */
   readonly slowConsumer?: 'disconnect' | 'drop'
+  /**
+   * Deepest nesting of arrays and objects an inbound frame may have, checked by a linear scan
+   * before the frame is parsed (`RT_007`). Default 32.
+   */
+  readonly maxDepth?: number
+  /**
+   * Largest reply frame the hub builds for a request: a history page, a presence snapshot. A
+   * history page that would be larger ends early with `complete: false` (page on from its
+   * `position`); a presence snapshot lists fewer members (its `count` stays the total). Default 1 MiB.
+   */
+  readonly maxReplyBytes?: number
+  /**
+   * Subscriptions per user across all of the user's connections on this node: a number, or a
+   * function of the identity (tiers, e.g. free 3, paid 10). Default: no limit beyond `maxSubscriptions`.
+   */
+  readonly maxSubscriptionsPerUser?: number | ((identity: Identity) => number)
+  /**
+   * Client publishes per channel per minute, across all publishers (token bucket). A channel
+   * pattern's `publishesPerMinute` overrides it. Default: no limit (seed value: 100).
+   */
+  readonly channelPublishesPerMinute?: number
+}
+
+export interface CredentialOptions {
+  /** Send `auth:expiring` this long before an identity's `expiresAt`. Default 60 000. */
+  readonly refreshBeforeMs?: number
+  /** After `expiresAt`, wait this long for an `auth` frame before ending subscriptions and closing with 4001. Default 30 000. */
+  readonly graceMs?: number
 }
 
 export interface DeliveryOptions {
@@ -98,6 +126,8 @@ export interface HubOptions {
   /** Acknowledgments and redelivery on at-least-once channels. */
   readonly delivery?: DeliveryOptions
   readonly notifications?: NotificationOptions
+  /** Credentials that expire on open connections (`Identity.expiresAt`). */
+  readonly credentials?: CredentialOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
   readonly onError?: (error: unknown, context: { stage: string; [key: string]: unknown }) => void
 }
@@ -113,7 +143,12 @@ export interface ResolvedHubOptions {
   readonly authenticate: Authenticator | undefined
   readonly allowAnonymous: boolean
   readonly authorize: HubOptions['authorize']
-  readonly limits: Required<Omit<HubLimits, 'maxSubscriptions'>> & { maxSubscriptions: NonNullable<HubLimits['maxSubscriptions']> }
+  readonly limits: Required<Omit<HubLimits, 'maxSubscriptions' | 'maxSubscriptionsPerUser' | 'channelPublishesPerMinute'>> & {
+    maxSubscriptions: NonNullable<HubLimits['maxSubscriptions']>
+    maxSubscriptionsPerUser: HubLimits['maxSubscriptionsPerUser']
+    channelPublishesPerMinute: number | undefined
+  }
+  readonly credentials: Required<CredentialOptions>
   readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
   readonly history: Retention
   readonly dedupWindowMs: number
@@ -143,6 +178,14 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       highWaterMark: o.limits?.highWaterMark ?? 1024 * 1024,
       maxQueuedBytes: o.limits?.maxQueuedBytes ?? 8 * 1024 * 1024,
       slowConsumer: o.limits?.slowConsumer ?? 'disconnect',
+      maxDepth: positiveInt(o.limits?.maxDepth, 32, 'limits.maxDepth'),
+      maxReplyBytes: positiveInt(o.limits?.maxReplyBytes, 1024 * 1024, 'limits.maxReplyBytes'),
+      maxSubscriptionsPerUser: o.limits?.maxSubscriptionsPerUser,
+      channelPublishesPerMinute: o.limits?.channelPublishesPerMinute,
+    },
+    credentials: {
+      refreshBeforeMs: o.credentials?.refreshBeforeMs ?? 60_000,
+      graceMs: o.credentials?.graceMs ?? 30_000,
     },
     presence: {
       leaveDelayMs: o.presence?.leaveDelayMs ?? 0,
@@ -166,4 +209,10 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
     },
     onError: o.onError,
   }
+}
+
+function positiveInt(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 1) throw new TypeError(`${name} must be a positive number`)
+  return Math.floor(value)
 }

@@ -14,14 +14,14 @@ export function fullBucket(rate: number, now: number): Bucket {
   return { tokens: rate, refilledAt: now }
 }
 
-/** Take one token; false when the bucket is empty. */
-export function takeToken(bucket: Bucket, rate: number, now: number): boolean {
+/** Take one token (or `cost` of one); false when the bucket holds less. */
+export function takeToken(bucket: Bucket, rate: number, now: number, cost = 1): boolean {
   if (now > bucket.refilledAt) {
     bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.refilledAt) * rate) / 1000)
     bucket.refilledAt = now
   }
-  if (bucket.tokens < 1) return false
-  bucket.tokens -= 1
+  if (bucket.tokens < cost) return false
+  bucket.tokens -= cost
   return true
 }
 
