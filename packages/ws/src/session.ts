@@ -13,6 +13,8 @@ export interface SessionHost {
   readonly deflateThreshold: number
   /** The socket is closed; forget the session. */
   removed(session: WsSession): void
+  /** ws's closing-handshake timeout: a closing socket whose backlog stops draining for this long is destroyed. */
+  readonly closeTimeoutMs: number
   /** Report an unexpected failure (never thrown into the hub or the socket). */
   report(error: unknown, stage: string): void
 }
@@ -33,6 +35,12 @@ interface CloseInfo {
   readonly code: number
   readonly reason: string
 }
+/**
+ * A close with bytes still queued ahead of its close frame (a slow consumer dropped with 4009)
+ * up to this many `closeTimeoutMs` periods for the backlog to drain (30 s with the default 5 s).
+ */
+const MAX_CLOSING_PERIODS = 6
+type WsCloseTimer = { _closeTimer?: NodeJS.Timeout | null }
 /** Frame header bytes at most (unmasked), so a write that may cross the high-water mark is noticed. */
 const HEADER_MAX = 14
 /**
@@ -197,11 +205,42 @@ export class WsSession implements Session {
         this.ws.close(code, clampCloseReason(reason))
         // Reading was paused while the hub authenticated: read again to see the peer's close frame.
         if (authenticating) this.ws.resume()
+        if (this.bufferedAmount() > 0) this.lingerWhileDraining()
       } else this.ws.terminate()
     } catch (err) {
       this.host.report(err, 'ws.close')
       this.terminate()
     }
+  }
+
+  /**
+   * The close frame is queued behind bytes the client has not read yet (a slow consumer). ws
+   * destroys a closing socket `closeTimeout` after `close()`, which would throw the close frame
+   * away with the backlog, and a client that resumes reading would see 1006 instead of the code.
+   * ws's timer is replaced (ws clears `_closeTimer` when the socket closes, so ours is cleared too)
+   * by one that waits, up to `MAX_CLOSING_PERIODS` periods of `closeTimeoutMs`, for the backlog
+   * and the close frame to leave this process (which happens only as the client reads: the
+   * kernel's buffers are full), then gives the client one more period to read the close frame.
+   * Destroying the socket after that loses nothing already handed to the kernel (a graceful close).
+   */
+  private lingerWhileDraining(): void {
+    const ws = this.ws as unknown as WsCloseTimer
+    const period = this.host.closeTimeoutMs
+    if (!('_closeTimer' in ws) || period <= 0) return
+    const giveUp = Date.now() + MAX_CLOSING_PERIODS * period
+    const every = Math.min(period, 100)
+    const destroy = (): void => {
+      ws._closeTimer = null
+      this.socket.destroy()
+    }
+    const check = (): void => {
+      if (this.ended !== undefined) return
+      if (this.bufferedAmount() === 0) ws._closeTimer = setTimeout(destroy, period)
+      else if (Date.now() >= giveUp) destroy()
+      else ws._closeTimer = setTimeout(check, every)
+    }
+    clearTimeout(ws._closeTimer ?? undefined)
+    ws._closeTimer = setTimeout(check, every)
   }
 
   // ---------------------------------------------------------------- transport side
@@ -255,7 +294,9 @@ export class WsSession implements Session {
 
   /** Keepalive: terminate if the previous ping went unanswered, else ping again. */
   ping(): void {
-    if (this.ended !== undefined || this.pending !== null) return // still authenticating: the handshake timeout covers it
+    // Still authenticating: the handshake timeout covers it. Closing: the closing timer does (a
+    // slow consumer that stopped reading must still get to read its close frame).
+    if (this.ended !== undefined || this.pending !== null || this.closing !== undefined) return
     if (!this.alive) {
       this.terminate()
       return

@@ -36,6 +36,9 @@ const RESTARTING = 'server restarting'
 class WsTransportImpl implements WsTransport, SessionHost {
   readonly deflateThreshold: number
   private readonly wss: WebSocketServer
+  get closeTimeoutMs(): number {
+    return this.options.closeTimeoutMs
+  }
   get keepHeaders(): boolean {
     // Kept unless the hub says no authenticator will read them (a hub that does not say: kept).
     return this.hub.authenticates !== false
