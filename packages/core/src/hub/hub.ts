@@ -1194,9 +1194,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private retention(options: ChannelOptions): Retention | null {
     if (options.history === false) return null
-    const base = options.history === undefined ? this.options.history : { maxCount: options.history.maxCount ?? this.options.history.maxCount, maxAgeMs: options.history.maxAgeMs ?? this.options.history.maxAgeMs }
+    const hub = this.options.history
+    const base: Retention = options.history === undefined ? hub : { maxCount: options.history.maxCount ?? hub.maxCount, maxAgeMs: options.history.maxAgeMs ?? hub.maxAgeMs, maxBytes: options.history.maxBytes ?? hub.maxBytes }
     if (!options.offline) return base
-    return { maxCount: Math.min(base.maxCount, options.offline.maxMessages ?? 100), maxAgeMs: Math.min(base.maxAgeMs, options.offline.ttlMs ?? 5 * 60_000) }
+    return { maxCount: Math.min(base.maxCount, options.offline.maxMessages ?? 100), maxAgeMs: Math.min(base.maxAgeMs, options.offline.ttlMs ?? 5 * 60_000), maxBytes: base.maxBytes }
   }
 
   private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
@@ -1325,7 +1326,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const appended = this.options.store.append(
       channel,
       { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined },
-      { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now },
+      { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now, size: draft.bytes },
     )
     return andThen(appended, (r): MaybePromise<PublishResult> => {
       if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }

@@ -119,7 +119,7 @@ export interface HubOptions {
   readonly channels?: Readonly<Record<string, ChannelOptions>>
   readonly limits?: HubLimits
   readonly presence?: PresenceOptions
-  /** Default channel log retention. Default 100 messages, 5 minutes. */
+  /** Default channel log retention. Default 100 messages, 5 minutes, 16 MiB per channel. */
   readonly history?: Partial<Retention>
   /** Publisher idempotency window. Default 10 minutes. */
   readonly dedupWindowMs?: number
@@ -194,7 +194,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       defaultState: o.presence?.defaultState ?? 'online',
       states: o.presence?.states,
     },
-    history: { maxCount: o.history?.maxCount ?? 100, maxAgeMs: o.history?.maxAgeMs ?? 5 * 60_000 },
+    history: { maxCount: o.history?.maxCount ?? 100, maxAgeMs: o.history?.maxAgeMs ?? 5 * 60_000, maxBytes: o.history?.maxBytes ?? 16 * 1024 * 1024 },
     dedupWindowMs: o.dedupWindowMs ?? 10 * 60_000,
     delivery: {
       ackTimeoutMs: o.delivery?.ackTimeoutMs ?? 5000,
