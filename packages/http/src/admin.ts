@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
+import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, isRealtimeError, prioritySchema } from '@tidings/core'
 import { z } from 'zod'
 import { readJsonBody, sendError, sendJson } from './respond.js'
 
@@ -56,8 +56,14 @@ interface Route {
  */
 export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxBodyBytes: number) {
   const channelParam = (raw: string): string => {
-    const name = decodeURIComponent(raw)
+    const name = decodeParam(raw)
     if (!channelNameSchema.safeParse(name).success) throw new RealtimeError('RT_007', `invalid channel name '${name}'`)
+    return name
+  }
+  /** A channel some pattern matches (else 404 RT_004, as publish and history answer). */
+  const knownChannel = async (raw: string): Promise<string> => {
+    const name = channelParam(raw)
+    if (!(await channelMatches(hub, name))) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
     return name
   }
   const body = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
@@ -83,14 +89,15 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/channels/:id/presence',
-      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(channelParam(params.id!))),
+      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(await knownChannel(params.id!))),
     },
     {
       method: 'POST',
       path: '/channels/:id/kick',
       run: async ({ req, res, params }) => {
+        const channel = await knownChannel(params.id!)
         const b = await body(req, kickBody)
-        const removed = await hub.kick(channelParam(params.id!), b.userId, b.reason)
+        const removed = await hub.kick(channel, b.userId, b.reason)
         sendJson(res, 200, { removed })
       },
     },
@@ -135,7 +142,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       method: 'DELETE',
       path: '/connections/:id',
       run: async ({ res, params }) => {
-        if (!hub.disconnect(decodeURIComponent(params.id!), 'disconnected by admin')) throw new RealtimeError('RT_004', 'no such connection on this node')
+        if (!hub.disconnect(decodeParam(params.id!), 'disconnected by admin')) throw new RealtimeError('RT_004', 'no such connection on this node')
         res.statusCode = 204
         res.end()
       },
@@ -143,7 +150,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'DELETE',
       path: '/users/:id/connections',
-      run: async ({ res, params }) => sendJson(res, 200, { disconnected: hub.disconnectUser(decodeURIComponent(params.id!), 'disconnected by admin') }),
+      run: async ({ res, params }) => sendJson(res, 200, { disconnected: hub.disconnectUser(decodeParam(params.id!), 'disconnected by admin') }),
     },
     {
       method: 'GET',
@@ -188,6 +195,32 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       sendError(res, err)
     }
     return true
+  }
+}
+
+/** A percent-encoded path segment; bad encoding (`%E0%A4%A`) is the client's error, 400 RT_007. */
+function decodeParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    throw new RealtimeError('RT_007', 'bad percent-encoding in the path')
+  }
+}
+
+/**
+ * Whether some channel pattern matches `name`. The hub has no public question for it yet; its
+ * history read answers `RT_004` "no channel pattern matches" for exactly those names (and other
+ * RT_004 reasons, such as keeping no history, for names a pattern does match). Reads at most one
+ * message, past the end of the log.
+ * TODO(core): replace with a public `hub.channelPattern(name)` / `hub.hasChannel(name)` when it exists.
+ */
+async function channelMatches(hub: Hub, name: string): Promise<boolean> {
+  try {
+    await hub.channel(name).history({ after: Number.MAX_SAFE_INTEGER, limit: 1 })
+    return true
+  } catch (err) {
+    if (isRealtimeError(err) && err.code === 'RT_004') return !err.message.startsWith('no channel pattern matches')
+    throw err
   }
 }
 

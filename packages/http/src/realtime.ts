@@ -1,23 +1,41 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { createHub, type Hub, type HubOptions } from '@tidings/core'
+import { type Authenticator, createHub, type Hub, type HubOptions } from '@tidings/core'
 import { createLongPollTransport, type LongPollTransport, type LongPollTransportOptions } from '@tidings/long-poll'
 import { createSseTransport, type SseTransport, type SseTransportOptions } from '@tidings/sse'
-import { createWsTransport, type WsTransport, type WsTransportOptions } from '@tidings/ws'
+import { createEdgeGuard, createWsTransport, type EdgeGuard, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { openApiDocument } from './openapi.js'
 import { sendJson } from './respond.js'
 
 export interface RealtimeOptions {
-  /** The hub to serve; one is created from `hubOptions` when absent (in memory by default). */
+  /** The hub to serve; one is created from `hubOptions` (and `authenticate`) when absent (in memory by default). */
   readonly hub?: Hub
   readonly hubOptions?: HubOptions
+  /**
+   * How clients authenticate (their `token` / `Authorization: Bearer` / `apiKey`), for the hub
+   * created here; the same as `hubOptions.authenticate`. Without one, clients connect anonymously
+   * and a client that gives credentials is refused. Not allowed together with `hub` (give the
+   * authenticator to `createHub` then).
+   */
+  readonly authenticate?: Authenticator
   /** Where everything is mounted. Default `/realtime`. */
   readonly prefix?: string
-  /** API key(s) for the admin API, or a check function. Without one, the admin API answers 403. */
+  /**
+   * API key(s) for the REST admin API, or a check function. Without one, the admin API answers 403.
+   * This is not client authentication (see `authenticate`): it guards the admin routes only.
+   */
   readonly apiKey?: string | readonly string[] | ApiKeyCheck
-  /** Transport options; `false` turns a transport off. */
-  readonly websocket?: Omit<WsTransportOptions, 'path'> | false
+  /**
+   * The edge of every transport: browser origins, whether `X-Forwarded-For` is believed, and the
+   * per-address connection limits. One guard is made from it and shared by WebSocket, SSE and
+   * long-poll, so the limits hold across them. Defaults: same-origin only, proxies not trusted,
+   * 100 open and 100 new connections per address per minute.
+   */
+  readonly edge?: EdgeOptions
+  /** Transport options; `false` turns a transport off. Origins are set once, in `edge.allowedOrigins`. */
+  readonly websocket?: Omit<WsTransportOptions, 'path' | 'allowedOrigins' | 'edge'> | false
   readonly sse?: Omit<SseTransportOptions, 'prefix'> | false
   readonly longPoll?: Omit<LongPollTransportOptions, 'prefix'> | false
   /** Largest admin request body. Default 1 MiB. */
@@ -56,17 +74,32 @@ interface FastifyLike {
 }
 type FastifyPlugin = ((app: FastifyLike) => Promise<void>) & { [key: symbol]: unknown }
 
+/** The transport options of `edge` (being added to SSE and long-poll; see below). */
+type WithEdge<T> = T & { edge?: EdgeGuard }
+
 export function createRealtime(options: RealtimeOptions = {}): Realtime {
+  const websocket = options.websocket === false ? undefined : (options.websocket ?? {})
+  if (websocket !== undefined && ('allowedOrigins' in websocket || 'edge' in websocket)) {
+    throw new TypeError('createRealtime: set origins and limits once, in `edge` (edge.allowedOrigins), not in `websocket`')
+  }
+  if (options.hub !== undefined && (options.authenticate !== undefined || options.hubOptions !== undefined)) {
+    throw new TypeError('createRealtime: `authenticate` and `hubOptions` configure the hub created here; with `hub`, give them to createHub()')
+  }
   const ownHub = options.hub === undefined
-  const hub = options.hub ?? createHub(options.hubOptions)
+  const hub = options.hub ?? createHub(options.authenticate === undefined ? options.hubOptions : { ...options.hubOptions, authenticate: options.authenticate })
   const prefix = (options.prefix ?? '/realtime').replace(/\/+$/, '')
-  const keys = options.apiKey
-  const checkKey: ApiKeyCheck | undefined =
-    keys === undefined ? undefined : typeof keys === 'function' ? keys : ((k) => (typeof keys === 'string' ? [keys] : keys).includes(k))
-  const ws: WsTransport | undefined = options.websocket === false ? undefined : createWsTransport(hub, { ...options.websocket, path: prefix })
-  const sse: SseTransport | undefined = options.sse === false ? undefined : createSseTransport(hub, { ...options.sse, prefix })
-  const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix })
+  const checkKey = apiKeyCheck(options.apiKey)
+  // ONE guard for the three transports: a client's open and new connections count across them.
+  const edge = createEdgeGuard(options.edge)
+  const ws: WsTransport | undefined = websocket === undefined ? undefined : createWsTransport(hub, { ...websocket, path: prefix, edge })
+  // SSE and long-poll take `edge` in their options (being added to @tidings/sse and
+  // @tidings/long-poll); until they do, they ignore it and keep a guard of their own.
+  const sseOptions: WithEdge<SseTransportOptions> | undefined = options.sse === false ? undefined : { ...options.sse, prefix, edge }
+  const pollOptions: WithEdge<LongPollTransportOptions> | undefined = options.longPoll === false ? undefined : { ...options.longPoll, prefix, edge }
+  const sse: SseTransport | undefined = sseOptions === undefined ? undefined : createSseTransport(hub, sseOptions)
+  const poll: LongPollTransport | undefined = pollOptions === undefined ? undefined : createLongPollTransport(hub, pollOptions)
   const admin = createAdminApi(hub, checkKey, options.maxBodyBytes ?? 1024 * 1024)
+  const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
 
   const ours = (url: string | undefined) => {
     const path = (url ?? '/').split('?')[0]!
@@ -96,12 +129,21 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
 
   const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => (ws ? ws.handleUpgrade(req, socket, head) : false)
 
+  /**
+   * Upgrades on `server`, and the handshake deadline on its new connections: a socket that has not
+   * sent a complete request within `handshakeTimeoutMs` (slow headers) is destroyed.
+   */
   const upgrades = (server: Server) => {
+    const deadline: HandshakeDeadline = watchHandshakes(server, handshakeTimeoutMs)
     const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      deadline.done(socket)
       if (!handleUpgrade(req, socket, head) && server.listenerCount('upgrade') === 1) socket.destroy()
     }
     server.on('upgrade', onUpgrade)
-    return () => void server.off('upgrade', onUpgrade)
+    return () => {
+      server.off('upgrade', onUpgrade)
+      deadline.detach()
+    }
   }
 
   const failed = (res: ServerResponse, err: unknown) => {
@@ -182,4 +224,21 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
       if (ownHub) await hub.close()
     },
   }
+}
+
+/** The admin API key check: keys compared in constant time (SHA-256 digests, `timingSafeEqual`). */
+function apiKeyCheck(keys: RealtimeOptions['apiKey']): ApiKeyCheck | undefined {
+  if (keys === undefined || typeof keys === 'function') return keys
+  const digests = (typeof keys === 'string' ? [keys] : keys).map(digest)
+  return (key) => {
+    const d = digest(key)
+    // Every configured key is compared, so the time does not tell which one (or whether one) matched.
+    let ok = false
+    for (const k of digests) ok = timingSafeEqual(k, d) || ok
+    return ok
+  }
+}
+
+function digest(key: string): Buffer {
+  return createHash('sha256').update(key, 'utf8').digest()
 }

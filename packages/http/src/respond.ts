@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ErrorCode, RealtimeError } from '@tidings/core'
+import { DEFAULT_MAX_DEPTH, type ErrorCode, parseJsonWithin, RealtimeError, valueDepth } from '@tidings/core'
 
 /** The HTTP status that goes with each error code. */
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
@@ -32,10 +32,17 @@ export function sendError(res: ServerResponse, err: unknown): void {
   sendJson(res, HTTP_STATUS[e.code], { type: 'error', code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) })
 }
 
-/** The request's JSON body: already parsed by a framework (`req.body`), or read here up to `limit` bytes. */
+/**
+ * The request's JSON body: already parsed by a framework (`req.body`), or read here up to `limit`
+ * bytes. Either way it is held to the decode budget (nesting at most `DEFAULT_MAX_DEPTH`) before
+ * anything recursive (zod) looks at it: deeper is 400 RT_007.
+ */
 export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const parsed = (req as IncomingMessage & { body?: unknown }).body
-  if (parsed !== undefined) return parsed
+  if (parsed !== undefined) {
+    if (valueDepth(parsed, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH) throw new RealtimeError('RT_007', `the request body is nested deeper than ${DEFAULT_MAX_DEPTH} levels`)
+    return parsed
+  }
   const chunks: Buffer[] = []
   // Plain listeners, not `for await`: leaving an async iterator early destroys the socket, and
   // the client (still sending) would see a reset instead of the 413.
@@ -61,9 +68,7 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   })
   const text = Buffer.concat(chunks).toString('utf8')
   if (text.length === 0) return undefined
-  try {
-    return JSON.parse(text)
-  } catch {
-    throw new RealtimeError('RT_007', 'the request body is not valid JSON')
-  }
+  const decoded = parseJsonWithin(text, DEFAULT_MAX_DEPTH)
+  if (!decoded.ok) throw new RealtimeError('RT_007', decoded.reason === 'body is not valid JSON' ? 'the request body is not valid JSON' : `the request body is ${decoded.reason}`)
+  return decoded.value
 }
