@@ -69,6 +69,12 @@ export interface ChannelEvents {
   state: (state: ChannelState) => void
 }
 
+/**
+ * `Symbol.dispose`, or the well-known fallback that TypeScript's and esbuild's `using` helpers
+ * look up where the runtime does not define it yet (Node 20, older browsers).
+ */
+export const disposeSymbol: typeof Symbol.dispose = (Symbol.dispose ?? Symbol.for('Symbol.dispose')) as typeof Symbol.dispose
+
 export const CHANNEL_EVENTS: ReadonlySet<string> = new Set([
   'message', 'subscribed', 'gap', 'unsubscribed', 'presence:join', 'presence:leave', 'presence:update', 'typing', 'receipt', 'error', 'state',
 ])
@@ -85,6 +91,8 @@ export interface ChannelHost {
   sendQueued(frame: ClientFrame): void
   idempotencyKey(): string
   reportError(error: unknown, channel?: Channel): void
+  /** The channel was disposed: the client forgets it (the next `rt.channel(name)` makes a new one). */
+  disposed(channel: Channel): void
 }
 
 class ChannelEmitter extends Emitter<ChannelEvents> {
@@ -113,6 +121,8 @@ export class Channel {
   subscribeId: number | undefined
   state: ChannelState = 'unsubscribed'
   options: ChannelOptions
+  /** True once `dispose()` was called: the handle is inert. */
+  disposed = false
 
   /** @internal */
   constructor(
@@ -124,7 +134,12 @@ export class Channel {
     this.events = new ChannelEmitter((err) => host.reportError(err, this))
   }
 
-  /** Listen to a channel event, or to a published event by its name (`(data, message) => …`). */
+  /**
+   * Listen to a channel event, or to a published event by its name (`(data, message) => …`).
+   * Returns a function that removes this listener. The handle is shared (`rt.channel(name)`
+   * returns the same one until it is disposed), so a view that adds listeners on every visit
+   * must remove them: call the returned function, or `dispose()` the channel.
+   */
   on<K extends keyof ChannelEvents & string>(event: K, listener: ChannelEvents[K]): () => void
   on(event: string, listener: (data: any, message: MessageFrame) => void): () => void
   on(event: string, listener: (...args: never[]) => void): () => void {
@@ -141,11 +156,34 @@ export class Channel {
     this.events.off(event as 'message', listener as ChannelEvents['message'] | undefined)
   }
 
+  /** How many listeners an event has (for tests and leak checks). */
+  listenerCount(event: string): number {
+    return this.events.listenerCount(event as 'message')
+  }
+
+  /**
+   * Done with this channel: unsubscribe, remove every listener, and let the client forget the
+   * handle (the next `rt.channel(name)` returns a fresh one). Idempotent. Also `using ch = rt.channel(…)`.
+   */
+  dispose(): Promise<void> {
+    if (this.disposed) return Promise.resolve()
+    this.disposed = true
+    const done = this.wanted || this.state !== 'unsubscribed' ? this.unsubscribe().catch(() => {}) : Promise.resolve()
+    this.events.removeAll()
+    this.host.disposed(this)
+    return done
+  }
+
+  [disposeSymbol](): void {
+    void this.dispose()
+  }
+
   /**
    * Subscribe (and stay subscribed across reconnects, resuming where the stream was). Resolves
    * with the `subscribed` answer; rejects with the hub's `RealtimeError`.
    */
   subscribe(): Promise<ServerFrameOf<'subscribed'>> {
+    if (this.disposed) return Promise.reject(new RealtimeError('RT_001', `channel '${this.name}' was disposed: get a new handle with rt.channel('${this.name}')`))
     if (this.wanted && this.state === 'subscribed' && this.last) return Promise.resolve(this.last)
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject })

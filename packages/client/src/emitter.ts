@@ -41,6 +41,11 @@ export class Emitter<E extends EventMap<E>> {
     if (list.length === 0) this.listeners.delete(event)
   }
 
+  /** Remove every listener of every event. */
+  removeAll(): void {
+    this.listeners.clear()
+  }
+
   listenerCount(event: keyof E & string): number {
     return this.listeners.get(event)?.length ?? 0
   }

@@ -9,7 +9,7 @@ import {
   createReceiver,
 } from '@tidings/core'
 import { backoffDelay } from './backoff.js'
-import { Channel, type ChannelHost, type ChannelOptions } from './channel.js'
+import { Channel, type ChannelHost, type ChannelOptions, disposeSymbol } from './channel.js'
 import { Emitter } from './emitter.js'
 import { Outbox } from './outbox.js'
 import { LongPollTransport } from './transports/long-poll.js'
@@ -32,7 +32,10 @@ export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnectin
 export interface RealtimeOptions {
   /** The hub's prefix, e.g. `http://localhost:3000/realtime` (relative URLs resolve against the page in browsers). */
   readonly url: string
-  /** A token, or a function called on every (re)connect to get a fresh one. */
+  /**
+   * A token, or a function (sync or async) called on every (re)connect, on `auth:expiring` and by
+   * `reauthenticate()` to get a fresh one. Only a function lets credentials be refreshed.
+   */
   readonly auth?: string | (() => string | Promise<string>) | undefined
   readonly apiKey?: string | undefined
   /** Connect at construction. Default true. */
@@ -65,8 +68,20 @@ export interface RealtimeOptions {
   readonly heartbeatIntervalMs?: number | undefined
   /** A `ping` unanswered for this long closes the connection (and reconnects). Default 10 000. */
   readonly heartbeatTimeoutMs?: number | undefined
-  /** HTTP transports: request timeout. Default 15 000. */
+  /**
+   * A request (send, presence, history, subscribe, auth…) unanswered this long after it went out
+   * on a connection rejects with `RT_001` (`details.timeout: true`). Time spent queued while
+   * disconnected does not count. Default 10 000.
+   */
   readonly requestTimeoutMs?: number | undefined
+  /** HTTP transports: how long one HTTP request may take (a poll: this plus the server's hold). Default 15 000. */
+  readonly httpTimeoutMs?: number | undefined
+  /**
+   * Browsers: on `pagehide` close the connection and release HTTP sessions (DELETE with
+   * `keepalive`), so a closed tab does not hold the user's connection slots; reconnect on
+   * `pageshow` when the page comes back from the back/forward cache. Default true.
+   */
+  readonly releaseOnPageHide?: boolean | undefined
   /** Source of randomness for the backoff jitter. Default `Math.random`. */
   readonly random?: (() => number) | undefined
 }
@@ -82,9 +97,13 @@ export interface RealtimeEvents {
   error: (error: Error) => void
   /** Messages sent to this user or connection rather than to a channel (e.g. `notifications:badge`). */
   message: (message: MessageFrame) => void
+  /** Credentials were refreshed on the open connection (after `auth:expiring` or `reauthenticate()`). */
+  authenticated: (info: { userId: string | undefined; expiresAt: number | undefined }) => void
+  /** A transport could not be used and the next one is tried (e.g. no WebSocket in Node without `ws`). */
+  fallback: (info: { from: string; to: string; reason: string }) => void
 }
 
-type PendingKind = 'subscribe' | 'unsubscribe' | 'request'
+type PendingKind = 'subscribe' | 'unsubscribe' | 'request' | 'auth'
 
 interface Pending {
   readonly id: number
@@ -95,6 +114,10 @@ interface Pending {
   reject(error: Error): void
   /** RT_006 retries so far. */
   retries: number
+  /** Timeout of the request while it is out on a connection. */
+  timer?: ReturnType<typeof setTimeout> | undefined
+  /** Answered, rejected or timed out: late answers and scheduled retries are ignored. */
+  settled?: boolean
 }
 
 interface OutboxEntry {
@@ -107,6 +130,8 @@ interface Link {
   readonly name: string
   readonly index: number
   readonly probe: boolean
+  /** The token it was opened with. */
+  readonly token: string | undefined
   connected: boolean
   refusal: RealtimeError | undefined
   timer: ReturnType<typeof setTimeout> | undefined
@@ -120,6 +145,8 @@ const BUILT_IN: Record<TransportName, (o: TransportOptions) => ClientTransport> 
 
 /** Closes after which reconnecting is pointless. */
 const NO_RECONNECT = new Set([4000, 4008])
+/** The request timeout's default, ms. */
+const REQUEST_TIMEOUT = 10_000
 const MAX_RATE_RETRIES = 5
 
 /**
@@ -134,6 +161,8 @@ export class Realtime extends Emitter<RealtimeEvents> {
   /** The hub's `maxMessageSize`, from its `connected` frame. */
   private maxMessageSize: number | undefined
   userId: string | undefined
+  /** When the connection's credentials expire (ms since the epoch), if the hub said. */
+  expiresAt: number | undefined
 
   private readonly options: RealtimeOptions
   private readonly factories: TransportFactory[]
@@ -161,6 +190,13 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private upgradeTimer: ReturnType<typeof setTimeout> | undefined
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined
   private pingId: number | undefined
+  /** A refresh in flight (one at a time). */
+  private refreshing: Promise<{ userId: string | undefined; expiresAt: number | undefined }> | undefined
+  /** The token the hub refused last (4001 / RT_002): not offered again. */
+  private refusedToken: string | undefined
+  private warned = false
+  private pageHidden = false
+  private readonly detachPageEvents: (() => void) | undefined
 
   constructor(options: RealtimeOptions) {
     super()
@@ -175,7 +211,12 @@ export class Realtime extends Emitter<RealtimeEvents> {
       EventSource: options.EventSource,
       fetch: options.fetch,
       withCredentials: options.withCredentials,
-      requestTimeoutMs: options.requestTimeoutMs,
+      requestTimeoutMs: options.httpTimeoutMs,
+      warn: (message) => {
+        if (this.warned || this.listenerCount('fallback') > 0) return
+        this.warned = true
+        console.warn(`[tidings] ${message}`)
+      },
     }
     this.outbox = new Outbox(options.outboxLimit ?? 100)
     this.receiver = createReceiver({
@@ -198,8 +239,35 @@ export class Realtime extends Emitter<RealtimeEvents> {
       },
       idempotencyKey: () => `${this.keyPrefix}-${(++this.keySeq).toString(36)}`,
       reportError: (err, ch) => this.reportError(err, ch),
+      disposed: (ch) => {
+        if (this.channels.get(ch.name) === ch) this.channels.delete(ch.name)
+      },
     }
+    this.detachPageEvents = options.releaseOnPageHide === false ? undefined : this.watchPage()
     if (options.autoConnect !== false) this.connect()
+  }
+
+  /** Browsers: give the server its sessions back when the page goes away; come back with it. */
+  private watchPage(): (() => void) | undefined {
+    const target = globalThis as { addEventListener?: (type: string, fn: (e: { persisted?: boolean }) => void) => void; removeEventListener?: (type: string, fn: (e: { persisted?: boolean }) => void) => void; document?: unknown }
+    if (typeof target.addEventListener !== 'function' || target.document === undefined) return undefined
+    const hide = () => {
+      if (this.state === 'idle' || this.state === 'disconnected') return
+      this.pageHidden = true
+      this.disconnect()
+    }
+    const show = (e: { persisted?: boolean }) => {
+      if (e.persisted && this.pageHidden) {
+        this.pageHidden = false
+        this.connect()
+      }
+    }
+    target.addEventListener('pagehide', hide)
+    target.addEventListener('pageshow', show)
+    return () => {
+      target.removeEventListener?.('pagehide', hide)
+      target.removeEventListener?.('pageshow', show)
+    }
   }
 
   // ---------------------------------------------------------------- public API
@@ -232,7 +300,78 @@ export class Realtime extends Emitter<RealtimeEvents> {
     if (wasConnected) this.emit('disconnected', { code: 1000, reason: 'client disconnect' })
   }
 
-  /** The channel of that name (created on first use; options given later replace the earlier ones). */
+  /**
+   * Refresh the connection's credentials without reconnecting: sends an `auth` frame with
+   * `token`, or with a fresh one from the `auth` function. Resolves when the hub accepted it;
+   * rejects with `RT_002` (refused, or no way to get a token) or `RT_001` (not connected, timeout).
+   * On reconnects the `auth` function is called anyway.
+   */
+  reauthenticate(token?: string): Promise<{ userId: string | undefined; expiresAt: number | undefined }> {
+    if (token === undefined && this.refreshing) return this.refreshing
+    const run = this.refresh(token).finally(() => {
+      if (this.refreshing === run) this.refreshing = undefined
+    })
+    if (token === undefined) this.refreshing = run
+    return run
+  }
+
+  private async refresh(given?: string): Promise<{ userId: string | undefined; expiresAt: number | undefined }> {
+    const auth = this.options.auth
+    let token = given
+    if (token === undefined) {
+      if (typeof auth !== 'function') throw new RealtimeError('RT_002', 'cannot refresh credentials: the auth option is not a function (pass a token to reauthenticate(), or a function as auth)')
+      try {
+        token = await auth()
+      } catch (err) {
+        throw new RealtimeError('RT_002', `auth function failed: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
+    if (!token) throw new RealtimeError('RT_002', 'the auth function gave no token')
+    if (!this.current || this.state !== 'connected') throw new RealtimeError('RT_001', 'not connected: credentials are sent on the next connect')
+    const id = this.nextId++
+    let pending!: Pending
+    const answer = new Promise<ServerFrame>((resolve, reject) => {
+      pending = { id, kind: 'auth', frame: { type: 'auth', id, token: token! } as ClientFrame, resolve, reject, retries: 0 }
+    })
+    this.dispatch(pending)
+    const frame = (await answer) as ServerFrameOf<'authenticated'>
+    this.expiresAt = frame.expiresAt
+    const info = { userId: frame.userId ?? this.userId, expiresAt: frame.expiresAt }
+    this.emit('authenticated', info)
+    return info
+  }
+
+  /** The hub says the credentials are about to expire: refresh them, or say why that is not possible. */
+  private onExpiring(frame: ServerFrameOf<'auth:expiring'>): void {
+    this.expiresAt = frame.expiresAt
+    const inMs = Math.max(0, frame.closesAt - Date.now())
+    if (typeof this.options.auth !== 'function') {
+      this.reportError(new RealtimeError('RT_002', `credentials expire and cannot be refreshed (the auth option is not a function): the connection closes in ${inMs} ms`, { expiresAt: frame.expiresAt, closesAt: frame.closesAt }))
+      return
+    }
+    this.reauthenticate().catch((err: unknown) => {
+      const e = err instanceof RealtimeError ? err : new RealtimeError('RT_002', String(err))
+      this.reportError(new RealtimeError(e.code, `could not refresh credentials: ${e.message}`, { ...e.details, closesAt: frame.closesAt }))
+    })
+  }
+
+  /** Stop for good: disconnect, forget the channels and stop watching the page. */
+  close(): void {
+    this.disconnect()
+    this.detachPageEvents?.()
+    for (const ch of [...this.channels.values()]) ch.dispose()
+  }
+
+  [disposeSymbol](): void {
+    this.close()
+  }
+
+  /**
+   * The channel of that name (created on first use; options given later replace the earlier
+   * ones). The same handle is returned until it is disposed: listeners added with `on()` stay
+   * on it, so remove them with the function `on()` returns, or call `channel.dispose()` when
+   * the view that used it goes away.
+   */
   channel(name: string, options?: ChannelOptions): Channel {
     let ch = this.channels.get(name)
     if (!ch) {
@@ -252,6 +391,10 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private async credentials(): Promise<Credentials> {
     const auth = this.options.auth
     const token = typeof auth === 'function' ? await auth() : auth
+    if (token && typeof auth === 'function' && token === this.refusedToken) {
+      // The function gave the token the hub just refused: connecting with it would be refused again.
+      throw new Error('it returned the token the hub refused last time')
+    }
     return { token: token || undefined, apiKey: this.options.apiKey }
   }
 
@@ -291,7 +434,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     } catch (err) {
       transport = failedTransport(factory.name, err)
     }
-    const link: Link = { transport, name: factory.name, index, probe, connected: false, refusal: undefined, timer: undefined }
+    const link: Link = { transport, name: factory.name, index, probe, token: credentials.token, connected: false, refusal: undefined, timer: undefined }
     const timeout = this.options.connectTimeoutMs ?? 10_000
     link.timer = setTimeout(() => {
       transport.close(1000, 'connect timeout')
@@ -331,6 +474,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     // Refused by the hub (not a transport problem): another transport would be refused too.
     if (link.refusal?.code === 'RT_002' || info.code === 4001) {
       this.attempt = undefined
+      this.refusedToken = link.token
       const error = link.refusal ?? new RealtimeError('RT_002', info.reason || 'authentication failed')
       this.reportError(error)
       // A token function may give a fresh token next time; a fixed token will not change.
@@ -342,16 +486,19 @@ export class Realtime extends Emitter<RealtimeEvents> {
       this.reportError(error)
       return this.giveUp(error)
     }
-    if (link.refusal || info.code === 1001) {
-      // The hub answered (e.g. it is shutting down): try again later, over the same transport.
+    if (link.refusal || info.code === 1001 || info.code === 1013) {
+      // The hub answered (shutting down, too many requests from this address): try again later,
+      // over the same transport, not sooner than it asked.
       this.attempt = undefined
       if (link.refusal) this.reportError(link.refusal)
-      return this.retryLater()
+      return this.retryLater(info.retryAfterMs)
     }
+    const next = this.attempt.order[0]
+    if (next !== undefined) this.emit('fallback', { from: link.name, to: this.factories[next]!.name, reason: info.reason })
     this.tryNextTransport()
   }
 
-  private retryLater(): void {
+  private retryLater(atLeastMs = 0): void {
     this.attempts++
     const max = this.options.maxReconnectAttempts ?? Number.POSITIVE_INFINITY
     if (this.options.reconnect === false || this.attempts > max) {
@@ -359,11 +506,14 @@ export class Realtime extends Emitter<RealtimeEvents> {
       this.reportError(error)
       return this.giveUp(error)
     }
-    const delay = backoffDelay(this.attempts - 1, {
-      initialDelay: this.options.reconnectDelay ?? 1000,
-      maxDelay: this.options.maxReconnectDelay ?? 30_000,
-      random: this.options.random,
-    })
+    const delay = Math.max(
+      atLeastMs,
+      backoffDelay(this.attempts - 1, {
+        initialDelay: this.options.reconnectDelay ?? 1000,
+        maxDelay: this.options.maxReconnectDelay ?? 30_000,
+        random: this.options.random,
+      }),
+    )
     this.setState('reconnecting')
     this.emit('reconnecting', { attempt: this.attempts, delay })
     const generation = this.generation
@@ -398,6 +548,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.current = link
     this.preferred = link.index
     this.attempts = 0
+    this.refusedToken = undefined
     this.transport = link.name
     this.connected(frame)
     // The old connection goes once the new one carries the subscriptions (what it still sent is replayed).
@@ -409,6 +560,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     if (this.pending.size > 0) this.requeuePending()
     this.connectionId = frame.connectionId
     this.userId = frame.userId
+    this.expiresAt = frame.expiresAt
     this.maxMessageSize = frame.limits.maxMessageSize
     this.setState('connected')
     for (const ch of this.channels.values()) {
@@ -434,6 +586,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   }
 
   private lost(info: TransportCloseInfo): void {
+    const token = this.current?.token
     this.dropConnection()
     if (this.probe) {
       clearTimeout(this.probe.timer)
@@ -447,8 +600,12 @@ export class Realtime extends Emitter<RealtimeEvents> {
       return this.giveUp(error)
     }
     if (this.options.reconnect === false) return this.giveUp(new RealtimeError('RT_001', `connection lost (${info.code}${info.reason ? ` ${info.reason}` : ''})`))
-    this.attempts = 0
-    this.retryLater()
+    if (info.code === 4001) {
+      // Credentials expired or were revoked: the next connect needs a different token from the auth function.
+      this.refusedToken = token
+      this.reportError(new RealtimeError('RT_002', `connection closed by the server: credentials expired or refused (4001${info.reason ? ` ${info.reason}` : ''})`))
+    } else this.attempts = 0
+    this.retryLater(info.retryAfterMs)
   }
 
   // ---------------------------------------------------------------- upgrade back to the preferred transport
@@ -491,6 +648,8 @@ export class Realtime extends Emitter<RealtimeEvents> {
         return
       case 'error':
         return this.onError(frame)
+      case 'auth:expiring':
+        return this.onExpiring(frame)
       case 'pong':
         if (frame.id !== undefined && frame.id === this.pingId) {
           this.pingId = undefined
@@ -522,12 +681,45 @@ export class Realtime extends Emitter<RealtimeEvents> {
     const p = this.pending.get(id)
     if (!p) return
     this.pending.delete(id)
+    this.settle(p)
     p.resolve(frame)
+  }
+
+  /** The request is done: stop its timeout; later answers and retries leave it alone. */
+  private settle(p: Pending): void {
+    clearTimeout(p.timer)
+    p.timer = undefined
+    p.settled = true
+  }
+
+  /** Start a request's timeout when it goes out (kept across RT_006 retries, stopped when it is requeued). */
+  private armTimeout(p: Pending): void {
+    if (p.timer !== undefined) return
+    const ms = this.options.requestTimeoutMs ?? REQUEST_TIMEOUT
+    if (!(ms > 0) || !Number.isFinite(ms)) return
+    p.timer = setTimeout(() => {
+      p.timer = undefined
+      if (p.settled) return
+      const what = p.kind === 'request' || p.kind === 'auth' ? `'${p.frame.type}' request` : `${p.kind} of '${p.channel?.name ?? ''}'`
+      const error = new RealtimeError('RT_001', `no answer to the ${what} within ${ms} ms`, { timeout: true, timeoutMs: ms })
+      if (p.kind === 'subscribe') {
+        // The subscribe stays in flight (a late answer still completes it); whoever waits for it is told.
+        p.channel?.failWaiters(error)
+        return
+      }
+      this.pending.delete(p.id)
+      p.settled = true
+      if (p.kind === 'unsubscribe') p.resolve({ type: 'unsubscribed', channel: p.channel?.name ?? '' })
+      else p.reject(error)
+    }, ms)
   }
 
   private onSubscribed(frame: ServerFrameOf<'subscribed'>): void {
     const p = typeof frame.id === 'number' ? this.pending.get(frame.id) : undefined
-    if (p) this.pending.delete(p.id)
+    if (p) {
+      this.pending.delete(p.id)
+      this.settle(p)
+    }
     this.receiver.subscribed(frame)
     const ch = this.channels.get(frame.channel)
     if (!ch || !ch.wanted) return
@@ -541,6 +733,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     const ch = this.channels.get(frame.channel)
     if (p) {
       this.pending.delete(p.id)
+      this.settle(p)
       p.resolve(frame)
       // Subscribed again meanwhile: that subscribe (sent after this unsubscribe) starts afresh.
       if (!ch?.wanted) this.receiver.forget(frame.channel)
@@ -560,18 +753,27 @@ export class Realtime extends Emitter<RealtimeEvents> {
       return this.reportError(error, ch)
     }
     this.pending.delete(p.id)
-    // Rate limited: the frame was not handled, so sending it again is safe.
+    // Rate limited: the frame was not handled, so sending it again is safe. The request's timeout
+    // keeps running meanwhile: a request retried past it rejects (once) instead of hanging.
     const retryAfter = frame.details?.['retryAfterMs']
     if (frame.code === 'RT_006' && typeof retryAfter === 'number' && p.retries < MAX_RATE_RETRIES) {
       p.retries++
       const link = this.current
+      this.pending.set(p.id, p)
       setTimeout(() => {
+        if (p.settled || this.pending.get(p.id) !== p) return
+        this.pending.delete(p.id)
         if (p.kind === 'subscribe' && (this.current !== link || p.channel?.subscribeId !== p.id)) return
         if (this.current && this.state === 'connected') this.dispatch(p)
-        else if (p.kind === 'request') this.outbox.restore([{ frame: p.frame, pending: p }])
+        else if (p.kind === 'request') {
+          clearTimeout(p.timer)
+          p.timer = undefined
+          this.outbox.restore([{ frame: p.frame, pending: p }])
+        }
       }, retryAfter)
       return
     }
+    this.settle(p)
     if (p.kind === 'subscribe' && p.channel) {
       if (p.channel.subscribeId === p.id) p.channel.subscribeId = undefined
       p.channel.handleRefused(error)
@@ -651,11 +853,13 @@ export class Realtime extends Emitter<RealtimeEvents> {
     if (max !== undefined) {
       const bytes = utf8Length(JSON.stringify(p.frame))
       if (bytes > max) {
+        this.settle(p)
         p.reject(new RealtimeError('RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, { limit: max }))
         return
       }
     }
     this.pending.set(p.id, p)
+    this.armTimeout(p)
     this.current.transport.send(p.frame)
   }
 
@@ -667,7 +871,14 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private requeuePending(): void {
     const again: OutboxEntry[] = []
     for (const p of [...this.pending.values()].sort((a, b) => a.id - b.id)) {
-      if (p.kind === 'request') again.push({ frame: p.frame, pending: p })
+      // Its timeout starts again when it is sent on the next connection.
+      clearTimeout(p.timer)
+      p.timer = undefined
+      if (p.kind === 'auth') {
+        // Not sent again: the next connection is opened with a fresh token from the auth function.
+        p.settled = true
+        p.reject(new RealtimeError('RT_001', 'connection lost before the hub answered the auth frame'))
+      } else if (p.kind === 'request') again.push({ frame: p.frame, pending: p })
       else if (p.kind === 'unsubscribe') {
         if (p.channel && !p.channel.wanted) this.receiver.forget(p.channel.name)
         p.resolve({ type: 'unsubscribed', channel: p.channel?.name ?? '' })

@@ -1,6 +1,6 @@
 import type { ClientFrame, ServerFrame } from '@tidings/core'
-import { FramePoster, fetchWithTimeout, refusal, resolveFetch } from './http.js'
-import { type ClientTransport, type Credentials, type FetchLike, type TransportCloseInfo, type TransportHandlers, type TransportOptions, endpoint } from './types.js'
+import { FramePoster, fetchWithTimeout, refusal, releaseSession, resolveFetch, retryAfterMs } from './http.js'
+import { type ClientTransport, type Credentials, type FetchLike, SECRET_HEADER, type TransportCloseInfo, type TransportHandlers, type TransportOptions, endpoint } from './types.js'
 
 interface PollBody {
   session?: unknown
@@ -54,13 +54,7 @@ export class LongPollTransport implements ClientTransport {
     if (this.done) return
     this.done = true
     this.stop()
-    const session = this.session
-    const fetch = resolveFetch(this.options)
-    if (session && fetch) {
-      void fetchWithTimeout(fetch, session.url, { method: 'DELETE', headers: { 'x-tidings-secret': session.secret }, ...this.credentialsMode() }, this.timeoutMs)
-        .then((res) => res.text())
-        .catch(() => {})
-    }
+    if (this.session) releaseSession(this.options, this.session.url, this.session.secret, this.timeoutMs)
   }
 
   private credentialsMode(): { credentials?: 'include' } {
@@ -132,11 +126,17 @@ export class LongPollTransport implements ClientTransport {
         const res = await fetchWithTimeout(
           fetch,
           target,
-          { method: 'GET', headers: { 'x-tidings-secret': session.secret }, ...this.credentialsMode() },
+          { method: 'GET', headers: { [SECRET_HEADER]: session.secret }, ...this.credentialsMode() },
           this.timeoutMs + POLL_HOLD_MS,
           this.controller.signal,
         )
         if (this.done) return
+        if (res.status === 429 && ++failures <= 5) {
+          // Over the per-address rate: the cursor makes asking again safe, after the wait the server asked for.
+          void res.text().catch(() => {})
+          await new Promise((r) => setTimeout(r, retryAfterMs(res) ?? 1000))
+          continue
+        }
         if (!res.ok) {
           // 404: the session expired or the hub closed the connection.
           return this.finish((await refusal(res)).close)

@@ -1,5 +1,5 @@
 import type { ClientFrame, ServerFrame } from '@tidings/core'
-import { FramePoster, fetchWithTimeout, refusal, resolveFetch } from './http.js'
+import { FramePoster, fetchWithTimeout, refusal, releaseSession, resolveFetch } from './http.js'
 import { SseParser } from './sse-parser.js'
 import {
   type ClientTransport,
@@ -11,6 +11,7 @@ import {
   type TransportCloseInfo,
   type TransportHandlers,
   type TransportOptions,
+  SECRET_HEADER,
   endpoint,
   parseServerFrame,
 } from './types.js'
@@ -79,12 +80,7 @@ export class SseTransport implements ClientTransport {
     this.done = true
     this.stop()
     // Let the server end the session now rather than at its timeout (a server without DELETE answers 404).
-    const fetch = resolveFetch(this.options)
-    if (this.sessionUrl !== undefined && fetch) {
-      void fetchWithTimeout(fetch, this.sessionUrl, { method: 'DELETE', headers: { 'x-tidings-secret': this.secret }, ...(this.options.withCredentials ? { credentials: 'include' as const } : {}) }, this.timeoutMs)
-        .then((res) => res.text())
-        .catch(() => {})
-    }
+    if (this.sessionUrl !== undefined) releaseSession(this.options, this.sessionUrl, this.secret, this.timeoutMs)
   }
 
   // ---------------------------------------------------------------- shared
@@ -164,7 +160,11 @@ export class SseTransport implements ClientTransport {
       const headers: Record<string, string> = { accept: 'text/event-stream' }
       if (credentials.token !== undefined) headers['authorization'] = `Bearer ${credentials.token}`
       if (credentials.apiKey !== undefined) headers['x-api-key'] = credentials.apiKey
-      if (this.session !== undefined) headers['last-event-id'] = parser.lastEventId || `${this.session}:0`
+      if (this.session !== undefined) {
+        // Re-attaching to the session: the server wants its secret, as on every request of the session.
+        headers['last-event-id'] = parser.lastEventId || `${this.session}:0`
+        headers[SECRET_HEADER] = this.secret
+      }
       let broken: TransportCloseInfo
       try {
         const res = await fetchWithTimeout(
@@ -203,31 +203,45 @@ export class SseTransport implements ClientTransport {
 
   // ---------------------------------------------------------------- EventSource mode (browsers)
 
-  private openSource(EventSource: EventSourceConstructorLike, url: string, credentials: Credentials): void {
+  private openSource(EventSource: EventSourceConstructorLike, url: string, credentials: Credentials, resume?: { lastEventId: string; attempt: number }): void {
     let source: EventSourceLike
     try {
-      const target = endpoint(url, '/sse', { token: credentials.token, apiKey: credentials.apiKey }).toString()
+      // An EventSource cannot send headers: a re-attach carries the session secret and the last id in the query.
+      const params: Record<string, string | undefined> = { token: credentials.token, apiKey: credentials.apiKey }
+      if (resume && this.session !== undefined) {
+        params['lastEventId'] = resume.lastEventId || `${this.session}:0`
+        params['secret'] = this.secret
+      }
+      const target = endpoint(url, '/sse', params).toString()
       source = new EventSource(target, { withCredentials: this.options.withCredentials === true })
     } catch (err) {
       return this.failSoon({ code: 1006, reason: err instanceof Error ? err.message : 'could not open an EventSource' })
     }
     this.source = source
+    let lastEventId = resume?.lastEventId ?? ''
     for (const type of [...FRAME_TYPES, 'session', 'close']) {
-      source.addEventListener(type, (e: { data?: unknown }) => {
+      source.addEventListener(type, (e: { data?: unknown; lastEventId?: unknown }) => {
+        if (this.done || source !== this.source) return
+        if (typeof e.lastEventId === 'string' && e.lastEventId !== '') lastEventId = e.lastEventId
         if (typeof e.data === 'string') this.event(type, e.data, url)
       })
     }
     source.onopen = () => {
-      if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer)
-      this.reopenTimer = undefined
+      if (source !== this.source) return
       this.opening()
     }
     source.onerror = () => {
-      if (this.done) return
-      // Never opened (refused, unreachable), or the browser gave up: the transport is gone.
-      if (!this.opened || source.readyState === CLOSED) return this.finish({ code: 1006, reason: 'event stream failed' })
-      // Otherwise the browser re-attaches by itself with Last-Event-ID; allow it some time.
-      this.reopenTimer ??= setTimeout(() => this.finish({ code: 1006, reason: 'event stream lost' }), this.timeoutMs)
+      if (this.done || source !== this.source) return
+      // Never opened (refused, unreachable): the transport is gone.
+      if (!this.opened || this.session === undefined) return this.finish({ code: 1006, reason: 'event stream failed' })
+      // The stream broke. The browser's own retry would come without the session secret, so
+      // re-attach here (at once, then after a second), and give up after two tries.
+      source.close()
+      const attempt = (resume?.attempt ?? 0) + 1
+      if (attempt > 2) return this.finish({ code: 1006, reason: 'event stream lost' })
+      this.reopenTimer = setTimeout(() => {
+        if (!this.done) this.openSource(EventSource, url, credentials, { lastEventId, attempt })
+      }, attempt === 1 ? 0 : this.retryMs)
     }
   }
 }

@@ -13,6 +13,8 @@ export interface TransportCloseInfo {
   /** WebSocket-style close code (1006 when the connection was lost without one). */
   readonly code: number
   readonly reason: string
+  /** The server asked to wait this long before trying again (HTTP 429/503 `Retry-After`). */
+  readonly retryAfterMs?: number | undefined
 }
 
 /** What a transport reports. Called asynchronously, never from inside `connect`/`send`/`close`. */
@@ -64,6 +66,9 @@ export interface WebSocketLike {
 
 export type WebSocketConstructorLike = new (url: string, protocols?: string | string[]) => WebSocketLike
 
+/** Header carrying an HTTP session's secret (SSE resumes, POSTs, long-poll polls and DELETEs). */
+export const SECRET_HEADER = 'x-tidings-secret'
+
 /** The part of `EventSource` this SDK uses (browsers). */
 export interface EventSourceLike {
   readonly readyState: number
@@ -81,6 +86,8 @@ export interface FetchInit {
   body?: string
   signal?: AbortSignal
   credentials?: 'include' | 'omit' | 'same-origin'
+  /** Let the request outlive the page (browsers: used for the DELETE sent on `pagehide`). */
+  keepalive?: boolean
 }
 
 export interface StreamReaderLike {
@@ -92,6 +99,8 @@ export interface FetchResponseLike {
   readonly status: number
   readonly ok: boolean
   readonly body: { getReader(): StreamReaderLike } | null
+  /** Response headers (read for `Retry-After`); optional so minimal fetch stand-ins still fit. */
+  readonly headers?: { get(name: string): string | null } | undefined
   text(): Promise<string>
 }
 
@@ -109,6 +118,8 @@ export interface TransportOptions {
    * long-poll read is allowed this much on top of the server's poll timeout.
    */
   readonly requestTimeoutMs?: number | undefined
+  /** Where a transport reports why it could not be used (e.g. no WebSocket implementation in Node). */
+  readonly warn?: ((message: string) => void) | undefined
 }
 
 // ---------------------------------------------------------------- helpers

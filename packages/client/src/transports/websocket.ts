@@ -1,5 +1,5 @@
 import type { ClientFrame } from '@tidings/core'
-import { type ClientTransport, type Credentials, type TransportHandlers, type TransportOptions, type WebSocketLike, endpoint, parseServerFrame } from './types.js'
+import { type ClientTransport, type Credentials, type TransportHandlers, type TransportOptions, type WebSocketConstructorLike, type WebSocketLike, endpoint, parseServerFrame } from './types.js'
 
 /** The subprotocol of the wire protocol version 1 with the JSON codec. */
 export const SUBPROTOCOL = 'tidings.v1.json'
@@ -10,7 +10,8 @@ const decoder = /* @__PURE__ */ new TextDecoder()
 /**
  * WebSocket transport: `GET <url>` upgraded, subprotocol `tidings.v1.json`, one frame per text
  * message. Credentials go in the query (`?token=`, `?apiKey=`): browsers cannot set headers on a
- * WebSocket handshake. In Node 20 pass the `ws` package as the `WebSocket` option.
+ * WebSocket handshake. In Node 20 (no global WebSocket) the `ws` package is imported when
+ * installed; otherwise pass an implementation as the `WebSocket` option.
  */
 export class WebSocketTransport implements ClientTransport {
   readonly name = 'websocket'
@@ -23,7 +24,21 @@ export class WebSocketTransport implements ClientTransport {
   connect(url: string, credentials: Credentials, handlers: TransportHandlers): void {
     this.handlers = handlers
     const Ctor = this.options.WebSocket ?? (globalThis as { WebSocket?: TransportOptions['WebSocket'] }).WebSocket
-    if (!Ctor) return this.fail(1006, 'no WebSocket implementation: pass one as the WebSocket option (in Node 20, the ws package)')
+    if (Ctor) return this.open(Ctor, url, credentials, handlers)
+    // Node 20 has no global WebSocket: use the `ws` package when it is installed.
+    loadNodeWebSocket().then(
+      (Loaded) => {
+        if (this.done) return
+        if (Loaded) return this.open(Loaded, url, credentials, handlers)
+        const reason = 'no WebSocket implementation: install the ws package (npm i ws) or pass one as the WebSocket option'
+        this.options.warn?.(reason)
+        this.finish(1006, reason)
+      },
+      () => this.finish(1006, 'could not load the ws package'),
+    )
+  }
+
+  private open(Ctor: WebSocketConstructorLike, url: string, credentials: Credentials, handlers: TransportHandlers): void {
     const target = endpoint(url, '', { token: credentials.token, apiKey: credentials.apiKey })
     if (target.protocol === 'http:') target.protocol = 'ws:'
     else if (target.protocol === 'https:') target.protocol = 'wss:'
@@ -95,4 +110,21 @@ function toText(data: unknown): string | undefined {
   if (data instanceof ArrayBuffer) return decoder.decode(data)
   if (ArrayBuffer.isView(data)) return decoder.decode(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
   return undefined
+}
+
+let nodeWebSocket: Promise<WebSocketConstructorLike | undefined> | undefined
+
+/**
+ * The `ws` package's WebSocket, imported on first use (outside browsers only), or undefined when
+ * it is not installed. The specifier is a variable so that bundlers do not try to bundle `ws`.
+ */
+export function loadNodeWebSocket(): Promise<WebSocketConstructorLike | undefined> {
+  const isNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string'
+  if (!isNode) return Promise.resolve(undefined)
+  const specifier = 'ws'
+  nodeWebSocket ??= import(/* @vite-ignore */ /* webpackIgnore: true */ specifier).then(
+    (m: { default?: unknown; WebSocket?: unknown }) => (typeof m.WebSocket === 'function' ? m.WebSocket : m.default) as WebSocketConstructorLike | undefined,
+    () => undefined,
+  )
+  return nodeWebSocket
 }
