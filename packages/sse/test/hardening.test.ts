@@ -237,7 +237,7 @@ describe('@tidings/sse: origins (any origin was accepted)', () => {
 describe('@tidings/sse: per-address limits (none before)', () => {
   it('past maxConnectionsPerIp an open is 429 with Retry-After before the hub hears of it; a closed session gives its slot back', async () => {
     const edge = createEdgeGuard({ maxConnectionsPerIp: 3, maxNewConnectionsPerIpPerMinute: 0 })
-    const { base, hub } = await setup({ edge, detachedTimeoutMs: 100 })
+    const { base, hub } = await setup({ edge, detachedTimeoutMs: 500 })
     let authenticated = 0
     const counting = hub.connect.bind(hub)
     hub.connect = (s, o) => {
@@ -298,7 +298,7 @@ describe('@tidings/sse: per-address limits (none before)', () => {
 
 describe('@tidings/sse: page reloads (detached sessions held the user\'s slots and presence for 30 s)', () => {
   it('ten opens and aborts by one user: the 11th open is 429 at first, passes after detachedTimeoutMs, and presence shows the user left', async () => {
-    const { base, hub, transport } = await setup({ detachedTimeoutMs: 300 }, { limits: { maxConnectionsPerUser: 10 } })
+    const { base, hub, transport } = await setup({ detachedTimeoutMs: 1_000 }, { limits: { maxConnectionsPerUser: 10 } })
     for (let i = 0; i < 10; i++) {
       const page = await connect(base, { token: 'tok-a' })
       expect((await page.post({ type: 'subscribe', channel: 'presence:lobby', id: 'p' })).status).toBe(204)
