@@ -321,3 +321,50 @@ describe('replies have a byte budget', () => {
 })
 
 void TOKENS
+
+describe('memory bounded by configuration, losses never silent', () => {
+  it('history frames for thousands of distinct channel names create no store log: public:important keeps its history', async () => {
+    const { createMemoryStore } = await import('@tidings/core')
+    const store = createMemoryStore({ maxChannels: 50 })
+    const s = await serve({ store })
+    await s.hub.publish('public:important', 'e', { keep: true })
+    const clients = await Promise.all(Array.from({ length: 10 }, () => Client.open(s.ws)))
+    await Promise.all(
+      clients.map(async (c, k) => {
+        for (let i = 0; i < 200; i++) c.send({ type: 'history', channel: `public:junk-${k}-${i}` })
+        await c.request({ type: 'ping' }, 10_000)
+      }),
+    )
+    expect(store.stats().channels).toBe(1)
+    const page = await clients[0]!.request({ type: 'history', channel: 'public:important' })
+    expect(page.messages).toEqual([expect.objectContaining({ data: { keep: true }, offset: 1 })])
+  })
+
+  it('an offline queue lost to eviction is reported recovered: false (never recovered: true), and what the channel kept since is delivered', async () => {
+    const { createMemoryStore } = await import('@tidings/core')
+    const store = createMemoryStore({ maxChannels: 2 })
+    const s = await serve({ store })
+    const first = await Client.open(s.ws, 'tok-ada')
+    await first.request({ type: 'subscribe', channel: 'private:user-ada' })
+    await s.hub.publish('private:user-ada', 'note', { n: 1 })
+    const m = await first.next((f) => f.type === 'message')
+    first.send({ type: 'ack', channel: 'private:user-ada', offset: m.offset })
+    await first.request({ type: 'ping' })
+    first.socket.close()
+    await first.whenClosed()
+    await s.hub.publish('private:user-ada', 'note', { n: 2 }) // queued while offline
+    for (const c of ['public:a', 'public:b', 'public:c']) await s.hub.publish(c, 'e', 1) // evicts ada's log
+    await s.hub.publish('private:user-ada', 'note', { n: 3 }) // after the loss
+    const again = await Client.open(s.ws, 'tok-ada')
+    const answer = await again.request({ type: 'subscribe', channel: 'private:user-ada' })
+    expect(answer).toMatchObject({ recovered: false, reason: expect.stringMatching(/offline queue was lost/) })
+    await again.next((f) => f.type === 'message')
+    expect(again.of('message').map((f) => f.data)).toEqual([{ n: 3 }])
+    again.socket.close()
+    await again.whenClosed()
+    // reported once: the cursor now lives in the current epoch
+    const third = await Client.open(s.ws, 'tok-ada')
+    const later = await third.request({ type: 'subscribe', channel: 'private:user-ada' })
+    expect(later.reason ?? '').not.toMatch(/lost/)
+  })
+})

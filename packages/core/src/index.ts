@@ -8,7 +8,7 @@ export { type FilterNode, type FilterOp, type FilterPredicate, type FilterRoots,
 // Ports
 export { Outbound, type Session, type ConnectionHandle } from './ports/session.js'
 export type { Broker, ClusterMessage, Command, Dispatch, DispatchTarget } from './ports/broker.js'
-export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult } from './ports/store.js'
+export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult, ConsumerCursor } from './ports/store.js'
 export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
 export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'
 export { type Clock, type TimerHandle, systemClock } from './ports/clock.js'
@@ -16,7 +16,7 @@ export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from '.
 
 // In-memory implementations
 export { createMemoryBroker, createMemoryBus, type MemoryBus } from './memory/broker.js'
-export { createMemoryStore, type MemoryMessageStore, type MemoryStoreOptions } from './memory/store.js'
+export { createMemoryStore, type MemoryMessageStore, type MemoryStoreOptions, type MemoryStoreStats } from './memory/store.js'
 export { createMemoryPresenceStore } from './memory/presence.js'
 export { createManualClock, type ManualClock } from './memory/clock.js'
 export { createMemoryTransport, MemoryClient, type Faults, type MemoryConnectOptions, type MemoryTransport } from './memory/transport.js'
@@ -37,7 +37,7 @@ export {
   type AckRecipient,
   storedToFrame,
 } from './hub/hub.js'
-export type { HubOptions, HubLimits, PresenceOptions, DeliveryOptions, NotificationOptions } from './hub/options.js'
+export type { HubOptions, HubLimits, PresenceOptions, DeliveryOptions, NotificationOptions, CredentialOptions } from './hub/options.js'
 export type { HubEvents } from './hub/events.js'
 export { type ChannelOptions, type EventSchema, BUILT_IN_CHANNELS } from './hub/channels.js'
 export type { ConnectionInfo } from './hub/connection.js'

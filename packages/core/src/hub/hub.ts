@@ -775,19 +775,26 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
     let since = frame.since
     let offline = false
+    let lost: string | undefined
     if (!since && history && options.offline && conn.userId !== undefined && extras.position) {
       // The user's offline queue: what was published since it last acknowledged (or all that is kept).
       const cursor = await this.options.store.cursor(name, conn.userId)
       if (conn.ended || conn.subscriptions.get(name) !== sub) return
-      // A cursor from an earlier epoch points into history that is gone: recover() reports the
-      // queue as lost (`recovered: false`) rather than replaying the new epoch as if complete.
-      since = cursor ? { epoch: cursor.epoch, offset: cursor.offset } : { epoch: extras.position.epoch, offset: 0 }
+      since = { epoch: extras.position.epoch, offset: cursor && cursor.epoch === extras.position.epoch ? cursor.offset : 0 }
       offline = true
+      if (cursor && cursor.epoch !== extras.position.epoch) {
+        // The cursor points into history that is gone: the queue up to the loss is lost. Say so
+        // (`recovered: false`), deliver what the channel has kept since, and move the cursor into
+        // the current epoch so the loss is reported once.
+        lost = 'epoch changed: the offline queue was lost with the channel history; what the channel kept since is replayed'
+        const r = this.options.store.commit(name, conn.userId, 0)
+        if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
+      }
     }
     if (since && !history) {
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
     } else if (since) {
-      await this.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline)
+      await this.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline, lost)
     } else {
       const start = extras.position?.offset ?? 0
       sub.lastSent = sub.acked = start
@@ -860,22 +867,25 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     id: RequestId | undefined,
     extras: { presence?: PresenceSnapshot; position?: StreamPosition; delivery?: 'at-most-once' | 'at-least-once' | undefined },
     partial: boolean,
+    lost?: string,
   ): Promise<void> {
     const name = sub.channel.name
     let after = since.offset
-    let recovered = true
-    let reason: string | undefined
+    let recovered = lost === undefined
+    let reason: string | undefined = lost
+    let epochChanged = false
     const replay: MessageFrame[] = []
     for (;;) {
       const page = await this.options.store.read(name, { after, limit: REPLAY_PAGE, now: this.clock.now() })
       if (page.epoch !== since.epoch) {
         recovered = false
-        reason = partial ? 'epoch changed: the offline queue was lost with the channel history' : 'epoch changed: the channel history was reset'
+        epochChanged = true
+        reason = 'epoch changed: the channel history was reset'
         break
       }
       if (!page.complete) {
         recovered = false
-        reason = partial
+        reason ??= partial
           ? 'some queued messages expired before they could be delivered'
           : 'history no longer covers the position: messages were dropped by retention'
         if (!partial) break
@@ -889,7 +899,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    const replaying = recovered || (partial && reason !== undefined && !reason.startsWith('epoch'))
+    const replaying = recovered || (partial && !epochChanged)
     const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
     sub.lastSent = sub.acked = position?.offset ?? 0
     this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
