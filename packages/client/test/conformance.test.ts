@@ -27,7 +27,7 @@ const CHANNELS: HubOptions['channels'] = {
   'cap:*': { capacity: 1 },
 }
 
-async function startServer(options: HubOptions = {}) {
+async function startServer(options: HubOptions = {}, spy?: (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => boolean) {
   const hub: Hub = createHub({ logger: silentLogger, authenticate, ...options, channels: { ...CHANNELS, ...options.channels } })
   const realtime = createRealtime({
     hub,
@@ -38,6 +38,14 @@ async function startServer(options: HubOptions = {}) {
   })
   const server = createServer()
   realtime.attach(server)
+  if (spy) {
+    // Sees every request first; a spy that answers it (returns true) keeps it from Tidings.
+    const ours = server.listeners('request') as Array<(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void>
+    server.removeAllListeners('request')
+    server.on('request', (req, res) => {
+      if (!spy(req, res)) for (const l of ours) l.call(server, req, res)
+    })
+  }
   const { url: base, cut, close } = await listenTracked(server, async () => {
     await realtime.close()
     await hub.close()
@@ -118,6 +126,108 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
       const info = new Promise<{ connectionId: string; userId: string | undefined; transport: string }>((r) => rt.once('connected', r))
       rt.connect()
       return { rt, info: await info }
+    }
+
+    // ------------------------------------------------------------ credentials, handles, secrets, limits
+
+    it('reauthenticate(): an auth frame with a fresh token from the auth function; a refused token leaves the connection working', async () => {
+      server = await startServer({ authenticate: async (r) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5).split(';')[0]! } : null) })
+      let n = 0
+      const { rt } = await connected({ auth: () => `user:alice;${++n}` })
+      const refreshed: unknown[] = []
+      rt.on('authenticated', (i) => refreshed.push(i))
+      expect(await rt.reauthenticate()).toEqual({ userId: 'alice', expiresAt: undefined })
+      expect(n).toBe(2)
+      expect(refreshed).toHaveLength(1)
+      expect((await refusal(rt.reauthenticate('user:mallory'))).code).toBe('RT_002')
+      expect((await refusal(rt.reauthenticate('garbage'))).code).toBe('RT_002')
+      const ch = rt.channel('public:after-auth')
+      await ch.subscribe()
+      expect((await ch.send('e', 1)).offset).toBe(1)
+      expect(server.hub.getConnections({ userId: 'alice' })).toHaveLength(1)
+    })
+
+    it('a disposed channel handle keeps no listeners: visiting a room three times shows each message once', async () => {
+      server = await startServer()
+      const { rt: alice } = await connected({ auth: 'user:alice' })
+      const { rt: bob } = await connected({ auth: 'user:bob' })
+      const seen: string[] = []
+      let room = alice.channel('public:room')
+      for (let visit = 0; visit < 3; visit++) {
+        room.dispose()
+        room = alice.channel('public:room')
+        room.on('chat', (d: string) => seen.push(d))
+        await room.subscribe()
+      }
+      expect(room.listenerCount('chat')).toBe(1)
+      await bob.channel('public:room').send('chat', 'once')
+      await until(() => seen.length >= 1, 3000, 'the message')
+      await sleep(50)
+      expect(seen).toEqual(['once'])
+      // The off function returned by on() removes exactly that listener.
+      const off = room.on('chat', (d: string) => seen.push(`second ${d}`))
+      off()
+      await bob.channel('public:room').send('chat', 'again')
+      await until(() => seen.length >= 2, 3000, 'the second message')
+      await sleep(50)
+      expect(seen).toEqual(['once', 'again'])
+      // A disposed handle refuses to subscribe (its listeners are gone): a clear error, not silence.
+      const old = alice.channel('public:room')
+      old.dispose()
+      expect((await refusal(old.subscribe())).message).toMatch(/disposed/)
+    })
+
+    if (transport !== 'websocket') {
+      it('every request of an HTTP session carries the session secret (SSE re-attach and polls, POSTs, DELETE)', async () => {
+        const seen: Array<{ method: string; path: string; secret: string | undefined; resume: boolean }> = []
+        server = await startServer({}, (req) => {
+          const path = (req.url ?? '').split('?')[0]!
+          const secret = req.headers['x-tidings-secret']
+          seen.push({ method: req.method!, path, secret: typeof secret === 'string' ? secret : undefined, resume: req.headers['last-event-id'] !== undefined })
+          return false
+        })
+        const { rt } = await connected({ auth: 'user:alice' })
+        const ch = rt.channel('public:s')
+        await ch.subscribe()
+        if (transport === 'sse') {
+          // Break the event stream: the client re-attaches to the same session with Last-Event-ID.
+          const before = seen.length
+          server.cut()
+          await until(() => seen.slice(before).some((r) => r.method === 'GET' && r.resume), 5000, 'the re-attach')
+        } else await sleep(150)
+        await ch.send('e', 1)
+        rt.disconnect()
+        await until(() => seen.some((r) => r.method === 'DELETE'), 3000, 'the DELETE')
+        const sessionRequests = seen.filter((r) => /\/(sse|poll)\/[^/]+$/.test(r.path) || (r.method === 'GET' && r.resume))
+        expect(sessionRequests.length).toBeGreaterThanOrEqual(3)
+        const secrets = new Set(sessionRequests.map((r) => r.secret))
+        expect(secrets.has(undefined)).toBe(false)
+        expect(sessionRequests.filter((r) => r.method === 'POST').length).toBeGreaterThan(0)
+      })
+
+      it('an opening answered 429 with Retry-After is tried again after the wait (not given up, not hammered)', async () => {
+        const opens: number[] = []
+        let refuse = 2
+        server = await startServer({}, (req, res) => {
+          const path = (req.url ?? '').split('?')[0]!
+          const opening = (req.method === 'GET' && path.endsWith('/sse') && req.headers['last-event-id'] === undefined) || (req.method === 'POST' && path.endsWith('/poll'))
+          if (!opening) return false
+          opens.push(Date.now())
+          if (refuse-- <= 0) return false
+          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' })
+          res.end(JSON.stringify({ type: 'error', code: 'RT_006', message: 'too many requests from this address' }))
+          return true
+        })
+        const rt = client({ auth: 'user:alice', reconnectDelay: 10, maxReconnectDelay: 20 })
+        const states: string[] = []
+        rt.on('state', (s) => states.push(s))
+        await until(() => rt.state === 'connected', 8000, 'the connection after the 429s')
+        expect(opens.length).toBe(3)
+        // Each retry waited the second the server asked for, although the backoff alone is 10-20 ms.
+        expect(opens[1]! - opens[0]!).toBeGreaterThanOrEqual(950)
+        expect(opens[2]! - opens[1]!).toBeGreaterThanOrEqual(950)
+        expect(states).not.toContain('disconnected')
+      })
     }
 
     // ------------------------------------------------------------ connecting

@@ -116,6 +116,16 @@ export class MemoryLink implements ClientTransport {
     this.handle?.closed(code, reason)
   }
 
+  /** A frame as if the hub had sent it (e.g. `auth:expiring` from a hub that does not send it yet). */
+  inject(frame: ServerFrame): void {
+    this.fromServer(frame)
+  }
+
+  /** The hub closes the connection with this code (e.g. 4001 when credentials expired). */
+  closeFromServer(code: number, reason: string): void {
+    this.finish(code, reason)
+  }
+
   /** The network drops: the hub sees 1006, the client a close without code. */
   kill(): void {
     if (this.closed) return
