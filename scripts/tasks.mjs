@@ -2,7 +2,7 @@
 // The two entry points a fresh machine needs (`npm run demo`, `npm test`): make sure the pinned
 // pnpm and the workspace's packages are installed, then run the task. Plain Node, no deps, so it
 // works before anything is installed.
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -54,8 +54,54 @@ const task = process.argv[2]
 ensureInstalled()
 if (task === 'test') ensureSystemPackages()
 
+/**
+ * The demo server runs as this process's only child, and dies with it: signals are forwarded,
+ * its stdin is a pipe from here (closed by the OS when this process dies, even by SIGKILL, and
+ * the server exits on that), and when this process's own parent (npm) goes away, so do we.
+ */
+function demo() {
+  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join('examples', 'chat', 'src', 'main.ts')], {
+    cwd: root,
+    stdio: ['pipe', 'inherit', 'inherit'],
+    env: { ...process.env, TIDINGS_EXIT_WITH_STDIN: '1' },
+  })
+  const stopChild = (signal = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+  }
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => stopChild(signal))
+  process.on('exit', () => stopChild())
+  // npm runs scripts through `sh -c`, which stays behind when npm is killed: watch npm too.
+  const watched = [process.ppid]
+  try {
+    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8')
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    if (/^(sh|bash|dash)$/.test(comm)) watched.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+  } catch {
+    // not Linux: the parent alone
+  }
+  const alive = (pid) => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const parent = process.ppid
+  const watch = setInterval(() => {
+    if (process.ppid !== parent || !watched.every(alive)) {
+      stopChild()
+      setTimeout(() => process.exit(0), 2500).unref()
+    }
+  }, 300)
+  child.on('exit', (code, signal) => {
+    clearInterval(watch)
+    process.exit(code ?? (signal ? 0 : 1))
+  })
+}
+
 if (task === 'demo') {
-  process.exit(pnpm('--filter', '@tidings/example-chat', 'start'))
+  demo()
 } else if (task === 'test') {
   // vitest prints its own report; the JSON one gives the closing line CI reads.
   const out = join(mkdtempSync(join(tmpdir(), 'tidings-test-')), 'vitest.json')

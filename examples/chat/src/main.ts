@@ -3,9 +3,22 @@ import { startChatServer } from './server.js'
 const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1')
 console.log(`Tidings chat demo on ${chat.url.replace('127.0.0.1', 'localhost')} — open it in two browser windows.`)
 console.log(`Admin API: ${chat.url}/realtime/openapi.json (key: ${process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key'})`)
+let stopping = false
 const stop = async () => {
-  await chat.close()
+  if (stopping) return
+  stopping = true
+  const force = setTimeout(() => process.exit(0), 2000)
+  force.unref()
+  await chat.close().catch(() => {})
   process.exit(0)
 }
 process.on('SIGINT', stop)
 process.on('SIGTERM', stop)
+process.on('SIGHUP', stop)
+// Started by scripts/tasks.mjs with a pipe as stdin: when that process dies (however it was
+// killed), the pipe closes and the server goes with it.
+if (process.env.TIDINGS_EXIT_WITH_STDIN === '1') {
+  process.stdin.on('end', stop)
+  process.stdin.on('close', stop)
+  process.stdin.resume()
+}
