@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream'
 import { type Authenticator, createHub, type Hub, type HubOptions } from '@tidings/core'
 import { createLongPollTransport, type LongPollTransport, type LongPollTransportOptions } from '@tidings/long-poll'
 import { createSseTransport, type SseTransport, type SseTransportOptions } from '@tidings/sse'
-import { createEdgeGuard, createWsTransport, type EdgeGuard, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
+import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { openApiDocument } from './openapi.js'
 import { sendJson } from './respond.js'
@@ -36,8 +36,8 @@ export interface RealtimeOptions {
   readonly edge?: EdgeOptions
   /** Transport options; `false` turns a transport off. Origins are set once, in `edge.allowedOrigins`. */
   readonly websocket?: Omit<WsTransportOptions, 'path' | 'allowedOrigins' | 'edge'> | false
-  readonly sse?: Omit<SseTransportOptions, 'prefix'> | false
-  readonly longPoll?: Omit<LongPollTransportOptions, 'prefix'> | false
+  readonly sse?: Omit<SseTransportOptions, 'prefix' | 'edge'> | false
+  readonly longPoll?: Omit<LongPollTransportOptions, 'prefix' | 'edge'> | false
   /** Largest admin request body. Default 1 MiB. */
   readonly maxBodyBytes?: number
 }
@@ -74,13 +74,11 @@ interface FastifyLike {
 }
 type FastifyPlugin = ((app: FastifyLike) => Promise<void>) & { [key: symbol]: unknown }
 
-/** The transport options of `edge` (being added to SSE and long-poll; see below). */
-type WithEdge<T> = T & { edge?: EdgeGuard }
-
 export function createRealtime(options: RealtimeOptions = {}): Realtime {
   const websocket = options.websocket === false ? undefined : (options.websocket ?? {})
-  if (websocket !== undefined && ('allowedOrigins' in websocket || 'edge' in websocket)) {
-    throw new TypeError('createRealtime: set origins and limits once, in `edge` (edge.allowedOrigins), not in `websocket`')
+  const stray = [websocket, options.sse, options.longPoll].some((o) => typeof o === 'object' && ('edge' in o || 'allowedOrigins' in o))
+  if (stray) {
+    throw new TypeError('createRealtime: set origins and limits once, in `edge` (edge.allowedOrigins), not per transport')
   }
   if (options.hub !== undefined && (options.authenticate !== undefined || options.hubOptions !== undefined)) {
     throw new TypeError('createRealtime: `authenticate` and `hubOptions` configure the hub created here; with `hub`, give them to createHub()')
@@ -92,12 +90,8 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   // ONE guard for the three transports: a client's open and new connections count across them.
   const edge = createEdgeGuard(options.edge)
   const ws: WsTransport | undefined = websocket === undefined ? undefined : createWsTransport(hub, { ...websocket, path: prefix, edge })
-  // SSE and long-poll take `edge` in their options (being added to @tidings/sse and
-  // @tidings/long-poll); until they do, they ignore it and keep a guard of their own.
-  const sseOptions: WithEdge<SseTransportOptions> | undefined = options.sse === false ? undefined : { ...options.sse, prefix, edge }
-  const pollOptions: WithEdge<LongPollTransportOptions> | undefined = options.longPoll === false ? undefined : { ...options.longPoll, prefix, edge }
-  const sse: SseTransport | undefined = sseOptions === undefined ? undefined : createSseTransport(hub, sseOptions)
-  const poll: LongPollTransport | undefined = pollOptions === undefined ? undefined : createLongPollTransport(hub, pollOptions)
+  const sse: SseTransport | undefined = options.sse === false ? undefined : createSseTransport(hub, { ...options.sse, prefix, edge })
+  const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix, edge })
   const admin = createAdminApi(hub, checkKey, options.maxBodyBytes ?? 1024 * 1024)
   const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
 

@@ -191,6 +191,15 @@ describe('createRealtime: edge', () => {
     expect(res.status).toBe(429)
     expect(Number(res.retryAfter)).toBeGreaterThanOrEqual(1)
   })
+
+  it('shares ONE guard between the transports: a WebSocket and an SSE stream count against the same per-address limit', async () => {
+    const { base } = await serve({ hub: hub(), edge: { maxConnectionsPerIp: 1 } })
+    expect((await open(`${base.replace('http', 'ws')}/realtime`)).status).toBe('open')
+    const controller = new AbortController()
+    cleanups.push(() => controller.abort())
+    const sse = await fetch(`${base}/realtime/sse`, { signal: controller.signal })
+    expect(sse.status).toBe(429)
+  })
 })
 
 // ------------------------------------------------------------------------------------------
