@@ -56,8 +56,7 @@ export function normalizePrefix(prefix: string): string {
 
 /** The hub's `limits.maxMessageSize`. */
 export function maxMessageSizeOf(hub: Hub): number {
-  const size = (hub as { options?: { limits?: { maxMessageSize?: unknown } } }).options?.limits?.maxMessageSize
-  return typeof size === 'number' && size > 0 ? size : 128 * 1024
+  return hub.limits.maxMessageSize
 }
 
 export function sendJson(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {

@@ -63,7 +63,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
   /** A channel some pattern matches (else 404 RT_004, as publish and history answer). */
   const knownChannel = async (raw: string): Promise<string> => {
     const name = channelParam(raw)
-    if (!(await channelMatches(hub, name))) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
+    if (hub.resolveChannel(name) === undefined) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
     return name
   }
   const body = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
@@ -214,16 +214,6 @@ function decodeParam(raw: string): string {
  * message, past the end of the log.
  * TODO(core): replace with a public `hub.channelPattern(name)` / `hub.hasChannel(name)` when it exists.
  */
-async function channelMatches(hub: Hub, name: string): Promise<boolean> {
-  try {
-    await hub.channel(name).history({ after: Number.MAX_SAFE_INTEGER, limit: 1 })
-    return true
-  } catch (err) {
-    if (isRealtimeError(err) && err.code === 'RT_004') return !err.message.startsWith('no channel pattern matches')
-    throw err
-  }
-}
-
 function apiKeyOf(req: IncomingMessage): string | undefined {
   const header = req.headers['x-api-key']
   if (typeof header === 'string' && header) return header

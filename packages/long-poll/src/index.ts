@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, DEFAULT_MAX_DEPTH, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   type EdgeGuard,
   type EdgeOptions,
@@ -38,7 +38,7 @@ export interface LongPollTransportOptions {
   readonly detachedTimeoutMs?: number
   /** How long the hub (the authenticator) may take to accept an opening request; then 503 `RT_001`. Default 10 000 ms. */
   readonly handshakeTimeoutMs?: number
-  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default 32. */
+  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default the hub's `limits.maxDepth` (32). */
   readonly maxDepth?: number
   /**
    * The edge guard (origins, client address, per-address limits on opening sessions), or options
@@ -236,7 +236,7 @@ class LongPollTransportImpl implements LongPollTransport {
     this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/long-poll: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
     this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
-    this.maxDepth = positiveOption(o.maxDepth, DEFAULT_MAX_DEPTH, '@tidings/long-poll: maxDepth')
+    this.maxDepth = positiveOption(o.maxDepth, hub.limits.maxDepth, '@tidings/long-poll: maxDepth')
   }
 
   get sessions(): number {

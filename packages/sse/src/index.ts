@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ConnectionHandle, DEFAULT_MAX_DEPTH, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
+import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
   type EdgeGuard,
   type EdgeOptions,
@@ -37,7 +37,7 @@ export interface SseTransportOptions {
   readonly detachedTimeoutMs?: number
   /** How long the hub (the authenticator) may take to accept an opening stream; then 503 `RT_001`. Default 10 000 ms. */
   readonly handshakeTimeoutMs?: number
-  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default 32. */
+  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default the hub's `limits.maxDepth` (32). */
   readonly maxDepth?: number
   /**
    * The edge guard (origins, client address, per-address limits on opening sessions), or options
@@ -275,7 +275,7 @@ class SseTransportImpl implements SseTransport {
     this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/sse: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
     this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
-    this.maxDepth = positiveOption(o.maxDepth, DEFAULT_MAX_DEPTH, '@tidings/sse: maxDepth')
+    this.maxDepth = positiveOption(o.maxDepth, hub.limits.maxDepth, '@tidings/sse: maxDepth')
   }
 
   get sessions(): number {

@@ -127,7 +127,9 @@ export interface ChannelHandle {
 export interface Hub extends EventEmitter<HubEvents> {
   readonly nodeId: string
   /** The limits in force (transports size their buffers and bodies from them). */
-  readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number }>
+  readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number; maxDepth: number; maxReplyBytes: number }>
+  /** How long a presence member lingers after its last connection left (`presence.leaveDelayMs`); transports size their detached-session timeouts by it. */
+  readonly leaveDelayMs: number
   /**
    * The hub has an authenticator, which also sees the handshake headers when a connection
    * re-authenticates (an `auth` frame). Without one, transports may let go of a session's headers
@@ -169,6 +171,11 @@ export interface Hub extends EventEmitter<HubEvents> {
   registerChannel(pattern: string, options: ChannelOptions): void
   /** Live channels on this node. */
   channels(): ChannelInfo[]
+  /**
+   * The pattern a channel name resolves to (app patterns first, then the built-in ones) and its
+   * named parts, or undefined when no pattern matches (clients get `RT_004` for such names).
+   */
+  resolveChannel(name: string): { readonly pattern: string; readonly params: Readonly<Record<string, string>> } | undefined
   /** Add a content-based route; returns a function that removes it. */
   route(route: Route): () => void
   metrics(): MetricsSnapshot
@@ -213,6 +220,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly options: ResolvedHubOptions
   readonly nodeId: string
   readonly limits: Hub['limits']
+  readonly leaveDelayMs: number
   readonly clock: Clock
   get authenticates(): boolean {
     return this.options.authenticate !== undefined
@@ -246,7 +254,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.options = resolveHubOptions(input)
     this.nodeId = this.options.nodeId
     const l = this.options.limits
-    this.limits = Object.freeze({ maxMessageSize: l.maxMessageSize, messagesPerSecond: l.messagesPerSecond, presenceUpdatesPerSecond: l.presenceUpdatesPerSecond, highWaterMark: l.highWaterMark, maxQueuedBytes: l.maxQueuedBytes })
+    this.limits = Object.freeze({ maxMessageSize: l.maxMessageSize, messagesPerSecond: l.messagesPerSecond, presenceUpdatesPerSecond: l.presenceUpdatesPerSecond, highWaterMark: l.highWaterMark, maxQueuedBytes: l.maxQueuedBytes, maxDepth: l.maxDepth, maxReplyBytes: l.maxReplyBytes })
+    this.leaveDelayMs = this.options.presence.leaveDelayMs
     this.clock = this.options.clock
     this.codec = this.options.codec
     this.queueLimits = { maxQueuedBytes: this.options.limits.maxQueuedBytes }
@@ -1879,6 +1888,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       occupants: c.occupants,
       room: this.rooms.get(c.name),
     }))
+  }
+
+  resolveChannel(name: string): { readonly pattern: string; readonly params: Readonly<Record<string, string>> } | undefined {
+    const live = this.live.get(name)
+    if (live !== undefined) return { pattern: live.pattern, params: live.params }
+    const resolved = this.patterns.resolve(name)
+    return resolved === undefined ? undefined : { pattern: resolved.pattern, params: resolved.params }
   }
 
   route(route: Route): () => void {
