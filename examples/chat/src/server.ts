@@ -67,8 +67,8 @@ export async function startChatServer(port = Number(process.env.PORT ?? 3000), h
   const logins = createLogins()
   const realtime = createRealtime({
     apiKey: process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key',
+    authenticate: logins.authenticate,
     hubOptions: {
-      authenticate: logins.authenticate,
       allowAnonymous: false,
       channels: {
         // Every room: presence (who is here, typing), history, and at-least-once delivery so
