@@ -147,6 +147,34 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
       expect(server.hub.getConnections({ userId: 'alice' })).toHaveLength(1)
     })
 
+    it('expiring credentials (the hub sends auth:expiring): the auth function refreshes them in place; a fixed token ends with 4001', async () => {
+      // Every identity expires 500 ms after it was issued; the hub warns 400 ms before and closes 300 ms after.
+      server = await startServer({
+        authenticate: async (r) => (r.token?.startsWith('user:') ? { userId: r.token.slice(5).split(';')[0]!, expiresAt: Date.now() + 500 } : null),
+        credentials: { refreshBeforeMs: 400, graceMs: 300 },
+      })
+      let n = 0
+      const { rt, info } = await connected({ auth: () => `user:alice;${++n}` })
+      const refreshed: Array<{ expiresAt: number | undefined }> = []
+      rt.on('authenticated', (i) => refreshed.push(i))
+      const ch = rt.channel('public:long-lived')
+      await ch.subscribe()
+      await until(() => refreshed.length >= 2, 5000, 'two refreshes')
+      // Still the same hub connection, still subscribed, and the expiry moved on.
+      expect(rt.connectionId).toBe(info.connectionId)
+      expect(rt.state).toBe('connected')
+      expect(refreshed[1]!.expiresAt).toBeGreaterThan(refreshed[0]!.expiresAt!)
+      expect((await ch.send('e', 1)).offset).toBe(1)
+
+      const fixed = client({ auth: 'user:bob' })
+      const errors: string[] = []
+      fixed.on('error', (e) => errors.push(e.message))
+      const closed = new Promise<{ code: number }>((r) => fixed.once('disconnected', r))
+      expect((await closed).code).toBe(4001)
+      expect(errors.some((m) => /cannot be refreshed/.test(m))).toBe(true)
+      await until(() => fixed.state === 'disconnected', 3000, 'the fixed-token client to stop')
+    })
+
     it('a disposed channel handle keeps no listeners: visiting a room three times shows each message once', async () => {
       server = await startServer()
       const { rt: alice } = await connected({ auth: 'user:alice' })

@@ -19,7 +19,7 @@ import {
 /** Every server frame type: a browser `EventSource` needs one listener per event name. */
 const FRAME_TYPES = [
   'connected', 'subscribed', 'unsubscribed', 'message', 'history', 'published', 'presence:join', 'presence:leave',
-  'presence:update', 'presence', 'typing', 'receipt', 'error', 'pong', 'authenticated',
+  'presence:update', 'presence', 'typing', 'receipt', 'error', 'pong', 'authenticated', 'auth:expiring',
 ] as const
 
 const CLOSED = 2
