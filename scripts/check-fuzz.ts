@@ -201,10 +201,10 @@ async function main(): Promise<number> {
         }
         socket.destroy()
       } catch (err) {
-        // The handshake itself failed: the server answered it (else it would have timed out), but count it.
+        // The handshake failed: refused with a status is an answer; no answer at all is not.
         if (String(err).includes('timed out')) rawUnanswered++
       }
-      await sleep(20)
+      await sleep(5)
     }
   }
 
@@ -229,7 +229,7 @@ async function main(): Promise<number> {
       if (!ok) {
         httpUnanswered++
         unansweredKinds.set(m.kind, (unansweredKinds.get(m.kind) ?? 0) + 1)
-        if (httpUnanswered <= 5) log(`no answer to ${m.kind}: ${m.request.subarray(0, 300).toString('latin1').replace(/\r\n/g, ' | ')}`)
+        if (unansweredKinds.get(m.kind) === 1) log(`no answer to ${m.kind}: ${m.request.subarray(0, 300).toString('latin1').replace(/\r\n/g, ' | ')}`)
       } else {
         const key = `${m.kind.split('/')[0]} ${a.status ?? 'closed'}`
         statuses.set(key, (statuses.get(key) ?? 0) + 1)
