@@ -698,3 +698,122 @@ describe('issue #9: a new user\'s first hour (from Node)', () => {
     expect(fallbacks).toEqual([])
   })
 })
+
+// ==================================================================================== beyond the issue
+
+/** Write `text` on a raw TCP connection; resolve with what came back and when the socket closed (undefined: still open). */
+function rawHttp(port: number, text: string, waitMs: number): Promise<{ data: string; closedAfter: number | undefined }> {
+  return new Promise((resolve) => {
+    const t0 = Date.now()
+    const sock = netConnect(port, '127.0.0.1')
+    onCleanup(() => sock.destroy())
+    let data = ''
+    let closedAfter: number | undefined
+    sock.on('data', (d: Buffer) => (data += d.toString()))
+    sock.on('error', () => {})
+    sock.on('close', () => {
+      closedAfter = Date.now() - t0
+      resolve({ data, closedAfter })
+    })
+    sock.write(text)
+    setTimeout(() => resolve({ data, closedAfter }), waitMs)
+  })
+}
+
+describe('attacks the issue did not list', () => {
+  it('prototype-pollution keys in presence data, filters and admin bodies pollute nothing and reach no prototype', async () => {
+    const s = await serve()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    await bob.request({ type: 'subscribe', channel: 'presence:p' })
+    ada.send('{"type":"subscribe","id":"s","channel":"presence:p","presence":{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}}')
+    expect((await ada.next((f) => f.id === 's')).type).toBe('subscribed')
+    ada.send('{"type":"presence:update","id":"u","channel":"presence:p","data":{"__proto__":{"isAdmin":true}}}')
+    await ada.next((f) => f.id === 'u')
+    for (const field of ['__proto__.polluted', 'data.constructor.name', 'data.__proto__', 'prototype']) {
+      const answer = await ada.request({ type: 'subscribe', channel: 'public:f', filter: { field, op: 'eq', value: 1 } })
+      expect(answer, field).toMatchObject({ type: 'error', code: 'RT_007' })
+    }
+    const admin = await fetch(`${s.base}/realtime/channels/public:news/broadcast`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'admin-key', 'content-type': 'application/json' },
+      body: '{"event":"x","data":{},"__proto__":{"polluted":1}}',
+    })
+    expect(admin.status).toBeLessThan(500)
+    await admin.body?.cancel()
+    const snapshot = await bob.request({ type: 'presence:get', channel: 'presence:p' })
+    const adaData = (snapshot.users as Array<{ id: string; data: Record<string, unknown> }>).find((u) => u.id === 'ada')!.data
+    expect(Object.getPrototypeOf(adaData)).toBe(Object.prototype)
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined()
+    expect((adaData as { isAdmin?: unknown }).isAdmin).toBeUndefined()
+  })
+
+  it('3,000 tiny frames in one TCP write: every one answered (pong or RT_006) in order, the connection stays and recovers', async () => {
+    const s = await serve()
+    const c = await Client.open(s.ws, 'tok-eve')
+    const sock = underlying(c)
+    sock.cork()
+    for (let i = 0; i < 3_000; i++) c.send({ type: 'ping', id: i })
+    sock.uncork()
+    await until(() => c.frames.filter((f) => typeof f.id === 'number').length === 3_000, 2_500, '3,000 answers')
+    const answers = c.frames.filter((f) => typeof f.id === 'number')
+    expect(answers.every((f, i) => f.id === i)).toBe(true)
+    expect(answers.every((f) => f.type === 'pong' || f.code === 'RT_006')).toBe(true)
+    expect(c.closed).toBeUndefined()
+    const other = await Client.open(s.ws, 'tok-ada')
+    expect(await other.request({ type: 'ping' })).toMatchObject({ type: 'pong' })
+  })
+
+  it('Unicode edge cases in channel names (lone surrogates, NUL, bidi override, BOM, 5,000 characters, dot segments) are refused RT_007 on every path', async () => {
+    const s = await serve()
+    const c = await Client.open(s.ws, 'tok-ada')
+    for (const name of ['public:\ud800', 'public:\u0000x', 'public:\u202eevil', 'public:\ufeff', `public:${'é'.repeat(5_000)}`, 'public:a/../b', 'public:😀\ud83d']) {
+      for (const frame of [{ type: 'subscribe', channel: name }, { type: 'history', channel: name }, { type: 'message', channel: name, event: 'e', data: '\ud800' }]) {
+        expect(await c.request(frame), `${frame.type} ${JSON.stringify(name.slice(0, 12))}`).toMatchObject({ type: 'error', code: 'RT_007' })
+      }
+    }
+    const admin = await fetch(`${s.base}/realtime/channels/public:%ED%A0%80/history`, { headers: { 'x-api-key': 'admin-key' } })
+    expect(admin.status).toBe(400)
+    expect(await c.request({ type: 'subscribe', channel: 'public:__proto__' })).toMatchObject({ type: 'subscribed' })
+  })
+
+  it('a huge or malformed Last-Event-ID is never a 5xx and never resumes anything', async () => {
+    const s = await serve()
+    for (const id of ['x'.repeat(15_000), 'a:b:c', ':', 'abc:-1', 'abc:1e309', 'abc:NaN', `${'x'.repeat(200)}:99999999999999999999`]) {
+      const stream = await Sse.open(`${s.base}/realtime/sse`, { 'last-event-id': id })
+      expect(stream.res.status, id.slice(0, 20)).toBeLessThan(500)
+      if (stream.res.status === 200) {
+        // a fresh session, with its own secret: nothing of anyone else's
+        const { secret } = await stream.session()
+        expect(secret).toEqual(expect.any(String))
+      }
+      stream.abort()
+    }
+    const url = await fetch(`${s.base}/realtime/sse?lastEventId=${'y'.repeat(60_000)}:1`)
+    expect(url.status).toBe(431)
+  })
+
+  it('a lying Content-Length: less than sent or with chunked is 400, a huge one is 413 at once, and one never completed (body slowloris) is cut within the handshake deadline, not held with its buffer for Node\'s 300 s requestTimeout', async () => {
+    const s = await serve({}, { websocket: { handshakeTimeoutMs: 500 }, sse: { handshakeTimeoutMs: 500 }, longPoll: { handshakeTimeoutMs: 500 } })
+    const port = Number(new URL(s.base).port)
+    const sse = await sseSession(s.base)
+    const head = (cl: string, extra = '') => `POST /realtime/sse/${sse.session} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-tidings-secret: ${sse.secret}\r\nContent-Length: ${cl}\r\n${extra}\r\n`
+    const body = '{"type":"ping","id":"smuggled"}'
+    expect((await rawHttp(port, head('5') + body, 500)).data).toMatch(/^HTTP\/1\.1 400/)
+    expect((await rawHttp(port, head(String(body.length), 'Transfer-Encoding: chunked\r\n') + `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`, 500)).data).toMatch(/^HTTP\/1\.1 400/)
+    expect((await rawHttp(port, head('99999999999') + body, 500)).data).toMatch(/^HTTP\/1\.1 413/)
+    await sleep(100)
+    expect(sse.stream.frames().some((f) => f.id === 'smuggled')).toBe(false)
+    // declares 1 MiB, sends 64 KiB and stalls, on SSE and on long-poll
+    const poll = await pollSession(s.base)
+    const stalled = await Promise.all([
+      rawHttp(port, head(String(1024 * 1024)) + ' '.repeat(64 * 1024), 2_500),
+      rawHttp(port, `POST /realtime/poll/${poll.session} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-tidings-secret: ${poll.secret}\r\nContent-Length: ${1024 * 1024}\r\n\r\n${' '.repeat(64 * 1024)}`, 2_500),
+    ])
+    for (const r of stalled) {
+      const cut = r.closedAfter !== undefined || /^HTTP\/1\.1 (408|400|413)/.test(r.data)
+      expect(cut, `answered ${JSON.stringify(r.data.slice(0, 40))}, closed after ${r.closedAfter}`).toBe(true)
+    }
+  })
+})
