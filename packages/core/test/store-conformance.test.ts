@@ -176,13 +176,13 @@ describe('createMemoryStore (memory only)', () => {
     expect(store.position('old').epoch).toBe(store.append('old', msg(7), { retention, now: 41, size: 1_000 }).epoch)
   })
 
-  it('maxBytes (store-wide) defaults to 64 MiB: 3,100 messages of 127 KB from one user hold at most that', () => {
+  it('maxBytes (store-wide) defaults to 32 MiB: 3,100 messages of 127 KB from one user hold at most that', () => {
     const store = createSyncStore()
     const text = 'x'.repeat(127 * 1024)
     for (let n = 1; n <= 3_100; n++) store.append(`public:flood-${n % 7}`, { id: `m${n}`, event: 'e', data: { text }, timestamp: n }, { retention: { maxCount: 1_000, maxAgeMs: 3_600_000 }, now: n })
     const stats = store.stats()
-    expect(stats.bytes).toBeLessThanOrEqual(64 * 1024 * 1024)
-    expect(stats.bytes).toBeGreaterThan(60 * 1024 * 1024)
+    expect(stats.bytes).toBeLessThanOrEqual(32 * 1024 * 1024)
+    expect(stats.bytes).toBeGreaterThan(30 * 1024 * 1024)
     expect(stats.droppedForBytes).toBe(3_100 - stats.messages)
   })
 

@@ -12,6 +12,11 @@ export interface EdgeOptions {
   /** New connections per client address per minute (token bucket, burst = rate); more are refused with 429. Default 100; 0 = no limit. */
   readonly maxNewConnectionsPerIpPerMinute?: number
   /**
+   * Client → server request bodies (SSE and long-poll POSTs) being received at once from one
+   * address; more are refused with 429 before they are read. Default 16; 0 = no limit.
+   */
+  readonly maxBodiesInFlightPerIp?: number
+  /**
    * Whether `X-Forwarded-For` names the client. `false` (default): never, the socket's peer is the
    * client. `true`: the left-most address (only behind a proxy that overwrites the header). A
    * number `n`: the address `n` hops from the right (n trusted proxies). A function: the peer
@@ -45,9 +50,14 @@ export interface EdgeGuard {
    * (extra calls are ignored). Refused: over the open or the per-minute limit.
    */
   admit(ip: string): Admission
+  /**
+   * Count one request body being received from `ip`: a release function to call once it is
+   * read (or failed), or undefined when the address already has `maxBodiesInFlightPerIp`.
+   */
+  beginBody(ip: string): (() => void) | undefined
   /** Open connections counted for `ip` (for tests and metrics). */
   openFrom(ip: string): number
-  readonly options: Readonly<{ maxConnectionsPerIp: number; maxNewConnectionsPerIpPerMinute: number }>
+  readonly options: Readonly<{ maxConnectionsPerIp: number; maxNewConnectionsPerIpPerMinute: number; maxBodiesInFlightPerIp: number }>
 }
 
 /** Addresses whose rate buckets are kept at most; past it the oldest are forgotten. */
@@ -56,6 +66,8 @@ const MAX_TRACKED_ADDRESSES = 100_000
 export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = Date.now): EdgeGuard {
   const maxOpen = nonNegative(options.maxConnectionsPerIp, 100, 'maxConnectionsPerIp')
   const perMinute = nonNegative(options.maxNewConnectionsPerIpPerMinute, 100, 'maxNewConnectionsPerIpPerMinute')
+  const maxBodies = nonNegative(options.maxBodiesInFlightPerIp, 16, 'maxBodiesInFlightPerIp')
+  const bodies = new Map<string, number>()
   const allowAny = options.allowedOrigins?.includes('*') === true
   const allowed = options.allowedOrigins === undefined ? undefined : new Set(options.allowedOrigins.map(normalizeOrigin))
   const trust = options.trustProxy ?? false
@@ -170,13 +182,28 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     }
   }
 
+  function beginBody(ip: string): (() => void) | undefined {
+    const n = bodies.get(ip) ?? 0
+    if (maxBodies > 0 && n >= maxBodies) return undefined
+    bodies.set(ip, n + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (bodies.get(ip) ?? 1) - 1
+      if (left <= 0) bodies.delete(ip)
+      else bodies.set(ip, left)
+    }
+  }
+
   return {
     clientIp,
+    beginBody,
     originAllowed,
     corsHeaders,
     admit,
     openFrom: (ip) => open.get(ip) ?? 0,
-    options: Object.freeze({ maxConnectionsPerIp: maxOpen, maxNewConnectionsPerIpPerMinute: perMinute }),
+    options: Object.freeze({ maxConnectionsPerIp: maxOpen, maxNewConnectionsPerIpPerMinute: perMinute, maxBodiesInFlightPerIp: maxBodies }),
   }
 }
 

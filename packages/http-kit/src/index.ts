@@ -89,10 +89,11 @@ export function sendNoContent(res: ServerResponse): void {
 
 export type FramesResult =
   | { readonly ok: true; readonly frames: string[] }
-  | { readonly ok: false; readonly status: 400 | 413; readonly code: ErrorCode; readonly message: string }
+  | { readonly ok: false; readonly status: 400 | 408 | 413; readonly code: ErrorCode; readonly message: string }
 
 const tooLarge = (max: number): FramesResult => ({ ok: false, status: 413, code: 'RT_005', message: `request body is over the limit of ${max} bytes` })
 const invalid = (message: string): FramesResult => ({ ok: false, status: 400, code: 'RT_007', message })
+const timedOut = (ms: number): FramesResult => ({ ok: false, status: 408, code: 'RT_001', message: `request body did not arrive within ${ms} ms` })
 
 /**
  * Read a client → server body: one JSON frame or an array of at most 100, each returned as the
@@ -105,15 +106,15 @@ const invalid = (message: string): FramesResult => ({ ok: false, status: 400, co
  * `DEFAULT_MAX_DEPTH`); inside a batch array it is one level deeper. Too deep is 400 `RT_007`.
  * Never rejects.
  */
-export function readFrames(req: IncomingMessage, maxBytes: number, maxDepth: number = DEFAULT_MAX_DEPTH): Promise<FramesResult> {
+export function readFrames(req: IncomingMessage, maxBytes: number, maxDepth: number = DEFAULT_MAX_DEPTH, timeoutMs = 0): Promise<FramesResult> {
   try {
-    return readFramesUnsafe(req, maxBytes, maxDepth)
+    return readFramesUnsafe(req, maxBytes, maxDepth, timeoutMs)
   } catch {
     return Promise.resolve(invalid('request body could not be read'))
   }
 }
 
-function readFramesUnsafe(req: IncomingMessage, maxBytes: number, maxDepth: number): Promise<FramesResult> {
+function readFramesUnsafe(req: IncomingMessage, maxBytes: number, maxDepth: number, timeoutMs: number): Promise<FramesResult> {
   const parsed = (req as { body?: unknown }).body
   if (parsed !== undefined) {
     if (typeof parsed === 'string') return Promise.resolve(parseFrames(parsed, maxBytes, maxDepth))
@@ -130,9 +131,13 @@ function readFramesUnsafe(req: IncomingMessage, maxBytes: number, maxDepth: numb
     const chunks: Buffer[] = []
     let size = 0
     let done = false
+    // A body that stops arriving (body slowloris) is not held with its buffer until Node's own
+    // request timeout: past the deadline it is answered 408 and the connection is closed.
+    const timer = timeoutMs > 0 ? setTimeout(() => finish(timedOut(timeoutMs)), timeoutMs) : undefined
     const finish = (r: FramesResult) => {
       if (done) return
       done = true
+      if (timer !== undefined) clearTimeout(timer)
       chunks.length = 0
       resolve(r)
     }
@@ -224,15 +229,41 @@ export function positiveOption(value: number | undefined, fallback: number, name
  * connection in order (`target()` is asked after the body is read: the session may have closed
  * meanwhile) and answer 204.
  */
-export async function receiveFrames(
-  req: IncomingMessage,
-  res: ServerResponse,
-  maxBytes: number,
-  target: () => ConnectionHandle | undefined,
-  maxDepth: number = DEFAULT_MAX_DEPTH,
-): Promise<void> {
-  const body = await readFrames(req, maxBytes, maxDepth)
-  if (!body.ok) return sendError(res, body.status, body.code, body.message, body.status === 413 ? { Connection: 'close' } : undefined)
+export interface ReceiveOptions {
+  /** Largest body (413 past it). */
+  readonly maxBytes: number
+  /** Deepest frame (400 past it; a batch array one level more). */
+  readonly maxDepth?: number
+  /** How long the body may take to arrive (408 and the connection closed past it); 0 = no deadline. */
+  readonly timeoutMs?: number
+  /** With the client's address: bodies in flight per address are limited (429). */
+  readonly edge?: EdgeGuard
+  readonly ip?: string
+}
+
+/**
+ * A client → server POST: read and check the frames, then hand them to the session's hub
+ * connection in order (`target()` is asked after the body is read: the session may have closed
+ * meanwhile) and answer 204.
+ */
+export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o: ReceiveOptions, target: () => ConnectionHandle | undefined): Promise<void> {
+  const release = o.edge !== undefined && o.ip !== undefined ? o.edge.beginBody(o.ip) : () => {}
+  if (release === undefined) {
+    req.resume()
+    return sendError(res, 429, 'RT_006', `too many request bodies in flight from this address (limit ${o.edge!.options.maxBodiesInFlightPerIp})`, { 'Retry-After': '1', Connection: 'close' })
+  }
+  let body: FramesResult
+  try {
+    body = await readFrames(req, o.maxBytes, o.maxDepth ?? DEFAULT_MAX_DEPTH, o.timeoutMs ?? 0)
+  } finally {
+    release()
+  }
+  if (!body.ok) {
+    const close = body.status === 413 || body.status === 408
+    sendError(res, body.status, body.code, body.message, close ? { Connection: 'close' } : undefined)
+    if (body.status === 408) res.once('finish', () => req.socket.destroy())
+    return
+  }
   const handle = target()
   if (!handle) return sendError(res, 404, 'RT_001', 'unknown session')
   for (const frame of body.frames) handle.receive(frame)

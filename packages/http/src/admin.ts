@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, isRealtimeError, prioritySchema } from '@tidings/core'
 import { z } from 'zod'
-import { readJsonBody, sendError, sendJson } from './respond.js'
+import { drainBody, hasBody, readJsonBody, sendError, sendJson } from './respond.js'
 
 /** Checks an admin request's API key (header `x-api-key` or `Authorization: Bearer`). */
 export type ApiKeyCheck = (key: string) => boolean
@@ -180,6 +180,14 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     if (matches.length === 0) return false
     const route = matches.find((r) => r.method === req.method)
     try {
+      const declared = Number(req.headers['content-length'])
+      // A body no route will read is drained first, so the answer is not lost to a reset.
+      if (hasBody(req) && (route?.method !== 'POST' || declared > maxBodyBytes)) await drainBody(req)
+      if (declared > maxBodyBytes) {
+        res.setHeader('connection', 'close')
+        req.resume()
+        throw new RealtimeError('RT_005', `request body over ${maxBodyBytes} bytes`, { limit: maxBodyBytes })
+      }
       if (!checkKey) throw new RealtimeError('RT_003', 'the admin API is disabled: no apiKey configured')
       const key = apiKeyOf(req)
       if (key === undefined || !checkKey(key)) throw new RealtimeError('RT_002', 'a valid API key is required (x-api-key or Authorization: Bearer)')
@@ -192,6 +200,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       const params = Object.fromEntries(route.names.map((n, i) => [n, m[i + 1]!]))
       await route.run({ req, res, params, query })
     } catch (err) {
+      await drainBody(req)
       sendError(res, err)
     }
     return true

@@ -7,7 +7,7 @@ import { createSseTransport, type SseTransport, type SseTransportOptions } from 
 import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { openApiDocument } from './openapi.js'
-import { sendJson } from './respond.js'
+import { drainBody, hasBody, sendJson } from './respond.js'
 
 export interface RealtimeOptions {
   /** The hub to serve; one is created from `hubOptions` (and `authenticate`) when absent (in memory by default). */
@@ -106,11 +106,13 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
     if (poll && (await poll.handle(req, res))) return true
     const url = new URL(req.url ?? '/', 'http://localhost')
     const rest = url.pathname.slice(prefix.length) || '/'
+    if (await admin(req, res, rest, url.searchParams)) return true
+    // The answers below read no body: drain one first, so the answer is not lost to a reset.
+    if (hasBody(req)) await drainBody(req)
     if (rest === '/openapi.json' && req.method === 'GET') {
       sendJson(res, 200, openApiDocument(prefix))
       return true
     }
-    if (await admin(req, res, rest, url.searchParams)) return true
     if (rest === '/' && req.method === 'GET') {
       // A plain GET on the WebSocket path: say how to connect.
       res.setHeader('upgrade', 'websocket')

@@ -37,38 +37,89 @@ export function sendError(res: ServerResponse, err: unknown): void {
  * bytes. Either way it is held to the decode budget (nesting at most `DEFAULT_MAX_DEPTH`) before
  * anything recursive (zod) looks at it: deeper is 400 RT_007.
  */
+/** How long an admin request body may take to arrive. */
+const BODY_TIMEOUT_MS = 10_000
+
 export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const parsed = (req as IncomingMessage & { body?: unknown }).body
   if (parsed !== undefined) {
     if (valueDepth(parsed, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH) throw new RealtimeError('RT_007', `the request body is nested deeper than ${DEFAULT_MAX_DEPTH} levels`)
     return parsed
   }
+  // A declared length over the limit is refused before a byte is read.
+  const declared = Number(req.headers['content-length'])
+  if (declared > limit) {
+    req.resume()
+    throw new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit })
+  }
   const chunks: Buffer[] = []
   // Plain listeners, not `for await`: leaving an async iterator early destroys the socket, and
   // the client (still sending) would see a reset instead of the 413.
   await new Promise<void>((resolve, reject) => {
     let size = 0
-    let over = false
+    let done = false
+    const finish = (err?: unknown) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    // A body that stops arriving is not waited for until Node's own request timeout.
+    const timer = setTimeout(() => {
+      finish(new RealtimeError('RT_001', `request body did not arrive within ${BODY_TIMEOUT_MS} ms`, { timeoutMs: BODY_TIMEOUT_MS }))
+      req.socket?.destroy()
+    }, BODY_TIMEOUT_MS)
     req.on('data', (chunk: Buffer) => {
       size += chunk.length
-      if (over) return
+      if (done) return
       if (size > limit) {
-        over = true
-        reject(new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit }))
+        finish(new RealtimeError('RT_005', `request body over ${limit} bytes`, { limit }))
         return
       }
       chunks.push(chunk)
     })
-    req.on('end', () => {
-      if (!over) resolve()
-    })
-    req.on('error', (err) => {
-      if (!over) reject(err)
-    })
+    req.on('end', () => finish())
+    req.on('error', (err) => finish(err))
+    req.on('close', () => finish(new RealtimeError('RT_007', 'the request body was cut short')))
   })
   const text = Buffer.concat(chunks).toString('utf8')
   if (text.length === 0) return undefined
   const decoded = parseJsonWithin(text, DEFAULT_MAX_DEPTH)
   if (!decoded.ok) throw new RealtimeError('RT_007', decoded.reason === 'body is not valid JSON' ? 'the request body is not valid JSON' : `the request body is ${decoded.reason}`)
   return decoded.value
+}
+
+/** Whether a request carries a body (a declared length above 0, or a chunked one). */
+export function hasBody(req: IncomingMessage): boolean {
+  return Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * Read and discard what is left of a request's body (one declared at most `maxBytes`, reading
+ * at most that, for at most `timeoutMs`) before an answer that does not need it. An answer sent while the client is still
+ * writing, followed by a close, can reach the client as a connection reset instead of the answer.
+ */
+export function drainBody(req: IncomingMessage, maxBytes = 8 * 1024 * 1024, timeoutMs = BODY_TIMEOUT_MS): Promise<void> {
+  if (req.complete || req.readableEnded || req.destroyed) return Promise.resolve()
+  // A body declared larger than that is not waited for: answer at once (and close).
+  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve()
+  return new Promise((resolve) => {
+    let size = 0
+    const done = () => {
+      clearTimeout(timer)
+      req.off('data', onData)
+      resolve()
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > maxBytes) done()
+    }
+    const timer = setTimeout(done, timeoutMs)
+    req.on('data', onData)
+    req.once('end', done)
+    req.once('close', done)
+    req.once('error', done)
+    req.resume()
+  })
 }

@@ -4,7 +4,6 @@ import {
   type EdgeGuard,
   type EdgeOptions,
   header,
-  MAX_FRAMES_PER_REQUEST,
   maxMessageSizeOf,
   normalizePrefix,
   positiveOption,
@@ -48,7 +47,11 @@ export interface LongPollTransportOptions {
   readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of unconfirmed frames kept; `send` reports backpressure at min(this, the hub's high-water mark). Default 1 MiB. */
   readonly bufferBytes?: number
-  /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
+  /**
+   * Largest `POST` body. Default 1 MiB or two of the hub's `maxMessageSize`, whichever is more. A
+   * body must arrive within `handshakeTimeoutMs` (else 408 and the connection closed), and one
+   * address may send at most the edge guard's `maxBodiesInFlightPerIp` at once (429).
+   */
   readonly maxBodyBytes?: number
 }
 
@@ -235,7 +238,7 @@ class LongPollTransportImpl implements LongPollTransport {
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 60_000
     this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/long-poll: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
-    this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+    this.maxBodyBytes = o.maxBodyBytes ?? Math.max(1024 * 1024, 2 * maxMessageSizeOf(hub))
     this.maxDepth = positiveOption(o.maxDepth, hub.limits.maxDepth, '@tidings/long-poll: maxDepth')
   }
 
@@ -267,7 +270,7 @@ class LongPollTransportImpl implements LongPollTransport {
         session.end(1000, 'closed by client')
         return sendNoContent(res)
       }
-      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith ? undefined : session.handle), this.maxDepth)
+      return receiveFrames(req, res, { maxBytes: this.maxBodyBytes, maxDepth: this.maxDepth, timeoutMs: this.registry.handshakeTimeoutMs, edge: this.registry.edge, ip: this.registry.edge.clientIp(req) }, () => (session.closedWith ? undefined : session.handle))
     })
     return true
   }

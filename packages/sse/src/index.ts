@@ -4,7 +4,6 @@ import {
   type EdgeGuard,
   type EdgeOptions,
   header,
-  MAX_FRAMES_PER_REQUEST,
   maxMessageSizeOf,
   normalizePrefix,
   positiveOption,
@@ -47,7 +46,11 @@ export interface SseTransportOptions {
   readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of sent frames kept for resume (and at most buffered while no stream is open). Default 1 MiB. */
   readonly bufferBytes?: number
-  /** Largest `POST` body. Default the hub's `maxMessageSize` × 100. */
+  /**
+   * Largest `POST` body. Default 1 MiB or two of the hub's `maxMessageSize`, whichever is more. A
+   * body must arrive within `handshakeTimeoutMs` (else 408 and the connection closed), and one
+   * address may send at most the edge guard's `maxBodiesInFlightPerIp` at once (429).
+   */
   readonly maxBodyBytes?: number
 }
 
@@ -274,7 +277,7 @@ class SseTransportImpl implements SseTransport {
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 30_000
     this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/sse: detachedTimeoutMs'))
     this.bufferBytes = o.bufferBytes ?? 1024 * 1024
-    this.maxBodyBytes = o.maxBodyBytes ?? maxMessageSizeOf(hub) * MAX_FRAMES_PER_REQUEST
+    this.maxBodyBytes = o.maxBodyBytes ?? Math.max(1024 * 1024, 2 * maxMessageSizeOf(hub))
     this.maxDepth = positiveOption(o.maxDepth, hub.limits.maxDepth, '@tidings/sse: maxDepth')
   }
 
@@ -301,7 +304,7 @@ class SseTransportImpl implements SseTransport {
       const session = this.registry.authorized(req, res, sessionId)
       if (!session) return
       if (method === 'DELETE') return this.remove(res, session)
-      return receiveFrames(req, res, this.maxBodyBytes, () => (session.closedWith || this.registry.get(sessionId) !== session ? undefined : session.handle), this.maxDepth)
+      return receiveFrames(req, res, { maxBytes: this.maxBodyBytes, maxDepth: this.maxDepth, timeoutMs: this.registry.handshakeTimeoutMs, edge: this.registry.edge, ip: this.registry.edge.clientIp(req) }, () => (session.closedWith || this.registry.get(sessionId) !== session ? undefined : session.handle))
     })
     return true
   }

@@ -49,7 +49,7 @@ export interface MemoryStoreOptions {
   /**
    * Bytes of messages held at most across all channels (each message's size as measured at its
    * append). Past it the globally oldest messages are dropped, whatever their channel: that is
-   * retention (readers get `complete: false`, the epoch stays). Default 64 MiB.
+   * retention (readers get `complete: false`, the epoch stays). Default 32 MiB.
    */
   readonly maxBytes?: number
   /**
@@ -161,7 +161,7 @@ function measure(input: Omit<StoredMessage, 'offset' | 'channel'>, hint: number 
  * seconds of every channel.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessageStore {
-  const maxBytes = options.maxBytes ?? 64 * 1024 * 1024
+  const maxBytes = options.maxBytes ?? 32 * 1024 * 1024
   const maxChannels = options.maxChannels ?? 100_000
   const maxEvicted = options.maxEvictedChannels ?? 100_000
   let storeEpoch = randomId()
