@@ -59,3 +59,27 @@ describe('request bodies', () => {
     expect(await answer).toMatch(/^HTTP\/1\.1 413/)
   })
 })
+
+describe('requests Node cannot parse', () => {
+  it('a negative Content-Length with a body still gets its 400, closed gracefully (no reset that could swallow the answer)', async () => {
+    const s = await serve()
+    const port = Number(new URL(s.base).port)
+    for (let i = 0; i < 5; i++) {
+      const socket = netConnect(port, '127.0.0.1')
+      onCleanup(() => socket.destroy())
+      let data = ''
+      let reset = false
+      const closed = new Promise<void>((resolve) => {
+        socket.on('data', (d: Buffer) => (data += d.toString()))
+        socket.on('error', (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ECONNRESET' || err.code === 'EPIPE') reset = true
+        })
+        socket.on('close', () => resolve())
+      })
+      socket.write(`POST /realtime/channels/nope/kick HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: -1\r\n\r\n${'{"event":"x"}'.repeat(100_000)}`)
+      await closed
+      expect(data).toMatch(/^HTTP\/1\.1 400 Bad Request/)
+      expect(reset).toBe(false)
+    }
+  })
+})

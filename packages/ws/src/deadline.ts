@@ -57,9 +57,16 @@ export function watchHandshakes(server: Server, timeoutMs: number): HandshakeDea
   // change Node's behaviour (no automatic 100 Continue, no automatic answer to CONNECT).
   const optional = (['checkContinue', 'checkExpectation', 'connect'] as const).filter((e) => server.listenerCount(e) > 0)
   for (const e of optional) server.prependListener(e, onRequest)
+  // A malformed request (a negative Content-Length, a bad header): Node's default answers 400
+  // and destroys the socket at once, and the bytes still unread turn that close into a reset that
+  // can swallow the answer. Answered the same way here, but closed gracefully. Only when the app
+  // has no handler of its own.
+  const ownsClientErrors = server.listenerCount('clientError') === 0
+  if (ownsClientErrors) server.on('clientError', answerClientError)
   return {
     done,
     detach() {
+      if (ownsClientErrors) server.off('clientError', answerClientError)
       server.off('connection', onConnection)
       server.off('request', onRequest)
       for (const e of optional) server.off(e, onRequest)
@@ -72,4 +79,23 @@ export function watchHandshakes(server: Server, timeoutMs: number): HandshakeDea
 /** When the socket's TCP connection was accepted, if a handshake deadline watched it. */
 export function connectedAt(socket: Duplex): number | undefined {
   return (socket as Duplex & Stamped)[kConnectedAt]
+}
+
+const CLIENT_ERROR_STATUS: Readonly<Record<string, string>> = {
+  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
+  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: '413 Payload Too Large',
+}
+
+/** Answer a request Node could not parse, then close without a reset: read what is left, end, destroy after a moment. */
+function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  socket.on('error', () => {})
+  if (!socket.writable || (socket as Socket).bytesWritten > 0) {
+    socket.destroy()
+    return
+  }
+  const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? '400 Bad Request'
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
+  socket.resume()
+  setTimeout(() => socket.destroy(), 1000).unref()
 }
