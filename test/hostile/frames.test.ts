@@ -1,25 +1,14 @@
-import { createHub, type Identity } from '@tidings/core'
+import type { Identity } from '@tidings/core'
 import { describe, expect, it } from 'vitest'
-import { Client, nested, serve, sleep, TOKENS, until } from './support.js'
+import { Client, nested, serve, sleep, until } from './support.js'
 
 /*
- * Faults a hostile client found in the hub's handling of frames, each pinned over real
+ * The hub's edge beyond the rows of issue #9 (those are in rows.test.ts): depth, rates,
+ * expiring credentials, reply budgets and losses, over real
  * WebSocket connections to a real server.
  */
 
 describe('the decode budget', () => {
-  it('deeply nested filter in subscribe (not 5,000 deep) is answered RT_007, and the connection and server go on', async () => {
-    const s = await serve()
-    const c = await Client.open(s.ws, 'tok-ada')
-    let filter = '{"field":"data.x","op":"eq","value":1}'
-    for (let i = 0; i < 5_000; i++) filter = `{"not":${filter}}`
-    c.send(`{"type":"subscribe","id":"deep","channel":"public:a","filter":${filter}}`)
-    const answer = await c.next((f) => f.type === 'error')
-    expect(answer).toMatchObject({ code: 'RT_007' })
-    expect(String(answer.message)).toMatch(/nested deeper than 32/)
-    expect(await c.request({ type: 'ping' })).toMatchObject({ type: 'pong' })
-  })
-
   it('frames 100,000 deep (arrays and objects, in any field) are refused by the scan before parsing', async () => {
     const s = await serve()
     const c = await Client.open(s.ws, 'tok-ada')
@@ -47,29 +36,6 @@ describe('the decode budget', () => {
     expect(refused).toMatchObject({ type: 'error', code: 'RT_007' })
   })
 
-  it('deeply nested presence:update data is refused, never stored: the channel, the admin presence route and the user stay usable', async () => {
-    const s = await serve({ limits: { maxConnectionsPerUser: 2 } })
-    const ada = await Client.open(s.ws, 'tok-ada')
-    await ada.request({ type: 'subscribe', channel: 'presence:room' })
-    const answer = await ada.request({ type: 'presence:update', channel: 'presence:room', data: JSON.parse(`{"x":${nested(40)}}`) })
-    expect(answer).toMatchObject({ type: 'error', code: 'RT_007' })
-    const bob = await Client.open(s.ws, 'tok-bob')
-    const sub = await bob.request({ type: 'subscribe', channel: 'presence:room' })
-    expect(sub.type).toBe('subscribed')
-    const res = await fetch(`${s.base}/realtime/channels/presence:room/presence`, { headers: { 'x-api-key': 'admin-key' } })
-    expect(res.status).toBe(200)
-    // the user's connections are let go of on close: ten reconnects never lock it out
-    for (let i = 0; i < 10; i++) {
-      const c = await Client.open(s.ws, 'tok-ada')
-      await c.request({ type: 'subscribe', channel: 'presence:room' })
-      c.socket.close()
-      await c.whenClosed()
-    }
-    ada.socket.close()
-    await until(() => s.hub.getConnections({ userId: 'ada' }).length === 0, 5_000, 'ada gone')
-    const again = await Client.open(s.ws, 'tok-ada')
-    expect(again.of('connected')).toHaveLength(1)
-  })
 })
 
 describe('exception safety', () => {
@@ -99,35 +65,6 @@ describe('exception safety', () => {
 })
 
 describe('rates and budgets', () => {
-  it('ten busy at-least-once channels on one client: acks do not eat the frame budget (no RT_006, no needless redelivery)', async () => {
-    const s = await serve({ limits: { messagesPerSecond: 100 }, delivery: { ackTimeoutMs: 2_000 } })
-    s.hub.registerChannel('busy:*', { subscribe: 'authenticated', delivery: 'at-least-once' })
-    const c = await Client.open(s.ws, 'tok-ada')
-    for (let i = 0; i < 10; i++) await c.request({ type: 'subscribe', channel: `busy:${i}` })
-    c.socket.on('message', (data) => {
-      const f = JSON.parse(String(data)) as { type: string; ack?: boolean; channel: string; offset: number }
-      if (f.type === 'message' && f.ack) c.send({ type: 'ack', channel: f.channel, offset: f.offset })
-    })
-    // 10 channels × 40 messages in ~1 s: 400 acks a second, four times the frame budget
-    for (let round = 0; round < 40; round++) {
-      for (let i = 0; i < 10; i++) await s.hub.publish(`busy:${i}`, 'tick', { round })
-      await sleep(25)
-    }
-    await until(() => c.of('message').length >= 400, 10_000, '400 messages')
-    await sleep(300)
-    expect(c.of('error')).toEqual([])
-    expect(s.hub.metrics().redelivered).toBe(0)
-  })
-
-  it('a request answered RT_006 carries its id and is never dropped, even on a congested connection', async () => {
-    const s = await serve({ limits: { messagesPerSecond: 5 } })
-    const c = await Client.open(s.ws, 'tok-ada')
-    const answers = await Promise.all(Array.from({ length: 20 }, () => c.request({ type: 'ping' })))
-    const limited = answers.filter((a) => a.type === 'error')
-    expect(limited.length).toBeGreaterThan(0)
-    for (const a of limited) expect(a).toMatchObject({ code: 'RT_006', details: { retryAfterMs: expect.any(Number) } })
-  })
-
   it('per-channel publish rate (publishesPerMinute) refuses the publish past it with RT_006, across publishers', async () => {
     const s = await serve()
     s.hub.registerChannel('limited:*', { subscribe: 'authenticated', publish: 'authenticated', publishesPerMinute: 5 })
@@ -160,89 +97,8 @@ describe('rates and budgets', () => {
   })
 })
 
-describe('answers in frame order', () => {
-  it('several frames in one TCP read: an error found after validation (RT_003 / RT_004) comes before the answers to later frames', async () => {
-    const s = await serve()
-    s.hub.registerChannel('slow:*', { subscribe: async () => (await sleep(30), false) })
-    const c = await Client.open(s.ws, 'tok-ada')
-    const ids: unknown[] = []
-    c.socket.on('message', (d) => ids.push((JSON.parse(String(d)) as { id?: unknown }).id))
-    // one write, three frames each in its own WebSocket message
-    c.socket.send(JSON.stringify({ type: 'subscribe', id: 'a', channel: 'slow:1' }))
-    c.socket.send(JSON.stringify({ type: 'subscribe', id: 'b', channel: 'nosuch' }))
-    c.socket.send(JSON.stringify({ type: 'ping', id: 'c' }))
-    await until(() => ids.includes('c'), 5_000, 'pong')
-    expect(ids.filter((i) => i !== undefined)).toEqual(['a', 'b', 'c'])
-    expect(c.frames.filter((f) => f.id === 'a' || f.id === 'b').map((f) => f.code)).toEqual(['RT_003', 'RT_004'])
-  })
-})
-
-describe('repeated subscribe', () => {
-  it('the answer to a second subscribe carries no delivery and no recovered (protocol.md §4.1), and the stream goes on', async () => {
-    const s = await serve()
-    const c = await Client.open(s.ws, 'tok-ada')
-    const first = await c.request({ type: 'subscribe', channel: 'public:news' })
-    expect(first).toMatchObject({ delivery: 'at-most-once' })
-    await s.hub.publish('public:news', 'e', 1)
-    await c.next((f) => f.type === 'message')
-    const second = await c.request({ type: 'subscribe', channel: 'public:news', since: { epoch: 'x', offset: 0 } })
-    expect(second).toMatchObject({ type: 'subscribed', channel: 'public:news', position: { offset: 1 } })
-    expect(second).not.toHaveProperty('delivery')
-    expect(second).not.toHaveProperty('recovered')
-    await s.hub.publish('public:news', 'e', 2)
-    await until(() => c.of('message').length === 2, 2_000, 'second message')
-  })
-})
-
-describe('channel rules', () => {
-  it('a channel rule given as a string (the seeds\' expression form) is refused at registration with a clear error', () => {
-    const hub = createHub()
-    expect(() => hub.registerChannel('team:{id}', { subscribe: 'auth.uid != null && data.members.includes(auth.uid)' as never })).toThrow(
-      /subscribe rule is the string .*true, false, 'authenticated' or a function/,
-    )
-    expect(() => createHub({ channels: { 'team:{id}': { publish: 42 as never } } })).toThrow(/publish rule is a number/)
-    void hub.close()
-  })
-})
-
-describe('refused connects', () => {
-  it('a refused connect (bad token) is logged without the token and emitted as connection:refused', async () => {
-    const lines: Array<[string, unknown]> = []
-    const logger = { debug() {}, info() {}, warn: (m: string, f?: unknown) => lines.push([m, f]), error: (m: string, f?: unknown) => lines.push([m, f]) }
-    const s = await serve({ logger })
-    const refused: unknown[] = []
-    s.hub.on('connection:refused', (e) => refused.push(e))
-    const c = await Client.open(s.ws, 'secret-bad-token')
-    expect(await c.whenClosed()).toMatchObject({ code: 4001 })
-    expect(refused).toEqual([expect.objectContaining({ transport: 'ws', code: 'RT_002', closeCode: 4001, remoteAddress: expect.stringContaining('127.0.0.1') })])
-    expect(lines.some(([m]) => m === 'connection refused')).toBe(true)
-    expect(JSON.stringify(lines)).not.toContain('secret-bad-token')
-  })
-})
-
 describe('credentials that expire on open connections', () => {
-  it('an identity whose credential has expired stops: warned, then (no refresh) its subscriptions end and it is closed 4001', async () => {
-    const s = await serve({
-      authenticate: (req) => (req.token === 'short' ? { userId: 'ada', expiresAt: Date.now() + 400 } : null),
-      credentials: { refreshBeforeMs: 300, graceMs: 300 },
-    })
-    const c = await Client.open(s.ws, 'short')
-    expect(c.of('connected')[0]).toMatchObject({ expiresAt: expect.any(Number) })
-    await c.request({ type: 'subscribe', channel: 'private:user-ada' })
-    const warning = await c.next((f) => f.type === 'auth:expiring', 2_000)
-    expect(warning).toMatchObject({ expiresAt: expect.any(Number), closesAt: expect.any(Number) })
-    await sleep(Math.max(0, (warning.expiresAt as number) - Date.now() + 20))
-    // past expiry, within the grace period: nothing new may start
-    expect(await c.request({ type: 'message', channel: 'public:x', event: 'e' })).toMatchObject({ code: 'RT_002' })
-    expect(await c.request({ type: 'subscribe', channel: 'public:x' })).toMatchObject({ code: 'RT_002' })
-    const closed = await c.whenClosed(3_000)
-    expect(closed.code).toBe(4001)
-    expect(c.of('unsubscribed')).toEqual([expect.objectContaining({ channel: 'private:user-ada', reason: 'credentials expired' })])
-    expect(s.hub.getConnections({ userId: 'ada' })).toEqual([])
-  })
-
   it('a refresh (auth frame) moves the expiry, re-checks every subscription and recomputes per-identity limits', async () => {
-    let n = 0
     const s = await serve({
       authenticate: (req) => {
         if (req.token === 'first') return { userId: 'ada', expiresAt: Date.now() + 500, claims: { plan: 'paid', team: 'a' } }
@@ -266,8 +122,6 @@ describe('credentials that expire on open connections', () => {
     expect((await c.request({ type: 'subscribe', channel: 'public:2' })).type).toBe('subscribed')
     // the free plan allows 2 per connection
     expect(await c.request({ type: 'subscribe', channel: 'public:3' })).toMatchObject({ code: 'RT_006' })
-    n++
-    expect(n).toBe(1)
   })
 
   it('an already-expired identity is refused at connect with RT_002', async () => {
@@ -279,32 +133,6 @@ describe('credentials that expire on open connections', () => {
 })
 
 describe('replies have a byte budget', () => {
-  it('a 70-byte history frame (limit 1000) on a channel of large messages gets one page within maxReplyBytes, complete: false, and pages on', async () => {
-    const s = await serve({ history: { maxCount: 1000 }, limits: { maxReplyBytes: 1024 * 1024 } })
-    const big = 'x'.repeat(100 * 1024)
-    for (let i = 0; i < 30; i++) await s.hub.publish('public:big', 'e', { big, i })
-    const c = await Client.open(s.ws, 'tok-ada')
-    const frame = JSON.stringify({ type: 'history', id: 1, channel: 'public:big', since: undefined, limit: 1000 })
-    expect(frame.length).toBeLessThan(80)
-    c.send(frame)
-    const page = await c.next((f) => f.id === 1)
-    const messages = page.messages as Array<{ offset: number }>
-    expect(messages.length).toBeGreaterThan(0)
-    expect(messages.length).toBeLessThan(30)
-    expect(JSON.stringify(page).length).toBeLessThanOrEqual(1024 * 1024)
-    expect(page.complete).toBe(false)
-    // paging on from the position reaches the end
-    let got = messages.length
-    let position = page.position as { epoch: string; offset: number }
-    while (got < 30) {
-      const next = await c.request({ type: 'history', channel: 'public:big', since: position, limit: 1000 })
-      got += (next.messages as unknown[]).length
-      position = next.position as { epoch: string; offset: number }
-    }
-    expect(got).toBe(30)
-    expect(position.offset).toBe(30)
-  })
-
   it('presence snapshots stay within maxReplyBytes: fewer members listed, count is the total', async () => {
     const s = await serve({ limits: { maxReplyBytes: 4096 }, authenticate: (req) => ({ userId: req.token ?? 'x' }) })
     const clients: Client[] = []
@@ -320,26 +148,8 @@ describe('replies have a byte budget', () => {
   })
 })
 
-void TOKENS
 
 describe('memory bounded by configuration, losses never silent', () => {
-  it('history frames for thousands of distinct channel names create no store log: public:important keeps its history', async () => {
-    const { createMemoryStore } = await import('@tidings/core')
-    const store = createMemoryStore({ maxChannels: 50 })
-    const s = await serve({ store })
-    await s.hub.publish('public:important', 'e', { keep: true })
-    const clients = await Promise.all(Array.from({ length: 10 }, () => Client.open(s.ws)))
-    await Promise.all(
-      clients.map(async (c, k) => {
-        for (let i = 0; i < 200; i++) c.send({ type: 'history', channel: `public:junk-${k}-${i}` })
-        await c.request({ type: 'ping' }, 10_000)
-      }),
-    )
-    expect(store.stats().channels).toBe(1)
-    const page = await clients[0]!.request({ type: 'history', channel: 'public:important' })
-    expect(page.messages).toEqual([expect.objectContaining({ data: { keep: true }, offset: 1 })])
-  })
-
   it('an offline queue lost to eviction is reported recovered: false (never recovered: true), and what the channel kept since is delivered', async () => {
     const { createMemoryStore } = await import('@tidings/core')
     const store = createMemoryStore({ maxChannels: 2 })
