@@ -23,6 +23,8 @@ export async function serveTidings(name: string): Promise<void> {
       hub,
       // A detached SSE session (its client gone without DELETE) is closed after 2 s, not 30 s, so it cannot linger into the next measurement.
       sse: { sessionTimeoutMs: 2000 },
+      // The load generator opens thousands of connections from one loopback address: no per-address limits.
+      edge: { maxConnectionsPerIp: 0, maxNewConnectionsPerIpPerMinute: 0 },
     })
     realtime.attach(server)
     const report = () => {
