@@ -67,6 +67,10 @@ export const CloseCode = {
   GoingAway: 1001,
   /** Closed by the server on purpose (admin disconnect, user disconnected). */
   Disconnected: 4000,
+  /** The client broke a rule that is not about one frame (too many frames waiting for an answer). */
+  PolicyViolation: 1008,
+  /** The server could not decide in time (an authenticator that did not answer): reconnect later with the same credentials. */
+  TryAgainLater: 1013,
   AuthenticationFailed: 4001,
   /** The user already has the maximum number of connections. */
   TooManyConnections: 4008,

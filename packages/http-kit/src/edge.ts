@@ -55,7 +55,7 @@ export interface EdgeGuard {
    * read (or failed), or undefined when the address already has `maxBodiesInFlightPerIp`.
    */
   beginBody(ip: string): (() => void) | undefined
-  /** Open connections counted for `ip` (for tests and metrics). */
+  /** Open connections counted for `ip`'s key (its /64 for IPv6), for tests and metrics. */
   openFrom(ip: string): number
   readonly options: Readonly<{ maxConnectionsPerIp: number; maxNewConnectionsPerIpPerMinute: number; maxBodiesInFlightPerIp: number }>
 }
@@ -159,7 +159,8 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     }
   }
 
-  function admit(ip: string): Admission {
+  function admit(address: string): Admission {
+    const ip = addressKey(address)
     const count = open.get(ip) ?? 0
     if (maxOpen > 0 && count >= maxOpen) {
       return { ok: false, status: 429, message: `too many connections from this address (limit ${maxOpen})`, retryAfterMs: 1000 }
@@ -182,7 +183,8 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     }
   }
 
-  function beginBody(ip: string): (() => void) | undefined {
+  function beginBody(address: string): (() => void) | undefined {
+    const ip = addressKey(address)
     const n = bodies.get(ip) ?? 0
     if (maxBodies > 0 && n >= maxBodies) return undefined
     bodies.set(ip, n + 1)
@@ -202,9 +204,24 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     originAllowed,
     corsHeaders,
     admit,
-    openFrom: (ip) => open.get(ip) ?? 0,
+    openFrom: (ip) => open.get(addressKey(ip)) ?? 0,
     options: Object.freeze({ maxConnectionsPerIp: maxOpen, maxNewConnectionsPerIpPerMinute: perMinute, maxBodiesInFlightPerIp: maxBodies }),
   }
+}
+
+/**
+ * What the per-address limits count by: an IPv4 address as it is, an IPv6 address by its /64
+ * (one host is usually given a whole /64, so counting single IPv6 addresses would let it open
+ * connections from as many addresses as it likes).
+ */
+export function addressKey(address: string): string {
+  if (!address.includes(':')) return address
+  const bare = address.split('%')[0]!.toLowerCase()
+  const [head = '', tail] = bare.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`
 }
 
 /** `https://App.example.com/` → `https://app.example.com`. */

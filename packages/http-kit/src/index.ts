@@ -18,15 +18,12 @@ export function randomToken(bytes: number): string {
   return randomBytes(bytes).toString('base64url')
 }
 
-/** Query parameter that may carry the secret where a header cannot be set (an `EventSource` resuming). */
-export const SECRET_PARAM = 'secret'
-
 /**
- * Constant-time comparison of a request's secret with the session's secret: the header
- * `x-tidings-secret`, else (only when `query` is given) the query parameter `secret`.
+ * Constant-time comparison of a request's secret (the header `x-tidings-secret`, never a URL:
+ * URLs reach access logs) with the session's secret.
  */
-export function secretMatches(req: IncomingMessage, secret: string, query?: URLSearchParams): boolean {
-  const given = header(req, SECRET_HEADER) ?? query?.get(SECRET_PARAM) ?? undefined
+export function secretMatches(req: IncomingMessage, secret: string): boolean {
+  const given = header(req, SECRET_HEADER)
   if (given === undefined || given === '') return false
   const a = Buffer.from(given)
   const b = Buffer.from(secret)
@@ -270,4 +267,4 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o
   sendNoContent(res)
 }
 export { type RegisteredSession, type RegistryOptions, type SessionRoute, SessionRegistry, SHUTTING_DOWN, AUTH_TIMED_OUT } from './sessions.js'
-export { type Admission, type EdgeGuard, type EdgeOptions, createEdgeGuard, normalizeOrigin } from './edge.js'
+export { type Admission, type EdgeGuard, type EdgeOptions, addressKey, createEdgeGuard, normalizeOrigin } from './edge.js'

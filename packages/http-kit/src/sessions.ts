@@ -121,17 +121,17 @@ export class SessionRegistry<S extends RegisteredSession> {
 
   /**
    * The session a request names, if it exists, the hub accepted it and the request carries its
-   * secret (header `x-tidings-secret`; also the query parameter `secret` when `query` is given);
+   * secret (header `x-tidings-secret`, never the URL);
    * else the request is answered (404 `RT_001`, 403 `RT_003`) and the result is undefined. A
    * closed session counts as unknown unless `closedToo`.
    */
-  authorized(req: IncomingMessage, res: ServerResponse, id: string, closedToo = false, query?: URLSearchParams): (S & { handle: ConnectionHandle }) | undefined {
+  authorized(req: IncomingMessage, res: ServerResponse, id: string, closedToo = false): (S & { handle: ConnectionHandle }) | undefined {
     const session = this.map.get(id)
     if (!session?.handle || (session.closedWith && !closedToo)) {
       sendError(res, 404, 'RT_001', 'unknown or expired session')
       return undefined
     }
-    if (!secretMatches(req, session.secret, query)) {
+    if (!secretMatches(req, session.secret)) {
       sendError(res, 403, 'RT_003', 'wrong or missing session secret')
       return undefined
     }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, isRealtimeError, prioritySchema } from '@tidings/core'
+import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
 import { z } from 'zod'
 import { drainBody, hasBody, readJsonBody, sendError, sendJson } from './respond.js'
 
@@ -61,7 +61,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     return name
   }
   /** A channel some pattern matches (else 404 RT_004, as publish and history answer). */
-  const knownChannel = async (raw: string): Promise<string> => {
+  const knownChannel = (raw: string): string => {
     const name = channelParam(raw)
     if (hub.resolveChannel(name) === undefined) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
     return name
@@ -89,13 +89,13 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/channels/:id/presence',
-      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(await knownChannel(params.id!))),
+      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(knownChannel(params.id!))),
     },
     {
       method: 'POST',
       path: '/channels/:id/kick',
       run: async ({ req, res, params }) => {
-        const channel = await knownChannel(params.id!)
+        const channel = knownChannel(params.id!)
         const b = await body(req, kickBody)
         const removed = await hub.kick(channel, b.userId, b.reason)
         sendJson(res, 200, { removed })
@@ -216,13 +216,6 @@ function decodeParam(raw: string): string {
   }
 }
 
-/**
- * Whether some channel pattern matches `name`. The hub has no public question for it yet; its
- * history read answers `RT_004` "no channel pattern matches" for exactly those names (and other
- * RT_004 reasons, such as keeping no history, for names a pattern does match). Reads at most one
- * message, past the end of the log.
- * TODO(core): replace with a public `hub.channelPattern(name)` / `hub.hasChannel(name)` when it exists.
- */
 function apiKeyOf(req: IncomingMessage): string | undefined {
   const header = req.headers['x-api-key']
   if (typeof header === 'string' && header) return header

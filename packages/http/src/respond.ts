@@ -32,14 +32,14 @@ export function sendError(res: ServerResponse, err: unknown): void {
   sendJson(res, HTTP_STATUS[e.code], { type: 'error', code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) })
 }
 
+/** How long an admin request body may take to arrive. */
+const BODY_TIMEOUT_MS = 10_000
+
 /**
  * The request's JSON body: already parsed by a framework (`req.body`), or read here up to `limit`
  * bytes. Either way it is held to the decode budget (nesting at most `DEFAULT_MAX_DEPTH`) before
  * anything recursive (zod) looks at it: deeper is 400 RT_007.
  */
-/** How long an admin request body may take to arrive. */
-const BODY_TIMEOUT_MS = 10_000
-
 export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
   const parsed = (req as IncomingMessage & { body?: unknown }).body
   if (parsed !== undefined) {
@@ -100,7 +100,7 @@ export function hasBody(req: IncomingMessage): boolean {
  * at most that, for at most `timeoutMs`) before an answer that does not need it. An answer sent while the client is still
  * writing, followed by a close, can reach the client as a connection reset instead of the answer.
  */
-export function drainBody(req: IncomingMessage, maxBytes = 8 * 1024 * 1024, timeoutMs = BODY_TIMEOUT_MS): Promise<void> {
+export function drainBody(req: IncomingMessage, maxBytes = 4 * 1024 * 1024, timeoutMs = BODY_TIMEOUT_MS): Promise<void> {
   if (req.complete || req.readableEnded || req.destroyed) return Promise.resolve()
   // A body declared larger than that is not waited for: answer at once (and close).
   if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve()

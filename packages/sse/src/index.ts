@@ -310,15 +310,18 @@ class SseTransportImpl implements SseTransport {
   }
 
   private async open(req: IncomingMessage, res: ServerResponse, url: string, query: URLSearchParams): Promise<void> {
+    // A resume named in the query (`?lastEventId=`, as an EventSource would) is a resume too, and
+    // is refused like any other without the secret header.
     const lastId = header(req, 'last-event-id') ?? query.get('lastEventId') ?? ''
     const colon = lastId.lastIndexOf(':')
     const seqText = lastId.slice(colon + 1)
     if (colon > 0 && /^\d{1,15}$/.test(seqText)) {
-      // A resume: only with the session's secret (header, or `secret` in the query for an
-      // EventSource). Knowing the id (it is in every event id) is not enough: 403, and the stream,
-      // the frames and the secret stay with their owner. An unknown or expired session is 404:
-      // the client opens a new session and resumes its channels from their offsets.
-      const previous = this.registry.authorized(req, res, lastId.slice(0, colon), true, query)
+      // A resume: only with the session's secret in `x-tidings-secret` (never in the URL, which
+      // reaches logs). Knowing the id (it is in every event id) is not enough: 403, and the
+      // stream, the frames and the secret stay with their owner. An unknown or expired session is
+      // 404: the client opens a new session and resumes its channels from their offsets. (A
+      // browser `EventSource`, which cannot send headers, always does the latter.)
+      const previous = this.registry.authorized(req, res, lastId.slice(0, colon), true)
       if (!previous) return
       if (previous.resume(Number(seqText))) return previous.attach(res, false)
       // Frames after the client's position are gone: it starts over on a new session.

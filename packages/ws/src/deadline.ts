@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 
@@ -32,25 +32,36 @@ export function watchHandshakes(server: Server, timeoutMs: number): HandshakeDea
     waiting.delete(socket)
     socket.destroy()
   }
-  const onConnection = (socket: Socket): void => {
-    ;(socket as Socket & Stamped)[kConnectedAt] = Date.now()
-    const timer = setTimeout(expire, timeoutMs, socket)
+  const arm = (socket: Duplex, ms: number): void => {
+    ;(socket as Duplex & Stamped)[kConnectedAt] = Date.now()
+    const timer = setTimeout(expire, ms, socket)
     timer.unref()
     waiting.set(socket, timer)
     // A socket that goes away early is forgotten at once (not kept until its timer).
     socket.on('close', onSocketClose)
   }
+  const onConnection = (socket: Socket): void => arm(socket, timeoutMs)
   function onSocketClose(this: Duplex): void {
     done(this)
   }
-  const done = (socket: Duplex): void => {
+  const done = (given: Duplex): void => {
+    const socket = rawSocket(given)
     const timer = waiting.get(socket)
     if (timer === undefined) return
     clearTimeout(timer)
     waiting.delete(socket)
     socket.off('close', onSocketClose)
   }
-  const onRequest = (req: IncomingMessage): void => done(req.socket)
+  // The next request on a keep-alive connection is timed too, from the end of the previous
+  // response (an idle keep-alive connection is Node's `keepAliveTimeout`'s to close, so the
+  // deadline is never shorter than that).
+  const onRequest = (req: IncomingMessage, res?: ServerResponse): void => {
+    done(req.socket)
+    res?.once('finish', () => {
+      const socket = rawSocket(req.socket)
+      if (!socket.destroyed && !waiting.has(socket)) arm(socket, Math.max(timeoutMs, server.keepAliveTimeout + 1000))
+    })
+  }
   server.prependListener('connection', onConnection)
   server.prependListener('request', onRequest)
   // These events replace `request` only when the app listens for them; a listener of ours would
@@ -76,9 +87,17 @@ export function watchHandshakes(server: Server, timeoutMs: number): HandshakeDea
   }
 }
 
-/** When the socket's TCP connection was accepted, if a handshake deadline watched it. */
+/** When the socket's TCP connection was accepted (or its last response ended), if a handshake deadline watched it. */
 export function connectedAt(socket: Duplex): number | undefined {
-  return (socket as Duplex & Stamped)[kConnectedAt]
+  return (rawSocket(socket) as Duplex & Stamped)[kConnectedAt]
+}
+
+/**
+ * The TCP socket under a request's socket. On an HTTPS server, `connection` gives the TCP socket
+ * while requests and upgrades carry the TLS socket wrapped around it (`_parent`, Node's own field).
+ */
+function rawSocket(socket: Duplex): Duplex {
+  return (socket as Duplex & { _parent?: Duplex | null })._parent ?? socket
 }
 
 const CLIENT_ERROR_STATUS: Readonly<Record<string, string>> = {

@@ -17,6 +17,12 @@ export interface SessionHost {
   readonly closeTimeoutMs: number
   /** Report an unexpected failure (never thrown into the hub or the socket). */
   report(error: unknown, stage: string): void
+  /**
+   * The payload of this keepalive round's pings (random, new each round): only a pong that echoes
+   * it counts as an answer, so a client cannot stay "alive" with unsolicited pongs while it
+   * reads nothing.
+   */
+  readonly pingPayload: Buffer
 }
 
 export interface WsSessionInit {
@@ -60,7 +66,7 @@ export class SessionSocket extends WebSocket {
         s?.inbound(args[0] as Buffer | ArrayBuffer | Buffer[], args[1] as boolean)
         break
       case 'pong':
-        if (s) s.alive = true
+        if (s && s.host.pingPayload.equals(args[0] as Buffer)) s.alive = true
         break
       case 'close':
         s?.socketClosed(args[0] as number, (args[1] as Buffer).toString('utf8'))
@@ -89,7 +95,7 @@ export class WsSession implements Session {
   private closing: CloseInfo | undefined = undefined
   readonly ws: SessionSocket
   readonly socket: Duplex
-  private readonly host: SessionHost
+  readonly host: SessionHost
   /** Last tick in which this session wrote, and whether its socket is corked for that tick (see the transport). */
   tick = -1
   corked = false
@@ -303,7 +309,7 @@ export class WsSession implements Session {
     }
     this.alive = false
     try {
-      this.ws.ping()
+      this.ws.ping(this.host.pingPayload)
     } catch {
       this.terminate()
     }

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { type ConnectionHandle, credentialsFromRequest, type Hub, isRealtimeError, Outbound, wireLength } from '@tidings/core'
+import { CloseCode, type ConnectionHandle, credentialsFromRequest, type Hub, isRealtimeError, Outbound, wireLength } from '@tidings/core'
 import { WebSocketServer } from 'ws'
 import { connectedAt, type HandshakeDeadline, watchHandshakes } from './deadline.js'
 import { type Negotiated, negotiate, offeredSubprotocols, pathOf, refuseHandshake } from './handshake.js'
@@ -45,6 +46,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
   }
   private readonly sessions = new Set<WsSession>()
   private pingTimer: NodeJS.Timeout | undefined = undefined
+  pingPayload: Buffer = randomBytes(8)
   private closing: Promise<void> | undefined = undefined
   private whenEmpty: (() => void) | undefined = undefined
   /** Write batching: a tick counter bumped at the end of each microtask that wrote, and the sockets corked in it. */
@@ -206,12 +208,14 @@ class WsTransportImpl implements WsTransport, SessionHost {
     if (session.handle !== undefined || session.isClosed) return
     const codec = session.codec ?? this.hub.codec
     try {
-      const data = codec.encode({ type: 'error', code: 'RT_002', message: 'authentication timed out' })
+      // Not a refusal of the credentials (as on SSE and long-poll): the server could not decide in
+      // time, so the client should try again later with the same ones.
+      const data = codec.encode({ type: 'error', code: 'RT_001', message: 'authentication timed out: try again later' })
       session.send(new Outbound(data, wireLength(data)))
     } catch (err) {
       this.report(err, 'ws.handshakeTimeout')
     }
-    session.close(4001, 'authentication timed out')
+    session.close(CloseCode.TryAgainLater, 'authentication timed out')
   }
 
   // ---------------------------------------------------------------- sessions
@@ -220,6 +224,7 @@ class WsTransportImpl implements WsTransport, SessionHost {
     this.sessions.add(session)
     if (this.pingTimer === undefined && this.options.pingIntervalMs > 0) {
       this.pingTimer = setInterval(() => {
+        this.pingPayload = randomBytes(8)
         for (const s of this.sessions) s.ping()
       }, this.options.pingIntervalMs)
       this.pingTimer.unref()

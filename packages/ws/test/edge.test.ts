@@ -276,7 +276,7 @@ describe('ws edge: slowloris', () => {
       'GET /realtime?token=x HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${JSON_SUBPROTOCOL}\r\n\r\n`,
     )
-    await until(() => Buffer.concat(chunks).includes('RT_002'), 2_000, 'refusal')
+    await until(() => Buffer.concat(chunks).includes('RT_001'), 2_000, 'refusal')
     // Refused about 600 ms after the TCP connection, not 600 ms after the upgrade.
     expect(Date.now() - started).toBeLessThan(950)
     socket.destroy()

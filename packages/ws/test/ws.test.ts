@@ -357,11 +357,11 @@ describe('ws transport (handshake options)', () => {
     expect((await bad.closed).code).toBe(4001)
   })
 
-  it('refuses with RT_002 / 4001 when the hub takes longer than handshakeTimeoutMs', async () => {
+  it('answers RT_001 and closes 1013 (try again later, not a bad token) when the hub takes longer than handshakeTimeoutMs', async () => {
     const env = await setup({ authenticate: () => new Promise<Identity | null>(() => {}) }, { handshakeTimeoutMs: 100 })
     const c = env.raw({ query: 'token=x' })
-    expect(await c.waitFor((f) => f.type === 'error')).toMatchObject({ code: 'RT_002' })
-    expect((await c.closed).code).toBe(4001)
+    expect(await c.waitFor((f) => f.type === 'error')).toMatchObject({ code: 'RT_001', message: expect.stringContaining('authentication timed out') })
+    expect((await c.closed).code).toBe(1013)
     await until(() => env.transport.connections === 0, 2_000, 'session forgotten')
   })
 

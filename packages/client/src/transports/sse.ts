@@ -50,7 +50,6 @@ export class SseTransport implements ClientTransport {
   private readonly controller = new AbortController()
   // EventSource mode
   private source: EventSourceLike | undefined
-  private reopenTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor(private readonly options: TransportOptions) {
     this.timeoutMs = options.requestTimeoutMs ?? 15_000
@@ -131,7 +130,6 @@ export class SseTransport implements ClientTransport {
     this.poster?.stop()
     this.controller.abort()
     void this.reader?.cancel().catch(() => {})
-    if (this.reopenTimer !== undefined) clearTimeout(this.reopenTimer)
     this.source?.close()
   }
 
@@ -203,26 +201,18 @@ export class SseTransport implements ClientTransport {
 
   // ---------------------------------------------------------------- EventSource mode (browsers)
 
-  private openSource(EventSource: EventSourceConstructorLike, url: string, credentials: Credentials, resume?: { lastEventId: string; attempt: number }): void {
+  private openSource(EventSource: EventSourceConstructorLike, url: string, credentials: Credentials): void {
     let source: EventSourceLike
     try {
-      // An EventSource cannot send headers: a re-attach carries the session secret and the last id in the query.
-      const params: Record<string, string | undefined> = { token: credentials.token, apiKey: credentials.apiKey }
-      if (resume && this.session !== undefined) {
-        params['lastEventId'] = resume.lastEventId || `${this.session}:0`
-        params['secret'] = this.secret
-      }
-      const target = endpoint(url, '/sse', params).toString()
+      const target = endpoint(url, '/sse', { token: credentials.token, apiKey: credentials.apiKey }).toString()
       source = new EventSource(target, { withCredentials: this.options.withCredentials === true })
     } catch (err) {
       return this.failSoon({ code: 1006, reason: err instanceof Error ? err.message : 'could not open an EventSource' })
     }
     this.source = source
-    let lastEventId = resume?.lastEventId ?? ''
     for (const type of [...FRAME_TYPES, 'session', 'close']) {
-      source.addEventListener(type, (e: { data?: unknown; lastEventId?: unknown }) => {
+      source.addEventListener(type, (e: { data?: unknown }) => {
         if (this.done || source !== this.source) return
-        if (typeof e.lastEventId === 'string' && e.lastEventId !== '') lastEventId = e.lastEventId
         if (typeof e.data === 'string') this.event(type, e.data, url)
       })
     }
@@ -232,16 +222,12 @@ export class SseTransport implements ClientTransport {
     }
     source.onerror = () => {
       if (this.done || source !== this.source) return
-      // Never opened (refused, unreachable): the transport is gone.
-      if (!this.opened || this.session === undefined) return this.finish({ code: 1006, reason: 'event stream failed' })
-      // The stream broke. The browser's own retry would come without the session secret, so
-      // re-attach here (at once, then after a second), and give up after two tries.
+      // An EventSource cannot send the session secret (a header), and a secret in the URL would
+      // reach access logs: a broken stream is not re-attached. The browser's own retry is stopped,
+      // and the transport ends; the client opens a new session and resumes its channels from
+      // their offsets.
       source.close()
-      const attempt = (resume?.attempt ?? 0) + 1
-      if (attempt > 2) return this.finish({ code: 1006, reason: 'event stream lost' })
-      this.reopenTimer = setTimeout(() => {
-        if (!this.done) this.openSource(EventSource, url, credentials, { lastEventId, attempt })
-      }, attempt === 1 ? 0 : this.retryMs)
+      this.finish({ code: 1006, reason: this.opened ? 'event stream lost' : 'event stream failed' })
     }
   }
 }

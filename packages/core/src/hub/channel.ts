@@ -39,6 +39,8 @@ export class Channel {
   typing: Map<string, TypingState> | null = null
   /** The newest offset fanned out here (at-most-once offline channels commit it as delivered). */
   lastOffset = 0
+  /** The channel's client publish budget (`publishesPerMinute`), while it is live. */
+  publishBucket: { tokens: number; refilledAt: number } | undefined = undefined
   /** The stream's epoch as last seen here (from a position or an append); undefined until known. */
   epoch: string | undefined = undefined
 

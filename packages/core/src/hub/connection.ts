@@ -165,6 +165,8 @@ export class Connection implements ConnectionHandle, Bucket {
   ended = false
   /** Tail of the in-order processing chain, while an inbound frame awaits something. */
   tail: Promise<void> | null = null
+  /** Frames queued behind `tail`. */
+  waiting = 0
   preferences: CompiledPreferences | undefined
   /** Frame rate limit: the connection is its own token bucket. */
   tokens: number
@@ -268,6 +270,7 @@ export class Connection implements ConnectionHandle, Bucket {
     }
     this.queues[priority].push(frame)
     this.queuedBytes += frame.bytes
+    metrics.queuedBytes += frame.bytes
     if (this.queuedBytes > limits.maxQueuedBytes) this.shedLowPriority(metrics)
     return Delivery.Queued
   }
@@ -312,6 +315,7 @@ export class Connection implements ConnectionHandle, Bucket {
       while (i < q.length && !this.ended) {
         const frame = q[i++]!
         this.queuedBytes -= frame.bytes
+        metrics.queuedBytes -= frame.bytes
         metrics.messagesOut++
         metrics.bytesOut += frame.bytes
         if (!this.session.send(frame)) {
@@ -322,6 +326,7 @@ export class Connection implements ConnectionHandle, Bucket {
       q.length = 0
     }
     this.queues = null
+    metrics.queuedBytes -= this.queuedBytes
     this.queuedBytes = 0
     this.refreshFastPath()
   }
@@ -330,20 +335,30 @@ export class Connection implements ConnectionHandle, Bucket {
   private shedLowPriority(metrics: Metrics): void {
     const low = this.queues?.[2]
     if (!low || low.length === 0) return
-    for (const f of low) this.queuedBytes -= f.bytes
+    for (const f of low) {
+      this.queuedBytes -= f.bytes
+      metrics.queuedBytes -= f.bytes
+    }
     metrics.dropped += low.length
     low.length = 0
   }
 
   /** Forget queued frames but stay connected (slow consumer policy `'drop'`). */
-  dropQueued(): void {
+  dropQueued(metrics: Metrics): void {
     if (this.queues === null) return
     for (const q of this.queues) q.length = 0
+    metrics.queuedBytes -= this.queuedBytes
     this.queuedBytes = 0
   }
 
-  discardQueue(): void {
+  /** Bytes waiting in this connection's queue. */
+  get pendingBytes(): number {
+    return this.queuedBytes
+  }
+
+  discardQueue(metrics: Metrics): void {
     this.queues = null
+    metrics.queuedBytes -= this.queuedBytes
     this.queuedBytes = 0
     for (const sub of this.subscriptions.values()) {
       sub.fast = false

@@ -31,7 +31,12 @@ export class CredentialWatch {
     this.forget(conn)
     const { refreshBeforeMs, graceMs } = this.host
     const closesAt = expiresAt + graceMs
-    this.at(conn, expiresAt - refreshBeforeMs, () => {
+    // Credentials that expire sooner than `refreshBeforeMs` (a short-lived token, or a refresh
+    // that did not move the expiry far) are warned halfway to their expiry, not at once: a
+    // warning right behind the `authenticated` answer would be a refresh loop.
+    const now = this.host.clock.now()
+    const warnAt = expiresAt - refreshBeforeMs > now ? expiresAt - refreshBeforeMs : now + Math.max(0, (expiresAt - now) / 2)
+    this.at(conn, warnAt, () => {
       this.host.warn(conn, expiresAt, closesAt)
       this.at(conn, closesAt, () => {
         this.timers.delete(conn)

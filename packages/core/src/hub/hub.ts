@@ -211,6 +211,8 @@ const NO_EXCLUSIONS: LocalDispatch = { collect: null, excludeOne: null, general:
 const REPLAY_PAGE = 500
 /** Frames a connection whose credentials expired may not send until it refreshes them. */
 const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
+/** Frames of one connection that may wait behind a frame still being handled. */
+const MAX_WAITING_FRAMES = 1000
 /** What an ack takes from the frame budget. */
 const ACK_COST = 0.05
 /** The identity of every anonymous connection: one frozen object shared by all. */
@@ -246,6 +248,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly notifications: NotificationService
   private readonly brokerReady: MaybePromise<void>
   private readonly credentials: CredentialWatch
+  /** Connections with frames in their outbound queue (for the hub-wide budget). */
+  private readonly backlog = new Set<Connection>()
   /** Client publish rate per channel (only for channels with a `publishesPerMinute`). */
   private readonly channelBuckets: LRUCache<string, Bucket>
 
@@ -448,7 +452,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** @internal Called by a connection's handle. */
   handleDrained(conn: Connection): void {
-    if (!conn.ended) conn.flush(this.stats)
+    if (conn.ended) return
+    conn.flush(this.stats)
+    if (conn.pendingBytes === 0) this.backlog.delete(conn)
   }
 
   /** @internal Called by a connection's handle. */
@@ -461,7 +467,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.ended) return
     conn.ended = true
     this.credentials.forget(conn)
-    conn.discardQueue()
+    conn.discardQueue(this.stats)
+    this.backlog.delete(conn)
     // Each subscription is let go of on its own: one that fails to clean up (a presence store
     // error, a throwing listener) must not leave the connection half-removed.
     for (const sub of [...conn.subscriptions.values()]) {
@@ -555,7 +562,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
    */
   private inOrder(conn: Connection, task: () => MaybePromise<void>): void {
     if (conn.tail) {
-      const next = conn.tail.then(task)
+      // Frames waiting behind one that waits (a slow rule or store) are bounded: a client that
+      // keeps sending meanwhile is closed rather than queued without end.
+      if (++conn.waiting > MAX_WAITING_FRAMES) {
+        this.closeConnection(conn, CloseCode.PolicyViolation, `more than ${MAX_WAITING_FRAMES} frames waiting for an answer`)
+        return
+      }
+      const next = conn.tail.then(() => {
+        conn.waiting--
+        return task()
+      })
       conn.tail = next
       void next.then(() => {
         if (conn.tail === next) conn.tail = null
@@ -695,7 +711,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       })
       return
     }
-    this.checkSubscriptionLimits(conn)
+    this.checkSubscriptionLimits(conn, name)
     const resolved = this.resolve(name)
     const options = resolved.options
     const filter = frame.filter != null ? this.compileMessageFilter(frame.filter) : null
@@ -707,7 +723,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
     if (denied) throw new RealtimeError('RT_003', denied)
     if (conn.ended) return
-    this.checkSubscriptionLimits(conn)
+    this.checkSubscriptionLimits(conn, name)
     // The room may have been created or deleted while the rule was deciding.
     const current = this.rooms.rooms.get(name)
     if (room && current !== room) throw new RealtimeError('RT_004', `room '${name}' was deleted`)
@@ -752,7 +768,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   /** `RT_006` when the connection, or its user across connections, has all the subscriptions it may. */
-  private checkSubscriptionLimits(conn: Connection): void {
+  private checkSubscriptionLimits(conn: Connection, channel: string): void {
     if (conn.subscriptions.size >= conn.maxSubscriptions) {
       throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
     }
@@ -765,9 +781,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       this.report(err, 'limits.maxSubscriptionsPerUser')
       throw new RealtimeError('RT_006', 'subscription limit could not be decided')
     }
-    let used = 0
-    for (const c of this.byUser.get(conn.userId) ?? []) used += c.subscriptions.size
-    if (used >= limit) throw new RealtimeError('RT_006', `subscription limit of ${limit} per user reached`, { limit, scope: 'user' })
+    if (!Number.isFinite(limit)) {
+      this.report(new TypeError(`limits.maxSubscriptionsPerUser gave ${String(limit)}`), 'limits.maxSubscriptionsPerUser')
+      throw new RealtimeError('RT_006', 'subscription limit could not be decided')
+    }
+    // Distinct channels: the same room open in two tabs is one subscription of the user's.
+    const channels = new Set<string>()
+    for (const c of this.byUser.get(conn.userId) ?? []) for (const sub of c.subscriptions.values()) channels.add(sub.channel.name)
+    if (!channels.has(channel) && channels.size >= limit) throw new RealtimeError('RT_006', `subscription limit of ${limit} channels per user reached`, { limit, scope: 'user' })
   }
 
   /** Presence, position, offline queue or recovery, then the reply and live delivery. */
@@ -1133,7 +1154,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       allowed = true
     } else {
       try {
-        allowed = (await rule(ctx)) === true
+        allowed = (await this.decideInTime(rule(ctx))) === true
       } catch (err) {
         this.options.logger.debug('channel rule threw', { channel, error: String(err) })
         allowed = false
@@ -1142,13 +1163,35 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (allowed && room && !room.allows(action, identity.userId)) allowed = false
     if (allowed && this.options.authorize) {
       try {
-        allowed = (await this.options.authorize(ctx)) === true
+        allowed = (await this.decideInTime(this.options.authorize(ctx))) === true
       } catch {
         allowed = false
       }
     }
     if (allowed) return undefined
     return anonymous && rule !== false ? `authentication required to ${action} on '${channel}'` : `not allowed to ${action} on '${channel}'`
+  }
+
+  /** A rule's answer, or `false` when it takes longer than `limits.ruleTimeoutMs` (a hung rule denies). */
+  private decideInTime(answer: MaybePromise<boolean>): MaybePromise<boolean> {
+    if (!isPromise(answer)) return answer
+    const ms = this.options.limits.ruleTimeoutMs
+    return new Promise<boolean>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.options.logger.warn('channel rule timed out', { ms })
+        resolve(false)
+      }, ms)
+      answer.then(
+        (v) => {
+          this.clock.clearTimeout(timer)
+          resolve(v)
+        },
+        (err) => {
+          this.clock.clearTimeout(timer)
+          reject(err)
+        },
+      )
+    })
   }
 
   // ------------------------------------------------------------------ unsubscribe and clean-up
@@ -1166,13 +1209,25 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const waiters = this.ackWaiters.get(channel.name)
     if (waiters) for (const w of [...waiters]) w.gone(sub)
     const written = sub.replay === null ? Math.max(sub.lastSent, channel.lastOffset) : sub.lastSent
+    // The port calls below may throw (a custom store or presence store): each is reported on its
+    // own, and the channel is still let go of below.
     if (channel.options.offline && !sub.tracked && conn.userId !== undefined && written > 0) {
       // At-most-once offline channels count what was written as delivered.
-      const r = this.options.store.commit(channel.name, conn.userId, written)
-      if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
+      try {
+        const r = this.options.store.commit(channel.name, conn.userId, written)
+        if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
+      } catch (err) {
+        this.report(err, 'store.commit')
+      }
     }
     const room = this.rooms.rooms.get(channel.name)
-    if (channel.options.presence && conn.userId !== undefined) this.presence.leave(conn, channel, left)
+    if (channel.options.presence && conn.userId !== undefined) {
+      try {
+        this.presence.leave(conn, channel, left)
+      } catch (err) {
+        this.report(err, 'presence.leave')
+      }
+    }
     if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     if (notify && !conn.ended) this.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
     this.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
@@ -1221,7 +1276,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
     const resolved = this.resolve(frame.channel)
-    this.takeChannelPublish(frame.channel, resolved.options)
     const sub = conn.subscriptions.get(frame.channel)
     const decide = (): MaybePromise<string | undefined> => {
       if (sub?.canPublish === true) return undefined
@@ -1234,6 +1288,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (denied) throw new RealtimeError('RT_003', denied)
       const max = resolved.options.maxMessageSize
       if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
+      // Charged only to publishes that may go out: a client that may not publish cannot spend
+      // the channel's budget.
+      this.takeChannelPublish(frame.channel, resolved.options)
       return andThen(
         this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
           sender: conn.userId,
@@ -1253,8 +1310,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const perMinute = options.publishesPerMinute ?? this.options.limits.channelPublishesPerMinute
     if (perMinute === undefined) return
     const now = this.clock.now()
-    let bucket = this.channelBuckets.get(channel)
-    if (bucket === undefined) this.channelBuckets.set(channel, (bucket = { tokens: perMinute, refilledAt: now }))
+    // A live channel holds its own bucket (no churn of other names can reset it); others share a bounded map.
+    const live = this.live.get(channel)
+    let bucket = live?.publishBucket ?? this.channelBuckets.get(channel)
+    if (bucket === undefined) {
+      bucket = { tokens: perMinute, refilledAt: now }
+      if (live) live.publishBucket = bucket
+      else this.channelBuckets.set(channel, bucket)
+    }
     // Burst = a minute's worth; refilled lazily at perMinute per 60 s.
     const refillPerMs = perMinute / 60_000
     if (now > bucket.refilledAt) {
@@ -1477,18 +1540,42 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery {
     const r = conn.write(out, priority, volatile, this.queueLimits, this.stats)
-    if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) this.slowConsumer(conn)
+    if (r === Delivery.Queued) {
+      this.backlog.add(conn)
+      if (conn.overLimit(this.queueLimits)) this.slowConsumer(conn)
+      else if (this.stats.queuedBytes > this.options.limits.maxTotalQueuedBytes) this.overBudget()
+    }
     return r
   }
 
   /** A connection's queue is over its limit even after shedding low priority. */
-  private slowConsumer(conn: Connection): void {
+  private slowConsumer(conn: Connection, reason = 'slow consumer: outbound queue over its limit'): void {
     if (this.options.limits.slowConsumer === 'drop') {
       this.stats.dropped += conn.queued
-      conn.dropQueued()
+      conn.dropQueued(this.stats)
+      this.backlog.delete(conn)
       return
     }
-    this.closeConnection(conn, CloseCode.SlowConsumer, 'slow consumer: outbound queue over its limit')
+    this.closeConnection(conn, CloseCode.SlowConsumer, reason)
+  }
+
+  /**
+   * Every connection's queue together is over `limits.maxTotalQueuedBytes`: the largest queues
+   * go first (as slow consumers), until the total fits. Clients that do not read cannot hold more
+   * of the server's memory than that, however many they are.
+   */
+  private overBudget(): void {
+    const budget = this.options.limits.maxTotalQueuedBytes
+    while (this.stats.queuedBytes > budget && this.backlog.size > 0) {
+      let largest: Connection | undefined
+      for (const c of this.backlog) if (largest === undefined || c.pendingBytes > largest.pendingBytes) largest = c
+      if (largest === undefined || largest.pendingBytes === 0) {
+        this.backlog.clear()
+        return
+      }
+      this.slowConsumer(largest, 'slow consumer: the server\'s outbound budget is spent and this queue is the largest')
+      this.backlog.delete(largest)
+    }
   }
 
   /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
@@ -1633,12 +1720,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         }
       }
       const r = conn.write(conn.sharedCodec ? out : this.encode(conn.codec, frame), d.priority, d.volatile, this.queueLimits, this.stats)
-      if (r === Delivery.Queued && conn.overLimit(this.queueLimits)) (slow ??= []).push(conn)
+      if (r === Delivery.Queued) {
+        this.backlog.add(conn)
+        if (conn.overLimit(this.queueLimits)) (slow ??= []).push(conn)
+      }
       if (r !== Delivery.Dropped) n++
     }
     this.stats.messagesOut += sent
     this.stats.bytesOut += sent * out.bytes
     if (slow !== null) for (const conn of slow) this.slowConsumer(conn)
+    if (this.stats.queuedBytes > this.options.limits.maxTotalQueuedBytes) this.overBudget()
     return n + sent
   }
 
@@ -1925,6 +2016,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       bytesOut: s.bytesOut,
       published: s.published,
       dropped: s.dropped,
+      queuedBytes: s.queuedBytes,
       redelivered: s.redelivered,
       deliveryFailed: s.deliveryFailed,
       connectionsOpened: s.connectionsOpened,

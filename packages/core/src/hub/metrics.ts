@@ -18,6 +18,8 @@ export interface MetricsSnapshot {
   readonly published: number
   /** Volatile frames dropped under backpressure. */
   readonly dropped: number
+  /** Bytes waiting in every connection's outbound queue right now. */
+  readonly queuedBytes: number
   /** At-least-once messages sent again after an ack timeout. */
   readonly redelivered: number
   /** Delivery ranges given up on (see the `delivery:failed` event). */
@@ -29,6 +31,8 @@ export interface MetricsSnapshot {
 }
 
 export class Metrics {
+  /** Bytes waiting in every connection's outbound queue (the hub-wide budget, `limits.maxTotalQueuedBytes`). */
+  queuedBytes = 0
   messagesIn = 0
   messagesOut = 0
   bytesIn = 0

@@ -32,6 +32,12 @@ export interface HubLimits {
   /** Queued bytes above which a connection is a slow consumer. Default 8 MiB. */
   readonly maxQueuedBytes?: number
   /**
+   * Queued bytes of every connection together: past it, the connections with the largest queues
+   * are treated as slow consumers until the total fits, so clients that stop reading cannot hold
+   * more of the server's memory than this, however many they are. Default 64 MiB.
+   */
+  readonly maxTotalQueuedBytes?: number
+  /**
    * What happens to a slow consumer: `'disconnect'` (close 4009; it resumes from its offsets
    * when it reconnects) or `'drop'` (its queue is discarded and it stays connected; at-least-once
    * channels redeliver what it missed). Default `'disconnect'`.
@@ -58,6 +64,8 @@ export interface HubLimits {
    * pattern's `publishesPerMinute` overrides it. Default: no limit (seed value: 100).
    */
   readonly channelPublishesPerMinute?: number
+  /** How long a channel rule (or the hub's `authorize`) may take; a rule that has not answered by then denies. Default 10 000. */
+  readonly ruleTimeoutMs?: number
 }
 
 export interface CredentialOptions {
@@ -177,15 +185,17 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       maxConnectionsPerUser: o.limits?.maxConnectionsPerUser ?? 10,
       highWaterMark: o.limits?.highWaterMark ?? 1024 * 1024,
       maxQueuedBytes: o.limits?.maxQueuedBytes ?? 8 * 1024 * 1024,
+      maxTotalQueuedBytes: positiveInt(o.limits?.maxTotalQueuedBytes, 64 * 1024 * 1024, 'limits.maxTotalQueuedBytes'),
       slowConsumer: o.limits?.slowConsumer ?? 'disconnect',
       maxDepth: positiveInt(o.limits?.maxDepth, 32, 'limits.maxDepth'),
       maxReplyBytes: positiveInt(o.limits?.maxReplyBytes, 1024 * 1024, 'limits.maxReplyBytes'),
       maxSubscriptionsPerUser: o.limits?.maxSubscriptionsPerUser,
       channelPublishesPerMinute: o.limits?.channelPublishesPerMinute,
+      ruleTimeoutMs: positiveInt(o.limits?.ruleTimeoutMs, 10_000, 'limits.ruleTimeoutMs'),
     },
     credentials: {
-      refreshBeforeMs: o.credentials?.refreshBeforeMs ?? 60_000,
-      graceMs: o.credentials?.graceMs ?? 30_000,
+      refreshBeforeMs: nonNegativeMs(o.credentials?.refreshBeforeMs, 60_000, 'credentials.refreshBeforeMs'),
+      graceMs: nonNegativeMs(o.credentials?.graceMs, 30_000, 'credentials.graceMs'),
     },
     presence: {
       leaveDelayMs: o.presence?.leaveDelayMs ?? 0,
@@ -215,4 +225,10 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 1) throw new TypeError(`${name} must be a positive number`)
   return Math.floor(value)
+}
+
+function nonNegativeMs(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new TypeError(`${name} must be a non-negative number of milliseconds`)
+  return value
 }
