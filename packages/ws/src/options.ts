@@ -1,4 +1,4 @@
-import { createEdgeGuard, type EdgeGuard, type EdgeOptions } from '@tidings/http-kit'
+import { createEdgeGuard, type EdgeGuard, type EdgeOptions, isEdgeGuard } from '@tidings/http-kit'
 
 /** permessage-deflate settings (ws's, with Tidings' threshold). */
 export interface WsDeflateOptions {
@@ -65,11 +65,6 @@ export interface ResolvedWsOptions {
 
 export const DEFAULT_PATH = '/realtime'
 export const DEFAULT_MAX_PAYLOAD = 512 * 1024
-
-/** Whether `edge` is a guard already made (shared between transports) rather than options. */
-export function isEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): edge is EdgeGuard {
-  return edge !== undefined && typeof (edge as Partial<EdgeGuard>).admit === 'function' && typeof (edge as Partial<EdgeGuard>).originAllowed === 'function'
-}
 
 function resolveEdge(o: WsTransportOptions): EdgeGuard {
   if (isEdgeGuard(o.edge)) {

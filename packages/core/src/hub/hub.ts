@@ -128,7 +128,7 @@ export interface Hub extends EventEmitter<HubEvents> {
   readonly nodeId: string
   /** The limits in force (transports size their buffers and bodies from them). */
   readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number; maxDepth: number; maxReplyBytes: number }>
-  /** How long a presence member lingers after its last connection left (`presence.leaveDelayMs`); transports size their detached-session timeouts by it. */
+  /** How long a presence member lingers after its last connection left (`presence.leaveDelayMs`). */
   readonly leaveDelayMs: number
   /**
    * The hub has an authenticator, which also sees the handshake headers when a connection
