@@ -226,6 +226,40 @@ export function positiveOption(value: number | undefined, fallback: number, name
  * connection in order (`target()` is asked after the body is read: the session may have closed
  * meanwhile) and answer 204.
  */
+/** Whether a request carries a body (a declared length above 0, or a chunked one). */
+export function hasBody(req: IncomingMessage): boolean {
+  return Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * Read and discard what is left of a request's body (one declared at most `maxBytes`, reading
+ * at most that, for at most `timeoutMs`) before an answer that does not need it. An answer sent while the client is still
+ * writing, followed by a close, can reach the client as a connection reset instead of the answer.
+ */
+export function drainBody(req: IncomingMessage, maxBytes = 4 * 1024 * 1024, timeoutMs = 10_000): Promise<void> {
+  if (req.complete || req.readableEnded || req.destroyed) return Promise.resolve()
+  // A body declared larger than that is not waited for: answer at once (and close).
+  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve()
+  return new Promise((resolve) => {
+    let size = 0
+    const done = () => {
+      clearTimeout(timer)
+      req.off('data', onData)
+      resolve()
+    }
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > maxBytes) done()
+    }
+    const timer = setTimeout(done, timeoutMs)
+    req.on('data', onData)
+    req.once('end', done)
+    req.once('close', done)
+    req.once('error', done)
+    req.resume()
+  })
+}
+
 export interface ReceiveOptions {
   /** Largest body (413 past it). */
   readonly maxBytes: number
@@ -246,7 +280,8 @@ export interface ReceiveOptions {
 export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o: ReceiveOptions, target: () => ConnectionHandle | undefined): Promise<void> {
   const release = o.edge !== undefined && o.ip !== undefined ? o.edge.beginBody(o.ip) : () => {}
   if (release === undefined) {
-    req.resume()
+    // Discarded, not kept: read so the answer is not lost to a reset while the client still writes.
+    await drainBody(req, o.maxBytes, o.timeoutMs || 10_000)
     return sendError(res, 429, 'RT_006', `too many request bodies in flight from this address (limit ${o.edge!.options.maxBodiesInFlightPerIp})`, { 'Retry-After': '1', Connection: 'close' })
   }
   let body: FramesResult
@@ -256,6 +291,9 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o
     release()
   }
   if (!body.ok) {
+    // A body over the limit (declared at most 4 MiB) is read and discarded first, so the 413 is
+    // not lost to a reset while the client still writes; a larger one is answered at once.
+    if (body.status === 413) await drainBody(req)
     const close = body.status === 413 || body.status === 408
     sendError(res, body.status, body.code, body.message, close ? { Connection: 'close' } : undefined)
     if (body.status === 408) res.once('finish', () => req.socket.destroy())

@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
 import { z } from 'zod'
-import { drainBody, hasBody, readJsonBody, sendError, sendJson } from './respond.js'
+import { drainBody, hasBody } from '@tidings/http-kit'
+import { readJsonBody, sendError, sendJson } from './respond.js'
 
 /** Checks an admin request's API key (header `x-api-key` or `Authorization: Bearer`). */
 export type ApiKeyCheck = (key: string) => boolean

@@ -7,7 +7,8 @@ import { createSseTransport, type SseTransport, type SseTransportOptions } from 
 import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { openApiDocument } from './openapi.js'
-import { drainBody, hasBody, sendJson } from './respond.js'
+import { drainBody, hasBody } from '@tidings/http-kit'
+import { sendJson } from './respond.js'
 
 export interface RealtimeOptions {
   /** The hub to serve; one is created from `hubOptions` (and `authenticate`) when absent (in memory by default). */

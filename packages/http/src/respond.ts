@@ -89,37 +89,3 @@ export async function readJsonBody(req: IncomingMessage, limit: number): Promise
   if (!decoded.ok) throw new RealtimeError('RT_007', decoded.reason === 'body is not valid JSON' ? 'the request body is not valid JSON' : `the request body is ${decoded.reason}`)
   return decoded.value
 }
-
-/** Whether a request carries a body (a declared length above 0, or a chunked one). */
-export function hasBody(req: IncomingMessage): boolean {
-  return Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined
-}
-
-/**
- * Read and discard what is left of a request's body (one declared at most `maxBytes`, reading
- * at most that, for at most `timeoutMs`) before an answer that does not need it. An answer sent while the client is still
- * writing, followed by a close, can reach the client as a connection reset instead of the answer.
- */
-export function drainBody(req: IncomingMessage, maxBytes = 4 * 1024 * 1024, timeoutMs = BODY_TIMEOUT_MS): Promise<void> {
-  if (req.complete || req.readableEnded || req.destroyed) return Promise.resolve()
-  // A body declared larger than that is not waited for: answer at once (and close).
-  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve()
-  return new Promise((resolve) => {
-    let size = 0
-    const done = () => {
-      clearTimeout(timer)
-      req.off('data', onData)
-      resolve()
-    }
-    const onData = (chunk: Buffer) => {
-      size += chunk.length
-      if (size > maxBytes) done()
-    }
-    const timer = setTimeout(done, timeoutMs)
-    req.on('data', onData)
-    req.once('end', done)
-    req.once('close', done)
-    req.once('error', done)
-    req.resume()
-  })
-}
