@@ -33,6 +33,9 @@ import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './o
 import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
 import { CredentialWatch } from './credentials.js'
+import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
+
+export { storedToFrame } from './routing.js'
 import { type Room, type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
 
 export interface ConnectOptions {
@@ -193,22 +196,6 @@ interface AckWaiter {
   gone(sub: Subscription): void
 }
 
-interface LocalDispatch {
-  /** Subscribers the message was written to, when the publisher waits for their acks. */
-  readonly collect: Subscription[] | null
-  /** The one excluded connection (the usual case: a publisher), compared by identity. */
-  readonly excludeOne: Connection | null
-  /** True when `admits()` must run for every recipient (several exclusions, users, `where`). */
-  readonly general: boolean
-  readonly excludeConnections: ReadonlySet<string> | null
-  readonly excludeUsers: ReadonlySet<string> | null
-  readonly where: FilterPredicate | null
-  readonly priority: PriorityClass
-  readonly volatile: boolean
-}
-
-const NO_EXCLUSIONS: LocalDispatch = { collect: null, excludeOne: null, general: false, excludeConnections: null, excludeUsers: null, where: null, priority: PRIORITY.normal, volatile: false }
-const REPLAY_PAGE = 500
 /** Frames a connection whose credentials expired may not send until it refreshes them. */
 const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
 /** Frames of one connection that may wait behind a frame still being handled. */
@@ -922,9 +909,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       for (const m of page.messages) {
         after = m.offset
-        if (excludes(m, conn)) continue
-        const frame = storedToFrame(m, sub.tracked)
-        if ((sub.filter === null || sub.filter(frame)) && this.admits(conn, NO_EXCLUSIONS, frame)) replay.push(frame)
+        const frame = frameFor(sub, m, sub.tracked)
+        if (frame) replay.push(frame)
       }
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
@@ -1049,9 +1035,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         for (const m of page.messages) {
           if (m.offset > until) break
           last = m.offset
-          if (excludes(m, conn)) continue
-          const frame = storedToFrame(m, true)
-          if ((sub.filter !== null && !sub.filter(frame)) || !this.admits(conn, NO_EXCLUSIONS, frame)) continue
+          const frame = frameFor(sub, m, true)
+          if (!frame) continue
           this.stats.redelivered++
           this.write(conn, this.encode(conn.codec, m.offset === prev + 1 ? frame : { ...frame, prev }), PRIORITY.normal, false)
           prev = m.offset
@@ -1092,12 +1077,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       for (const m of page.messages) {
         if (m.offset > to || (only && !only.has(m.offset))) continue
         if (m.sender === undefined || m.sender === userId) continue
-        if (sub) {
-          // Only what this subscriber was sent: not what its filter, its mutes or echo left out.
-          if (excludes(m, sub.connection)) continue
-          const f = storedToFrame(m)
-          if ((sub.filter !== null && !sub.filter(f)) || !this.admits(sub.connection, NO_EXCLUSIONS, f)) continue
-        }
+        // Only what this subscriber was sent: not what its filter, its mutes or echo left out.
+        if (sub && !frameFor(sub, m)) continue
         let list = bySender.get(m.sender)
         if (!list) bySender.set(m.sender, (list = []))
         list.push(m.offset)
@@ -1648,22 +1629,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     let n = 0
     for (const conn of recipients) {
-      if (conn === local.excludeOne || !this.admits(conn, local, frame)) continue
+      if (conn === local.excludeOne || !admits(conn, local, frame)) continue
       if (this.write(conn, conn.sharedCodec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile) !== Delivery.Dropped) n++
     }
     return n
-  }
-
-  private admits(conn: Connection, d: LocalDispatch, frame: ServerFrame): boolean {
-    if (d.excludeConnections !== null && d.excludeConnections.has(conn.id)) return false
-    if (d.excludeUsers !== null && conn.userId !== undefined && d.excludeUsers.has(conn.userId)) return false
-    if (d.where !== null && !d.where({ user: conn.recipient, transport: conn.session.transport })) return false
-    const prefs = conn.preferences
-    if (prefs !== undefined && frame.type === 'message') {
-      if (prefs.mutedEvents.has(frame.event)) return false
-      if (frame.channel !== undefined && prefs.mutedChannels.has(frame.channel)) return false
-    }
-    return true
   }
 
   /**
@@ -1705,7 +1674,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       if (!sub.active) continue
       const conn = sub.connection
-      if (conn === d.excludeOne || !this.admits(conn, d, frame)) continue
+      if (conn === d.excludeOne || !admits(conn, d, frame)) continue
       if (isMessage) {
         if (sub.filter !== null && !sub.filter(frame)) continue
         if (d.collect !== null) d.collect.push(sub)
@@ -2063,25 +2032,4 @@ function requestIdOf(value: unknown): RequestId | undefined {
   if (typeof id === 'string' && id.length > 0 && id.length <= 64) return id
   if (typeof id === 'number' && Number.isInteger(id) && id >= 0) return id
   return undefined
-}
-
-/** Whether a stored message was published with this connection (or its user) excluded. */
-function excludes(m: StoredMessage, conn: Connection): boolean {
-  const ex = m.exclude
-  if (ex === undefined) return false
-  return ex.connections?.includes(conn.id) === true || (conn.userId !== undefined && ex.users?.includes(conn.userId) === true)
-}
-
-export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {
-  return {
-    type: 'message',
-    channel: m.channel,
-    event: m.event,
-    data: m.data,
-    id: m.id,
-    offset: m.offset,
-    timestamp: new Date(m.timestamp).toISOString(),
-    sender: m.sender,
-    ack: ack ? true : undefined,
-  }
 }
