@@ -1,3 +1,4 @@
 // Conformance suites for the ports: run them over every implementation (memory, Redis, SQL).
 export { storeConformance, type StoreConformanceOptions, type StoreSizes } from './store.js'
-export { delayed } from './delayed.js'
+export { presenceConformance, type PresenceConformanceOptions } from './presence.js'
+export { delayed, PORT_METHODS, type DelayedOptions } from './delayed.js'

@@ -9,6 +9,31 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
   const byConnection = new Map<string, Map<string, PresenceEntry>>() // `${channel}\0${conn}` lookups
   const lastSeen = boundedMap<string, number>(options.maxLastSeen ?? 100_000)
   const key = (channel: string, connectionId: string) => `${channel}\u0000${connectionId}`
+  /** nodeId → the entry keys it holds (so removeNode and deadNodes do not scan every channel). */
+  const byNode = new Map<string, Map<string, { readonly channel: string; readonly connectionId: string }>>()
+  /** nodeId → its last heartbeat. */
+  const heartbeats = new Map<string, number>()
+
+  const track = (entry: PresenceEntry) => {
+    let keys = byNode.get(entry.nodeId)
+    if (!keys) byNode.set(entry.nodeId, (keys = new Map()))
+    keys.set(key(entry.channel, entry.connectionId), { channel: entry.channel, connectionId: entry.connectionId })
+  }
+  const untrack = (entry: PresenceEntry) => {
+    const keys = byNode.get(entry.nodeId)
+    if (!keys) return
+    keys.delete(key(entry.channel, entry.connectionId))
+    if (keys.size === 0) byNode.delete(entry.nodeId)
+  }
+  /** The newest joinedAt/updatedAt of a node's entries (for a node that never heartbeated). */
+  const newestActivity = (held: Map<string, { readonly connectionId: string }>) => {
+    let newest = Number.NEGATIVE_INFINITY
+    for (const [k, { connectionId }] of held) {
+      const e = byConnection.get(k)?.get(connectionId)
+      if (e) newest = Math.max(newest, e.joinedAt, e.updatedAt)
+    }
+    return newest
+  }
 
   const member = (entries: Map<string, PresenceEntry>): PresenceMember => {
     let latest: PresenceEntry | undefined
@@ -30,6 +55,7 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
     const before = member(userEntries)
     userEntries.delete(connectionId)
     byConnection.delete(k)
+    untrack(entry)
     lastSeen.set(entry.userId, now)
     if (userEntries.size === 0) {
       users.delete(entry.userId)
@@ -47,8 +73,11 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
       const edge = !entries
       if (!entries) users.set(entry.userId, (entries = new Map()))
       // Re-insert so that Map order breaks ties between entries updated in the same millisecond.
+      const replaced = entries.get(entry.connectionId)
+      if (replaced) untrack(replaced)
       entries.delete(entry.connectionId)
       entries.set(entry.connectionId, entry)
+      track(entry)
       byConnection.set(key(entry.channel, entry.connectionId), entries)
       return { member: member(entries), edge }
     },
@@ -77,17 +106,32 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
     },
     lastSeen: (userId) => lastSeen.get(userId),
     removeNode(nodeId, now) {
+      // Synchronous, so two nodes racing to remove the same node are served one after the
+      // other: the second finds nothing left and reports nothing (remove-once).
       const out: Array<{ channel: string; change: PresenceChange }> = []
-      for (const [channel, users] of [...channels]) {
-        for (const entries of [...users.values()]) {
-          for (const e of [...entries.values()]) {
-            if (e.nodeId !== nodeId) continue
-            const change = leave(channel, e.connectionId, now)
-            if (change) out.push({ channel, change })
-          }
-        }
+      heartbeats.delete(nodeId)
+      const keys = byNode.get(nodeId)
+      if (!keys) return out
+      for (const { channel, connectionId } of [...keys.values()]) {
+        const change = leave(channel, connectionId, now)
+        if (change) out.push({ channel, change })
       }
+      byNode.delete(nodeId)
       return out
+    },
+    heartbeat(nodeId, now) {
+      const last = heartbeats.get(nodeId)
+      if (last === undefined || now > last) heartbeats.set(nodeId, now)
+    },
+    deadNodes(now, ttlMs) {
+      const dead: string[] = []
+      for (const [nodeId, keys] of byNode) {
+        const last = heartbeats.get(nodeId) ?? newestActivity(keys)
+        if (now - last > ttlMs) dead.push(nodeId)
+      }
+      // Heartbeats of nodes that hold nothing and went silent are forgotten (no unbounded growth).
+      for (const [nodeId, last] of heartbeats) if (!byNode.has(nodeId) && now - last > ttlMs) heartbeats.delete(nodeId)
+      return dead
     },
     channelCount: () => channels.size,
   }
