@@ -18,7 +18,7 @@ import {
 } from '../protocol.js'
 import type { Identity } from '../ports/auth.js'
 import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
-import type { Clock, TimerHandle } from '../ports/clock.js'
+import type { Clock } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import type { Retention, StoredMessage } from '../ports/store.js'
 import type { LRUCache } from 'lru-cache'
@@ -33,6 +33,8 @@ import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './o
 import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
 import { CredentialWatch } from './credentials.js'
+import { type AckRecipient, Acks } from './delivery/acks.js'
+import { Receipts } from './delivery/receipts.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -61,11 +63,7 @@ export interface PublishOptions {
   readonly awaitAcks?: number | undefined
 }
 
-/** A connection that received a message the publisher waited on. */
-export interface AckRecipient {
-  readonly connectionId: string
-  readonly userId: string | undefined
-}
+export type { AckRecipient } from './delivery/acks.js'
 
 export interface PublishResult {
   readonly messageId: string
@@ -190,11 +188,6 @@ export function createHub(options: HubOptions = {}): Hub {
   return new HubImpl(options)
 }
 
-interface AckWaiter {
-  acked(sub: Subscription, upTo: number): void
-  /** A recipient left: stop waiting for it (it counts as not acknowledged). */
-  gone(sub: Subscription): void
-}
 
 /** Frames a connection whose credentials expired may not send until it refreshes them. */
 const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
@@ -228,10 +221,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly queueLimits: QueueLimits
   private seq = 0
   private closing = false
-  /** At-least-once subscriptions with messages not yet acknowledged; swept by one timer. */
-  private readonly pendingAcks = new Set<Subscription>()
-  private sweepTimer: TimerHandle | undefined
-  private readonly ackWaiters = new Map<string, Set<AckWaiter>>()
+  private readonly receipts: Receipts
+  private readonly acks: Acks
   private readonly notifications: NotificationService
   private readonly brokerReady: MaybePromise<void>
   private readonly credentials: CredentialWatch
@@ -277,6 +268,29 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           target: { kind: 'direct', users: [userId], connections: [] },
           frame: { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) },
         }),
+      report: (err, stage) => this.report(err, stage),
+    })
+    this.receipts = new Receipts({
+      nodeId: this.nodeId,
+      options: this.options,
+      clock: this.clock,
+      dispatch: (d) => this.dispatch(d),
+      notifications: this.notifications,
+    })
+    const hub = this
+    this.acks = new Acks({
+      clock: this.clock,
+      options: this.options,
+      stats: this.stats,
+      receipts: this.receipts,
+      get closing() {
+        return hub.closing
+      },
+      encode: (codec, frame) => this.encode(codec, frame),
+      write: (conn, out, priority, volatile) => this.write(conn, out, priority, volatile),
+      sendFrame: (conn, frame) => this.sendFrame(conn, frame),
+      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
     this.rooms = new RoomRegistry({
@@ -649,9 +663,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return
       }
       case 'ack':
-        return this.onAck(conn, frame)
+        return this.acks.onAck(conn, frame)
       case 'read':
-        return this.onRead(conn, frame)
+        return this.receipts.onRead(conn, frame)
       case 'history':
         return this.onHistory(conn, frame)
       case 'ping':
@@ -842,10 +856,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (!sub.active || sub === except || sub.replay !== null) continue
       sub.lastSent = sub.acked = offset
       sub.attempts = 0
-      if (sub.pending) {
-        sub.pending = false
-        this.pendingAcks.delete(sub)
-      }
+      this.acks.untrack(sub)
       this.sendFrame(sub.connection, {
         type: 'subscribed',
         channel: channel.name,
@@ -865,7 +876,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     for (const [frame, out] of waiting) {
       // Offset-less messages (recipient-filtered publishes) are never in a replay: always send them.
       if (frame.offset !== undefined && frame.offset <= after) continue
-      if (sub.tracked && frame.offset !== undefined) this.sendTracked(sub, frame, out, PRIORITY.normal)
+      if (sub.tracked && frame.offset !== undefined) this.acks.sendTracked(sub, frame, out, PRIORITY.normal)
       else this.write(sub.connection, out, PRIORITY.normal, false)
     }
   }
@@ -921,7 +932,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
     if (replaying) {
       for (const frame of replay) {
-        if (sub.tracked) this.sendTracked(sub, frame, null, PRIORITY.normal)
+        if (sub.tracked) this.acks.sendTracked(sub, frame, null, PRIORITY.normal)
         else this.write(conn, this.encode(conn.codec, frame), PRIORITY.normal, false)
         sub.lastSent = Math.max(sub.lastSent, frame.offset ?? 0)
       }
@@ -932,180 +943,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   // ------------------------------------------------------------------ at-least-once
-
-  /**
-   * Send one message to an at-least-once subscriber and track it: the shared frame when it
-   * follows the last one sent, else a copy that names the previous offset (`prev`), so the
-   * receiver can tell a gap that is not for it from a loss.
-   */
-  private sendTracked(sub: Subscription, frame: MessageFrame, shared: Outbound | null, priority: PriorityClass): Delivery {
-    const conn = sub.connection
-    const offset = frame.offset ?? 0
-    const contiguous = offset === sub.lastSent + 1
-    const out =
-      contiguous && shared !== null && conn.sharedCodec
-        ? shared
-        : this.encode(conn.codec, contiguous ? { ...frame, ack: true } : { ...frame, prev: sub.lastSent, ack: true })
-    if (offset > sub.lastSent) sub.lastSent = offset
-    if (!sub.pending) this.markPending(sub)
-    return this.write(conn, out, priority, false)
-  }
-
-  private markPending(sub: Subscription): void {
-    sub.pending = true
-    sub.attempts = 0
-    sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
-    this.pendingAcks.add(sub)
-    this.scheduleSweep()
-  }
-
-  private scheduleSweep(): void {
-    if (this.sweepTimer !== undefined || this.closing) return
-    const every = Math.max(10, Math.min(1000, Math.floor(this.options.delivery.ackTimeoutMs / 4)))
-    this.sweepTimer = this.clock.setTimeout(() => {
-      this.sweepTimer = undefined
-      this.sweepAcks()
-    }, every)
-  }
-
-  /** One timer for the whole hub: redeliver what is overdue, with backoff; give up after the last attempt. */
-  private sweepAcks(): void {
-    const now = this.clock.now()
-    const d = this.options.delivery
-    for (const sub of this.pendingAcks) {
-      if (!sub.active || sub.acked >= sub.lastSent) {
-        sub.pending = false
-        this.pendingAcks.delete(sub)
-        continue
-      }
-      if (now < sub.deadline) continue
-      if (sub.attempts >= d.maxAttempts) {
-        this.deliveryFailed(sub, sub.acked + 1, sub.lastSent, 'not acknowledged')
-        continue
-      }
-      sub.attempts++
-      sub.deadline = now + Math.min(d.maxBackoffMs, d.ackTimeoutMs * d.backoffMultiplier ** sub.attempts)
-      const r = this.redeliver(sub)
-      if (isPromise(r)) r.catch((err) => this.report(err, 'redeliver'))
-    }
-    if (this.pendingAcks.size > 0) this.scheduleSweep()
-  }
-
-  private deliveryFailed(sub: Subscription, from: number, to: number, reason: string): void {
-    const conn = sub.connection
-    this.stats.deliveryFailed++
-    this.emit('delivery:failed', { connectionId: conn.id, userId: conn.userId, channel: sub.channel.name, fromOffset: from, toOffset: to, attempts: sub.attempts, reason })
-    if (sub.acked < to) sub.acked = to
-    if (sub.acked >= sub.lastSent) {
-      sub.pending = false
-      this.pendingAcks.delete(sub)
-    }
-    if (this.options.delivery.onFailure === 'disconnect') {
-      this.closeConnection(conn, CloseCode.DeliveryFailed, `messages ${from}-${to} could not be delivered (${reason})`)
-      return
-    }
-    // The client would otherwise wait for these forever: tell it where the stream goes on.
-    if (sub.channel.epoch !== undefined) {
-      this.sendFrame(conn, {
-        type: 'subscribed',
-        channel: sub.channel.name,
-        position: { epoch: sub.channel.epoch, offset: to },
-        delivery: 'at-least-once',
-        recovered: false,
-        reason: `messages ${from}-${to} could not be delivered (${reason})`,
-      })
-    }
-  }
-
-  /** Send again, from the log, everything after the subscriber's acknowledged offset. */
-  private redeliver(sub: Subscription): MaybePromise<void> {
-    const conn = sub.connection
-    const name = sub.channel.name
-    const until = sub.lastSent
-    const readFrom = (after: number, prev: number): MaybePromise<void> =>
-      andThen(this.options.store.read(name, { after, limit: Math.min(REPLAY_PAGE, until - after), now: this.clock.now() }), (page) => {
-        if (!sub.active || conn.ended) return
-        const first = page.messages[0]?.offset
-        if (!page.complete && first !== undefined && first > after + 1) this.deliveryFailed(sub, after + 1, first - 1, 'dropped by retention')
-        if (page.messages.length === 0) {
-          if (after < until) this.deliveryFailed(sub, after + 1, until, 'dropped by retention')
-          return
-        }
-        let last = after
-        for (const m of page.messages) {
-          if (m.offset > until) break
-          last = m.offset
-          const frame = frameFor(sub, m, true)
-          if (!frame) continue
-          this.stats.redelivered++
-          this.write(conn, this.encode(conn.codec, m.offset === prev + 1 ? frame : { ...frame, prev }), PRIORITY.normal, false)
-          prev = m.offset
-        }
-        if (last < until && last > after) return readFrom(last, prev)
-      })
-    return readFrom(sub.acked, sub.acked)
-  }
-
-  private onAck(conn: Connection, frame: ClientFrameOf<'ack'>): MaybePromise<void> {
-    const sub = conn.subscriptions.get(frame.channel)
-    if (!sub) return
-    const offset = Math.min(frame.offset, sub.tracked ? sub.lastSent : Math.max(sub.lastSent, sub.channel.lastOffset))
-    const waiters = this.ackWaiters.get(frame.channel)
-    if (waiters) for (const w of waiters) w.acked(sub, frame.offset)
-    if (offset <= sub.acked) return
-    const before = sub.acked
-    sub.acked = offset
-    sub.attempts = 0
-    if (sub.acked >= sub.lastSent) {
-      sub.pending = false
-      this.pendingAcks.delete(sub)
-    } else sub.deadline = this.clock.now() + this.options.delivery.ackTimeoutMs
-    const options = sub.channel.options
-    const jobs: Array<MaybePromise<void>> = []
-    if (options.offline && conn.userId !== undefined) jobs.push(this.options.store.commit(frame.channel, conn.userId, offset))
-    if (options.receipts && conn.userId !== undefined) jobs.push(this.sendReceipts(frame.channel, conn.userId, 'delivered', before + 1, offset, undefined, sub))
-    const pending = jobs.filter(isPromise)
-    if (pending.length > 0) return Promise.all(pending).then(() => undefined)
-  }
-
-  /** Tell the senders of messages in [from, to] (or of the given offsets) that `userId` got or read them. */
-  private sendReceipts(channel: string, userId: string, status: 'delivered' | 'read', from: number, to: number, only?: ReadonlySet<number>, sub?: Subscription): MaybePromise<void> {
-    if (to < from) return
-    const limit = Math.min(REPLAY_PAGE, to - from + 1)
-    return andThen(this.options.store.read(channel, { after: from - 1, limit, now: this.clock.now() }), (page): MaybePromise<void> => {
-      const bySender = new Map<string, number[]>()
-      for (const m of page.messages) {
-        if (m.offset > to || (only && !only.has(m.offset))) continue
-        if (m.sender === undefined || m.sender === userId) continue
-        // Only what this subscriber was sent: not what its filter, its mutes or echo left out.
-        if (sub && !frameFor(sub, m)) continue
-        let list = bySender.get(m.sender)
-        if (!list) bySender.set(m.sender, (list = []))
-        list.push(m.offset)
-      }
-      for (const [sender, offsets] of bySender) {
-        this.dispatch({ kind: 'dispatch', origin: this.nodeId, target: { kind: 'direct', users: [sender], connections: [] }, frame: { type: 'receipt', channel, status, userId, offsets } })
-      }
-      const last = page.messages.at(-1)?.offset
-      if (last !== undefined && last < to && page.messages.length === limit) return this.sendReceipts(channel, userId, status, last + 1, to, only, sub)
-    })
-  }
-
-  private onRead(conn: Connection, frame: ClientFrameOf<'read'>): MaybePromise<void> {
-    const sub = conn.subscriptions.get(frame.channel)
-    if (!sub) throw new RealtimeError('RT_003', `subscribe to '${frame.channel}' before sending read receipts`)
-    const userId = conn.userId
-    if (userId === undefined) throw new RealtimeError('RT_003', 'read receipts need an authenticated user')
-    const personal = frame.channel === `private:user-${userId}`
-    if (personal) this.notifications.read(userId, frame.offsets)
-    if (!sub.channel.options.receipts) {
-      if (personal) return
-      throw new RealtimeError('RT_007', 'read receipts are not enabled on this channel')
-    }
-    if (conn.preferences?.readReceipts === false) return
-    const offsets = new Set(frame.offsets)
-    return this.sendReceipts(frame.channel, userId, 'read', Math.min(...offsets), Math.max(...offsets), offsets)
-  }
 
   private compileMessageFilter(filter: unknown): FilterPredicate {
     try {
@@ -1183,12 +1020,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.subscriptions.get(channel.name) !== sub) return
     conn.subscriptions.delete(channel.name)
     const left = channel.remove(sub)
-    if (sub.pending) {
-      sub.pending = false
-      this.pendingAcks.delete(sub)
-    }
-    const waiters = this.ackWaiters.get(channel.name)
-    if (waiters) for (const w of [...waiters]) w.gone(sub)
+    this.acks.untrack(sub)
+    this.acks.gone(sub)
     const written = sub.replay === null ? Math.max(sub.lastSent, channel.lastOffset) : sub.lastSent
     // The port calls below may throw (a custom store or presence store): each is reported on its
     // own, and the channel is still let go of below.
@@ -1372,7 +1205,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
       if (collect === null) return result
-      return this.waitForAcks(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
+      return this.acks.waitFor(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
     }
 
     const retention = where === undefined ? this.retention(options) : null
@@ -1396,38 +1229,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       const offset = r.message.offset
       const frame: MessageFrame = { ...base, offset }
       return deliver(frame, this.withOffset(draft, frame, offset), r.epoch)
-    })
-  }
-
-  private waitForAcks(channel: string, offset: number, recipients: Subscription[], timeoutMs: number): Promise<{ acknowledged: AckRecipient[]; unacknowledged: AckRecipient[] }> {
-    const who = (s: Subscription): AckRecipient => ({ connectionId: s.connection.id, userId: s.connection.userId })
-    const remaining = new Set(recipients.filter((s) => s.acked < offset))
-    const acknowledged = recipients.filter((s) => s.acked >= offset).map(who)
-    if (remaining.size === 0) return Promise.resolve({ acknowledged, unacknowledged: [] })
-    return new Promise((resolve) => {
-      let set = this.ackWaiters.get(channel)
-      if (!set) this.ackWaiters.set(channel, (set = new Set()))
-      const left: AckRecipient[] = []
-      const finish = () => {
-        this.clock.clearTimeout(timer)
-        set!.delete(waiter)
-        if (set!.size === 0 && this.ackWaiters.get(channel) === set) this.ackWaiters.delete(channel)
-        resolve({ acknowledged, unacknowledged: [...left, ...[...remaining].map(who)] })
-      }
-      const waiter: AckWaiter = {
-        acked(sub, upTo) {
-          if (upTo < offset || !remaining.delete(sub)) return
-          acknowledged.push(who(sub))
-          if (remaining.size === 0) finish()
-        },
-        gone(sub) {
-          if (!remaining.delete(sub)) return
-          left.push(who(sub))
-          if (remaining.size === 0) finish()
-        },
-      }
-      const timer = this.clock.setTimeout(finish, timeoutMs)
-      set.add(waiter)
     })
   }
 
@@ -1666,7 +1467,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         if (sub.connection === d.excludeOne) continue
         if (offset === sub.lastSent + 1) {
           sub.lastSent = offset
-          if (!sub.pending) this.markPending(sub)
+          if (!sub.pending) this.acks.markPending(sub)
           if (!sub.session.send(out)) sub.connection.congest()
           sent++
           continue
@@ -1684,7 +1485,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           continue
         }
         if (sub.tracked && (frame as MessageFrame).offset !== undefined) {
-          if (this.sendTracked(sub, frame as MessageFrame, out, d.priority) !== Delivery.Dropped) n++
+          if (this.acks.sendTracked(sub, frame as MessageFrame, out, d.priority) !== Delivery.Dropped) n++
           continue
         }
       }
@@ -2008,7 +1809,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
-    if (this.sweepTimer !== undefined) this.clock.clearTimeout(this.sweepTimer)
+    this.acks.stop()
     this.notifications.close()
     for (const conn of [...this.connections.values()]) this.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()
