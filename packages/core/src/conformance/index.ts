@@ -2,3 +2,4 @@
 export { storeConformance, type StoreConformanceOptions, type StoreSizes } from './store.js'
 export { presenceConformance, type PresenceConformanceOptions } from './presence.js'
 export { delayed, PORT_METHODS, type DelayedOptions } from './delayed.js'
+export { brokerConformance, type BrokerConformanceOptions } from './broker.js'

@@ -8,7 +8,9 @@ export function createMemoryBroker(): Broker {
 /**
  * An in-process bus joining several hubs, as Redis pub/sub joins hubs in different processes.
  * Each `broker()` is one node's end. Dispatches are copied through JSON and delivered
- * asynchronously, so what crosses the bus behaves as it would over a network.
+ * asynchronously, so what crosses the bus behaves as it would over a network: a message that is
+ * not plain data makes `publish` reject; a closed end neither publishes nor receives. It passes
+ * `brokerConformance` (`@tidings/core/conformance`).
  */
 export interface MemoryBus {
   broker(): Broker
@@ -38,19 +40,32 @@ export function createMemoryBus(): MemoryBus {
   return {
     broker() {
       let own: string | undefined
+      let ownFn: ((m: ClusterMessage) => void) | undefined
+      let closed = false
       return {
         start(nodeId, fn) {
+          if (closed) return
           own = nodeId
+          ownFn = fn
           nodes.set(nodeId, fn)
         },
         publish(message) {
+          if (closed) return
+          let json: string
+          try {
+            json = JSON.stringify(message)
+          } catch (err) {
+            // Not plain data (a cycle, a BigInt): the publish fails, as it would over a network; never a synchronous throw.
+            return Promise.reject(err instanceof Error ? err : new Error(String(err)))
+          }
           published++
-          const json = JSON.stringify(message)
           if (held) backlog.push(json)
           else queueMicrotask(() => deliver(json))
         },
         close() {
-          if (own !== undefined) nodes.delete(own)
+          closed = true
+          // Only this end's registration (another end started with the same id keeps its own).
+          if (own !== undefined && nodes.get(own) === ownFn) nodes.delete(own)
         },
       }
     },

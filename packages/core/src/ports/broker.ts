@@ -43,19 +43,27 @@ export type ClusterMessage = Dispatch | Command
 
 /**
  * Carries dispatches between hub nodes. A single node needs none (the in-memory default
- * does nothing); a cluster uses one per node over a shared bus (Redis pub/sub, …).
+ * does nothing); a cluster uses one per node over a shared bus (Redis pub/sub, …). Every
+ * implementation passes `brokerConformance` (`@tidings/core/conformance`):
+ *
+ * - every other started node receives each message exactly once, in publish order per publisher;
+ * - what arrives is a deep copy (plain JSON data): never the published object, and each node its own;
+ * - a `deliver` that throws keeps the message from no other node, and later messages still reach it.
  */
 export interface Broker {
   /**
-   * Start delivering dispatches published by other nodes to `deliver`. Called once per hub.
-   * MUST NOT deliver messages whose `origin` is `nodeId` (the hub already delivered its own).
+   * Start delivering messages published by other nodes to `deliver`. Called once per hub. Once
+   * it has answered, every message published later by another node MUST be delivered (whether
+   * earlier ones are is the implementation's choice). MUST NOT deliver messages whose `origin`
+   * is `nodeId` (the hub already delivered its own).
    */
   start(nodeId: string, deliver: (message: ClusterMessage) => void): MaybePromise<void>
   /**
-   * Send a message to every other node. MUST NOT throw synchronously; a failure is reported
-   * by rejecting, and the hub passes it to `onError` without failing the publisher.
+   * Send a message to every other node. MUST NOT throw synchronously, even for a message that
+   * is not plain data; a failure is reported by rejecting, and the hub passes it to `onError`
+   * without failing the publisher. On a closed broker it MUST deliver nothing.
    */
   publish(message: ClusterMessage): MaybePromise<void>
-  /** Stop delivering and release connections. Idempotent. */
+  /** Stop delivering to this node and release connections. Idempotent; harmless before `start`. */
   close(): MaybePromise<void>
 }
