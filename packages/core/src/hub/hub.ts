@@ -35,6 +35,7 @@ import { PresenceService } from './presence.js'
 import { CredentialWatch } from './credentials.js'
 import { type AckRecipient, Acks } from './delivery/acks.js'
 import { Receipts } from './delivery/receipts.js'
+import { Recovery } from './delivery/recovery.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -223,6 +224,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private closing = false
   private readonly receipts: Receipts
   private readonly acks: Acks
+  private readonly recovery: Recovery
   private readonly notifications: NotificationService
   private readonly brokerReady: MaybePromise<void>
   private readonly credentials: CredentialWatch
@@ -292,6 +294,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
+    })
+    this.recovery = new Recovery({
+      clock: this.clock,
+      options: this.options,
+      acks: this.acks,
+      encode: (codec, frame) => this.encode(codec, frame),
+      write: (conn, out, priority, volatile) => this.write(conn, out, priority, volatile),
+      sendFrame: (conn, frame) => this.sendFrame(conn, frame),
     })
     this.rooms = new RoomRegistry({
       now: () => this.clock.now(),
@@ -802,7 +812,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    if (extras.position) this.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
+    if (extras.position) this.recovery.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
     const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
     let since = frame.since
     let offline = false
@@ -825,12 +835,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (since && !history) {
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
     } else if (since) {
-      await this.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline, lost)
+      await this.recovery.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline, lost)
     } else {
       const start = extras.position?.offset ?? 0
       sub.lastSent = sub.acked = start
       this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
-      this.goLive(sub, start)
+      this.recovery.goLive(sub, start)
     }
     if (conn.subscriptions.get(name) === sub) this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
   }
@@ -840,106 +850,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (channel.options.presence) out.presence = this.capSnapshot(await this.presence.snapshot(channel.name))
     if (this.retention(channel.options)) out.position = await this.options.store.position(channel.name)
     return out
-  }
-
-  /**
-   * The channel's stream has this epoch, and `offset` is the last offset before what follows. If
-   * the epoch differs from the one subscribers are on, the store lost the history (reset,
-   * eviction, a flushed Redis): offsets restarted, so every subscriber is told its new position
-   * with `recovered: false` before anything else, instead of seeing low offsets as duplicates.
-   */
-  private learnEpoch(channel: Channel, epoch: string, offset: number, except?: Subscription): void {
-    const previous = channel.epoch
-    channel.epoch = epoch
-    if (previous === undefined || previous === epoch) return
-    for (const sub of channel.fanOutList().subs) {
-      if (!sub.active || sub === except || sub.replay !== null) continue
-      sub.lastSent = sub.acked = offset
-      sub.attempts = 0
-      this.acks.untrack(sub)
-      this.sendFrame(sub.connection, {
-        type: 'subscribed',
-        channel: channel.name,
-        position: { epoch, offset },
-        delivery: sub.tracked ? 'at-least-once' : 'at-most-once',
-        recovered: false,
-        reason: 'epoch changed: the channel history was reset',
-      })
-    }
-  }
-
-  /** Send the live messages that waited during subscribe (those after `after`), then deliver live. */
-  private goLive(sub: Subscription, after: number): void {
-    const waiting = sub.replay ?? []
-    sub.replay = null
-    sub.connection.refreshFastPath()
-    for (const [frame, out] of waiting) {
-      // Offset-less messages (recipient-filtered publishes) are never in a replay: always send them.
-      if (frame.offset !== undefined && frame.offset <= after) continue
-      if (sub.tracked && frame.offset !== undefined) this.acks.sendTracked(sub, frame, out, PRIORITY.normal)
-      else this.write(sub.connection, out, PRIORITY.normal, false)
-    }
-  }
-
-  /**
-   * Replay what a subscriber missed since a position, then switch it to live delivery. The
-   * `subscribed` reply says where the replay starts (`position`) and whether it is complete
-   * (`recovered`); a client's own resume with a stale epoch or past retention gets
-   * `recovered: false` and no replay, never a silent partial one. An offline queue
-   * (`partial`) delivers what the log still has and says what expired.
-   */
-  private async recover(
-    conn: Connection,
-    sub: Subscription,
-    since: StreamPosition,
-    id: RequestId | undefined,
-    extras: { presence?: PresenceSnapshot; position?: StreamPosition; delivery?: 'at-most-once' | 'at-least-once' | undefined },
-    partial: boolean,
-    lost?: string,
-  ): Promise<void> {
-    const name = sub.channel.name
-    let after = since.offset
-    let recovered = lost === undefined
-    let reason: string | undefined = lost
-    let epochChanged = false
-    const replay: MessageFrame[] = []
-    for (;;) {
-      const page = await this.options.store.read(name, { after, limit: REPLAY_PAGE, now: this.clock.now() })
-      if (page.epoch !== since.epoch) {
-        recovered = false
-        epochChanged = true
-        reason = 'epoch changed: the channel history was reset'
-        break
-      }
-      if (!page.complete) {
-        recovered = false
-        reason ??= partial
-          ? 'some queued messages expired before they could be delivered'
-          : 'history no longer covers the position: messages were dropped by retention'
-        if (!partial) break
-      }
-      for (const m of page.messages) {
-        after = m.offset
-        const frame = frameFor(sub, m, sub.tracked)
-        if (frame) replay.push(frame)
-      }
-      if (page.messages.length < REPLAY_PAGE || after >= page.top) break
-    }
-    if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    const replaying = recovered || (partial && !epochChanged)
-    const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
-    sub.lastSent = sub.acked = position?.offset ?? 0
-    this.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
-    if (replaying) {
-      for (const frame of replay) {
-        if (sub.tracked) this.acks.sendTracked(sub, frame, null, PRIORITY.normal)
-        else this.write(conn, this.encode(conn.codec, frame), PRIORITY.normal, false)
-        sub.lastSent = Math.max(sub.lastSent, frame.offset ?? 0)
-      }
-      // Offsets replayed past but not for this subscriber still count as passed.
-      if (!sub.tracked) sub.lastSent = Math.max(sub.lastSent, after)
-    }
-    this.goLive(sub, replaying ? after : (position?.offset ?? 0))
   }
 
   // ------------------------------------------------------------------ at-least-once
@@ -1416,7 +1326,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (t.kind === 'channel') {
       const channel = this.live.get(t.channel)
       if (!channel) return 0
-      if (d.epoch !== undefined && frame.type === 'message' && frame.offset !== undefined) this.learnEpoch(channel, d.epoch, frame.offset - 1)
+      if (d.epoch !== undefined && frame.type === 'message' && frame.offset !== undefined) this.recovery.learnEpoch(channel, d.epoch, frame.offset - 1)
       return this.fanOut(channel, frame, encoded, local)
     }
     const recipients = new Set<Connection>()
