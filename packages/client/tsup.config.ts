@@ -9,7 +9,7 @@ export default defineConfig([
     format: ['esm'],
     platform: 'browser',
     target: 'es2022',
-    noExternal: ['@tidings/core'],
+    noExternal: ['@tidings/protocol'],
     external: ['ws'],
     minify: true,
     sourcemap: true,

@@ -8,7 +8,7 @@ import {
   RealtimeError,
   type ServerFrameOf,
   type StreamPosition,
-} from '@tidings/core'
+} from '@tidings/protocol'
 import { Emitter } from './emitter.js'
 
 export interface ChannelOptions {

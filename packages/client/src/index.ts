@@ -21,4 +21,4 @@ export type {
   FetchInit,
   FetchResponseLike,
 } from './transports/types.js'
-export { RealtimeError, isRealtimeError, type ErrorCode, type MessageFrame, type PresenceMember, type PresenceSnapshot, type StreamPosition, type FilterNode } from '@tidings/core'
+export { RealtimeError, isRealtimeError, type ErrorCode, type MessageFrame, type PresenceMember, type PresenceSnapshot, type StreamPosition, type FilterNode } from '@tidings/protocol'

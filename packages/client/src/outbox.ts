@@ -1,4 +1,4 @@
-import { RealtimeError } from '@tidings/core'
+import { RealtimeError } from '@tidings/protocol'
 
 /**
  * Frames waiting for a connection, in the order they must go out. New entries are bounded by

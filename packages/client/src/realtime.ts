@@ -7,7 +7,7 @@ import {
   type ServerFrame,
   type ServerFrameOf,
   createReceiver,
-} from '@tidings/core'
+} from '@tidings/protocol'
 import { backoffDelay } from './backoff.js'
 import { Channel, type ChannelHost, type ChannelOptions, disposeSymbol } from './channel.js'
 import { Emitter } from './emitter.js'

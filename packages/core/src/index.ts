@@ -1,9 +1,61 @@
-// Errors and protocol
-export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
-export * from './protocol.js'
-export { type Codec, type WireData, jsonCodec, wireLength, utf8Length } from './codec.js'
-export { DEFAULT_MAX_DEPTH, jsonDepth, valueDepth, decodeWithin, parseJsonWithin, peekRequestId, type Decoded } from './budget.js'
-export { type FilterNode, type FilterOp, type FilterPredicate, type FilterRoots, FilterError, FILTER_LIMITS, MESSAGE_FILTER_ROOTS, RECIPIENT_FILTER_ROOTS, compileFilter, filterSchema } from './filter.js'
+// The wire: errors, frames, codecs, the decode budget, filters and the receiver live in
+// @tidings/protocol (shared with @tidings/client); core re-exports them unchanged.
+export {
+  ErrorCode,
+  ERROR_MESSAGES,
+  ALL_ERROR_CODES,
+  RealtimeError,
+  isRealtimeError,
+  CloseCode,
+  clampCloseReason,
+  PROTOCOL_VERSION,
+  channelNameSchema,
+  eventNameSchema,
+  prioritySchema,
+  type Priority,
+  streamPositionSchema,
+  type StreamPosition,
+  clientFrameSchema,
+  type ClientFrame,
+  type ClientFrameType,
+  type ClientFrameOf,
+  presenceMemberSchema,
+  type PresenceMember,
+  type PresenceSnapshot,
+  messageFrameSchema,
+  serverFrameSchema,
+  type ServerFrame,
+  type ServerFrameType,
+  type ServerFrameOf,
+  type MessageFrame,
+  type RequestId,
+  parseClientFrame,
+  type Codec,
+  type WireData,
+  jsonCodec,
+  wireLength,
+  utf8Length,
+  DEFAULT_MAX_DEPTH,
+  jsonDepth,
+  valueDepth,
+  decodeWithin,
+  parseJsonWithin,
+  peekRequestId,
+  type Decoded,
+  type FilterNode,
+  type FilterOp,
+  type FilterPredicate,
+  type FilterRoots,
+  FilterError,
+  FILTER_LIMITS,
+  MESSAGE_FILTER_ROOTS,
+  RECIPIENT_FILTER_ROOTS,
+  compileFilter,
+  filterSchema,
+  createReceiver,
+  type Receiver,
+  type ReceiverOptions,
+} from '@tidings/protocol'
 
 // Ports
 export { Outbound, type Session, type ConnectionHandle } from './ports/session.js'
@@ -44,5 +96,4 @@ export type { ConnectionInfo } from './hub/connection.js'
 export type { Rooms, RoomInfo, RoomOptions, RoomAccess } from './hub/rooms.js'
 export type { MetricsSnapshot } from './hub/metrics.js'
 export { type MaybePromise, seededRandom } from './util.js'
-export { createReceiver, type Receiver, type ReceiverOptions } from './receiver.js'
 export { OutboundLog } from './outbound-log.js'

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { jsonWithNumber } from '../src/codec.js'
+import { jsonWithNumber } from '@tidings/protocol'
 import { type Subscription, Subscriptions } from '../src/hub/connection.js'
 import { createMemoryStore } from '../src/memory/store.js'
 import { cloneData, isoTimestamp } from '../src/util.js'

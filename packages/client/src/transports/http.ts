@@ -1,4 +1,4 @@
-import type { ClientFrame, ErrorCode, ServerFrame } from '@tidings/core'
+import type { ClientFrame, ErrorCode, ServerFrame } from '@tidings/protocol'
 import { type FetchInit, type FetchLike, type FetchResponseLike, SECRET_HEADER, type TransportCloseInfo, type TransportOptions } from './types.js'
 
 /** Most frames in one POST body (the server's limit). */

@@ -1,4 +1,4 @@
-import type { ClientFrame, ServerFrame } from '@tidings/core'
+import type { ClientFrame, ServerFrame } from '@tidings/protocol'
 import { FramePoster, fetchWithTimeout, refusal, releaseSession, resolveFetch, retryAfterMs } from './http.js'
 import { type ClientTransport, type Credentials, type FetchLike, SECRET_HEADER, type TransportCloseInfo, type TransportHandlers, type TransportOptions, endpoint } from './types.js'
 

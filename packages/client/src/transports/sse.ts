@@ -1,4 +1,4 @@
-import type { ClientFrame, ServerFrame } from '@tidings/core'
+import type { ClientFrame, ServerFrame } from '@tidings/protocol'
 import { FramePoster, fetchWithTimeout, refusal, releaseSession, resolveFetch } from './http.js'
 import { SseParser } from './sse-parser.js'
 import {

@@ -1,4 +1,4 @@
-import type { ClientFrame, ServerFrame } from '@tidings/core'
+import type { ClientFrame, ServerFrame } from '@tidings/protocol'
 
 /** The built-in transports, in the default order of preference. */
 export type TransportName = 'websocket' | 'sse' | 'long-poll'

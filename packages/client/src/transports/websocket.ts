@@ -1,4 +1,4 @@
-import type { ClientFrame } from '@tidings/core'
+import type { ClientFrame } from '@tidings/protocol'
 import { type ClientTransport, type Credentials, type TransportHandlers, type TransportOptions, type WebSocketConstructorLike, type WebSocketLike, endpoint, parseServerFrame } from './types.js'
 
 /** The subprotocol of the wire protocol version 1 with the JSON codec. */

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { AppendOptions, MessageStore, Retention, StoredMessage } from '../ports/store.js'
-import { streamPositionSchema } from '../protocol.js'
+import { streamPositionSchema } from '@tidings/protocol'
 import { randomId } from '../util.js'
 
 export interface StoreConformanceOptions<S extends MessageStore = MessageStore> {

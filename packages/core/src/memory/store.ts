@@ -1,4 +1,4 @@
-import type { StreamPosition } from '../protocol.js'
+import type { StreamPosition } from '@tidings/protocol'
 import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage } from '../ports/store.js'
 import { boundedMap, cloneData, randomId } from '../util.js'
 import { LRUCache } from 'lru-cache'

@@ -1,4 +1,4 @@
-import type { Codec, WireData } from '../codec.js'
+import type { Codec, WireData } from '@tidings/protocol'
 
 /**
  * One encoded server frame, shared by every recipient of a fan-out. The hub encodes a message

@@ -1,4 +1,4 @@
-import type { StreamPosition } from '../protocol.js'
+import type { StreamPosition } from '@tidings/protocol'
 import type { MaybePromise } from '../util.js'
 
 /** A message as the channel log keeps it. */
