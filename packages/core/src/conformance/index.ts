@@ -3,3 +3,4 @@ export { storeConformance, type StoreConformanceOptions, type StoreSizes } from 
 export { presenceConformance, type PresenceConformanceOptions } from './presence.js'
 export { delayed, PORT_METHODS, type DelayedOptions } from './delayed.js'
 export { brokerConformance, type BrokerConformanceOptions } from './broker.js'
+export { sessionConformance, captureSessions, type SessionUnderTest, type SessionConformanceOptions, type CapturedSession, type HandleCalls } from './session.js'
