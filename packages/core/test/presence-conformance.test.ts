@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { createMemoryPresenceStore } from '@tidings/core'
 import { delayed, presenceConformance } from '@tidings/core/conformance'
+import { createTestHub } from '@tidings/core/testing'
 
 presenceConformance('memory', () => createMemoryPresenceStore())
 
@@ -16,5 +17,21 @@ describe('createMemoryPresenceStore (memory only)', () => {
     p.join({ channel: 'presence:x', connectionId: 'c1', userId: 'u', nodeId: 'node-1', state: 'online', data: {}, joinedAt: 100_000, updatedAt: 100_000 })
     expect(p.deadNodes(120_000, 30_000)).toEqual([])
     expect(p.deadNodes(130_001, 30_000)).toEqual(['node-1'])
+  })
+})
+
+describe('a hub over a presence store answering 20 ms late (settle waits for the real work)', () => {
+  it('settle() returns only once a join and a leave made over the slow store are announced', async () => {
+    await using t = createTestHub({ presenceStore: delayed(createMemoryPresenceStore(), 20) })
+    const alice = await t.connect({ userId: 'alice' })
+    const bob = await t.connect({ userId: 'bob' })
+    await alice.subscribe('presence:lobby')
+    bob.send({ type: 'subscribe', channel: 'presence:lobby', id: 'b1' })
+    await t.settle()
+    expect(alice.received('presence:join').map((f) => f.user.id)).toEqual(['bob'])
+    bob.close()
+    await t.settle()
+    expect(alice.received('presence:leave').map((f) => f.user.id)).toEqual(['bob'])
+    expect((await t.hub.getPresence('presence:lobby')).users.map((u) => u.id)).toEqual(['alice'])
   })
 })

@@ -73,7 +73,7 @@ export function brokerConformance(name: string, makeBrokers: (count: number) => 
       kind: 'dispatch',
       origin,
       target: { kind: 'channel', channel: 'chat:conformance' },
-      frame: { type: 'message', channel: 'chat:conformance', event: 'say', data: { n, nested: { list: [n, { deep: true }] } }, id: `m${n}`, timestamp: 1_767_225_600_000 + n } as Dispatch['frame'],
+      frame: { type: 'message', channel: 'chat:conformance', event: 'say', data: { n, nested: { list: [n, { deep: true }] } }, id: `m${n}`, timestamp: new Date(1_767_225_600_000 + n).toISOString() } as Dispatch['frame'],
       ...extra,
     })
     const command = (origin: string): Command => ({ kind: 'command', origin, command: { op: 'disconnect', userId: 'alice', reason: 'conformance' } })
