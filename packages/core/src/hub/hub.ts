@@ -36,6 +36,8 @@ import { CredentialWatch } from './credentials.js'
 import { type AckRecipient, Acks } from './delivery/acks.js'
 import { Receipts } from './delivery/receipts.js'
 import { Recovery } from './delivery/recovery.js'
+import { FanOut } from './fanout.js'
+import { Cluster } from './cluster.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -219,17 +221,15 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly routes: Route[] = []
   private readonly stats = new Metrics()
   private readonly presence: PresenceService
-  private readonly queueLimits: QueueLimits
   private seq = 0
   private closing = false
   private readonly receipts: Receipts
   private readonly acks: Acks
   private readonly recovery: Recovery
   private readonly notifications: NotificationService
-  private readonly brokerReady: MaybePromise<void>
+  private readonly fanout: FanOut
+  private readonly cluster: Cluster
   private readonly credentials: CredentialWatch
-  /** Connections with frames in their outbound queue (for the hub-wide budget). */
-  private readonly backlog = new Set<Connection>()
   /** Client publish rate per channel (only for channels with a `publishesPerMinute`). */
   private readonly channelBuckets: LRUCache<string, Bucket>
 
@@ -242,14 +242,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.leaveDelayMs = this.options.presence.leaveDelayMs
     this.clock = this.options.clock
     this.codec = this.options.codec
-    this.queueLimits = { maxQueuedBytes: this.options.limits.maxQueuedBytes }
     this.preferences = boundedMap(100_000)
     this.volatileKeys = boundedMap(100_000)
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     this.presence = new PresenceService({
       options: this.options,
       toChannel: (channel, frame, exclude, volatile) =>
-        this.dispatch({
+        this.cluster.dispatch({
           kind: 'dispatch',
           origin: this.nodeId,
           target: { kind: 'channel', channel },
@@ -264,7 +263,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       options: this.options,
       publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
       badge: (userId, count) =>
-        this.dispatch({
+        this.cluster.dispatch({
           kind: 'dispatch',
           origin: this.nodeId,
           target: { kind: 'direct', users: [userId], connections: [] },
@@ -276,7 +275,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       nodeId: this.nodeId,
       options: this.options,
       clock: this.clock,
-      dispatch: (d) => this.dispatch(d),
+      dispatch: (d) => this.cluster.dispatch(d),
       notifications: this.notifications,
     })
     const hub = this
@@ -288,9 +287,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       get closing() {
         return hub.closing
       },
-      encode: (codec, frame) => this.encode(codec, frame),
-      write: (conn, out, priority, volatile) => this.write(conn, out, priority, volatile),
-      sendFrame: (conn, frame) => this.sendFrame(conn, frame),
+      encode: (codec, frame) => this.fanout.encode(codec, frame),
+      write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
+      sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
       closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
@@ -299,9 +298,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       clock: this.clock,
       options: this.options,
       acks: this.acks,
-      encode: (codec, frame) => this.encode(codec, frame),
-      write: (conn, out, priority, volatile) => this.write(conn, out, priority, volatile),
-      sendFrame: (conn, frame) => this.sendFrame(conn, frame),
+      encode: (codec, frame) => this.fanout.encode(codec, frame),
+      write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
+      sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
     })
     this.rooms = new RoomRegistry({
       now: () => this.clock.now(),
@@ -320,7 +319,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       clock: this.clock,
       refreshBeforeMs: this.options.credentials.refreshBeforeMs,
       graceMs: this.options.credentials.graceMs,
-      warn: (conn, expiresAt, closesAt) => this.sendFrame(conn, { type: 'auth:expiring', expiresAt, closesAt }),
+      warn: (conn, expiresAt, closesAt) => this.fanout.sendFrame(conn, { type: 'auth:expiring', expiresAt, closesAt }),
       expire: (conn) => {
         if (conn.ended) return
         for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'credentials expired', true)
@@ -328,16 +327,29 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
     })
     this.channelBuckets = boundedMap(100_000)
-    this.brokerReady = this.startBroker()
-  }
-
-  private startBroker(): MaybePromise<void> {
-    try {
-      const r = this.options.broker.start(this.nodeId, (m) => this.fromCluster(m))
-      return isPromise(r) ? r.catch((err) => this.report(err, 'broker.start')) : r
-    } catch (err) {
-      this.report(err, 'broker.start')
-    }
+    const registries = { live: this.live, connections: this.connections, byUser: this.byUser }
+    this.fanout = new FanOut({
+      codec: this.codec,
+      options: this.options,
+      stats: this.stats,
+      ...registries,
+      acks: this.acks,
+      recovery: this.recovery,
+      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+    })
+    this.cluster = new Cluster({
+      nodeId: this.nodeId,
+      options: this.options,
+      get closing() {
+        return hub.closing
+      },
+      fanout: this.fanout,
+      connections: this.connections,
+      kickLocal: (channel, userId, reason) => this.kickLocal(channel, userId, reason),
+      disconnectUserLocal: (userId, reason) => this.disconnectUserLocal(userId, reason),
+      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      report: (err, stage) => this.report(err, stage),
+    })
   }
 
   // ------------------------------------------------------------------ events and errors
@@ -443,7 +455,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (prefs) conn.preferences = prefs.compiled
     }
     this.stats.connectionsOpened++
-    this.sendFrame(conn, {
+    this.fanout.sendFrame(conn, {
       type: 'connected',
       v: PROTOCOL_VERSION,
       connectionId: id,
@@ -463,9 +475,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** @internal Called by a connection's handle. */
   handleDrained(conn: Connection): void {
-    if (conn.ended) return
-    conn.flush(this.stats)
-    if (conn.pendingBytes === 0) this.backlog.delete(conn)
+    if (!conn.ended) this.fanout.drained(conn)
   }
 
   /** @internal Called by a connection's handle. */
@@ -478,8 +488,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (conn.ended) return
     conn.ended = true
     this.credentials.forget(conn)
-    conn.discardQueue(this.stats)
-    this.backlog.delete(conn)
+    this.fanout.forget(conn)
     // Each subscription is let go of on its own: one that fails to clean up (a presence store
     // error, a throwing listener) must not leave the connection half-removed.
     for (const sub of [...conn.subscriptions.values()]) {
@@ -635,7 +644,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     channel?: string,
   ): void {
     this.stats.errors[code]++
-    this.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
+    this.fanout.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
     this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
   }
 
@@ -651,7 +660,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'unsubscribe': {
         const sub = conn.subscriptions.get(frame.channel)
         if (sub) this.removeSubscription(sub, 'unsubscribed', false)
-        this.sendFrame(conn, { type: 'unsubscribed', id: frame.id, channel: frame.channel })
+        this.fanout.sendFrame(conn, { type: 'unsubscribed', id: frame.id, channel: frame.channel })
         return
       }
       case 'message':
@@ -661,7 +670,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'presence:get': {
         this.presenceChannel(conn, frame.channel)
         return andThen(this.presence.snapshot(frame.channel), (snap) => {
-          this.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.capSnapshot(snap) })
+          this.fanout.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.capSnapshot(snap) })
         })
       }
       case 'typing': {
@@ -679,7 +688,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'history':
         return this.onHistory(conn, frame)
       case 'ping':
-        this.sendFrame(conn, { type: 'pong', id: frame.id })
+        this.fanout.sendFrame(conn, { type: 'pong', id: frame.id })
         return
       case 'auth':
         return this.onAuth(conn, frame)
@@ -712,7 +721,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
       const extras = await this.subscribedExtras(existing.channel)
       const at = existing.tracked ? existing.lastSent : Math.max(existing.lastSent, existing.channel.lastOffset)
-      this.sendFrame(conn, {
+      this.fanout.sendFrame(conn, {
         type: 'subscribed',
         id: frame.id,
         channel: name,
@@ -833,13 +842,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
     }
     if (since && !history) {
-      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
+      this.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
     } else if (since) {
       await this.recovery.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline, lost)
     } else {
       const start = extras.position?.offset ?? 0
       sub.lastSent = sub.acked = start
-      this.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
+      this.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
       this.recovery.goLive(sub, start)
     }
     if (conn.subscriptions.get(name) === sub) this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
@@ -953,7 +962,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       }
     }
     if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
-    if (notify && !conn.ended) this.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
+    if (notify && !conn.ended) this.fanout.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
     this.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
     if (channel.subscribers.size === 0) {
       this.live.delete(channel.name)
@@ -1023,7 +1032,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           idempotencyKey: frame.idempotencyKey,
         }, conn.id),
         (result) => {
-          this.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
+          this.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
         },
       )
     })
@@ -1097,7 +1106,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
     const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
     // Measure before storing, so a message that is too large is never stored.
-    const draft = this.encode(this.codec, base)
+    const draft = this.fanout.encode(this.codec, base)
     const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
     if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
 
@@ -1105,7 +1114,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const deliver = (frame: MessageFrame, out: Outbound, epoch?: string): MaybePromise<PublishResult> => {
       this.stats.published++
       const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
-      const recipients = this.dispatch(
+      const recipients = this.cluster.dispatch(
         { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch },
         out,
         where,
@@ -1138,7 +1147,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
       const offset = r.message.offset
       const frame: MessageFrame = { ...base, offset }
-      return deliver(frame, this.withOffset(draft, frame, offset), r.epoch)
+      return deliver(frame, this.fanout.withOffset(draft, frame, offset), r.epoch)
     })
   }
 
@@ -1186,12 +1195,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (o.to === 'all' || users.length > 0 || connections.length > 0) {
       const id = this.nextMessageId()
       const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: isoTimestamp(this.clock.now()), sender: o.sender, priority: o.priority }
-      const out = this.encode(this.codec, frame)
+      const out = this.fanout.encode(this.codec, frame)
       const limit = this.options.limits.maxMessageSize
       if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
       ids.push(id)
       const target: Dispatch['target'] = o.to === 'all' ? { kind: 'all' } : { kind: 'direct', users, connections }
-      recipients += this.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
+      recipients += this.cluster.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
     }
     for (let i = 0; i < channels.length; i++) {
       const r = await this.publishResolved(channels[i]!, resolved[i]!, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, undefined)
@@ -1210,208 +1219,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   // ------------------------------------------------------------------ delivery (the hot path)
-
-  private encode(codec: Codec, frame: ServerFrame): Outbound {
-    const data = codec.encode(frame)
-    return new Outbound(data, wireLength(data))
-  }
-
-  /** `frame` (the measured `draft` plus its offset) encoded: with JSON, the draft's text plus one field. */
-  private withOffset(draft: Outbound, frame: MessageFrame, offset: number): Outbound {
-    if (this.codec !== jsonCodec || typeof draft.data !== 'string') return this.encode(this.codec, frame)
-    const data = jsonWithNumber(draft.data, 'offset', offset)
-    // What was added is ASCII: one byte per character.
-    return new Outbound(data, draft.bytes + data.length - draft.data.length)
-  }
-
-  /** Send one frame to one connection (replies, errors). */
-  private sendFrame(conn: Connection, frame: ServerFrame, volatile = false): void {
-    if (conn.ended) return
-    this.write(conn, this.encode(conn.codec, frame), PRIORITY.high, volatile)
-  }
-
-  private write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery {
-    const r = conn.write(out, priority, volatile, this.queueLimits, this.stats)
-    if (r === Delivery.Queued) {
-      this.backlog.add(conn)
-      if (conn.overLimit(this.queueLimits)) this.slowConsumer(conn)
-      else if (this.stats.queuedBytes > this.options.limits.maxTotalQueuedBytes) this.overBudget()
-    }
-    return r
-  }
-
-  /** A connection's queue is over its limit even after shedding low priority. */
-  private slowConsumer(conn: Connection, reason = 'slow consumer: outbound queue over its limit'): void {
-    if (this.options.limits.slowConsumer === 'drop') {
-      this.stats.dropped += conn.queued
-      conn.dropQueued(this.stats)
-      this.backlog.delete(conn)
-      return
-    }
-    this.closeConnection(conn, CloseCode.SlowConsumer, reason)
-  }
-
-  /**
-   * Every connection's queue together is over `limits.maxTotalQueuedBytes`: the largest queues
-   * go first (as slow consumers), until the total fits. Clients that do not read cannot hold more
-   * of the server's memory than that, however many they are.
-   */
-  private overBudget(): void {
-    const budget = this.options.limits.maxTotalQueuedBytes
-    while (this.stats.queuedBytes > budget && this.backlog.size > 0) {
-      let largest: Connection | undefined
-      for (const c of this.backlog) if (largest === undefined || c.pendingBytes > largest.pendingBytes) largest = c
-      if (largest === undefined || largest.pendingBytes === 0) {
-        this.backlog.clear()
-        return
-      }
-      this.slowConsumer(largest, 'slow consumer: the server\'s outbound budget is spent and this queue is the largest')
-      this.backlog.delete(largest)
-    }
-  }
-
-  /** Deliver locally and hand to the broker for the other nodes. Returns local recipients. */
-  private dispatch(d: Dispatch, out?: Outbound, where?: FilterPredicate, collect: Subscription[] | null = null): number {
-    // While closing, local connections are going away: only the other nodes need to hear (leaves).
-    const n = this.closing ? 0 : this.deliverLocal(d, out, where, collect)
-    try {
-      const r = this.options.broker.publish(d)
-      if (isPromise(r)) r.catch((err) => this.report(err, 'broker.publish'))
-    } catch (err) {
-      this.report(err, 'broker.publish')
-    }
-    return n
-  }
-
-  private fromCluster(m: ClusterMessage): void {
-    if (m.origin === this.nodeId) return
-    try {
-      if (m.kind === 'command') return this.applyCommand(m)
-      this.deliverLocal(m, undefined, m.where !== undefined ? compileFilter(m.where, RECIPIENT_FILTER_ROOTS) : undefined)
-    } catch (err) {
-      this.report(err, 'broker.deliver')
-    }
-  }
-
-  private applyCommand(m: Command): void {
-    const c = m.command
-    if (c.op === 'kick') this.kickLocal(c.channel, c.userId, c.reason)
-    else if (c.connectionId !== undefined) {
-      const conn = this.connections.get(c.connectionId)
-      if (conn) this.closeConnection(conn, CloseCode.Disconnected, c.reason)
-    } else if (c.userId !== undefined) this.disconnectUserLocal(c.userId, c.reason)
-  }
-
-  private deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined, collect: Subscription[] | null = null): number {
-    const frame = d.frame
-    const encoded = out ?? this.encode(this.codec, frame)
-    let local = NO_EXCLUSIONS
-    if (d.exclude !== undefined || where !== undefined || d.priority !== undefined || d.volatile !== undefined || collect !== null) {
-      const conns = d.exclude?.connections ?? []
-      const users = d.exclude?.users ?? []
-      const one = conns.length === 1 ? this.connections.get(conns[0]!) ?? null : null
-      local = {
-        collect,
-        excludeOne: one,
-        general: conns.length > 1 || users.length > 0 || where !== undefined || collect !== null,
-        // One exclusion (a publisher's own connection) is checked by identity; a set only for several.
-        excludeConnections: conns.length > 1 ? new Set(conns) : null,
-        excludeUsers: users.length > 0 ? new Set(users) : null,
-        where: where ?? null,
-        priority: d.priority !== undefined ? PRIORITY[d.priority] : PRIORITY.normal,
-        volatile: d.volatile === true,
-      }
-    }
-    const t = d.target
-    if (t.kind === 'channel') {
-      const channel = this.live.get(t.channel)
-      if (!channel) return 0
-      if (d.epoch !== undefined && frame.type === 'message' && frame.offset !== undefined) this.recovery.learnEpoch(channel, d.epoch, frame.offset - 1)
-      return this.fanOut(channel, frame, encoded, local)
-    }
-    const recipients = new Set<Connection>()
-    if (t.kind === 'all') for (const c of this.connections.values()) recipients.add(c)
-    else {
-      for (const u of t.users) for (const c of this.byUser.get(u) ?? []) recipients.add(c)
-      for (const id of t.connections) {
-        const c = this.connections.get(id)
-        if (c) recipients.add(c)
-      }
-    }
-    let n = 0
-    for (const conn of recipients) {
-      if (conn === local.excludeOne || !admits(conn, local, frame)) continue
-      if (this.write(conn, conn.sharedCodec ? encoded : this.encode(conn.codec, frame), local.priority, local.volatile) !== Delivery.Dropped) n++
-    }
-    return n
-  }
-
-  /**
-   * Per subscriber: exclusion and filter checks, then one write of the shared frame. No
-   * allocation per subscriber; counters are added once per fan-out; slow consumers are closed
-   * after the loop.
-   */
-  private fanOut(channel: Channel, frame: ServerFrame, out: Outbound, d: LocalDispatch): number {
-    const isMessage = frame.type === 'message'
-    const excludeOne = d.excludeOne?.session
-    const general = d.general
-    const offset = isMessage ? (frame as MessageFrame).offset : undefined
-    if (offset !== undefined) channel.lastOffset = offset
-    // Tracking needs an offset, and must not be skipped for a collector (awaitAcks).
-    const tracked = offset !== undefined && channel.options.delivery === 'at-least-once' && d.collect === null
-    const { subs, direct } = channel.fanOutList()
-    let slow: Connection[] | null = null
-    let sent = 0
-    let n = 0
-    for (let i = 0; i < subs.length; i++) {
-      const session = direct[i]
-      if (session != null && !general) {
-        if (session === excludeOne) continue
-        if (!session.send(out)) subs[i]!.connection.congest()
-        sent++
-        continue
-      }
-      const sub = subs[i]!
-      if (tracked && sub.fast && !general && sub.filter === null) {
-        // At-least-once, uncongested, in sequence: track and write without touching the connection.
-        if (sub.connection === d.excludeOne) continue
-        if (offset === sub.lastSent + 1) {
-          sub.lastSent = offset
-          if (!sub.pending) this.acks.markPending(sub)
-          if (!sub.session.send(out)) sub.connection.congest()
-          sent++
-          continue
-        }
-      }
-      if (!sub.active) continue
-      const conn = sub.connection
-      if (conn === d.excludeOne || !admits(conn, d, frame)) continue
-      if (isMessage) {
-        if (sub.filter !== null && !sub.filter(frame)) continue
-        if (d.collect !== null) d.collect.push(sub)
-        if (sub.replay !== null) {
-          sub.replay.push([frame as MessageFrame, conn.sharedCodec ? out : this.encode(conn.codec, frame)])
-          n++
-          continue
-        }
-        if (sub.tracked && (frame as MessageFrame).offset !== undefined) {
-          if (this.acks.sendTracked(sub, frame as MessageFrame, out, d.priority) !== Delivery.Dropped) n++
-          continue
-        }
-      }
-      const r = conn.write(conn.sharedCodec ? out : this.encode(conn.codec, frame), d.priority, d.volatile, this.queueLimits, this.stats)
-      if (r === Delivery.Queued) {
-        this.backlog.add(conn)
-        if (conn.overLimit(this.queueLimits)) (slow ??= []).push(conn)
-      }
-      if (r !== Delivery.Dropped) n++
-    }
-    this.stats.messagesOut += sent
-    this.stats.bytesOut += sent * out.bytes
-    if (slow !== null) for (const conn of slow) this.slowConsumer(conn)
-    if (this.stats.queuedBytes > this.options.limits.maxTotalQueuedBytes) this.overBudget()
-    return n + sent
-  }
 
   // ------------------------------------------------------------------ presence frames
 
@@ -1434,7 +1241,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
     if (!this.presence.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
     return andThen(this.presence.update(conn, channel, frame.state, frame.data), (member) => {
-      this.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
+      this.fanout.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
     })
   }
 
@@ -1480,7 +1287,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       messages.push(f)
       bytes += size
     }
-    this.sendFrame(conn, {
+    this.fanout.sendFrame(conn, {
       type: 'history',
       id: frame.id,
       channel: frame.channel,
@@ -1527,7 +1334,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.report(err, 'limits.maxSubscriptions')
       }
     }
-    this.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId, expiresAt: identity.expiresAt })
+    this.fanout.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId, expiresAt: identity.expiresAt })
     if (identity.expiresAt !== undefined) this.credentials.watch(conn, identity.expiresAt)
     else this.credentials.forget(conn)
     // Every subscription is decided again for the new identity; those no longer allowed end.
@@ -1580,17 +1387,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   async kick(channel: string, userId: string, reason = 'kicked'): Promise<number> {
     const n = this.kickLocal(channel, userId, reason)
-    await this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'kick', channel, userId, reason } })
+    await this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'kick', channel, userId, reason } })
     return n
-  }
-
-  private async toCluster(m: Command): Promise<void> {
-    await this.brokerReady
-    try {
-      await this.options.broker.publish(m)
-    } catch (err) {
-      this.report(err, 'broker.publish')
-    }
   }
 
   getConnections(filter: { userId?: string; channel?: string } = {}): ConnectionInfo[] {
@@ -1609,7 +1407,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   disconnect(connectionId: string, reason = 'disconnected by server'): boolean {
     const conn = this.connections.get(connectionId)
     if (!conn) {
-      void this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', connectionId, reason } })
+      void this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', connectionId, reason } })
       return false
     }
     this.closeConnection(conn, CloseCode.Disconnected, reason)
@@ -1623,7 +1421,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   disconnectUser(userId: string, reason = 'disconnected by server'): number {
-    void this.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', userId, reason } })
+    void this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', userId, reason } })
     return this.disconnectUserLocal(userId, reason)
   }
 
