@@ -38,6 +38,7 @@ import { Receipts } from './delivery/receipts.js'
 import { Recovery } from './delivery/recovery.js'
 import { FanOut } from './fanout.js'
 import { Cluster } from './cluster.js'
+import { Publisher, retentionOf } from './publish.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -217,8 +218,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly connections = new Map<string, Connection>()
   private readonly byUser = new Map<string, Set<Connection>>()
   private readonly preferences: LRUCache<string, { raw: UserPreferences; compiled: CompiledPreferences }>
-  private readonly volatileKeys: LRUCache<string, { messageId: string; at: number }>
-  private readonly routes: Route[] = []
   private readonly stats = new Metrics()
   private readonly presence: PresenceService
   private seq = 0
@@ -229,9 +228,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly notifications: NotificationService
   private readonly fanout: FanOut
   private readonly cluster: Cluster
+  private readonly publisher: Publisher
   private readonly credentials: CredentialWatch
-  /** Client publish rate per channel (only for channels with a `publishesPerMinute`). */
-  private readonly channelBuckets: LRUCache<string, Bucket>
 
   constructor(input: HubOptions) {
     super()
@@ -243,7 +241,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.clock = this.options.clock
     this.codec = this.options.codec
     this.preferences = boundedMap(100_000)
-    this.volatileKeys = boundedMap(100_000)
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     this.presence = new PresenceService({
       options: this.options,
@@ -326,7 +323,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
       },
     })
-    this.channelBuckets = boundedMap(100_000)
     const registries = { live: this.live, connections: this.connections, byUser: this.byUser }
     this.fanout = new FanOut({
       codec: this.codec,
@@ -350,6 +346,37 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
       report: (err, stage) => this.report(err, stage),
     })
+    this.publisher = new Publisher({
+      nodeId: this.nodeId,
+      clock: this.clock,
+      codec: this.codec,
+      options: this.options,
+      stats: this.stats,
+      live: this.live,
+      rooms: this.rooms,
+      fanout: this.fanout,
+      cluster: this.cluster,
+      acks: this.acks,
+      resolve: (name) => this.resolve(name),
+      authorize: (conn, action, channel, resolved, room, auth) => this.authorize(conn, action, channel, resolved, room, auth),
+      retention: (options) => retentionOf(options, this.options.history),
+      nextMessageId: () => this.nextMessageId(),
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      listenerCount: (event) => this.listenerCount(event),
+      report: (err, stage) => this.report(err, stage),
+    })
+  }
+
+  private nextMessageId(): string {
+    return `${this.nodeId}-${(++this.seq).toString(36)}`
+  }
+
+  publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    return this.publisher.publish(channel, event, data, options)
+  }
+
+  broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
+    return this.publisher.broadcast(o)
   }
 
   // ------------------------------------------------------------------ events and errors
@@ -664,7 +691,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return
       }
       case 'message':
-        return this.onClientPublish(conn, frame, bytes)
+        return this.publisher.onClientPublish(conn, frame, bytes)
       case 'presence:update':
         return this.onPresenceUpdate(conn, frame)
       case 'presence:get': {
@@ -756,7 +783,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
-    const history = this.retention(options)
+    const history = retentionOf(options, this.options.history)
     const sub: Subscription = {
       connection: conn,
       session: conn.session,
@@ -816,7 +843,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     const name = frame.channel
     const channel = sub.channel
     const options = channel.options
-    const history = this.retention(options)
+    const history = retentionOf(options, this.options.history)
     if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
@@ -857,7 +884,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
     const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
     if (channel.options.presence) out.presence = this.capSnapshot(await this.presence.snapshot(channel.name))
-    if (this.retention(channel.options)) out.position = await this.options.store.position(channel.name)
+    if (retentionOf(channel.options, this.options.history)) out.position = await this.options.store.position(channel.name)
     return out
   }
 
@@ -999,225 +1026,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   // ------------------------------------------------------------------ publish
 
-  private retention(options: ChannelOptions): Retention | null {
-    if (options.history === false) return null
-    const hub = this.options.history
-    const base: Retention = options.history === undefined ? hub : { maxCount: options.history.maxCount ?? hub.maxCount, maxAgeMs: options.history.maxAgeMs ?? hub.maxAgeMs, maxBytes: options.history.maxBytes ?? hub.maxBytes }
-    if (!options.offline) return base
-    return { maxCount: Math.min(base.maxCount, options.offline.maxMessages ?? 100), maxAgeMs: Math.min(base.maxAgeMs, options.offline.ttlMs ?? 5 * 60_000), maxBytes: base.maxBytes }
-  }
-
-  private onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
-    const resolved = this.resolve(frame.channel)
-    const sub = conn.subscriptions.get(frame.channel)
-    const decide = (): MaybePromise<string | undefined> => {
-      if (sub?.canPublish === true) return undefined
-      return this.authorize(conn, 'publish', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined).then((denied) => {
-        if (sub && conn.subscriptions.get(frame.channel) === sub) sub.canPublish = denied === undefined
-        return denied
-      })
-    }
-    return andThen(decide(), (denied) => {
-      if (denied) throw new RealtimeError('RT_003', denied)
-      const max = resolved.options.maxMessageSize
-      if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
-      // Charged only to publishes that may go out: a client that may not publish cannot spend
-      // the channel's budget.
-      this.takeChannelPublish(frame.channel, resolved.options)
-      return andThen(
-        this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
-          sender: conn.userId,
-          exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
-          priority: frame.priority,
-          idempotencyKey: frame.idempotencyKey,
-        }, conn.id),
-        (result) => {
-          this.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
-        },
-      )
-    })
-  }
-
-  /** A channel's client publish rate (`publishesPerMinute`): one token per publish, `RT_006` when none is left. */
-  private takeChannelPublish(channel: string, options: ChannelOptions): void {
-    const perMinute = options.publishesPerMinute ?? this.options.limits.channelPublishesPerMinute
-    if (perMinute === undefined) return
-    const now = this.clock.now()
-    // A live channel holds its own bucket (no churn of other names can reset it); others share a bounded map.
-    const live = this.live.get(channel)
-    let bucket = live?.publishBucket ?? this.channelBuckets.get(channel)
-    if (bucket === undefined) {
-      bucket = { tokens: perMinute, refilledAt: now }
-      if (live) live.publishBucket = bucket
-      else this.channelBuckets.set(channel, bucket)
-    }
-    // Burst = a minute's worth; refilled lazily at perMinute per 60 s.
-    const refillPerMs = perMinute / 60_000
-    if (now > bucket.refilledAt) {
-      bucket.tokens = Math.min(perMinute, bucket.tokens + (now - bucket.refilledAt) * refillPerMs)
-      bucket.refilledAt = now
-    }
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1
-      return
-    }
-    const retryAfterMs = Math.ceil((1 - bucket.tokens) / refillPerMs)
-    throw new RealtimeError('RT_006', `channel '${channel}' allows ${perMinute} messages per minute`, { limit: perMinute, scope: 'channel', retryAfterMs })
-  }
-
-  private validateEvent(options: ChannelOptions, event: string, data: unknown): void {
-    const schema = options.events?.[event]
-    if (!schema) {
-      if (options.strictEvents && options.events) throw new RealtimeError('RT_007', `event '${event}' is not allowed on this channel`)
-      return
-    }
-    const result = schema.safeParse(data)
-    if (!result.success) {
-      const issues = (result.error as { issues?: Array<{ path: PropertyKey[]; message: string }> } | undefined)?.issues
-      const first = issues?.[0]
-      const where = first && first.path.length > 0 ? `${first.path.map(String).join('.')}: ` : ''
-      throw new RealtimeError('RT_007', `data of event '${event}' is invalid${first ? `: ${where}${first.message}` : ''}`)
-    }
-  }
-
-  private nextMessageId(): string {
-    return `${this.nodeId}-${(++this.seq).toString(36)}`
-  }
-
-  /**
-   * The one publish path (client, server, broadcast to channels, routes): validate, measure,
-   * store (for an offset), deliver here and on the other nodes, route. With a recipient filter
-   * (`where`) the message is for some subscribers only, so it is not stored for replay.
-   */
-  private publishResolved(
-    channel: string,
-    resolved: ResolvedChannel,
-    event: string,
-    data: unknown,
-    opts: PublishOptions & { where?: FilterNode | undefined },
-    connectionId: string | undefined,
-    routed = false,
-  ): MaybePromise<PublishResult> {
-    const options = resolved.options
-    this.validateEvent(options, event, data)
-    const now = this.clock.now()
-    const id = this.nextMessageId()
-    const awaitAcks = opts.awaitAcks
-    const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
-    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
-    // Measure before storing, so a message that is too large is never stored.
-    const draft = this.fanout.encode(this.codec, base)
-    const limit = options.maxMessageSize ?? this.options.limits.maxMessageSize
-    if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
-
-    const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
-    const deliver = (frame: MessageFrame, out: Outbound, epoch?: string): MaybePromise<PublishResult> => {
-      this.stats.published++
-      const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
-      const recipients = this.cluster.dispatch(
-        { kind: 'dispatch', origin: this.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch },
-        out,
-        where,
-        collect,
-      )
-      if (this.listenerCount('publish') > 0) this.emit('publish', { channel, message: frame, connectionId })
-      if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
-      const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
-      if (collect === null) return result
-      return this.acks.waitFor(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
-    }
-
-    const retention = where === undefined ? this.retention(options) : null
-    if (awaitAcks !== undefined && !retention) throw new RealtimeError('RT_007', 'awaitAcks needs a channel that keeps history (offsets)')
-    if (!retention) {
-      if (opts.idempotencyKey !== undefined) {
-        const key = `${channel}\u0000${opts.idempotencyKey}`
-        const seen = this.volatileKeys.get(key)
-        if (seen && now - seen.at < this.options.dedupWindowMs) return { messageId: seen.messageId, offset: undefined, duplicate: true, recipients: 0 }
-        this.volatileKeys.set(key, { messageId: id, at: now })
-      }
-      return deliver(base, draft)
-    }
-    const appended = this.options.store.append(
-      channel,
-      { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined },
-      { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.options.dedupWindowMs, now, size: draft.bytes },
-    )
-    return andThen(appended, (r): MaybePromise<PublishResult> => {
-      if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
-      const offset = r.message.offset
-      const frame: MessageFrame = { ...base, offset }
-      return deliver(frame, this.fanout.withOffset(draft, frame, offset), r.epoch)
-    })
-  }
-
-  private applyRoutes(frame: MessageFrame, opts: PublishOptions): void {
-    const seen = new Set<string>([frame.channel!])
-    for (const route of this.routes) {
-      let targets: string | readonly string[] | undefined | void
-      try {
-        targets = route({ channel: frame.channel!, event: frame.event, data: frame.data, sender: frame.sender })
-      } catch (err) {
-        this.report(err, 'route')
-        continue
-      }
-      for (const target of typeof targets === 'string' ? [targets] : targets ?? []) {
-        if (seen.has(target)) continue
-        seen.add(target)
-        try {
-          const resolved = this.resolve(target)
-          const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile }, undefined, true)
-          if (isPromise(r)) r.catch((err) => this.report(err, 'route.publish'))
-        } catch (err) {
-          this.report(err, 'route.publish')
-        }
-      }
-    }
-  }
-
-  async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
-    // A live channel's name was checked when it was first subscribed to.
-    if (!this.live.has(channel) && !channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
-    return this.publishResolved(channel, this.resolve(channel), event, data, options, undefined)
-  }
-
-  async broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
-    const where = o.where !== undefined ? this.compileWhere(o.where) : undefined
-    const channels = o.to === 'all' ? [] : (o.to.channels ?? [])
-    const resolved = channels.map((c) => {
-      if (!channelNameSchema.safeParse(c).success) throw new RealtimeError('RT_007', `invalid channel name '${c}'`)
-      return this.resolve(c)
-    })
-    const ids: string[] = []
-    let recipients = 0
-    const users = o.to === 'all' ? [] : (o.to.users ?? [])
-    const connections = o.to === 'all' ? [] : (o.to.connections ?? [])
-    if (o.to === 'all' || users.length > 0 || connections.length > 0) {
-      const id = this.nextMessageId()
-      const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: isoTimestamp(this.clock.now()), sender: o.sender, priority: o.priority }
-      const out = this.fanout.encode(this.codec, frame)
-      const limit = this.options.limits.maxMessageSize
-      if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
-      ids.push(id)
-      const target: Dispatch['target'] = o.to === 'all' ? { kind: 'all' } : { kind: 'direct', users, connections }
-      recipients += this.cluster.dispatch({ kind: 'dispatch', origin: this.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
-    }
-    for (let i = 0; i < channels.length; i++) {
-      const r = await this.publishResolved(channels[i]!, resolved[i]!, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, undefined)
-      ids.push(r.messageId)
-      recipients += r.recipients
-    }
-    return { messageIds: ids, recipients }
-  }
-
-  private compileWhere(where: FilterNode): FilterPredicate {
-    try {
-      return compileFilter(where, RECIPIENT_FILTER_ROOTS)
-    } catch (err) {
-      throw new RealtimeError('RT_007', err instanceof Error ? err.message : 'invalid filter')
-    }
-  }
-
   // ------------------------------------------------------------------ delivery (the hot path)
 
   // ------------------------------------------------------------------ presence frames
@@ -1299,7 +1107,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   private async readHistory(channel: string, resolved: ResolvedChannel, o: { after?: number | undefined; limit?: number | undefined }) {
-    if (!this.retention(resolved.options)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
+    if (!retentionOf(resolved.options, this.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
     const limit = Math.min(o.limit ?? 100, 1000)
     const store = this.options.store
     const now = this.clock.now()
@@ -1467,10 +1275,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   route(route: Route): () => void {
-    this.routes.push(route)
+    const routes = this.publisher.routes
+    routes.push(route)
     return () => {
-      const i = this.routes.indexOf(route)
-      if (i >= 0) this.routes.splice(i, 1)
+      const i = routes.indexOf(route)
+      if (i >= 0) routes.splice(i, 1)
     }
   }
 

@@ -1,0 +1,276 @@
+import type { LRUCache } from 'lru-cache'
+import { RealtimeError } from '../errors.js'
+import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
+import { type ClientFrameOf, type MessageFrame, channelNameSchema } from '../protocol.js'
+import type { Identity } from '../ports/auth.js'
+import type { Dispatch } from '../ports/broker.js'
+import type { Clock } from '../ports/clock.js'
+import type { Retention } from '../ports/store.js'
+import { Outbound } from '../ports/session.js'
+import { type MaybePromise, andThen, boundedMap, isPromise, isoTimestamp } from '../util.js'
+import type { Channel } from './channel.js'
+import type { ChannelOptions, ResolvedChannel } from './channels.js'
+import type { Connection, Subscription } from './connection.js'
+import type { Cluster } from './cluster.js'
+import type { Acks } from './delivery/acks.js'
+import type { HubEvents } from './events.js'
+import type { FanOut } from './fanout.js'
+import type { BroadcastOptions, BroadcastResult, PublishOptions, PublishResult, Route } from './hub.js'
+import type { Metrics } from './metrics.js'
+import type { ResolvedHubOptions } from './options.js'
+import type { Bucket } from './rate-limit.js'
+import type { Room } from './rooms.js'
+
+/** What publishing needs from the hub. */
+export interface PublisherHost {
+  readonly nodeId: string
+  readonly clock: Clock
+  readonly codec: ResolvedHubOptions['codec']
+  readonly options: Pick<ResolvedHubOptions, 'limits' | 'store' | 'dedupWindowMs' | 'history'>
+  readonly stats: Metrics
+  readonly live: ReadonlyMap<string, Channel>
+  readonly rooms: { readonly rooms: ReadonlyMap<string, Room> }
+  readonly fanout: FanOut
+  readonly cluster: Cluster
+  readonly acks: Acks
+  /** A channel's pattern and options (live ones keep theirs); `RT_004` when none matches. */
+  resolve(name: string): ResolvedChannel
+  authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined>
+  retention(options: ChannelOptions): Retention | null
+  nextMessageId(): string
+  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
+  listenerCount(event: keyof HubEvents): number
+  report(error: unknown, stage: string): void
+}
+
+/** The log retention of a channel: its pattern's `history` over the hub's defaults, narrowed by an offline queue's bounds; null when it keeps none. */
+export function retentionOf(options: ChannelOptions, defaults: Retention): Retention | null {
+  if (options.history === false) return null
+  const hub = defaults
+  const base: Retention = options.history === undefined ? hub : { maxCount: options.history.maxCount ?? hub.maxCount, maxAgeMs: options.history.maxAgeMs ?? hub.maxAgeMs, maxBytes: options.history.maxBytes ?? hub.maxBytes }
+  if (!options.offline) return base
+  return { maxCount: Math.min(base.maxCount, options.offline.maxMessages ?? 100), maxAgeMs: Math.min(base.maxAgeMs, options.offline.ttlMs ?? 5 * 60_000), maxBytes: base.maxBytes }
+}
+
+/**
+ * The one publish path (client, server, broadcast to channels, content routes): authorize a
+ * client's publish, spend the channel's budget, validate, measure, store for an offset, deliver
+ * here and on the other nodes, route. Broadcasts to users, connections or everyone.
+ */
+export class Publisher {
+  readonly routes: Route[] = []
+  /** Idempotency keys of publishes to channels without history (no store to remember them). */
+  private readonly volatileKeys: LRUCache<string, { messageId: string; at: number }> = boundedMap(100_000)
+  /** Client publish rate per channel not live on this node (live channels hold their own bucket). */
+  private readonly channelBuckets: LRUCache<string, Bucket> = boundedMap(100_000)
+
+  constructor(private readonly host: PublisherHost) {}
+
+  onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
+    const resolved = this.host.resolve(frame.channel)
+    const sub = conn.subscriptions.get(frame.channel)
+    const decide = (): MaybePromise<string | undefined> => {
+      if (sub?.canPublish === true) return undefined
+      return this.host.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined).then((denied) => {
+        if (sub && conn.subscriptions.get(frame.channel) === sub) sub.canPublish = denied === undefined
+        return denied
+      })
+    }
+    return andThen(decide(), (denied) => {
+      if (denied) throw new RealtimeError('RT_003', denied)
+      const max = resolved.options.maxMessageSize
+      if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
+      // Charged only to publishes that may go out: a client that may not publish cannot spend
+      // the channel's budget.
+      this.takeChannelPublish(frame.channel, resolved.options)
+      return andThen(
+        this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
+          sender: conn.userId,
+          exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
+          priority: frame.priority,
+          idempotencyKey: frame.idempotencyKey,
+        }, conn.id),
+        (result) => {
+          this.host.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
+        },
+      )
+    })
+  }
+
+  /** A channel's client publish rate (`publishesPerMinute`): one token per publish, `RT_006` when none is left. */
+  private takeChannelPublish(channel: string, options: ChannelOptions): void {
+    const perMinute = options.publishesPerMinute ?? this.host.options.limits.channelPublishesPerMinute
+    if (perMinute === undefined) return
+    const now = this.host.clock.now()
+    // A live channel holds its own bucket (no churn of other names can reset it); others share a bounded map.
+    const live = this.host.live.get(channel)
+    let bucket = live?.publishBucket ?? this.channelBuckets.get(channel)
+    if (bucket === undefined) {
+      bucket = { tokens: perMinute, refilledAt: now }
+      if (live) live.publishBucket = bucket
+      else this.channelBuckets.set(channel, bucket)
+    }
+    // Burst = a minute's worth; refilled lazily at perMinute per 60 s.
+    const refillPerMs = perMinute / 60_000
+    if (now > bucket.refilledAt) {
+      bucket.tokens = Math.min(perMinute, bucket.tokens + (now - bucket.refilledAt) * refillPerMs)
+      bucket.refilledAt = now
+    }
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1
+      return
+    }
+    const retryAfterMs = Math.ceil((1 - bucket.tokens) / refillPerMs)
+    throw new RealtimeError('RT_006', `channel '${channel}' allows ${perMinute} messages per minute`, { limit: perMinute, scope: 'channel', retryAfterMs })
+  }
+
+  private validateEvent(options: ChannelOptions, event: string, data: unknown): void {
+    const schema = options.events?.[event]
+    if (!schema) {
+      if (options.strictEvents && options.events) throw new RealtimeError('RT_007', `event '${event}' is not allowed on this channel`)
+      return
+    }
+    const result = schema.safeParse(data)
+    if (!result.success) {
+      const issues = (result.error as { issues?: Array<{ path: PropertyKey[]; message: string }> } | undefined)?.issues
+      const first = issues?.[0]
+      const where = first && first.path.length > 0 ? `${first.path.map(String).join('.')}: ` : ''
+      throw new RealtimeError('RT_007', `data of event '${event}' is invalid${first ? `: ${where}${first.message}` : ''}`)
+    }
+  }
+
+  /**
+   * The one publish path (client, server, broadcast to channels, routes): validate, measure,
+   * store (for an offset), deliver here and on the other nodes, route. With a recipient filter
+   * (`where`) the message is for some subscribers only, so it is not stored for replay.
+   */
+  publishResolved(
+    channel: string,
+    resolved: ResolvedChannel,
+    event: string,
+    data: unknown,
+    opts: PublishOptions & { where?: FilterNode | undefined },
+    connectionId: string | undefined,
+    routed = false,
+  ): MaybePromise<PublishResult> {
+    const options = resolved.options
+    this.validateEvent(options, event, data)
+    const now = this.host.clock.now()
+    const id = this.host.nextMessageId()
+    const awaitAcks = opts.awaitAcks
+    const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
+    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
+    // Measure before storing, so a message that is too large is never stored.
+    const draft = this.host.fanout.encode(this.host.codec, base)
+    const limit = options.maxMessageSize ?? this.host.options.limits.maxMessageSize
+    if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
+
+    const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
+    const deliver = (frame: MessageFrame, out: Outbound, epoch?: string): MaybePromise<PublishResult> => {
+      this.host.stats.published++
+      const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
+      const recipients = this.host.cluster.dispatch(
+        { kind: 'dispatch', origin: this.host.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch },
+        out,
+        where,
+        collect,
+      )
+      if (this.host.listenerCount('publish') > 0) this.host.emit('publish', { channel, message: frame, connectionId })
+      if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
+      const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
+      if (collect === null) return result
+      return this.host.acks.waitFor(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
+    }
+
+    const retention = where === undefined ? this.host.retention(options) : null
+    if (awaitAcks !== undefined && !retention) throw new RealtimeError('RT_007', 'awaitAcks needs a channel that keeps history (offsets)')
+    if (!retention) {
+      if (opts.idempotencyKey !== undefined) {
+        const key = `${channel}\u0000${opts.idempotencyKey}`
+        const seen = this.volatileKeys.get(key)
+        if (seen && now - seen.at < this.host.options.dedupWindowMs) return { messageId: seen.messageId, offset: undefined, duplicate: true, recipients: 0 }
+        this.volatileKeys.set(key, { messageId: id, at: now })
+      }
+      return deliver(base, draft)
+    }
+    const appended = this.host.options.store.append(
+      channel,
+      { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined },
+      { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.host.options.dedupWindowMs, now, size: draft.bytes },
+    )
+    return andThen(appended, (r): MaybePromise<PublishResult> => {
+      if (r.duplicate) return { messageId: r.message.id, offset: r.message.offset, duplicate: true, recipients: 0 }
+      const offset = r.message.offset
+      const frame: MessageFrame = { ...base, offset }
+      return deliver(frame, this.host.fanout.withOffset(draft, frame, offset), r.epoch)
+    })
+  }
+
+  private applyRoutes(frame: MessageFrame, opts: PublishOptions): void {
+    const seen = new Set<string>([frame.channel!])
+    for (const route of this.routes) {
+      let targets: string | readonly string[] | undefined | void
+      try {
+        targets = route({ channel: frame.channel!, event: frame.event, data: frame.data, sender: frame.sender })
+      } catch (err) {
+        this.host.report(err, 'route')
+        continue
+      }
+      for (const target of typeof targets === 'string' ? [targets] : targets ?? []) {
+        if (seen.has(target)) continue
+        seen.add(target)
+        try {
+          const resolved = this.host.resolve(target)
+          const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile }, undefined, true)
+          if (isPromise(r)) r.catch((err) => this.host.report(err, 'route.publish'))
+        } catch (err) {
+          this.host.report(err, 'route.publish')
+        }
+      }
+    }
+  }
+
+  private compileWhere(where: FilterNode): FilterPredicate {
+    try {
+      return compileFilter(where, RECIPIENT_FILTER_ROOTS)
+    } catch (err) {
+      throw new RealtimeError('RT_007', err instanceof Error ? err.message : 'invalid filter')
+    }
+  }
+
+  /** A server-side publish (any name a pattern matches). */
+  async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    // A live channel's name was checked when it was first subscribed to.
+    if (!this.host.live.has(channel) && !channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
+    return this.publishResolved(channel, this.host.resolve(channel), event, data, options, undefined)
+  }
+
+  async broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
+    const where = o.where !== undefined ? this.compileWhere(o.where) : undefined
+    const channels = o.to === 'all' ? [] : (o.to.channels ?? [])
+    const resolved = channels.map((c) => {
+      if (!channelNameSchema.safeParse(c).success) throw new RealtimeError('RT_007', `invalid channel name '${c}'`)
+      return this.host.resolve(c)
+    })
+    const ids: string[] = []
+    let recipients = 0
+    const users = o.to === 'all' ? [] : (o.to.users ?? [])
+    const connections = o.to === 'all' ? [] : (o.to.connections ?? [])
+    if (o.to === 'all' || users.length > 0 || connections.length > 0) {
+      const id = this.host.nextMessageId()
+      const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: isoTimestamp(this.host.clock.now()), sender: o.sender, priority: o.priority }
+      const out = this.host.fanout.encode(this.host.codec, frame)
+      const limit = this.host.options.limits.maxMessageSize
+      if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
+      ids.push(id)
+      const target: Dispatch['target'] = o.to === 'all' ? { kind: 'all' } : { kind: 'direct', users, connections }
+      recipients += this.host.cluster.dispatch({ kind: 'dispatch', origin: this.host.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
+    }
+    for (let i = 0; i < channels.length; i++) {
+      const r = await this.publishResolved(channels[i]!, resolved[i]!, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, undefined)
+      ids.push(r.messageId)
+      recipients += r.recipients
+    }
+    return { messageIds: ids, recipients }
+  }
+}
