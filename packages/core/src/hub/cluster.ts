@@ -1,5 +1,4 @@
-import { RECIPIENT_FILTER_ROOTS, compileFilter, type FilterPredicate } from '../filter.js'
-import { CloseCode } from '../errors.js'
+import { RECIPIENT_FILTER_ROOTS, compileFilter, type FilterPredicate, CloseCode } from '@tidings/protocol'
 import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
 import type { Outbound } from '../ports/session.js'
 import { type MaybePromise, isPromise } from '../util.js'

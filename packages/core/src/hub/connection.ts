@@ -1,7 +1,5 @@
-import type { Codec, WireData } from '../codec.js'
-import type { FilterPredicate } from '../filter.js'
+import type { Codec, WireData, FilterPredicate, MessageFrame } from '@tidings/protocol'
 import type { Identity } from '../ports/auth.js'
-import type { MessageFrame } from '../protocol.js'
 import type { ConnectionHandle, Outbound, Session } from '../ports/session.js'
 import type { Channel } from './channel.js'
 import type { Metrics } from './metrics.js'

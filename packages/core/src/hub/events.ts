@@ -1,5 +1,4 @@
-import type { ErrorCode } from '../errors.js'
-import type { MessageFrame, PresenceMember } from '../protocol.js'
+import type { ErrorCode, MessageFrame, PresenceMember } from '@tidings/protocol'
 import type { ConnectionInfo } from './connection.js'
 import type { RoomInfo } from './rooms.js'
 

@@ -1,7 +1,4 @@
-import { type Codec, jsonCodec, jsonWithNumber, wireLength } from '../codec.js'
-import { CloseCode } from '../errors.js'
-import type { FilterPredicate } from '../filter.js'
-import type { MessageFrame, ServerFrame } from '../protocol.js'
+import { type Codec, jsonCodec, jsonWithNumber, wireLength, CloseCode, type FilterPredicate, type MessageFrame, type ServerFrame } from '@tidings/protocol'
 import type { Dispatch } from '../ports/broker.js'
 import { Outbound } from '../ports/session.js'
 import type { Channel } from './channel.js'

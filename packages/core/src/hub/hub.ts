@@ -1,21 +1,5 @@
+import { decodeWithin, peekRequestId, type Codec, type WireData, jsonCodec, jsonWithNumber, utf8Length, wireLength, CloseCode, type ErrorCode, RealtimeError, clampCloseReason, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrame, type ClientFrameOf, type MessageFrame, type PresenceSnapshot, type Priority, type RequestId, type ServerFrame, type StreamPosition, channelNameSchema, parseClientFrame, PROTOCOL_VERSION } from '@tidings/protocol'
 import { EventEmitter } from 'eventemitter3'
-import { decodeWithin, peekRequestId } from '../budget.js'
-import { type Codec, type WireData, jsonCodec, jsonWithNumber, utf8Length, wireLength } from '../codec.js'
-import { CloseCode, type ErrorCode, RealtimeError, clampCloseReason } from '../errors.js'
-import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
-import {
-  type ClientFrame,
-  type ClientFrameOf,
-  type MessageFrame,
-  type PresenceSnapshot,
-  type Priority,
-  type RequestId,
-  type ServerFrame,
-  type StreamPosition,
-  channelNameSchema,
-  parseClientFrame,
-  PROTOCOL_VERSION,
-} from '../protocol.js'
 import type { Identity } from '../ports/auth.js'
 import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
@@ -1310,6 +1294,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       connectionsClosed: s.connectionsClosed,
       errors: { ...s.errors },
     }
+  }
+
+  /** @internal Frames still being handled (connections whose in-order chain waits): the test kit's `settle()` waits for them. */
+  [Symbol.for('tidings.pendingWork')](): number {
+    let n = 0
+    for (const c of this.connections.values()) if (c.tail !== null) n++
+    return n
   }
 
   /** @internal State sizes, for leak tests. */

@@ -1,4 +1,4 @@
-import { ALL_ERROR_CODES, type ErrorCode } from '../errors.js'
+import {ALL_ERROR_CODES, type ErrorCode} from '@tidings/protocol'
 
 /** A point-in-time view of a hub's counters. Counters only grow; gauges are current values. */
 export interface MetricsSnapshot {

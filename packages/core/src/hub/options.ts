@@ -1,5 +1,4 @@
-import type { Codec } from '../codec.js'
-import { jsonCodec } from '../codec.js'
+import { type Codec, jsonCodec } from '@tidings/protocol'
 import type { Authenticator, AuthorizeContext, Identity } from '../ports/auth.js'
 import type { Broker } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'

@@ -1,5 +1,4 @@
-import { RealtimeError } from '../errors.js'
-import type { PresenceMember, PresenceSnapshot, ServerFrame } from '../protocol.js'
+import { RealtimeError, type PresenceMember, type PresenceSnapshot, type ServerFrame } from '@tidings/protocol'
 import type { TimerHandle } from '../ports/clock.js'
 import type { PresenceChange } from '../ports/presence.js'
 import type { MaybePromise } from '../util.js'

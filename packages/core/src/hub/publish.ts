@@ -1,7 +1,5 @@
+import { RealtimeError, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrameOf, type MessageFrame, channelNameSchema } from '@tidings/protocol'
 import type { LRUCache } from 'lru-cache'
-import { RealtimeError } from '../errors.js'
-import { type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter } from '../filter.js'
-import { type ClientFrameOf, type MessageFrame, channelNameSchema } from '../protocol.js'
 import type { Identity } from '../ports/auth.js'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'

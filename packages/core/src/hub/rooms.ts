@@ -1,5 +1,4 @@
-import { RealtimeError } from '../errors.js'
-import { channelNameSchema } from '../protocol.js'
+import { RealtimeError, channelNameSchema } from '@tidings/protocol'
 
 /** Who may do something in a room: anyone the channel rule admits, members only, or members with one of these roles. */
 export type RoomAccess = 'anyone' | 'members' | readonly string[]

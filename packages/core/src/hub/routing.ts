@@ -1,5 +1,4 @@
-import type { FilterPredicate } from '../filter.js'
-import type { MessageFrame, ServerFrame } from '../protocol.js'
+import type { FilterPredicate, MessageFrame, ServerFrame } from '@tidings/protocol'
 import type { StoredMessage } from '../ports/store.js'
 import { type Connection, PRIORITY, type PriorityClass, type Subscription } from './connection.js'
 

@@ -1,5 +1,5 @@
 import { boundedMap } from '../util.js'
-import type { PresenceMember } from '../protocol.js'
+import type {PresenceMember} from '@tidings/protocol'
 import type { PresenceChange, PresenceEntry, PresenceStore } from '../ports/presence.js'
 
 /** The in-memory PresenceStore: one map of entries per channel, grouped by user. */

@@ -1,5 +1,4 @@
-import type { FilterNode } from '../filter.js'
-import type { Priority, ServerFrame } from '../protocol.js'
+import type { FilterNode, Priority, ServerFrame } from '@tidings/protocol'
 import type { MaybePromise } from '../util.js'
 
 /** Where a dispatch goes. */

@@ -1,4 +1,4 @@
-import type { PresenceMember } from '../protocol.js'
+import type {PresenceMember} from '@tidings/protocol'
 import type { MaybePromise } from '../util.js'
 
 /** One connection's presence in a channel. A user is one member however many entries it has. */

@@ -1,6 +1,4 @@
-import { CloseCode } from '../../errors.js'
-import type { Codec } from '../../codec.js'
-import type { ClientFrameOf, MessageFrame, ServerFrame } from '../../protocol.js'
+import { CloseCode, type Codec, type ClientFrameOf, type MessageFrame, type ServerFrame } from '@tidings/protocol'
 import type { Clock, TimerHandle } from '../../ports/clock.js'
 import type { Outbound } from '../../ports/session.js'
 import { type MaybePromise, andThen, isPromise } from '../../util.js'

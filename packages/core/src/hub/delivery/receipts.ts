@@ -1,5 +1,4 @@
-import { RealtimeError } from '../../errors.js'
-import type { ClientFrameOf } from '../../protocol.js'
+import { RealtimeError, type ClientFrameOf } from '@tidings/protocol'
 import type { Dispatch } from '../../ports/broker.js'
 import { type MaybePromise, andThen } from '../../util.js'
 import type { Connection, Subscription } from '../connection.js'

@@ -1,5 +1,4 @@
-import type { Codec } from '../../codec.js'
-import type { MessageFrame, PresenceSnapshot, RequestId, ServerFrame, StreamPosition } from '../../protocol.js'
+import type { Codec, MessageFrame, PresenceSnapshot, RequestId, ServerFrame, StreamPosition } from '@tidings/protocol'
 import type { Clock } from '../../ports/clock.js'
 import type { Outbound } from '../../ports/session.js'
 import type { Channel } from '../channel.js'

@@ -1,2 +1,0 @@
-// moved to @tidings/protocol; this re-export goes when the hub imports the package directly
-export { PROTOCOL_VERSION, channelNameSchema, eventNameSchema, prioritySchema, type Priority, streamPositionSchema, type StreamPosition, clientFrameSchema, type ClientFrame, type ClientFrameType, type ClientFrameOf, presenceMemberSchema, type PresenceMember, type PresenceSnapshot, messageFrameSchema, serverFrameSchema, type ServerFrame, type ServerFrameType, type ServerFrameOf, type MessageFrame, type RequestId, parseClientFrame } from '@tidings/protocol'

@@ -1,2 +1,0 @@
-// moved to @tidings/protocol; this re-export goes when the hub imports the package directly
-export { createReceiver, type Receiver, type ReceiverOptions } from '@tidings/protocol'
