@@ -23,6 +23,7 @@ import { Recovery } from './delivery/recovery.js'
 import { FanOut } from './fanout.js'
 import { Cluster } from './cluster.js'
 import { Publisher, retentionOf } from './publish.js'
+import { Inbound } from './inbound.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -177,14 +178,11 @@ export function createHub(options: HubOptions = {}): Hub {
 }
 
 
-/** Frames a connection whose credentials expired may not send until it refreshes them. */
-const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
-/** Frames of one connection that may wait behind a frame still being handled. */
-const MAX_WAITING_FRAMES = 1000
-/** What an ack takes from the frame budget. */
-const ACK_COST = 0.05
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
+
+/** Frames a connection whose credentials expired may not send until it refreshes them. */
+const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
 
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly options: ResolvedHubOptions
@@ -213,6 +211,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly fanout: FanOut
   private readonly cluster: Cluster
   private readonly publisher: Publisher
+  private readonly inbound: Inbound
   private readonly credentials: CredentialWatch
 
   constructor(input: HubOptions) {
@@ -349,6 +348,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       listenerCount: (event) => this.listenerCount(event),
       report: (err, stage) => this.report(err, stage),
     })
+    this.inbound = new Inbound({
+      clock: this.clock,
+      options: this.options,
+      stats: this.stats,
+      fanout: this.fanout,
+      handle: (conn, frame, bytes) => this.handle(conn, frame, bytes),
+      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      report: (err, stage) => this.report(err, stage),
+    })
   }
 
   private nextMessageId(): string {
@@ -481,7 +490,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** @internal Called by a connection's handle. */
   handleReceive(conn: Connection, data: WireData): void {
-    this.receive(conn, data)
+    this.inbound.receive(conn, data)
   }
 
   /** @internal Called by a connection's handle. */
@@ -531,133 +540,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   // ------------------------------------------------------------------ inbound frames
-
-  private receive(conn: Connection, data: WireData): void {
-    if (conn.ended) return
-    try {
-      this.receiveFrame(conn, data)
-    } catch (err) {
-      // Nothing a client sends may take the hub down: answer the frame and go on.
-      this.report(err, 'frame:receive')
-      this.reject(conn, undefined, 'RT_007', 'frame could not be handled')
-    }
-  }
-
-  private receiveFrame(conn: Connection, data: WireData): void {
-    const now = this.clock.now()
-    conn.lastSeen = now
-    const bytes = wireLength(data)
-    this.stats.messagesIn++
-    this.stats.bytesIn += bytes
-    const limits = this.options.limits
-    const max = limits.maxMessageSize
-    if (bytes > max) {
-      // Still answer a request by its id, so the client's promise settles; past 4× the limit the
-      // frame is not worth decoding at all.
-      let id: RequestId | undefined
-      if (bytes <= max * 4) {
-        const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
-        id = decoded.ok ? requestIdOf(decoded.value) : conn.codec.name === 'json' ? peekRequestId(data) : undefined
-      } else if (conn.codec.name === 'json') id = peekRequestId(data)
-      return this.reject(conn, id, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
-    }
-    // The decode budget: nesting is counted by a linear scan before anything recursive runs.
-    const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
-    if (!decoded.ok) return this.reject(conn, conn.codec.name === 'json' ? peekRequestId(data) : undefined, 'RT_007', decoded.reason, undefined, decoded.reason.startsWith('nested') ? { maxDepth: limits.maxDepth } : undefined)
-    const value = decoded.value
-    const id = requestIdOf(value)
-    const type = typeof (value as { type?: unknown } | null)?.type === 'string' ? ((value as { type: string }).type) : undefined
-    // Acks cost a twentieth of a frame: they are the client keeping its side of at-least-once
-    // delivery, and must not eat the budget of the frames the app sends.
-    if (!(type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : conn.takeMessageToken(now))) {
-      // A request (it has an id) is always answered, so its promise settles; the rest may be shed.
-      return this.reject(conn, id, 'RT_006', 'too many messages per second', type, { retryAfterMs: conn.messageRetryAfter() }, id === undefined)
-    }
-    const parsed = parseClientFrame(value)
-    if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
-    const frame = parsed.frame
-    this.inOrder(conn, () => {
-      if (conn.ended) return
-      try {
-        const r = this.handle(conn, frame, bytes)
-        return isPromise(r) ? r.catch((err) => this.fail(conn, frame, err)) : r
-      } catch (err) {
-        this.fail(conn, frame, err)
-      }
-    })
-  }
-
-  /**
-   * Frames of one connection are handled, and answered, in order, even when one waits on a
-   * store or a rule. With nothing waiting, the task runs now, with no promise at all.
-   */
-  private inOrder(conn: Connection, task: () => MaybePromise<void>): void {
-    if (conn.tail) {
-      // Frames waiting behind one that waits (a slow rule or store) are bounded: a client that
-      // keeps sending meanwhile is closed rather than queued without end.
-      if (++conn.waiting > MAX_WAITING_FRAMES) {
-        this.closeConnection(conn, CloseCode.PolicyViolation, `more than ${MAX_WAITING_FRAMES} frames waiting for an answer`)
-        return
-      }
-      const next = conn.tail.then(() => {
-        conn.waiting--
-        return task()
-      })
-      conn.tail = next
-      void next.then(() => {
-        if (conn.tail === next) conn.tail = null
-      })
-      return
-    }
-    const r = task()
-    if (isPromise(r)) {
-      conn.tail = r
-      void r.then(() => {
-        if (conn.tail === r) conn.tail = null
-      })
-    }
-  }
-
-  /**
-   * A frame's handler threw or rejected. This runs inside that frame's turn of the in-order
-   * chain, so the error is sent now: queued behind the chain it would follow the answers to
-   * frames that arrived after it.
-   */
-  private fail(conn: Connection, frame: ClientFrame, err: unknown): void {
-    const id = 'id' in frame ? frame.id : undefined
-    const channel = 'channel' in frame ? frame.channel : undefined
-    if (err instanceof RealtimeError) return this.sendError(conn, id, err.code, err.message, frame.type, err.details as Record<string, unknown> | undefined, false, channel)
-    this.report(err, `frame:${frame.type}`)
-    this.sendError(conn, id, 'RT_001', `${frame.type} failed: internal error`, frame.type, undefined, false, channel)
-  }
-
-  private reject(
-    conn: Connection,
-    id: RequestId | undefined,
-    code: ErrorCode,
-    message: string,
-    frameType?: string,
-    details?: Record<string, unknown>,
-    volatile = false,
-    channel?: string,
-  ): void {
-    this.inOrder(conn, () => this.sendError(conn, id, code, message, frameType, details, volatile, channel))
-  }
-
-  private sendError(
-    conn: Connection,
-    id: RequestId | undefined,
-    code: ErrorCode,
-    message: string,
-    frameType?: string,
-    details?: Record<string, unknown>,
-    volatile = false,
-    channel?: string,
-  ): void {
-    this.stats.errors[code]++
-    this.fanout.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
-    this.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
-  }
 
   private handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void> {
     // Past its credentials' expiry a connection keeps what it has for the grace period, but may
@@ -1334,11 +1216,3 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 }
 
-/** The request id of a decoded frame, when it has a usable one (to answer even a rejected frame by it). */
-function requestIdOf(value: unknown): RequestId | undefined {
-  if (value === null || typeof value !== 'object') return undefined
-  const id = (value as { id?: unknown }).id
-  if (typeof id === 'string' && id.length > 0 && id.length <= 64) return id
-  if (typeof id === 'number' && Number.isInteger(id) && id >= 0) return id
-  return undefined
-}
