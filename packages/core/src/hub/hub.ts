@@ -24,6 +24,7 @@ import { FanOut } from './fanout.js'
 import { Cluster } from './cluster.js'
 import { Publisher, retentionOf } from './publish.js'
 import { Inbound } from './inbound.js'
+import { Admission } from './admission.js'
 import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -178,8 +179,6 @@ export function createHub(options: HubOptions = {}): Hub {
 }
 
 
-/** The identity of every anonymous connection: one frozen object shared by all. */
-const ANONYMOUS: Identity = Object.freeze({})
 
 /** Frames a connection whose credentials expired may not send until it refreshes them. */
 const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
@@ -197,8 +196,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly rooms: RoomRegistry
   private readonly patterns = new ChannelPatterns()
   private readonly live = new Map<string, Channel>()
-  private readonly connections = new Map<string, Connection>()
-  private readonly byUser = new Map<string, Set<Connection>>()
+  private readonly admission: Admission
+  private readonly connections: ReadonlyMap<string, Connection>
+  private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
   private readonly preferences: LRUCache<string, { raw: UserPreferences; compiled: CompiledPreferences }>
   private readonly stats = new Metrics()
   private readonly presence: PresenceService
@@ -225,6 +225,34 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.codec = this.options.codec
     this.preferences = boundedMap(100_000)
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
+    const hub = this
+    this.admission = new Admission({
+      nodeId: this.nodeId,
+      clock: this.clock,
+      codec: this.codec,
+      options: this.options,
+      stats: this.stats,
+      get closing() {
+        return hub.closing
+      },
+      connectionHost: this,
+      get credentials() {
+        return hub.credentials
+      },
+      get fanout() {
+        return hub.fanout
+      },
+      get cluster() {
+        return hub.cluster
+      },
+      preferences: this.preferences,
+      removeSubscription: (sub, reason, notify) => this.removeSubscription(sub, reason, notify),
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      listenerCount: (event) => this.listenerCount(event),
+      report: (err, stage) => this.report(err, stage),
+    })
+    this.connections = this.admission.connections
+    this.byUser = this.admission.byUser
     this.presence = new PresenceService({
       options: this.options,
       toChannel: (channel, frame, exclude, volatile) =>
@@ -258,7 +286,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       dispatch: (d) => this.cluster.dispatch(d),
       notifications: this.notifications,
     })
-    const hub = this
     this.acks = new Acks({
       clock: this.clock,
       options: this.options,
@@ -270,7 +297,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       encode: (codec, frame) => this.fanout.encode(codec, frame),
       write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
       sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
-      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
@@ -303,7 +330,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       expire: (conn) => {
         if (conn.ended) return
         for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'credentials expired', true)
-        this.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
+        this.admission.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
       },
     })
     const registries = { live: this.live, connections: this.connections, byUser: this.byUser }
@@ -314,7 +341,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       ...registries,
       acks: this.acks,
       recovery: this.recovery,
-      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
     })
     this.cluster = new Cluster({
       nodeId: this.nodeId,
@@ -325,8 +352,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       fanout: this.fanout,
       connections: this.connections,
       kickLocal: (channel, userId, reason) => this.kickLocal(channel, userId, reason),
-      disconnectUserLocal: (userId, reason) => this.disconnectUserLocal(userId, reason),
-      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      disconnectUserLocal: (userId, reason) => this.admission.disconnectUserLocal(userId, reason),
+      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
       report: (err, stage) => this.report(err, stage),
     })
     this.publisher = new Publisher({
@@ -354,7 +381,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       stats: this.stats,
       fanout: this.fanout,
       handle: (conn, frame, bytes) => this.handle(conn, frame, bytes),
-      closeConnection: (conn, code, reason) => this.closeConnection(conn, code, reason),
+      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
@@ -395,97 +422,24 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   // ------------------------------------------------------------------ connections
 
-  async connect(session: Session, opts: ConnectOptions = {}): Promise<ConnectionHandle> {
-    const codec = session.codec ?? this.codec
-    let refusedUser: string | undefined
-    const refuse = (code: ErrorCode, message: string, closeCode: number): never => {
-      this.stats.errors[code]++
-      // Logged and emitted without the credentials themselves.
-      const refused = { transport: session.transport, remoteAddress: session.remoteAddress, userId: refusedUser, code, reason: message, closeCode }
-      this.options.logger.warn('connection refused', refused)
-      if (this.listenerCount('connection:refused') > 0) this.emit('connection:refused', refused)
-      const frame: ServerFrame = { type: 'error', code, message }
-      try {
-        const data = codec.encode(frame)
-        session.send(new Outbound(data, wireLength(data)))
-        session.close(closeCode, clampCloseReason(message))
-      } catch (err) {
-        this.report(err, 'session.refuse')
-      }
-      throw new RealtimeError(code, message)
-    }
-    if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+  connect(session: Session, options?: ConnectOptions): Promise<ConnectionHandle> {
+    return this.admission.connect(session, options)
+  }
 
-    let identity: Identity
-    const credentials = opts.token !== undefined || opts.apiKey !== undefined
-    const authenticate = this.options.authenticate
-    if (opts.identity) identity = opts.identity
-    else if (authenticate) {
-      // Asked even without a token or key: it may authenticate by headers (a cookie, a proxy's header).
-      let found: Identity | null | undefined
-      try {
-        found = await authenticate({
-          token: opts.token,
-          apiKey: opts.apiKey,
-          headers: session.headers,
-          remoteAddress: session.remoteAddress,
-          transport: session.transport,
-        })
-      } catch (err) {
-        this.options.logger.debug('authenticator threw', { error: String(err) })
-        found = null
-      }
-      if (found) identity = found
-      else if (!credentials && this.options.allowAnonymous) identity = ANONYMOUS
-      else return refuse('RT_002', credentials ? 'invalid or expired credentials' : 'credentials are required', CloseCode.AuthenticationFailed)
-    } else if (credentials) return refuse('RT_002', 'credentials were given but the hub has no authenticator', CloseCode.AuthenticationFailed)
-    else if (this.options.allowAnonymous) identity = ANONYMOUS
-    else return refuse('RT_002', 'credentials are required', CloseCode.AuthenticationFailed)
-    if (this.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
-    refusedUser = identity.userId
-    if (identity.expiresAt !== undefined && !(identity.expiresAt > this.clock.now())) {
-      refuse('RT_002', 'credentials expired', CloseCode.AuthenticationFailed)
-    }
+  getConnections(filter?: { userId?: string; channel?: string }): ConnectionInfo[] {
+    return this.admission.getConnections(filter)
+  }
 
-    const userId = identity.userId
-    const max = this.options.limits.maxConnectionsPerUser
-    if (userId !== undefined && (this.byUser.get(userId)?.size ?? 0) >= max) {
-      refuse('RT_001', `user already has ${max} connections`, CloseCode.TooManyConnections)
-    }
+  getConnection(connectionId: string): ConnectionInfo | undefined {
+    return this.admission.getConnection(connectionId)
+  }
 
-    const id = `${this.nodeId}.${(++this.seq).toString(36)}`
-    const now = this.clock.now()
-    const limits = this.options.limits
-    let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
-    const conn = new Connection(this, id, session, identity, codec, now, maxSubs)
-    if (typeof limits.maxSubscriptions === 'function') {
-      try {
-        maxSubs = limits.maxSubscriptions(identity, conn.info())
-      } catch (err) {
-        this.report(err, 'limits.maxSubscriptions')
-      }
-      conn.maxSubscriptions = maxSubs
-    }
-    this.connections.set(id, conn)
-    if (userId !== undefined) {
-      let set = this.byUser.get(userId)
-      if (!set) this.byUser.set(userId, (set = new Set()))
-      set.add(conn)
-      const prefs = this.preferences.get(userId)
-      if (prefs) conn.preferences = prefs.compiled
-    }
-    this.stats.connectionsOpened++
-    this.fanout.sendFrame(conn, {
-      type: 'connected',
-      v: PROTOCOL_VERSION,
-      connectionId: id,
-      userId,
-      limits: { maxMessageSize: limits.maxMessageSize, messagesPerSecond: limits.messagesPerSecond, maxSubscriptions: conn.maxSubscriptions },
-      expiresAt: identity.expiresAt,
-    })
-    if (identity.expiresAt !== undefined) this.credentials.watch(conn, identity.expiresAt)
-    if (this.listenerCount('connection') > 0) this.emit('connection', conn.info())
-    return conn
+  disconnect(connectionId: string, reason?: string): boolean {
+    return this.admission.disconnect(connectionId, reason)
+  }
+
+  disconnectUser(userId: string, reason?: string): number {
+    return this.admission.disconnectUser(userId, reason)
   }
 
   /** @internal Called by a connection's handle. */
@@ -500,43 +454,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** @internal Called by a connection's handle. */
   handleClosed(conn: Connection, code: number, reason: string): void {
-    this.dropConnection(conn, code, reason)
-  }
-
-  /** Forget a connection and everything it held. Idempotent. */
-  private dropConnection(conn: Connection, code: number, reason: string): void {
-    if (conn.ended) return
-    conn.ended = true
-    this.credentials.forget(conn)
-    this.fanout.forget(conn)
-    // Each subscription is let go of on its own: one that fails to clean up (a presence store
-    // error, a throwing listener) must not leave the connection half-removed.
-    for (const sub of [...conn.subscriptions.values()]) {
-      try {
-        this.removeSubscription(sub, 'disconnected', false)
-      } catch (err) {
-        this.report(err, 'disconnect.unsubscribe')
-        conn.subscriptions.delete(sub.channel.name)
-      }
-    }
-    this.connections.delete(conn.id)
-    if (conn.userId !== undefined) {
-      const set = this.byUser.get(conn.userId)
-      set?.delete(conn)
-      if (set?.size === 0) this.byUser.delete(conn.userId)
-    }
-    this.stats.connectionsClosed++
-    if (this.listenerCount('disconnect') > 0) this.emit('disconnect', conn.info(), { code, reason })
-  }
-
-  private closeConnection(conn: Connection, code: number, reason: string): void {
-    if (conn.ended) return
-    try {
-      conn.session.close(code, clampCloseReason(reason))
-    } catch (err) {
-      this.report(err, 'session.close')
-    }
-    this.dropConnection(conn, code, reason)
+    this.admission.dropConnection(conn, code, reason)
   }
 
   // ------------------------------------------------------------------ inbound frames
@@ -1065,40 +983,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return n
   }
 
-  getConnections(filter: { userId?: string; channel?: string } = {}): ConnectionInfo[] {
-    let list: Iterable<Connection> = filter.userId !== undefined ? (this.byUser.get(filter.userId) ?? []) : this.connections.values()
-    if (filter.channel !== undefined) {
-      const channel = filter.channel
-      list = [...list].filter((c) => c.subscriptions.has(channel))
-    }
-    return [...list].map((c) => c.info())
-  }
-
-  getConnection(connectionId: string): ConnectionInfo | undefined {
-    return this.connections.get(connectionId)?.info()
-  }
-
-  disconnect(connectionId: string, reason = 'disconnected by server'): boolean {
-    const conn = this.connections.get(connectionId)
-    if (!conn) {
-      void this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', connectionId, reason } })
-      return false
-    }
-    this.closeConnection(conn, CloseCode.Disconnected, reason)
-    return true
-  }
-
-  private disconnectUserLocal(userId: string, reason: string): number {
-    const conns = [...(this.byUser.get(userId) ?? [])]
-    for (const conn of conns) this.closeConnection(conn, CloseCode.Disconnected, reason)
-    return conns.length
-  }
-
-  disconnectUser(userId: string, reason = 'disconnected by server'): number {
-    void this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'disconnect', userId, reason } })
-    return this.disconnectUserLocal(userId, reason)
-  }
-
   setPreferences(userId: string, raw: UserPreferences): void {
     const compiled: CompiledPreferences = {
       mutedChannels: new Set(raw.mutedChannels ?? []),
@@ -1201,7 +1085,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.closing = true
     this.acks.stop()
     this.notifications.close()
-    for (const conn of [...this.connections.values()]) this.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
+    for (const conn of [...this.connections.values()]) this.admission.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()
     try {
       await this.options.broker.close()
