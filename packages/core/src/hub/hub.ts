@@ -1,16 +1,14 @@
-import { decodeWithin, peekRequestId, type Codec, type WireData, jsonCodec, jsonWithNumber, utf8Length, wireLength, CloseCode, type ErrorCode, RealtimeError, clampCloseReason, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrame, type ClientFrameOf, type MessageFrame, type PresenceSnapshot, type Priority, type RequestId, type ServerFrame, type StreamPosition, channelNameSchema, parseClientFrame, PROTOCOL_VERSION } from '@tidings/protocol'
+import { type Codec, type WireData, wireLength, CloseCode, RealtimeError, type FilterNode, type ClientFrame, type ClientFrameOf, type MessageFrame, type PresenceSnapshot, type Priority } from '@tidings/protocol'
 import { EventEmitter } from 'eventemitter3'
 import type { Identity } from '../ports/auth.js'
-import type { ClusterMessage, Command, Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
-import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
-import type { Retention, StoredMessage } from '../ports/store.js'
+import type { ConnectionHandle, Session } from '../ports/session.js'
+import type { StoredMessage } from '../ports/store.js'
 import type { LRUCache } from 'lru-cache'
-import { type MaybePromise, isPromise, andThen, boundedMap, isoTimestamp } from '../util.js'
+import { type MaybePromise, andThen, boundedMap, isoTimestamp } from '../util.js'
 import { Channel } from './channel.js'
 import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
-import type { Bucket } from './rate-limit.js'
-import { type CompiledPreferences, Connection, type ConnectionInfo, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
+import { type CompiledPreferences, Connection, type ConnectionInfo } from './connection.js'
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
@@ -25,10 +23,11 @@ import { Cluster } from './cluster.js'
 import { Publisher, retentionOf } from './publish.js'
 import { Inbound } from './inbound.js'
 import { Admission } from './admission.js'
-import { admits, frameFor, type LocalDispatch, NO_EXCLUSIONS, REPLAY_PAGE, storedToFrame } from './routing.js'
+import { SubscriptionService } from './subscriptions.js'
+import { storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
-import { type Room, type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
+import { type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
 
 export interface ConnectOptions {
   readonly token?: string | undefined
@@ -212,6 +211,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly cluster: Cluster
   private readonly publisher: Publisher
   private readonly inbound: Inbound
+  private readonly subscriptions: SubscriptionService
   private readonly credentials: CredentialWatch
 
   constructor(input: HubOptions) {
@@ -246,7 +246,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return hub.cluster
       },
       preferences: this.preferences,
-      removeSubscription: (sub, reason, notify) => this.removeSubscription(sub, reason, notify),
+      removeSubscription: (sub, reason, notify) => this.subscriptions.removeSubscription(sub, reason, notify),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       listenerCount: (event) => this.listenerCount(event),
       report: (err, stage) => this.report(err, stage),
@@ -313,14 +313,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       now: () => this.clock.now(),
       defaultAccess: (channel) => (this.patterns.resolve(channel)?.options.room === 'required' ? 'members' : 'anyone'),
       created: (room) => this.emit('room:created', room.info()),
-      deleted: (room) => this.roomDeleted(room),
+      deleted: (room) => this.subscriptions.roomDeleted(room),
       memberRemoved: (room, userId) => {
-        this.forgetPublishDecisions(room.channel)
+        this.subscriptions.forgetPublishDecisions(room.channel)
         if (room.permissions.subscribe !== 'anyone' || this.patterns.resolve(room.channel)?.options.room === 'required') {
-          this.kickLocal(room.channel, userId, 'removed-from-room')
+          this.subscriptions.kickLocal(room.channel, userId, 'removed-from-room')
         }
       },
-      changed: (room) => this.forgetPublishDecisions(room.channel),
+      changed: (room) => this.subscriptions.forgetPublishDecisions(room.channel),
     })
     this.credentials = new CredentialWatch({
       clock: this.clock,
@@ -329,7 +329,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       warn: (conn, expiresAt, closesAt) => this.fanout.sendFrame(conn, { type: 'auth:expiring', expiresAt, closesAt }),
       expire: (conn) => {
         if (conn.ended) return
-        for (const sub of [...conn.subscriptions.values()]) this.removeSubscription(sub, 'credentials expired', true)
+        for (const sub of [...conn.subscriptions.values()]) this.subscriptions.removeSubscription(sub, 'credentials expired', true)
         this.admission.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
       },
     })
@@ -343,6 +343,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       recovery: this.recovery,
       closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
     })
+    this.subscriptions = new SubscriptionService({
+      clock: this.clock,
+      options: this.options,
+      live: this.live,
+      patterns: this.patterns,
+      byUser: this.byUser,
+      rooms: this.rooms,
+      presence: this.presence,
+      recovery: this.recovery,
+      acks: this.acks,
+      fanout: this.fanout,
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      report: (err, stage) => this.report(err, stage),
+    })
     this.cluster = new Cluster({
       nodeId: this.nodeId,
       options: this.options,
@@ -351,7 +365,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       fanout: this.fanout,
       connections: this.connections,
-      kickLocal: (channel, userId, reason) => this.kickLocal(channel, userId, reason),
+      kickLocal: (channel, userId, reason) => this.subscriptions.kickLocal(channel, userId, reason),
       disconnectUserLocal: (userId, reason) => this.admission.disconnectUserLocal(userId, reason),
       closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
       report: (err, stage) => this.report(err, stage),
@@ -367,8 +381,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       fanout: this.fanout,
       cluster: this.cluster,
       acks: this.acks,
-      resolve: (name) => this.resolve(name),
-      authorize: (conn, action, channel, resolved, room, auth) => this.authorize(conn, action, channel, resolved, room, auth),
+      resolve: (name) => this.subscriptions.resolve(name),
+      authorize: (conn, action, channel, resolved, room, auth) => this.subscriptions.authorize(conn, action, channel, resolved, room, auth),
       retention: (options) => retentionOf(options, this.options.history),
       nextMessageId: () => this.nextMessageId(),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
@@ -467,10 +481,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     switch (frame.type) {
       case 'subscribe':
-        return this.onSubscribe(conn, frame)
+        return this.subscriptions.onSubscribe(conn, frame)
       case 'unsubscribe': {
         const sub = conn.subscriptions.get(frame.channel)
-        if (sub) this.removeSubscription(sub, 'unsubscribed', false)
+        if (sub) this.subscriptions.removeSubscription(sub, 'unsubscribed', false)
         this.fanout.sendFrame(conn, { type: 'unsubscribed', id: frame.id, channel: frame.channel })
         return
       }
@@ -481,7 +495,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'presence:get': {
         this.presenceChannel(conn, frame.channel)
         return andThen(this.presence.snapshot(frame.channel), (snap) => {
-          this.fanout.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.capSnapshot(snap) })
+          this.fanout.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.subscriptions.capSnapshot(snap) })
         })
       }
       case 'typing': {
@@ -508,305 +522,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   // ------------------------------------------------------------------ subscribe
 
-  /**
-   * A channel's pattern and options: those it was opened with while it is live on this node
-   * (whatever was registered since), else what its pattern gives now. The name must be valid.
-   */
-  private resolve(name: string): ResolvedChannel {
-    const live = this.live.get(name)
-    if (live !== undefined) return live
-    const resolved = this.patterns.resolve(name)
-    if (!resolved) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
-    if (resolved.options.liveQuery) throw new RealtimeError('RT_004', `'${name}' is a live query channel and no live query provider is installed`)
-    return resolved
-  }
-
-  private async onSubscribe(conn: Connection, frame: ClientFrameOf<'subscribe'>): Promise<void> {
-    const name = frame.channel
-    const existing = conn.subscriptions.get(name)
-    if (existing) {
-      // Subscribing again changes the filter; it is not an error.
-      if (frame.filter !== undefined) {
-        existing.filter = frame.filter === null ? null : this.compileMessageFilter(frame.filter)
-        existing.channel.invalidate()
-      }
-      const extras = await this.subscribedExtras(existing.channel)
-      const at = existing.tracked ? existing.lastSent : Math.max(existing.lastSent, existing.channel.lastOffset)
-      this.fanout.sendFrame(conn, {
-        type: 'subscribed',
-        id: frame.id,
-        channel: name,
-        presence: extras.presence,
-        // The subscription simply goes on where it was: no `delivery`, no `recovered` (nothing is replayed).
-        ...(extras.position ? { position: { epoch: extras.position.epoch, offset: at } } : {}),
-      })
-      return
-    }
-    this.checkSubscriptionLimits(conn, name)
-    const resolved = this.resolve(name)
-    const options = resolved.options
-    const filter = frame.filter != null ? this.compileMessageFilter(frame.filter) : null
-    if (options.presence && frame.state !== undefined && !this.presence.validState(frame.state)) {
-      throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
-    }
-    let room = this.rooms.rooms.get(name)
-    if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
-    const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
-    if (denied) throw new RealtimeError('RT_003', denied)
-    if (conn.ended) return
-    this.checkSubscriptionLimits(conn, name)
-    // The room may have been created or deleted while the rule was deciding.
-    const current = this.rooms.rooms.get(name)
-    if (room && current !== room) throw new RealtimeError('RT_004', `room '${name}' was deleted`)
-    room = current
-    if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
-    if (!room && options.room === 'auto') room = this.rooms.open(name, {}, true)
-    let channel = this.live.get(name)
-    const capacity = room?.capacity ?? options.capacity
-    if (capacity !== undefined && !channel?.occupiedBy(conn.userId, conn.id) && (channel?.occupants ?? 0) >= capacity) {
-      throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
-    }
-    if (!channel) this.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
-    const history = retentionOf(options, this.options.history)
-    const sub: Subscription = {
-      connection: conn,
-      session: conn.session,
-      active: true,
-      fast: false,
-      channel,
-      filter,
-      canPublish: undefined,
-      // Live messages wait until the reply (and any replay) is out, so they follow it in order.
-      replay: history ? [] : null,
-      tracked: options.delivery === 'at-least-once' && history !== null,
-      lastSent: 0,
-      acked: 0,
-      attempts: 0,
-      deadline: 0,
-      pending: false,
-    }
-    const entered = channel.add(sub)
-    conn.subscriptions.add(sub)
-    conn.refreshFastPath()
-    if (entered && room) this.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
-    try {
-      await this.startSubscription(conn, sub, frame)
-    } catch (err) {
-      // A store or presence failure must not leave a half-made subscription behind.
-      this.removeSubscription(sub, 'failed', false)
-      throw err
-    }
-  }
-
-  /** `RT_006` when the connection, or its user across connections, has all the subscriptions it may. */
-  private checkSubscriptionLimits(conn: Connection, channel: string): void {
-    if (conn.subscriptions.size >= conn.maxSubscriptions) {
-      throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
-    }
-    const perUser = this.options.limits.maxSubscriptionsPerUser
-    if (perUser === undefined || conn.userId === undefined) return
-    let limit: number
-    try {
-      limit = typeof perUser === 'function' ? perUser(conn.identity) : perUser
-    } catch (err) {
-      this.report(err, 'limits.maxSubscriptionsPerUser')
-      throw new RealtimeError('RT_006', 'subscription limit could not be decided')
-    }
-    if (!Number.isFinite(limit)) {
-      this.report(new TypeError(`limits.maxSubscriptionsPerUser gave ${String(limit)}`), 'limits.maxSubscriptionsPerUser')
-      throw new RealtimeError('RT_006', 'subscription limit could not be decided')
-    }
-    // Distinct channels: the same room open in two tabs is one subscription of the user's.
-    const channels = new Set<string>()
-    for (const c of this.byUser.get(conn.userId) ?? []) for (const sub of c.subscriptions.values()) channels.add(sub.channel.name)
-    if (!channels.has(channel) && channels.size >= limit) throw new RealtimeError('RT_006', `subscription limit of ${limit} channels per user reached`, { limit, scope: 'user' })
-  }
-
-  /** Presence, position, offline queue or recovery, then the reply and live delivery. */
-  private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>): Promise<void> {
-    const name = frame.channel
-    const channel = sub.channel
-    const options = channel.options
-    const history = retentionOf(options, this.options.history)
-    if (options.presence && conn.userId !== undefined) await this.presence.join(conn, channel, frame.state, frame.presence)
-    if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    const extras = await this.subscribedExtras(channel)
-    if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    if (extras.position) this.recovery.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
-    const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
-    let since = frame.since
-    let offline = false
-    let lost: string | undefined
-    if (!since && history && options.offline && conn.userId !== undefined && extras.position) {
-      // The user's offline queue: what was published since it last acknowledged (or all that is kept).
-      const cursor = await this.options.store.cursor(name, conn.userId)
-      if (conn.ended || conn.subscriptions.get(name) !== sub) return
-      since = { epoch: extras.position.epoch, offset: cursor && cursor.epoch === extras.position.epoch ? cursor.offset : 0 }
-      offline = true
-      if (cursor && cursor.epoch !== extras.position.epoch) {
-        // The cursor points into history that is gone: the queue up to the loss is lost. Say so
-        // (`recovered: false`), deliver what the channel has kept since, and move the cursor into
-        // the current epoch so the loss is reported once.
-        lost = 'epoch changed: the offline queue was lost with the channel history; what the channel kept since is replayed'
-        const r = this.options.store.commit(name, conn.userId, 0)
-        if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
-      }
-    }
-    if (since && !history) {
-      this.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, recovered: false, reason: 'channel keeps no history' })
-    } else if (since) {
-      await this.recovery.recover(conn, sub, since, frame.id, { ...extras, delivery }, offline, lost)
-    } else {
-      const start = extras.position?.offset ?? 0
-      sub.lastSent = sub.acked = start
-      this.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
-      this.recovery.goLive(sub, start)
-    }
-    if (conn.subscriptions.get(name) === sub) this.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
-  }
-
-  private async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
-    const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
-    if (channel.options.presence) out.presence = this.capSnapshot(await this.presence.snapshot(channel.name))
-    if (retentionOf(channel.options, this.options.history)) out.position = await this.options.store.position(channel.name)
-    return out
-  }
-
   // ------------------------------------------------------------------ at-least-once
 
-  private compileMessageFilter(filter: unknown): FilterPredicate {
-    try {
-      return compileFilter(filter)
-    } catch (err) {
-      throw new RealtimeError('RT_007', err instanceof Error ? err.message : 'invalid filter')
-    }
-  }
-
-  /** Returns why the action is denied, or undefined when it is allowed. */
-  private async authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined> {
-    const rule = resolved.options[action] ?? 'authenticated'
-    const identity = conn.identity
-    const ctx = {
-      identity,
-      channel,
-      action,
-      params: resolved.params,
-      room: room ? { members: room.members, metadata: room.metadata } : undefined,
-      auth,
-    }
-    const anonymous = identity.userId === undefined
-    let allowed: boolean
-    if (rule === true || rule === false) allowed = rule
-    else if (rule === 'authenticated') {
-      if (anonymous) return 'authentication required'
-      allowed = true
-    } else {
-      try {
-        allowed = (await this.decideInTime(rule(ctx))) === true
-      } catch (err) {
-        this.options.logger.debug('channel rule threw', { channel, error: String(err) })
-        allowed = false
-      }
-    }
-    if (allowed && room && !room.allows(action, identity.userId)) allowed = false
-    if (allowed && this.options.authorize) {
-      try {
-        allowed = (await this.decideInTime(this.options.authorize(ctx))) === true
-      } catch {
-        allowed = false
-      }
-    }
-    if (allowed) return undefined
-    return anonymous && rule !== false ? `authentication required to ${action} on '${channel}'` : `not allowed to ${action} on '${channel}'`
-  }
-
-  /** A rule's answer, or `false` when it takes longer than `limits.ruleTimeoutMs` (a hung rule denies). */
-  private decideInTime(answer: MaybePromise<boolean>): MaybePromise<boolean> {
-    if (!isPromise(answer)) return answer
-    const ms = this.options.limits.ruleTimeoutMs
-    return new Promise<boolean>((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        this.options.logger.warn('channel rule timed out', { ms })
-        resolve(false)
-      }, ms)
-      answer.then(
-        (v) => {
-          this.clock.clearTimeout(timer)
-          resolve(v)
-        },
-        (err) => {
-          this.clock.clearTimeout(timer)
-          reject(err)
-        },
-      )
-    })
-  }
-
   // ------------------------------------------------------------------ unsubscribe and clean-up
-
-  private removeSubscription(sub: Subscription, reason: string, notify: boolean): void {
-    const conn = sub.connection
-    const channel = sub.channel
-    if (conn.subscriptions.get(channel.name) !== sub) return
-    conn.subscriptions.delete(channel.name)
-    const left = channel.remove(sub)
-    this.acks.untrack(sub)
-    this.acks.gone(sub)
-    const written = sub.replay === null ? Math.max(sub.lastSent, channel.lastOffset) : sub.lastSent
-    // The port calls below may throw (a custom store or presence store): each is reported on its
-    // own, and the channel is still let go of below.
-    if (channel.options.offline && !sub.tracked && conn.userId !== undefined && written > 0) {
-      // At-most-once offline channels count what was written as delivered.
-      try {
-        const r = this.options.store.commit(channel.name, conn.userId, written)
-        if (isPromise(r)) r.catch((err) => this.report(err, 'store.commit'))
-      } catch (err) {
-        this.report(err, 'store.commit')
-      }
-    }
-    const room = this.rooms.rooms.get(channel.name)
-    if (channel.options.presence && conn.userId !== undefined) {
-      try {
-        this.presence.leave(conn, channel, left)
-      } catch (err) {
-        this.report(err, 'presence.leave')
-      }
-    }
-    if (left && room) this.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
-    if (notify && !conn.ended) this.fanout.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
-    this.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
-    if (channel.subscribers.size === 0) {
-      this.live.delete(channel.name)
-      if (room) {
-        this.emit('room:emptied', room.info())
-        if (room.deleteWhenEmpty && this.rooms.rooms.get(room.channel) === room) this.rooms.delete(room.channel)
-      }
-    }
-  }
-
-  /** Room membership or permissions changed: publish rights are decided again on the next publish. */
-  private forgetPublishDecisions(channelName: string): void {
-    const channel = this.live.get(channelName)
-    if (channel) for (const sub of channel.subscribers.values()) sub.canPublish = undefined
-  }
-
-  private roomDeleted(room: Room): void {
-    const channel = this.live.get(room.channel)
-    if (channel) for (const sub of [...channel.subscribers.values()]) this.removeSubscription(sub, 'room-deleted', true)
-    this.emit('room:deleted', room.info())
-  }
-
-  private kickLocal(channelName: string, userId: string, reason: string): number {
-    let n = 0
-    for (const conn of [...(this.byUser.get(userId) ?? [])]) {
-      const sub = conn.subscriptions.get(channelName)
-      if (sub) {
-        this.removeSubscription(sub, reason, true)
-        n++
-      }
-    }
-    return n
-  }
 
   // ------------------------------------------------------------------ publish
 
@@ -837,26 +555,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     })
   }
 
-  /**
-   * A presence snapshot within the reply budget: as many members as fit (in the store's order);
-   * `count` stays the total, so `count > users.length` tells the client the list is partial.
-   */
-  private capSnapshot(snap: PresenceSnapshot): PresenceSnapshot {
-    const budget = this.options.limits.maxReplyBytes - 1024
-    let bytes = 0
-    for (let i = 0; i < snap.users.length; i++) {
-      bytes += utf8Length(JSON.stringify(snap.users[i])) + 1
-      if (bytes > budget) return { users: snap.users.slice(0, i), count: snap.count }
-    }
-    return snap
-  }
-
   // ------------------------------------------------------------------ history and auth frames
 
   private async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
-    const resolved = this.resolve(frame.channel)
+    const resolved = this.subscriptions.resolve(frame.channel)
     if (!conn.subscriptions.has(frame.channel)) {
-      const denied = await this.authorize(conn, 'subscribe', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined)
+      const denied = await this.subscriptions.authorize(conn, 'subscribe', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined)
       if (denied) throw new RealtimeError('RT_003', denied)
     }
     const result = await this.readHistory(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
@@ -934,9 +638,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       sub.canPublish = undefined
       const name = sub.channel.name
       const resolved = this.patterns.resolve(name)
-      const denied = resolved === undefined ? 'channel no longer exists' : await this.authorize(conn, 'subscribe', name, resolved, this.rooms.rooms.get(name), undefined)
+      const denied = resolved === undefined ? 'channel no longer exists' : await this.subscriptions.authorize(conn, 'subscribe', name, resolved, this.rooms.rooms.get(name), undefined)
       if (conn.ended) return
-      if (denied && conn.subscriptions.get(name) === sub) this.removeSubscription(sub, `not allowed after re-authentication: ${denied}`, true)
+      if (denied && conn.subscriptions.get(name) === sub) this.subscriptions.removeSubscription(sub, `not allowed after re-authentication: ${denied}`, true)
     }
   }
 
@@ -949,7 +653,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       broadcast: (event, data, o) => this.publish(name, event, data, o),
       getPresence: () => this.getPresence(name),
       kick: (userId, reason) => this.kick(name, userId, reason),
-      history: async (o = {}) => this.readHistory(name, this.resolve(name), o),
+      history: async (o = {}) => this.readHistory(name, this.subscriptions.resolve(name), o),
     }
   }
 
@@ -978,7 +682,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   async kick(channel: string, userId: string, reason = 'kicked'): Promise<number> {
-    const n = this.kickLocal(channel, userId, reason)
+    const n = this.subscriptions.kickLocal(channel, userId, reason)
     await this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'kick', channel, userId, reason } })
     return n
   }

@@ -1,6 +1,5 @@
 import { RealtimeError, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrameOf, type MessageFrame, channelNameSchema } from '@tidings/protocol'
 import type { LRUCache } from 'lru-cache'
-import type { Identity } from '../ports/auth.js'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { Retention } from '../ports/store.js'
