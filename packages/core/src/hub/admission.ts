@@ -28,7 +28,7 @@ export interface AdmissionHost {
   readonly credentials: CredentialWatch
   readonly fanout: FanOut
   readonly cluster: { toCluster(m: Command): Promise<void> }
-  readonly preferences: { get(userId: string): { compiled: CompiledPreferences } | undefined }
+  readonly preferences: { compiled(userId: string): CompiledPreferences | undefined }
   removeSubscription(sub: Subscription, reason: string, notify: boolean): void
   emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
   listenerCount(event: keyof HubEvents): number
@@ -124,8 +124,8 @@ export class Admission {
       let set = this.byUser.get(userId)
       if (!set) this.byUser.set(userId, (set = new Set()))
       set.add(conn)
-      const prefs = this.host.preferences.get(userId)
-      if (prefs) conn.preferences = prefs.compiled
+      const prefs = this.host.preferences.compiled(userId)
+      if (prefs) conn.preferences = prefs
     }
     this.host.stats.connectionsOpened++
     this.host.fanout.sendFrame(conn, {

@@ -4,11 +4,10 @@ import type { Identity } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
 import type { StoredMessage } from '../ports/store.js'
-import type { LRUCache } from 'lru-cache'
-import { type MaybePromise, andThen, boundedMap, isoTimestamp } from '../util.js'
+import { type MaybePromise, andThen, isoTimestamp } from '../util.js'
 import { Channel } from './channel.js'
 import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
-import { type CompiledPreferences, Connection, type ConnectionInfo } from './connection.js'
+import { Connection, type ConnectionInfo } from './connection.js'
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
@@ -24,6 +23,7 @@ import { Publisher, retentionOf } from './publish.js'
 import { Inbound } from './inbound.js'
 import { Admission } from './admission.js'
 import { SubscriptionService } from './subscriptions.js'
+import { Preferences } from './preferences.js'
 import { storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -198,7 +198,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly admission: Admission
   private readonly connections: ReadonlyMap<string, Connection>
   private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
-  private readonly preferences: LRUCache<string, { raw: UserPreferences; compiled: CompiledPreferences }>
+  private readonly preferences: Preferences
   private readonly stats = new Metrics()
   private readonly presence: PresenceService
   private seq = 0
@@ -223,7 +223,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.leaveDelayMs = this.options.presence.leaveDelayMs
     this.clock = this.options.clock
     this.codec = this.options.codec
-    this.preferences = boundedMap(100_000)
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     const hub = this
     this.admission = new Admission({
@@ -245,7 +244,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       get cluster() {
         return hub.cluster
       },
-      preferences: this.preferences,
+      preferences: { compiled: (userId) => this.preferences.compiled(userId) },
       removeSubscription: (sub, reason, notify) => this.subscriptions.removeSubscription(sub, reason, notify),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       listenerCount: (event) => this.listenerCount(event),
@@ -253,6 +252,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     })
     this.connections = this.admission.connections
     this.byUser = this.admission.byUser
+    this.preferences = new Preferences(this.byUser)
     this.presence = new PresenceService({
       options: this.options,
       toChannel: (channel, frame, exclude, volatile) =>
@@ -687,24 +687,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     return n
   }
 
-  setPreferences(userId: string, raw: UserPreferences): void {
-    const compiled: CompiledPreferences = {
-      mutedChannels: new Set(raw.mutedChannels ?? []),
-      mutedEvents: new Set(raw.mutedEvents ?? []),
-      typing: raw.typingIndicators !== false,
-      readReceipts: raw.readReceipts !== false,
-    }
-    const empty = compiled.mutedChannels.size === 0 && compiled.mutedEvents.size === 0 && compiled.typing && compiled.readReceipts
-    if (empty) this.preferences.delete(userId)
-    else this.preferences.set(userId, { raw: { ...raw }, compiled })
-    for (const conn of this.byUser.get(userId) ?? []) {
-      conn.preferences = empty ? undefined : compiled
-      conn.refreshFastPath()
-    }
+  setPreferences(userId: string, preferences: UserPreferences): void {
+    this.preferences.set(userId, preferences)
   }
 
   getPreferences(userId: string): UserPreferences | undefined {
-    return this.preferences.get(userId)?.raw
+    return this.preferences.get(userId)
   }
 
   registerChannel(pattern: string, options: ChannelOptions): void {
