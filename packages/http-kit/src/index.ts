@@ -233,10 +233,12 @@ export function hasBody(req: IncomingMessage): boolean {
 
 /**
  * Read and discard what is left of a request's body (one declared at most `maxBytes`, reading
- * at most that, for at most `timeoutMs`) before an answer that does not need it. An answer sent while the client is still
- * writing, followed by a close, can reach the client as a connection reset instead of the answer.
+ * at most that, for at most `timeoutMs`, 1 s) before an answer that does not need it. An answer
+ * sent while the client is still writing, followed by a close, can reach the client as a
+ * connection reset instead of the answer; a client that declared a body and sends nothing is
+ * answered after the timeout.
  */
-export function drainBody(req: IncomingMessage, maxBytes = 4 * 1024 * 1024, timeoutMs = 10_000): Promise<void> {
+export function drainBody(req: IncomingMessage, maxBytes = 4 * 1024 * 1024, timeoutMs = 1_000): Promise<void> {
   if (req.complete || req.readableEnded || req.destroyed) return Promise.resolve()
   // A body declared larger than that is not waited for: answer at once (and close).
   if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve()
@@ -281,7 +283,7 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o
   const release = o.edge !== undefined && o.ip !== undefined ? o.edge.beginBody(o.ip) : () => {}
   if (release === undefined) {
     // Discarded, not kept: read so the answer is not lost to a reset while the client still writes.
-    await drainBody(req, o.maxBytes, o.timeoutMs || 10_000)
+    await drainBody(req, o.maxBytes)
     return sendError(res, 429, 'RT_006', `too many request bodies in flight from this address (limit ${o.edge!.options.maxBodiesInFlightPerIp})`, { 'Retry-After': '1', Connection: 'close' })
   }
   let body: FramesResult
