@@ -70,9 +70,17 @@ export function sendJson(res: ServerResponse, status: number, body: string, head
   res.end(body)
 }
 
-/** Answer with an `error` body: `{ "type": "error", "code", "message" }`. */
+/**
+ * Answer with an `error` body: `{ "type": "error", "code", "message" }`. A refusal usually comes
+ * before the request's body was read: what is left of it (declared at most 4 MiB) is read and
+ * discarded first (at most 1 s), so the answer is not lost to a connection reset while the client
+ * still writes. A 408 (the body did not arrive) is answered at once.
+ */
 export function sendError(res: ServerResponse, status: number, code: ErrorCode, message: string, headers?: Record<string, string>): void {
-  sendJson(res, status, JSON.stringify({ type: 'error', code, message }), headers)
+  const body = JSON.stringify({ type: 'error', code, message })
+  const req = (res as ServerResponse & { req?: IncomingMessage }).req
+  if (status === 408 || req === undefined || !hasBody(req) || req.complete || req.destroyed) return sendJson(res, status, body, headers)
+  void drainBody(req).then(() => sendJson(res, status, body, headers))
 }
 
 export function sendNoContent(res: ServerResponse): void {
@@ -282,8 +290,6 @@ export interface ReceiveOptions {
 export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o: ReceiveOptions, target: () => ConnectionHandle | undefined): Promise<void> {
   const release = o.edge !== undefined && o.ip !== undefined ? o.edge.beginBody(o.ip) : () => {}
   if (release === undefined) {
-    // Discarded, not kept: read so the answer is not lost to a reset while the client still writes.
-    await drainBody(req, o.maxBytes)
     return sendError(res, 429, 'RT_006', `too many request bodies in flight from this address (limit ${o.edge!.options.maxBodiesInFlightPerIp})`, { 'Retry-After': '1', Connection: 'close' })
   }
   let body: FramesResult
@@ -293,9 +299,6 @@ export async function receiveFrames(req: IncomingMessage, res: ServerResponse, o
     release()
   }
   if (!body.ok) {
-    // A body over the limit (declared at most 4 MiB) is read and discarded first, so the 413 is
-    // not lost to a reset while the client still writes; a larger one is answered at once.
-    if (body.status === 413) await drainBody(req)
     const close = body.status === 413 || body.status === 408
     sendError(res, body.status, body.code, body.message, close ? { Connection: 'close' } : undefined)
     if (body.status === 408) res.once('finish', () => req.socket.destroy())
