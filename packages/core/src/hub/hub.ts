@@ -24,6 +24,7 @@ import { Inbound } from './inbound.js'
 import { Admission } from './admission.js'
 import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
+import { NodeWatch } from './nodes.js'
 import { storedToFrame } from './routing.js'
 
 export { storedToFrame } from './routing.js'
@@ -211,6 +212,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly cluster: Cluster
   private readonly publisher: Publisher
   private readonly inbound: Inbound
+  private readonly nodes: NodeWatch
   private readonly subscriptions: SubscriptionService
   private readonly credentials: CredentialWatch
 
@@ -399,6 +401,19 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
+    this.nodes = new NodeWatch({
+      nodeId: this.nodeId,
+      clock: this.clock,
+      presenceStore: this.options.presenceStore,
+      heartbeatMs: this.options.nodes.heartbeatMs,
+      nodeTtlMs: this.options.nodes.nodeTtlMs,
+      nodeGone: (node, changes) => {
+        this.options.logger.warn('node stopped heartbeating: its presence members were removed', { node, channels: changes.length })
+        this.presence.nodeGone(changes)
+      },
+      report: (err, stage) => this.report(err, stage),
+    })
+    if (this.options.nodes.heartbeatMs > 0) this.nodes.start()
   }
 
   private nextMessageId(): string {
@@ -776,6 +791,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     if (this.closing) return
     this.closing = true
     this.acks.stop()
+    this.nodes.stop()
     this.notifications.close()
     for (const conn of [...this.connections.values()]) this.admission.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()

@@ -133,6 +133,13 @@ export interface HubOptions {
   /** Acknowledgments and redelivery on at-least-once channels. */
   readonly delivery?: DeliveryOptions
   readonly notifications?: NotificationOptions
+  /**
+   * Nodes of a cluster heartbeat through the presence store; a node silent for more than
+   * `nodeTtlMs` has its presence members removed (each leave announced once). On by default when
+   * a broker is given (several nodes): every 5 s, a node silent for 20 s removed; `heartbeatMs: 0`
+   * turns it off.
+   */
+  readonly nodes?: { readonly heartbeatMs?: number; readonly nodeTtlMs?: number }
   /** Credentials that expire on open connections (`Identity.expiresAt`). */
   readonly credentials?: CredentialOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
@@ -156,6 +163,8 @@ export interface ResolvedHubOptions {
     channelPublishesPerMinute: number | undefined
   }
   readonly credentials: Required<CredentialOptions>
+  /** Heartbeat interval (0: no heartbeats) and how long a silent node is kept. */
+  readonly nodes: { readonly heartbeatMs: number; readonly nodeTtlMs: number }
   readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
   readonly history: Retention
   readonly dedupWindowMs: number
@@ -191,6 +200,10 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       maxSubscriptionsPerUser: o.limits?.maxSubscriptionsPerUser,
       channelPublishesPerMinute: o.limits?.channelPublishesPerMinute,
       ruleTimeoutMs: positiveInt(o.limits?.ruleTimeoutMs, 10_000, 'limits.ruleTimeoutMs'),
+    },
+    nodes: {
+      heartbeatMs: o.nodes?.heartbeatMs ?? (o.broker !== undefined ? 5_000 : 0),
+      nodeTtlMs: positiveInt(o.nodes?.nodeTtlMs, 20_000, 'nodes.nodeTtlMs'),
     },
     credentials: {
       refreshBeforeMs: nonNegativeMs(o.credentials?.refreshBeforeMs, 60_000, 'credentials.refreshBeforeMs'),

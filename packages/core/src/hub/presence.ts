@@ -140,6 +140,11 @@ export class PresenceService {
     this.host.toChannel(channel.name, { type: 'typing', channel: channel.name, userId, active: false }, { user: userId }, true)
   }
 
+  /** A dead node's entries were removed: each user who left with it is announced once (or updated, when another tab stays). */
+  nodeGone(changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void {
+    for (const { channel, change } of changes) this.announce(channel, change.edge ? 'presence:leave' : 'presence:update', change.member, undefined)
+  }
+
   private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {
     this.host.toChannel(channel, { type, channel, user: member }, excludeConnection ? { connection: excludeConnection } : {}, false)
     this.host.emit(type, { channel, member })

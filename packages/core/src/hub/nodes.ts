@@ -1,0 +1,62 @@
+import type { Clock, TimerHandle } from '../ports/clock.js'
+import type { PresenceChange, PresenceStore } from '../ports/presence.js'
+import { type MaybePromise, andThen, isPromise } from '../util.js'
+
+/** What the node watch needs from the hub. */
+export interface NodeWatchHost {
+  readonly nodeId: string
+  readonly clock: Clock
+  readonly presenceStore: PresenceStore
+  readonly heartbeatMs: number
+  readonly nodeTtlMs: number
+  /** A dead node's presence entries were removed (this node won the removal): announce each change once. */
+  nodeGone(nodeId: string, changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void
+  report(error: unknown, stage: string): void
+}
+
+/**
+ * This node among others, seen through the presence store: it heartbeats every `heartbeatMs`,
+ * and on each beat removes the nodes that stopped (silent for more than `nodeTtlMs`), so a node
+ * that died without closing leaves no members behind; the store's remove-once `removeNode` makes
+ * each leave announced once however many nodes notice.
+ */
+export class NodeWatch {
+  private timer: TimerHandle | undefined
+  private stopped = false
+
+  constructor(private readonly host: NodeWatchHost) {}
+
+  start(): void {
+    this.beat()
+  }
+
+  stop(): void {
+    this.stopped = true
+    if (this.timer !== undefined) this.host.clock.clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  private beat(): void {
+    if (this.stopped) return
+    const { clock, presenceStore: store, nodeId, nodeTtlMs } = this.host
+    const now = clock.now()
+    try {
+      const r = andThen(store.heartbeat(nodeId, now), () =>
+        andThen(store.deadNodes(now, nodeTtlMs), (dead) => this.remove(dead.filter((n) => n !== nodeId), now)),
+      )
+      if (isPromise(r)) r.catch((err) => this.host.report(err, 'nodes.heartbeat'))
+    } catch (err) {
+      this.host.report(err, 'nodes.heartbeat')
+    }
+    this.timer = clock.setTimeout(() => this.beat(), this.host.heartbeatMs)
+  }
+
+  private remove(dead: readonly string[], now: number): MaybePromise<void> {
+    const [node, ...rest] = dead
+    if (node === undefined) return
+    return andThen(this.host.presenceStore.removeNode(node, now), (changes) => {
+      if (changes.length > 0) this.host.nodeGone(node, changes)
+      return this.remove(rest, now)
+    })
+  }
+}
