@@ -1,4 +1,4 @@
-import { type Codec, type WireData, wireLength, CloseCode, RealtimeError, type FilterNode, type ClientFrame, type ClientFrameOf, type MessageFrame, type PresenceSnapshot, type Priority } from '@tidings/protocol'
+import { type Codec, type WireData, CloseCode, RealtimeError, type FilterNode, type ClientFrame, type ClientFrameOf, type PresenceSnapshot, type Priority } from '@tidings/protocol'
 import { EventEmitter } from 'eventemitter3'
 import type { Identity } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
@@ -6,7 +6,7 @@ import type { ConnectionHandle, Session } from '../ports/session.js'
 import type { StoredMessage } from '../ports/store.js'
 import { type MaybePromise, andThen, isoTimestamp } from '../util.js'
 import { Channel } from './channel.js'
-import { type ChannelOptions, ChannelPatterns, type ResolvedChannel } from './channels.js'
+import { type ChannelOptions, ChannelPatterns } from './channels.js'
 import { Connection, type ConnectionInfo } from './connection.js'
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
@@ -25,7 +25,7 @@ import { Admission } from './admission.js'
 import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
 import { NodeWatch } from './nodes.js'
-import { storedToFrame } from './routing.js'
+import { History } from './delivery/history.js'
 
 export { storedToFrame } from './routing.js'
 import { type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
@@ -213,6 +213,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly publisher: Publisher
   private readonly inbound: Inbound
   private readonly nodes: NodeWatch
+  private readonly history: History
   private readonly subscriptions: SubscriptionService
   private readonly credentials: CredentialWatch
 
@@ -401,6 +402,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
+    this.history = new History({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
     this.nodes = new NodeWatch({
       nodeId: this.nodeId,
       clock: this.clock,
@@ -526,7 +528,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'read':
         return this.receipts.onRead(conn, frame)
       case 'history':
-        return this.onHistory(conn, frame)
+        return this.history.onHistory(conn, frame)
       case 'ping':
         this.fanout.sendFrame(conn, { type: 'pong', id: frame.id })
         return
@@ -571,54 +573,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   // ------------------------------------------------------------------ history and auth frames
-
-  private async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
-    const resolved = this.subscriptions.resolve(frame.channel)
-    if (!conn.subscriptions.has(frame.channel)) {
-      const denied = await this.subscriptions.authorize(conn, 'subscribe', frame.channel, resolved, this.rooms.rooms.get(frame.channel), undefined)
-      if (denied) throw new RealtimeError('RT_003', denied)
-    }
-    const result = await this.readHistory(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
-    if (frame.since && result.epoch !== frame.since.epoch) {
-      throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset; read again without since', { epoch: result.epoch })
-    }
-    // A reply has a byte budget like any frame: a page that would pass it ends early, with
-    // `complete: false` and the position to page on from.
-    const budget = this.options.limits.maxReplyBytes - 512
-    const messages: MessageFrame[] = []
-    let bytes = 0
-    let cut = false
-    for (const m of result.messages) {
-      const f = storedToFrame(m)
-      const size = wireLength(conn.codec.encode(f)) + 1
-      if (messages.length > 0 && bytes + size > budget) {
-        cut = true
-        break
-      }
-      messages.push(f)
-      bytes += size
-    }
-    this.fanout.sendFrame(conn, {
-      type: 'history',
-      id: frame.id,
-      channel: frame.channel,
-      messages,
-      position: { epoch: result.epoch, offset: messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
-      top: result.top,
-      complete: result.complete && !cut,
-    })
-  }
-
-  private async readHistory(channel: string, resolved: ResolvedChannel, o: { after?: number | undefined; limit?: number | undefined }) {
-    if (!retentionOf(resolved.options, this.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
-    const limit = Math.min(o.limit ?? 100, 1000)
-    const store = this.options.store
-    const now = this.clock.now()
-    let after = o.after
-    if (after === undefined) after = Math.max(0, (await store.position(channel)).offset - limit)
-    const r = await store.read(channel, { after, limit, now })
-    return { epoch: r.epoch, messages: [...r.messages], top: r.top, complete: r.complete || o.after === undefined }
-  }
 
   private async onAuth(conn: Connection, frame: ClientFrameOf<'auth'>): Promise<void> {
     const authenticate = this.options.authenticate
@@ -668,7 +622,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       broadcast: (event, data, o) => this.publish(name, event, data, o),
       getPresence: () => this.getPresence(name),
       kick: (userId, reason) => this.kick(name, userId, reason),
-      history: async (o = {}) => this.readHistory(name, this.subscriptions.resolve(name), o),
+      history: async (o = {}) => this.history.read(name, this.subscriptions.resolve(name), o),
     }
   }
 

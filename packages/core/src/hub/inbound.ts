@@ -12,6 +12,18 @@ const MAX_WAITING_FRAMES = 1000
 /** What an ack takes from the frame budget. */
 const ACK_COST = 0.05
 
+/** An error answer to one frame. */
+export interface Refusal {
+  readonly id?: RequestId | undefined
+  readonly code: ErrorCode
+  readonly message: string
+  readonly frameType?: string | undefined
+  readonly details?: Record<string, unknown> | undefined
+  /** May be shed on a congested connection (only answers to frames without an id). */
+  readonly volatile?: boolean
+  readonly channel?: string | undefined
+}
+
 /** What the inbound pipeline needs from the hub: where a valid frame goes, and how to answer. */
 export interface InboundHost {
   readonly clock: Clock
@@ -40,7 +52,7 @@ export class Inbound {
     } catch (err) {
       // Nothing a client sends may take the hub down: answer the frame and go on.
       this.host.report(err, 'frame:receive')
-      this.reject(conn, undefined, 'RT_007', 'frame could not be handled')
+      this.reject(conn, { code: 'RT_007', message: 'frame could not be handled' })
     }
   }
 
@@ -60,11 +72,11 @@ export class Inbound {
         const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
         id = decoded.ok ? requestIdOf(decoded.value) : conn.codec.name === 'json' ? peekRequestId(data) : undefined
       } else if (conn.codec.name === 'json') id = peekRequestId(data)
-      return this.reject(conn, id, 'RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, undefined, { limit: max })
+      return this.reject(conn, { id, code: 'RT_005', message: `frame of ${bytes} bytes is over the limit of ${max}`, details: { limit: max } })
     }
     // The decode budget: nesting is counted by a linear scan before anything recursive runs.
     const decoded = decodeWithin(conn.codec, data, limits.maxDepth)
-    if (!decoded.ok) return this.reject(conn, conn.codec.name === 'json' ? peekRequestId(data) : undefined, 'RT_007', decoded.reason, undefined, decoded.reason.startsWith('nested') ? { maxDepth: limits.maxDepth } : undefined)
+    if (!decoded.ok) return this.reject(conn, { id: conn.codec.name === 'json' ? peekRequestId(data) : undefined, code: 'RT_007', message: decoded.reason, details: decoded.reason.startsWith('nested') ? { maxDepth: limits.maxDepth } : undefined })
     const value = decoded.value
     const id = requestIdOf(value)
     const type = typeof (value as { type?: unknown } | null)?.type === 'string' ? ((value as { type: string }).type) : undefined
@@ -72,10 +84,10 @@ export class Inbound {
     // delivery, and must not eat the budget of the frames the app sends.
     if (!(type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : conn.takeMessageToken(now))) {
       // A request (it has an id) is always answered, so its promise settles; the rest may be shed.
-      return this.reject(conn, id, 'RT_006', 'too many messages per second', type, { retryAfterMs: conn.messageRetryAfter() }, id === undefined)
+      return this.reject(conn, { id, code: 'RT_006', message: 'too many messages per second', frameType: type, details: { retryAfterMs: conn.messageRetryAfter() }, volatile: id === undefined })
     }
     const parsed = parseClientFrame(value)
-    if (!parsed.ok) return this.reject(conn, id, 'RT_007', parsed.reason, type)
+    if (!parsed.ok) return this.reject(conn, { id, code: 'RT_007', message: parsed.reason, frameType: type })
     const frame = parsed.frame
     this.inOrder(conn, () => {
       if (conn.ended) return
@@ -127,37 +139,20 @@ export class Inbound {
   private fail(conn: Connection, frame: ClientFrame, err: unknown): void {
     const id = 'id' in frame ? frame.id : undefined
     const channel = 'channel' in frame ? frame.channel : undefined
-    if (err instanceof RealtimeError) return this.sendError(conn, id, err.code, err.message, frame.type, err.details as Record<string, unknown> | undefined, false, channel)
+    if (err instanceof RealtimeError) return this.sendError(conn, { id, code: err.code, message: err.message, frameType: frame.type, details: err.details as Record<string, unknown> | undefined, channel })
     this.host.report(err, `frame:${frame.type}`)
-    this.sendError(conn, id, 'RT_001', `${frame.type} failed: internal error`, frame.type, undefined, false, channel)
+    this.sendError(conn, { id, code: 'RT_001', message: `${frame.type} failed: internal error`, frameType: frame.type, channel })
   }
 
-  reject(
-    conn: Connection,
-    id: RequestId | undefined,
-    code: ErrorCode,
-    message: string,
-    frameType?: string,
-    details?: Record<string, unknown>,
-    volatile = false,
-    channel?: string,
-  ): void {
-    this.inOrder(conn, () => this.sendError(conn, id, code, message, frameType, details, volatile, channel))
+  /** Answer a frame with an error, in frame order (behind any frame still being handled). */
+  reject(conn: Connection, r: Refusal): void {
+    this.inOrder(conn, () => this.sendError(conn, r))
   }
 
-  private sendError(
-    conn: Connection,
-    id: RequestId | undefined,
-    code: ErrorCode,
-    message: string,
-    frameType?: string,
-    details?: Record<string, unknown>,
-    volatile = false,
-    channel?: string,
-  ): void {
-    this.host.stats.errors[code]++
-    this.host.fanout.sendFrame(conn, { type: 'error', id, code, message, channel, details }, volatile)
-    this.host.emit('client:error', { connectionId: conn.id, userId: conn.userId, code, message, frameType })
+  private sendError(conn: Connection, r: Refusal): void {
+    this.host.stats.errors[r.code]++
+    this.host.fanout.sendFrame(conn, { type: 'error', id: r.id, code: r.code, message: r.message, channel: r.channel, details: r.details }, r.volatile === true)
+    this.host.emit('client:error', { connectionId: conn.id, userId: conn.userId, code: r.code, message: r.message, frameType: r.frameType })
   }
 }
 

@@ -1,0 +1,76 @@
+import { type ClientFrameOf, type MessageFrame, RealtimeError, wireLength } from '@tidings/protocol'
+import type { Clock } from '../../ports/clock.js'
+import type { Connection } from '../connection.js'
+import type { FanOut } from '../fanout.js'
+import type { ResolvedHubOptions } from '../options.js'
+import type { ResolvedChannel } from '../channels.js'
+import { retentionOf } from '../publish.js'
+import type { RoomRegistry } from '../rooms.js'
+import { storedToFrame } from '../routing.js'
+import type { SubscriptionService } from '../subscriptions.js'
+
+/** What history reads need from the hub. */
+export interface HistoryHost {
+  readonly clock: Clock
+  readonly options: Pick<ResolvedHubOptions, 'store' | 'history' | 'limits'>
+  readonly rooms: RoomRegistry
+  readonly subscriptions: SubscriptionService
+  readonly fanout: FanOut
+}
+
+/**
+ * History on demand: the newest messages or pages from a position, read by anyone allowed to
+ * subscribe, each reply within `limits.maxReplyBytes` (a page that would pass it ends early with
+ * `complete: false`).
+ */
+export class History {
+  constructor(private readonly host: HistoryHost) {}
+
+  async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
+    const resolved = this.host.subscriptions.resolve(frame.channel)
+    if (!conn.subscriptions.has(frame.channel)) {
+      const denied = await this.host.subscriptions.authorize(conn, 'subscribe', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
+      if (denied) throw new RealtimeError('RT_003', denied)
+    }
+    const result = await this.read(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
+    if (frame.since && result.epoch !== frame.since.epoch) {
+      throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset; read again without since', { epoch: result.epoch })
+    }
+    // A reply has a byte budget like any frame: a page that would pass it ends early, with
+    // `complete: false` and the position to page on from.
+    const budget = this.host.options.limits.maxReplyBytes - 512
+    const messages: MessageFrame[] = []
+    let bytes = 0
+    let cut = false
+    for (const m of result.messages) {
+      const f = storedToFrame(m)
+      const size = wireLength(conn.codec.encode(f)) + 1
+      if (messages.length > 0 && bytes + size > budget) {
+        cut = true
+        break
+      }
+      messages.push(f)
+      bytes += size
+    }
+    this.host.fanout.sendFrame(conn, {
+      type: 'history',
+      id: frame.id,
+      channel: frame.channel,
+      messages,
+      position: { epoch: result.epoch, offset: messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
+      top: result.top,
+      complete: result.complete && !cut,
+    })
+  }
+
+  async read(channel: string, resolved: ResolvedChannel, o: { after?: number | undefined; limit?: number | undefined }) {
+    if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
+    const limit = Math.min(o.limit ?? 100, 1000)
+    const store = this.host.options.store
+    const now = this.host.clock.now()
+    let after = o.after
+    if (after === undefined) after = Math.max(0, (await store.position(channel)).offset - limit)
+    const r = await store.read(channel, { after, limit, now })
+    return { epoch: r.epoch, messages: [...r.messages], top: r.top, complete: r.complete || o.after === undefined }
+  }
+}
