@@ -170,6 +170,12 @@ export interface Hub extends EventEmitter<HubEvents> {
   /** Add a content-based route; returns a function that removes it. */
   route(route: Route): () => void
   metrics(): MetricsSnapshot
+  /**
+   * Report an error that happened outside the app's call stack (a transport's socket, a timer):
+   * it goes to `onError`, the logger and the `error` event, like the hub's own. Adapters use it
+   * instead of emitting `error` themselves, so `onError` sees every failure.
+   */
+  report(error: unknown, stage: string): void
   /** Close every connection (1001, reconnect elsewhere), stop the broker. */
   close(): Promise<void>
 }
