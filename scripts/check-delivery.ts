@@ -1,5 +1,5 @@
 /**
- * The delivery guarantees, checked on many random schedules (packages/core/test/delivery-property.ts):
+ * The delivery guarantees, checked on many random schedules (packages/core/src/conformance/delivery.ts):
  * publishers with idempotency keys and retries, subscribers with lossy, duplicating, reordering and
  * delaying links, slow consumers, disconnects and resumes, on a manual clock. Prints, last:
  *   delivery: schedules=<n> messages=<m> lost=<l> app-duplicates=<d> inversions=<i>
@@ -8,7 +8,7 @@
  * DELIVERY_SEED, DELIVERY_SCHEDULES (≥ 1000 by default) and DELIVERY_EXCLUDE (step kinds, comma
  * separated, e.g. `resubscribe`) change the run.
  */
-import { type Step, runDeliverySchedules } from '../packages/core/test/delivery-property.js'
+import { type Step, runDeliverySchedules } from '../packages/core/src/conformance/delivery.js'
 
 const seed = Number(process.env.DELIVERY_SEED ?? 20_260_101)
 const schedules = Number(process.env.DELIVERY_SCHEDULES ?? 1000)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { MessageFrame, Receiver, ReceiverOptions, StreamPosition } from '@tidings/core'
-import { type Schedule, type Step, runDeliverySchedules, runSchedule } from './delivery-property.js'
+import { type Schedule, type Step, runDeliverySchedules, runSchedule } from '../src/conformance/delivery.js'
 
 const SEED = 20_260_101
 const SCHEDULES = 200

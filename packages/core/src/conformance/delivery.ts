@@ -18,11 +18,14 @@
  * - appDuplicates: deliveries to the application of an offset or a key it already had;
  * - inversions: deliveries whose offset is not above the previous one.
  *
- * Used by `delivery-property.test.ts` and `scripts/check-delivery.ts`.
+ * Used by `packages/core/test/delivery-property.test.ts`, `scripts/check-delivery.ts` and
+ * `hubConformance` (over the ports of an adapter: `RunOptions.ports`). Needs `fast-check`.
  */
 import fc from 'fast-check'
-import { type Faults, type MessageFrame, type Receiver, type ReceiverOptions, type ServerFrame, createReceiver } from '@tidings/core'
-import { type MemoryClient, createTestHub } from '@tidings/core/testing'
+import { type MessageFrame, type Receiver, type ReceiverOptions, type ServerFrame, createReceiver } from '@tidings/protocol'
+import type { HubOptions } from '../hub/options.js'
+import type { Faults, MemoryClient } from '../memory/transport.js'
+import { createTestHub } from '../testing/index.js'
 
 // ------------------------------------------------------------------ schedules
 
@@ -168,18 +171,32 @@ export interface ScheduleResult extends DeliveryCounts {
   trace: string[]
 }
 
+/** The ports a schedule's hub is built on (any left out: the hub's in-memory default). */
+export type DeliveryPorts = Partial<Pick<HubOptions, 'broker' | 'store' | 'presenceStore'>>
+
 export interface RunOptions {
   /** Replace the receiver (to prove the checker can fail). */
-  createReceiver?: (options: ReceiverOptions) => Receiver
+  createReceiver?: ((options: ReceiverOptions) => Receiver) | undefined
   /** Record a step-by-step trace (frames, acks, deliveries). */
-  trace?: boolean
+  trace?: boolean | undefined
+  /** Fresh ports for each schedule's hub (called once per schedule run). Default: the hub's in-memory ones. */
+  ports?: (() => DeliveryPorts | Promise<DeliveryPorts>) | undefined
+  /**
+   * The first part of the channel names of a schedule run (`<prefix>c0`, …; the hub's pattern is
+   * `<prefix>*`); a function is called once per run, so runs over a shared store never share a
+   * channel. Default `'feed:'`.
+   */
+  channelPrefix?: string | (() => string) | undefined
+  /** The hub's node id (a function: called once per run). Default `'n1'`. */
+  nodeId?: string | (() => string) | undefined
 }
 
 const ACK_TIMEOUT_MS = 100
 const MAX_BACKOFF_MS = 400
 const CHUNK_MS = 50
 
-const channelName = (i: number) => `feed:c${i}`
+const DEFAULT_PREFIX = 'feed:'
+const pick = (v: string | (() => string) | undefined, fallback: string) => (typeof v === 'function' ? v() : (v ?? fallback))
 
 const faultsOf = (f: FaultSpec): Faults => ({
   ...(f.drop > 0 ? { drop: f.drop } : {}),
@@ -204,13 +221,16 @@ export async function runSchedule(schedule: Schedule, options: RunOptions = {}):
   const trace: string[] = []
   const log = options.trace ? (line: string) => trace.push(line) : () => {}
   const makeReceiver = options.createReceiver ?? createReceiver
-  const channels = Array.from({ length: schedule.channels }, (_, i) => channelName(i))
+  const prefix = pick(options.channelPrefix, DEFAULT_PREFIX)
+  const channels = Array.from({ length: schedule.channels }, (_, i) => `${prefix}c${i}`)
+  const ports = options.ports ? await options.ports() : {}
   const t = createTestHub({
+    ...ports,
     // The transport's fault randomness.
     seed: schedule.faultSeed,
-    nodeId: 'n1',
+    nodeId: pick(options.nodeId, 'n1'),
     channels: {
-      'feed:*': { subscribe: true, publish: true, delivery: 'at-least-once', history: { maxCount: 1_000_000, maxAgeMs: 365 * 24 * 3_600_000 } },
+      [`${prefix}*`]: { subscribe: true, publish: true, delivery: 'at-least-once', history: { maxCount: 1_000_000, maxAgeMs: 365 * 24 * 3_600_000 } },
     },
     // Redelivery never gives up here (a failed delivery is a documented loss, not a bug), and backs off to at most 400 ms.
     delivery: { ackTimeoutMs: ACK_TIMEOUT_MS, backoffMultiplier: 2, maxBackoffMs: MAX_BACKOFF_MS, maxAttempts: 1_000_000 },
@@ -537,7 +557,7 @@ const failed = (r: DeliveryCounts) => r.lost > 0 || r.appDuplicates > 0 || r.inv
 
 export async function runDeliverySchedules(options: DeliveryRunOptions): Promise<DeliveryReport> {
   const { seed, schedules: n } = options
-  const runOptions: RunOptions = { createReceiver: options.createReceiver }
+  const runOptions: RunOptions = { createReceiver: options.createReceiver, ports: options.ports, channelPrefix: options.channelPrefix, nodeId: options.nodeId }
   const arbitrary = scheduleArbitrary({ exclude: options.exclude })
   const samples = fc.sample(arbitrary, { seed, numRuns: n })
   const report: DeliveryReport = { schedules: 0, messages: 0, lost: 0, appDuplicates: 0, inversions: 0, failures: [], deliveries: 0, slowConsumerCloses: 0, deliveryFailed: 0 }
