@@ -4,3 +4,4 @@ export { presenceConformance, type PresenceConformanceOptions } from './presence
 export { delayed, PORT_METHODS, type DelayedOptions } from './delayed.js'
 export { brokerConformance, type BrokerConformanceOptions } from './broker.js'
 export { sessionConformance, captureSessions, type SessionUnderTest, type SessionConformanceOptions, type CapturedSession, type HandleCalls } from './session.js'
+export { hubConformance, type HubConformanceOptions, type HubPorts } from './hub.js'
