@@ -1,11 +1,14 @@
 import type { IncomingMessage } from 'node:http'
 
-/**
+/*
  * The edge guard: what every transport checks about a connection attempt before the hub sees
  * it — the client's address (believing `X-Forwarded-For` only from trusted proxies), its
- * browser origin, and the per-address limits on open and new connections. One guard is shared
- * by the WebSocket, SSE and long-poll transports of a server, so the limits hold across them.
+ * browser origin, and the per-address limits on open and new connections, bodies in flight
+ * included. One guard is shared by the WebSocket, SSE and long-poll transports of a server, so
+ * the limits hold across them. Imports nothing of this package.
  */
+
+/** Options of the edge guard (`createEdgeGuard`), or of the one a transport makes for itself. */
 export interface EdgeOptions {
   /** Open connections (sessions) per client address; more are refused with 429. Default 100; 0 = no limit. */
   readonly maxConnectionsPerIp?: number
@@ -207,6 +210,16 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     openFrom: (ip) => open.get(addressKey(ip)) ?? 0,
     options: Object.freeze({ maxConnectionsPerIp: maxOpen, maxNewConnectionsPerIpPerMinute: perMinute, maxBodiesInFlightPerIp: maxBodies }),
   }
+}
+
+/** Whether `edge` is a guard already made (shared between transports) rather than options for one. */
+export function isEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): edge is EdgeGuard {
+  return edge !== undefined && typeof (edge as Partial<EdgeGuard>).admit === 'function' && typeof (edge as Partial<EdgeGuard>).originAllowed === 'function'
+}
+
+/** The guard given, or one made from the options given (defaults when none). */
+export function resolveEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): EdgeGuard {
+  return isEdgeGuard(edge) ? edge : createEdgeGuard(edge ?? {})
 }
 
 /**

@@ -1,7 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { credentialsFromRequest, type ConnectionHandle, type Hub, type Session } from '@tidings/core'
-import type { EdgeGuard, EdgeOptions } from './edge.js'
-import { header, positiveOption, requestTarget, resolveEdgeGuard, secretMatches, sendError, sendNoContent, sendRefusal } from './index.js'
+import { type EdgeGuard, type EdgeOptions, resolveEdgeGuard } from './edge.js'
+import { header, positiveOption, requestTarget, secretMatches, sendError, sendNoContent, sendRefusal } from './http.js'
+
+/*
+ * The session registry of the two HTTP transports (SSE, long-poll): routing a request to a
+ * session, the 404 / 403 / 503 answers, and opening a session with the hub.
+ */
 
 export const SHUTTING_DOWN = 'server is shutting down'
 export const AUTH_TIMED_OUT = 'authentication timed out'
