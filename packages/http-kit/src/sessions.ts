@@ -21,6 +21,8 @@ export interface RegistryOptions {
   readonly edge?: EdgeGuard | EdgeOptions
   /** How long the hub (its authenticator) may take to accept an opening session; then 503 `RT_001`. Default 10 000 ms. */
   readonly handshakeTimeoutMs?: number
+  /** The stage a failing request handler is reported under (`hub.report`, so `onError` and the logger hear of it). Default `http.session`. */
+  readonly stage?: string
 }
 
 /** What the registry needs of an HTTP transport's session (SSE, long-poll), besides being a Session. */
@@ -60,6 +62,7 @@ export class SessionRegistry<S extends RegisteredSession> {
   private closing = false
   readonly edge: EdgeGuard
   readonly handshakeTimeoutMs: number
+  private readonly stage: string
 
   constructor(
     private readonly hub: Hub,
@@ -69,6 +72,7 @@ export class SessionRegistry<S extends RegisteredSession> {
   ) {
     this.edge = resolveEdgeGuard(options.edge)
     this.handshakeTimeoutMs = positiveOption(options.handshakeTimeoutMs, 10_000, 'handshakeTimeoutMs')
+    this.stage = options.stage ?? 'http.session'
   }
 
   /** Sessions not closed yet. */
@@ -101,7 +105,7 @@ export class SessionRegistry<S extends RegisteredSession> {
    * Handles one request, and never throws or rejects: a refused `Origin` gets 403 `RT_003`; an
    * allowed cross origin gets the CORS headers on whatever answers it, and a preflight
    * (`OPTIONS`) 204; 503 while the transport closes; 500 (or an ended response) when the handler
-   * fails.
+   * fails, the failure reported to the hub (`hub.report`, under `stage`).
    */
   async serve(req: IncomingMessage, res: ServerResponse, handler: () => unknown): Promise<void> {
     try {
@@ -114,7 +118,12 @@ export class SessionRegistry<S extends RegisteredSession> {
       if (req.method === 'OPTIONS') return sendNoContent(res)
       if (this.closing) return sendError(res, 503, 'RT_001', SHUTTING_DOWN)
       await handler()
-    } catch {
+    } catch (err) {
+      try {
+        this.hub.report(err, this.stage)
+      } catch {
+        // an error listener or logger that throws must not keep the request unanswered
+      }
       try {
         if (!res.headersSent) sendError(res, 500, 'RT_001', 'internal error')
         else if (!res.writableEnded) res.end()

@@ -144,7 +144,12 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   }
 
   const failed = (res: ServerResponse, err: unknown) => {
-    hub.emit('error', err, { stage: 'http' })
+    try {
+      // Through the hub's report: onError and the logger hear of it, not only `error` listeners.
+      hub.report(err, 'http')
+    } catch {
+      // a logger that throws must not leave the request unanswered
+    }
     if (!res.headersSent) {
       res.statusCode = 500
       res.end()

@@ -275,11 +275,12 @@ class WsTransportImpl implements WsTransport, SessionHost {
     }
   }
 
+  /** A failure of the transport, reported to the hub: its `onError`, its logger and its `error` event. */
   report(error: unknown, stage: string): void {
     try {
-      this.hub.emit('error', error, { stage })
+      this.hub.report(error, stage)
     } catch {
-      // a listener that throws must not break the transport
+      // a listener (or a logger) that throws must not break the transport
     }
   }
 
