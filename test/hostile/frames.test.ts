@@ -55,7 +55,7 @@ describe('exception safety', () => {
         await c.request({ type: 'subscribe', channel: 'presence:room' })
         c.socket.close()
         await c.whenClosed()
-        await until(() => s.hub.getConnections({ userId: 'ada' }).length === 0, 5_000, 'connection removed')
+        await until(() => s.hub.connections.local({ userId: 'ada' }).length === 0, 5_000, 'connection removed')
       }
     } finally {
       store.leave = leave
@@ -67,7 +67,7 @@ describe('exception safety', () => {
 describe('rates and budgets', () => {
   it('per-channel publish rate (publishesPerMinute) refuses the publish past it with RT_006, across publishers', async () => {
     const s = await serve()
-    s.hub.registerChannel('limited:*', { subscribe: 'authenticated', publish: 'authenticated', publishesPerMinute: 5 })
+    s.hub.channels.register('limited:*', { subscribe: 'authenticated', publish: 'authenticated', publishesPerMinute: 5 })
     const ada = await Client.open(s.ws, 'tok-ada')
     const bob = await Client.open(s.ws, 'tok-bob')
     const results: string[] = []
@@ -108,7 +108,7 @@ describe('credentials that expire on open connections', () => {
       credentials: { refreshBeforeMs: 400, graceMs: 200 },
       limits: { maxSubscriptions: (identity: Identity) => (identity.claims?.plan === 'paid' ? 10 : 2) },
     })
-    s.hub.registerChannel('team:{id}', { subscribe: (ctx) => ctx.identity.claims?.team === ctx.params.id })
+    s.hub.channels.register('team:{id}', { subscribe: (ctx) => ctx.identity.claims?.team === ctx.params.id })
     const c = await Client.open(s.ws, 'first')
     await c.request({ type: 'subscribe', channel: 'team:a' })
     await c.request({ type: 'subscribe', channel: 'public:1' })

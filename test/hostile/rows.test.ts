@@ -205,7 +205,7 @@ describe('issue #9 table: a hostile client', () => {
       expect(await c.request({ type: 'presence:update', channel: 'presence:room', data: deep })).toMatchObject({ type: 'error', code: 'RT_007' })
       c.socket.close()
       await c.whenClosed()
-      await until(() => s.hub.getConnections({ userId: 'ada' }).length === 0, 2_000, 'ada removed')
+      await until(() => s.hub.connections.local({ userId: 'ada' }).length === 0, 2_000, 'ada removed')
     }
     const bob = await Client.open(s.ws, 'tok-bob')
     expect(await bob.request({ type: 'subscribe', channel: 'presence:room' })).toMatchObject({ type: 'subscribed' })
@@ -274,7 +274,7 @@ describe('issue #9 table: a hostile client', () => {
     await first.request({ type: 'ping' })
     first.socket.close()
     await first.whenClosed()
-    await until(() => t.hub.getConnections({ userId: 'ada' }).length === 0, 2_000, 'ada gone')
+    await until(() => t.hub.connections.local({ userId: 'ada' }).length === 0, 2_000, 'ada gone')
     await t.hub.publish('private:user-ada', 'note', { n: 2 }) // queued while offline
     for (const ch of ['public:a', 'public:b', 'public:c']) await t.hub.publish(ch, 'e', 1)
     const again = await Client.open(t.ws, 'tok-ada')
@@ -335,13 +335,13 @@ describe('issue #9 table: a hostile client', () => {
     await c.request({ type: 'subscribe', channel: 'private:user-ada' })
     await c.next((f) => f.type === 'auth:expiring', 1_000)
     expect((await c.whenClosed(2_000)).code).toBe(4001)
-    expect(s.hub.getConnections({ userId: 'ada' })).toEqual([])
+    expect(s.hub.connections.local({ userId: 'ada' })).toEqual([])
 
     // SSE: a session whose identity expired does not come back with its secret
     const sse = await sseSession(s.base, 'short-sse')
     sse.stream.abort()
     await sleep(750) // past expiry and grace
-    expect(s.hub.getConnections({ userId: 'sse' })).toEqual([])
+    expect(s.hub.connections.local({ userId: 'sse' })).toEqual([])
     // the resume is refused, or only told what happened (close 4001) and ended: no live connection
     const resumed = await Sse.open(`${s.base}/realtime/sse`, { 'last-event-id': `${sse.session}:1`, 'x-tidings-secret': sse.secret })
     if (resumed.res.status === 200) {
@@ -350,7 +350,7 @@ describe('issue #9 table: a hostile client', () => {
       expect(close && JSON.parse(close.data)).toMatchObject({ code: 4001 })
       expect(resumed.frames().map((f) => f.type)).not.toContain('connected')
     } else expect(resumed.res.status).toBeGreaterThanOrEqual(400)
-    expect(s.hub.getConnections({ userId: 'sse' })).toEqual([])
+    expect(s.hub.connections.local({ userId: 'sse' })).toEqual([])
     const late = await sse.post({ type: 'subscribe', channel: 'private:user-sse' })
     expect(late.status).not.toBe(204)
     await late.body?.cancel()
@@ -367,7 +367,7 @@ describe('issue #9 table: a hostile client', () => {
     await until(() => refreshed.length > 0, 1_500, 'a refresh by the SDK')
     await sleep(500) // past the first expiry and its grace
     expect(rt.state).toBe('connected')
-    expect(s.hub.getConnections({ userId: 'sdk' })).toHaveLength(1)
+    expect(s.hub.connections.local({ userId: 'sdk' })).toHaveLength(1)
     expect(typeof rt.reauthenticate).toBe('function')
   })
 
@@ -381,7 +381,7 @@ describe('issue #9 table: a hostile client', () => {
     const lp = await fetch(`${s.base}/realtime/poll?token=tok-ada`, { method: 'POST', headers: evil })
     expect(lp.status).toBe(403)
     await lp.body?.cancel()
-    expect(s.hub.getConnections()).toEqual([])
+    expect(s.hub.connections.local()).toEqual([])
     // configured: the listed origin passes, evil still does not
     const t = await serve({}, { edge: { allowedOrigins: ['https://good.example'] } })
     expect(await wsAttempt(`${t.ws}?token=tok-ada`, { origin: evil.origin }).result).toBe(403)
@@ -487,7 +487,7 @@ describe('issue #9 table: a hostile client', () => {
 
   it('ten busy at-least-once channels on one client: acks do not count against the frame budget (no RT_006, no needless redelivery)', async () => {
     const s = await serve({ limits: { messagesPerSecond: 20 }, delivery: { ackTimeoutMs: 1_000 } })
-    s.hub.registerChannel('busy:*', { subscribe: 'authenticated', delivery: 'at-least-once' })
+    s.hub.channels.register('busy:*', { subscribe: 'authenticated', delivery: 'at-least-once' })
     const c = await Client.open(s.ws, 'tok-ada')
     for (let i = 0; i < 10; i++) await c.request({ type: 'subscribe', channel: `busy:${i}` })
     c.socket.on('message', (data) => {
@@ -522,7 +522,7 @@ describe('issue #9 table: a hostile client', () => {
     for (const e of limited) expect(e).toMatchObject({ code: 'RT_006' })
 
     // the SDK: a request nobody answers rejects after requestTimeoutMs
-    s.hub.registerChannel('hang:*', { subscribe: () => new Promise<boolean>(() => {}) })
+    s.hub.channels.register('hang:*', { subscribe: () => new Promise<boolean>(() => {}) })
     const rt = new Realtime({ url: `${s.base}/realtime`, auth: 'tok-ada', requestTimeoutMs: 300, heartbeatIntervalMs: 0, reconnect: false })
     onCleanup(() => rt.close())
     await new Promise((r) => rt.once('connected', r))
@@ -533,7 +533,7 @@ describe('issue #9 table: a hostile client', () => {
 
   it('several frames arriving in one TCP read: an error found after validation (RT_003 / RT_004) goes out before the answers to later frames', async () => {
     const s = await serve()
-    s.hub.registerChannel('slow:*', { subscribe: async () => (await sleep(30), false) })
+    s.hub.channels.register('slow:*', { subscribe: async () => (await sleep(30), false) })
     const c = await Client.open(s.ws, 'tok-ada')
     const ids: unknown[] = []
     c.socket.on('message', (d) => ids.push((JSON.parse(String(d)) as { id?: unknown }).id))
@@ -582,12 +582,12 @@ describe('issue #9 table: a hostile client', () => {
   it('a channel rule given as a string (the seeds\' "auth.uid != null && …" form) is refused at registration, not silently refusing every subscribe', async () => {
     const hub = createHub({ logger: silentLogger })
     onCleanup(() => hub.close())
-    expect(() => hub.registerChannel('team:{id}', { subscribe: 'auth.uid != null && data.members.includes(auth.uid)' as never })).toThrow(/string/)
+    expect(() => hub.channels.register('team:{id}', { subscribe: 'auth.uid != null && data.members.includes(auth.uid)' as never })).toThrow(/string/)
     expect(() => createHub({ channels: { 'room:{id}': { publish: 'auth.uid != null' as never } } })).toThrow(/publish/)
     // the refused registration left nothing behind
     const s = await serve()
     const c = await Client.open(s.ws, 'tok-ada')
-    expect(() => s.hub.registerChannel('team:{id}', { subscribe: 'auth.uid != null' as never })).toThrow()
+    expect(() => s.hub.channels.register('team:{id}', { subscribe: 'auth.uid != null' as never })).toThrow()
     expect(await c.request({ type: 'subscribe', channel: 'team:1' })).toMatchObject({ type: 'error', code: 'RT_004' })
   })
 
@@ -618,10 +618,10 @@ describe('issue #9 table: a hostile client', () => {
       await page.stream.frame((f) => f.id === 'p')
       page.stream.abort()
     }
-    expect((await s.hub.getPresence('presence:lobby')).users.map((u) => u.id)).toEqual(['ada'])
+    expect((await s.hub.presence.get('presence:lobby')).users.map((u) => u.id)).toEqual(['ada'])
     await sleep(700)
-    expect(s.hub.getConnections({ userId: 'ada' })).toEqual([])
-    expect((await s.hub.getPresence('presence:lobby')).users).toEqual([])
+    expect(s.hub.connections.local({ userId: 'ada' })).toEqual([])
+    expect((await s.hub.presence.get('presence:lobby')).users).toEqual([])
     const eleventh = await sseSession(s.base, 'tok-ada')
     expect(eleventh.stream.res.status).toBe(200)
   })
@@ -694,7 +694,7 @@ describe('issue #9: a new user\'s first hour (from Node)', () => {
     rt.on('fallback', (f) => fallbacks.push(f))
     await new Promise((r) => rt.once('connected', r))
     expect(rt.transport).toBe('websocket')
-    expect(s.hub.getConnections({ userId: 'ada' }).map((c) => c.transport)).toEqual(['ws'])
+    expect(s.hub.connections.local({ userId: 'ada' }).map((c) => c.transport)).toEqual(['ws'])
     expect(fallbacks).toEqual([])
   })
 })

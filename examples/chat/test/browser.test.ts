@@ -65,7 +65,7 @@ describe('the chat demo in a browser', () => {
     expect(await page.isVisible('#login')).toBe(false)
     expect(await page.isVisible('#app')).toBe(true)
     expect(await page.textContent('#me')).toBe('Ada Lovelace')
-    expect(chat.hub.getConnections({ userId: 'Ada Lovelace' })).toHaveLength(1)
+    expect(chat.hub.connections.local({ userId: 'Ada Lovelace' })).toHaveLength(1)
     await page.close()
   })
 
@@ -150,9 +150,9 @@ describe('the chat demo in a browser', () => {
 
   it('a page that goes away releases its long-poll session at once (pagehide), not at the session timeout', async () => {
     const page = await join('Leaving User', '?transport=long-poll')
-    await expect.poll(() => chat.hub.getConnections({ userId: 'Leaving User' }).map((c) => c.transport)).toEqual(['long-poll'])
+    await expect.poll(() => chat.hub.connections.local({ userId: 'Leaving User' }).map((c) => c.transport)).toEqual(['long-poll'])
     await page.goto('about:blank')
-    await expect.poll(() => chat.hub.getConnections({ userId: 'Leaving User' }).length, { timeout: 3000 }).toBe(0)
+    await expect.poll(() => chat.hub.connections.local({ userId: 'Leaving User' }).length, { timeout: 3000 }).toBe(0)
     await page.close()
   })
 

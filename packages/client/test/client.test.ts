@@ -116,7 +116,7 @@ describe('Realtime over an in-memory hub', () => {
     // One batch for the burst (duplicates re-acknowledge the same offset in the same batch).
     expect(acks.length).toBeLessThanOrEqual(2)
     expect(acks.at(-1)).toEqual({ type: 'ack', channel: 'private:user-alice', offset: 5 })
-    expect(await net.hub.deliveredTo('private:user-alice', 5)).toEqual(['alice'])
+    expect(await net.hub.channel('private:user-alice').deliveredTo(5)).toEqual(['alice'])
   })
 
   it('sends read receipts and receives them', async () => {
@@ -183,7 +183,7 @@ describe('Realtime over an in-memory hub', () => {
     await ch.subscribe()
     const ended: unknown[] = []
     ch.on('unsubscribed', (i) => ended.push(i.reason))
-    await net.hub.kick('presence:room', 'alice', 'bye')
+    await net.hub.channel('presence:room').kick('alice', 'bye')
     await until(() => ended.length === 1)
     expect(ended).toEqual(['bye'])
     expect(ch.state).toBe('unsubscribed')

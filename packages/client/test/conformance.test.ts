@@ -144,7 +144,7 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
       const ch = rt.channel('public:after-auth')
       await ch.subscribe()
       expect((await ch.send('e', 1)).offset).toBe(1)
-      expect(server.hub.getConnections({ userId: 'alice' })).toHaveLength(1)
+      expect(server.hub.connections.local({ userId: 'alice' })).toHaveLength(1)
     })
 
     it('expiring credentials (the hub sends auth:expiring): the auth function refreshes them in place; a fixed token ends with 4001', async () => {
@@ -276,18 +276,18 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
       expect(rt.userId).toBe('alice')
       expect(rt.connectionId).toMatch(/\S/)
       expect(i).toEqual({ connectionId: rt.connectionId, userId: 'alice', transport })
-      const seen = server.hub.getConnections({ userId: 'alice' })
+      const seen = server.hub.connections.local({ userId: 'alice' })
       expect(seen.map((c) => [c.id, c.transport])).toEqual([[rt.connectionId, HUB_TRANSPORT[transport]]])
 
       // Anonymous: no credentials, no userId.
       const { rt: anon } = await connected()
       expect(anon.userId).toBeUndefined()
       expect(anon.connectionId).not.toBe(rt.connectionId)
-      expect(server.hub.getConnection(anon.connectionId!)?.userId).toBeUndefined()
+      expect((await server.hub.connections.get(anon.connectionId!))?.userId).toBeUndefined()
 
       rt.disconnect()
       expect(rt.state).toBe('disconnected')
-      await until(() => server!.hub.getConnections({ userId: 'alice' }).length === 0, 3000, 'the hub to see the close')
+      await until(() => server!.hub.connections.local({ userId: 'alice' }).length === 0, 3000, 'the hub to see the close')
     })
 
     // ------------------------------------------------------------ pub/sub
@@ -514,7 +514,7 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
       const errors: string[] = []
       alice.on('disconnected', (i) => closes.push(i.code))
       alice.on('error', (e) => errors.push((e as RealtimeError).code))
-      expect(hub.disconnect(before, 'test')).toBe(true)
+      expect(await hub.connections.disconnect(before, 'test')).toBe(true)
       await until(() => alice.state === 'disconnected', 3000, 'the close')
       expect(closes).toEqual([4000])
       expect(errors).toEqual(['RT_001'])
@@ -584,12 +584,12 @@ for (const transport of ['websocket', 'sse', 'long-poll'] as const) {
         await until(() => second.state === 'disconnected', 3000, 'the refusal')
         expect(errors.map((e) => e.code)).toEqual(['RT_001'])
         expect((await waiting).code).toBe('RT_001')
-        expect(server.hub.getConnections({ userId: 'alice' }).map((c) => c.id)).toEqual([first.connectionId])
+        expect(server.hub.connections.local({ userId: 'alice' }).map((c) => c.id)).toEqual([first.connectionId])
         // The first connection is unaffected.
         expect((await first.channel('public:x').send('after', 1)).offset).toBe(1)
         // Once the first one is gone, the second can connect and publish.
         first.disconnect()
-        await until(() => server!.hub.getConnections({ userId: 'alice' }).length === 0, 3000, 'the first connection to close')
+        await until(() => server!.hub.connections.local({ userId: 'alice' }).length === 0, 3000, 'the first connection to close')
         second.connect()
         await until(() => second.state === 'connected', 3000, 'the second connection')
         expect((await second.channel('public:x').send('after', 2)).offset).toBe(2)

@@ -89,7 +89,7 @@ describe('transport fallback and upgrade', () => {
     expect(history.messages.filter((m) => m.event === 'mine').map((m) => m.data)).toEqual(Array.from({ length: 20 }, (_, i) => i))
     // The fallback connection was closed; one connection remains.
     expect(net.open.map((l) => l.name)).toEqual(['websocket'])
-    expect(net.hub.getConnections({ userId: 'alice' })).toHaveLength(1)
+    expect(net.hub.connections.local({ userId: 'alice' })).toHaveLength(1)
   })
 
   it('keeps the fallback while the probe fails', async () => {

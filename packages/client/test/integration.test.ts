@@ -156,7 +156,7 @@ describe.each(TRANSPORTS)('over %s', (transport) => {
     expect(history.messages.filter((m) => m.event === 'mine').map((m) => m.data)).toEqual(['a', 'b'])
     // The personal channel's cursor follows the acknowledgments.
     await sleep(50)
-    expect(await s.hub.deliveredTo('private:user-alice', 50)).toEqual(['alice'])
+    expect(await s.hub.channel('private:user-alice').deliveredTo(50)).toEqual(['alice'])
   })
 
   it('rejects an oversized message with RT_005 and stays connected', async () => {
@@ -176,7 +176,7 @@ describe.each(TRANSPORTS)('over %s', (transport) => {
     await until(() => rt.state === 'connected')
     const closes: number[] = []
     rt.on('disconnected', (i) => closes.push(i.code))
-    server.hub.disconnect(rt.connectionId!)
+    await server.hub.connections.disconnect(rt.connectionId!)
     await until(() => rt.state === 'disconnected')
     expect(closes).toEqual([4000])
   })
@@ -203,7 +203,7 @@ describe('fallback and upgrade over real sockets', () => {
     await until(() => rt.transport === 'websocket' && got.length === 40, 5000, 'upgrade')
     expect(transports).toEqual(['sse', 'websocket'])
     expect(got).toEqual(Array.from({ length: 40 }, (_, i) => i + 1))
-    expect(s.hub.getConnections({ userId: 'alice' }).map((c) => c.transport)).toContain('ws')
+    expect(s.hub.connections.local({ userId: 'alice' }).map((c) => c.transport)).toContain('ws')
   })
 
   it('falls back to long-poll when the others cannot open', async () => {
@@ -247,7 +247,7 @@ describe('SSE through EventSource (as in browsers)', () => {
       // Its own publish (offset 1) is not echoed; the 9 others arrive once each, across the cut.
       expect(lines.find((l) => 'got' in l)).toEqual({ got: [2, 3, 4, 5, 6, 7, 8, 9, 10] })
       expect(lines.find((l) => 'published' in l)).toEqual({ published: 1 })
-      s.hub.disconnectUser('es')
+      await s.hub.connections.disconnectUser('es')
       // The cut was a 1006 (and a reconnect); the server's close is 4000.
       await until(() => lines.some((l) => l.disconnected === 4000), 5000, 'the close')
       expect(lines.filter((l) => 'disconnected' in l)).toEqual([{ disconnected: 1006 }, { disconnected: 4000 }])

@@ -38,7 +38,7 @@ describe('Node without a global WebSocket', () => {
     rt.on('fallback', (f) => fallbacks.push(f))
     await new Promise((r) => rt.once('connected', r))
     expect(rt.transport).toBe('websocket')
-    expect(hub.getConnections({ userId: 'alice' }).map((c) => c.transport)).toEqual(['ws'])
+    expect(hub.connections.local({ userId: 'alice' }).map((c) => c.transport)).toEqual(['ws'])
     expect(fallbacks).toEqual([])
   })
 

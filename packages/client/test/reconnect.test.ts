@@ -128,7 +128,7 @@ describe('reconnect and resume', () => {
     await until(() => rt.state === 'connected')
     const errors: string[] = []
     rt.on('error', (e) => errors.push((e as { code?: string }).code ?? ''))
-    net.hub.disconnect(rt.connectionId!)
+    await net.hub.connections.disconnect(rt.connectionId!)
     await until(() => rt.state === 'disconnected')
     await sleep(30)
     expect(net.links).toHaveLength(1)

@@ -191,14 +191,14 @@ describe('transport switch under a continuous stream', () => {
       console.log(
         `[transport switch, SSE ${sseBlock}] published ${published}, received ${received.length}: ` +
           `${lost.length} lost, ${duplicates} duplicates, ${reorders} reorders; connections ${transports.join(' → ')}; ` +
-          `hub: redelivered ${s.hub.metrics().redelivered}, alice's connections ${s.hub.getConnections({ userId: 'alice' }).map((c) => c.transport).join(', ')}`,
+          `hub: redelivered ${s.hub.metrics().redelivered}, alice's connections ${s.hub.connections.local({ userId: 'alice' }).map((c) => c.transport).join(', ')}`,
       )
       expect(squeeze(transports)).toEqual(['websocket', 'sse', 'long-poll', 'websocket'])
       expect(client.transport).toBe('websocket')
       expect({ lost: lost.length, duplicates, reorders }).toEqual({ lost: 0, duplicates: 0, reorders: 0 })
       expect(received).toEqual(Array.from({ length: published }, (_, i) => i + 1))
       // The client is on a WebSocket connection of the hub, subscribed.
-      const live = s.hub.getConnections({ userId: 'alice' }).find((c) => c.id === client.connectionId)
+      const live = s.hub.connections.local({ userId: 'alice' }).find((c) => c.id === client.connectionId)
       expect(live?.transport).toBe('ws')
       expect(live?.channels).toContain(CHANNEL)
     })

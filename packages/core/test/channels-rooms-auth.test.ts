@@ -137,7 +137,7 @@ describe('channels by name', () => {
 
     const err = await expectRejected(t, alice, () => alice.subscribe('private:room-42'), 'RT_004')
     expect(err.message).toMatch(/room/)
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
 
     t.hub.rooms.create('private:room-42', { members: ['alice'] })
     const sub = await alice.subscribe('private:room-42')
@@ -166,7 +166,7 @@ describe('channels by name', () => {
     const b = await bob.subscribe('presence:lobby')
     expect(b.presence?.count).toBe(2)
     expect((await joined).user.id).toBe('bob')
-    expect((await t.hub.getPresence('presence:lobby')).users.map((u) => u.id).sort()).toEqual(['alice', 'bob'])
+    expect((await t.hub.presence.get('presence:lobby')).users.map((u) => u.id).sort()).toEqual(['alice', 'bob'])
   })
 
   it('db:collection:* is reserved: RT_004 while no live query provider is installed', async () => {
@@ -178,7 +178,7 @@ describe('channels by name', () => {
     // other names under db: are not channels either
     await expectRejected(t, alice, () => alice.subscribe('db:other'), 'RT_004')
     await expect(t.hub.publish('db:collection:orders', 'insert', {})).rejects.toMatchObject({ code: 'RT_004' })
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
   })
 
   it('an unknown namespace is RT_004 (subscribe, publish, server publish)', async () => {
@@ -213,7 +213,7 @@ describe('channels by name', () => {
     await expectRejected(t, other, () => other.publish('supplier:dashboard:123', 'kpi', { v: 1 }), 'RT_003')
     expect(rule).toHaveBeenLastCalledWith(expect.objectContaining({ action: 'publish', params: { scope: 'supplier', entity: 'dashboard', id: '123' } }))
 
-    expect(t.hub.channels()).toEqual([
+    expect(t.hub.channels.list()).toEqual([
       expect.objectContaining({ name: 'supplier:dashboard:123', pattern: '{scope}:{entity}:{id}', subscribers: 1, occupants: 1 }),
     ])
     // two parts do not match a three-part pattern
@@ -301,7 +301,7 @@ describe('channels by name', () => {
     await anon.subscribe('public:a:b')
     await anon.subscribe('supplier:dashboard:1')
     await anon.subscribe('anything-else')
-    const patterns = Object.fromEntries(t.hub.channels().map((c) => [c.name, c.pattern]))
+    const patterns = Object.fromEntries(t.hub.channels.list().map((c) => [c.name, c.pattern]))
     expect(patterns).toEqual({ 'public:a:b': 'public:*', 'supplier:dashboard:1': '{scope}:{entity}:{id}', 'anything-else': '*' })
   })
 
@@ -312,12 +312,12 @@ describe('channels by name', () => {
     await expectRejected(t, alice, () => alice.publish('public:readonly-feed', 'e', {}), 'RT_003')
     await expect(alice.publish('public:other', 'e', {})).resolves.toMatchObject({ type: 'published' })
     // patterns are tried in registration order; registerChannel adds at runtime
-    t.hub.registerChannel('tenant:{tenant}', { subscribe: (ctx) => ctx.params['tenant'] === 'acme' })
+    t.hub.channels.register('tenant:{tenant}', { subscribe: (ctx) => ctx.params['tenant'] === 'acme' })
     await expect(alice.subscribe('tenant:acme')).resolves.toMatchObject({ channel: 'tenant:acme' })
     await expectRejected(t, alice, () => alice.subscribe('tenant:globex'), 'RT_003')
-    expect(() => t.hub.registerChannel('bad pattern', {})).toThrow(TypeError)
-    expect(() => t.hub.registerChannel('x:{1bad}', {})).toThrow(TypeError)
-    expect(() => t.hub.registerChannel('x:{a}:{a}', {})).toThrow(TypeError)
+    expect(() => t.hub.channels.register('bad pattern', {})).toThrow(TypeError)
+    expect(() => t.hub.channels.register('x:{1bad}', {})).toThrow(TypeError)
+    expect(() => t.hub.channels.register('x:{a}:{a}', {})).toThrow(TypeError)
   })
 
   it('event schemas (zod): bad data is RT_007 and is not delivered; good data is', async () => {
@@ -383,7 +383,7 @@ describe('channels by name', () => {
     await expect(alice2.subscribe('stage:1')).resolves.toMatchObject({ channel: 'stage:1' })
     const err = await expectRejected(t, carol, () => carol.subscribe('stage:1'), 'RT_008')
     expect(err.details).toMatchObject({ capacity: 2 })
-    expect(t.hub.channels()).toEqual([expect.objectContaining({ name: 'stage:1', subscribers: 3, occupants: 2 })])
+    expect(t.hub.channels.list()).toEqual([expect.objectContaining({ name: 'stage:1', subscribers: 3, occupants: 2 })])
     // capacity is per channel
     await expect(carol.subscribe('stage:2')).resolves.toMatchObject({ channel: 'stage:2' })
     // one of alice's tabs leaving frees nothing; bob leaving frees a seat
@@ -397,30 +397,30 @@ describe('channels by name', () => {
     await using t = createTestHub()
     const alice = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
     // a server publish to a channel nobody is in does not make it live
     await t.hub.publish('public:news', 'e')
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
 
     await alice.subscribe('public:news')
-    expect(t.hub.channels()).toEqual([{ name: 'public:news', pattern: 'public:*', subscribers: 1, occupants: 1, room: undefined }])
+    expect(t.hub.channels.list()).toEqual([{ name: 'public:news', pattern: 'public:*', subscribers: 1, occupants: 1, room: undefined }])
     await bob.subscribe('public:news')
     await bob.subscribe('presence:lobby')
-    expect(t.hub.channels().map((c) => [c.name, c.subscribers]).sort()).toEqual([
+    expect(t.hub.channels.list().map((c) => [c.name, c.subscribers]).sort()).toEqual([
       ['presence:lobby', 1],
       ['public:news', 2],
     ])
     expect(t.hub.metrics()).toMatchObject({ channels: 2, subscriptions: 3, subscriptionsByChannel: { 'public:news': 2, 'presence:lobby': 1 } })
 
     await alice.unsubscribe('public:news')
-    expect(t.hub.channels().find((c) => c.name === 'public:news')?.subscribers).toBe(1)
+    expect(t.hub.channels.list().find((c) => c.name === 'public:news')?.subscribers).toBe(1)
     bob.close() // disconnect removes every subscription of the connection
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
     expect(t.hub.metrics()).toMatchObject({ channels: 0, subscriptions: 0 })
 
     // a refused subscribe does not leave a channel behind
     await expectRejected(t, alice, () => alice.subscribe('private:user-bob'), 'RT_003')
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
     // unsubscribing from a channel one is not in is answered, not an error
     await expect(alice.unsubscribe('public:never')).resolves.toMatchObject({ type: 'unsubscribed', channel: 'public:never' })
   })
@@ -488,7 +488,7 @@ describe('rooms', () => {
     expect(t.hub.rooms.list().map((r) => r.channel)).toEqual(['public:hall'])
   })
 
-  it('room metadata and members are visible to channel rules and in hub.channels()', async () => {
+  it('room metadata and members are visible to channel rules and in hub.channels.list()', async () => {
     const rule = vi.fn((ctx: AuthorizeContext) => ctx.room?.metadata['open'] === true)
     await using t = createTestHub({ channels: { 'event:{id}': { subscribe: rule, room: 'required' } } })
     t.hub.rooms.create('event:1', { metadata: { open: false }, members: ['alice'] })
@@ -497,7 +497,7 @@ describe('rooms', () => {
     expect(rule.mock.calls[0]?.[0].room?.members.get('alice')).toBe('member')
     t.hub.rooms.update('event:1', { metadata: { open: true } })
     await alice.subscribe('event:1')
-    expect(t.hub.channels()).toEqual([
+    expect(t.hub.channels.list()).toEqual([
       expect.objectContaining({ name: 'event:1', room: expect.objectContaining({ channel: 'event:1', metadata: { open: true } }) }),
     ])
   })
@@ -574,7 +574,7 @@ describe('rooms', () => {
     t.hub.rooms.create('public:closed', { capacity: 0 })
     const alice = await t.connect({ userId: 'alice' })
     await expectRejected(t, alice, () => alice.subscribe('public:closed'), 'RT_008')
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
   })
 
   it('lifecycle events: created, member-joined/left once per user, emptied, deleted', async () => {
@@ -634,14 +634,14 @@ describe('rooms', () => {
     }
     expect(unsubscribed).toHaveBeenCalledTimes(3)
     expect(unsubscribed).toHaveBeenCalledWith(expect.objectContaining({ channel: 'private:room-9', reason: 'room-deleted' }))
-    expect(t.hub.channels()).toEqual([])
-    expect(t.hub.getConnections({ channel: 'private:room-9' })).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
+    expect(t.hub.connections.local({ channel: 'private:room-9' })).toEqual([])
     expect(log.at(-1)).toEqual({ event: 'room:deleted', channel: 'private:room-9' })
     expect((await t.hub.publish('private:room-9', 'late')).recipients).toBe(0)
     // the room is gone: subscribing again is RT_004; the connection still works
     await expectRejected(t, alice, () => alice.subscribe('private:room-9'), 'RT_004')
     // presence was cleaned up
-    expect((await t.hub.getPresence('private:room-9')).count).toBe(0)
+    expect((await t.hub.presence.get('private:room-9')).count).toBe(0)
   })
 
   it("room: 'auto' creates the room on first subscribe and deletes it when emptied", async () => {
@@ -652,7 +652,7 @@ describe('rooms', () => {
     expect(t.hub.rooms.get('huddle:1')).toBeUndefined()
     await alice.subscribe('huddle:1')
     expect(t.hub.rooms.get('huddle:1')).toMatchObject({ channel: 'huddle:1', onDemand: true, deleteWhenEmpty: true, permissions: { subscribe: 'anyone', publish: 'anyone' } })
-    expect(t.hub.channels()[0]?.room).toMatchObject({ onDemand: true })
+    expect(t.hub.channels.list()[0]?.room).toMatchObject({ onDemand: true })
     await bob.subscribe('huddle:1')
     await bob.publish('huddle:1', 'hi', {})
     await t.settle()
@@ -718,7 +718,7 @@ describe('rooms', () => {
     t.hub.rooms.delete('team:1')
     slow.resolve()
     await expect(p).rejects.toMatchObject({ code: 'RT_004' })
-    expect(t.hub.channels()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
   })
 
   it('removeMember kicks every connection of that user from a members-only room', async () => {
@@ -738,7 +738,7 @@ describe('rooms', () => {
     }
     expect(bob.received('unsubscribed')).toEqual([])
     expect(log.filter((e) => e.event === 'room:member-left')).toEqual([{ event: 'room:member-left', channel: 'private:room-5', userId: 'alice' }])
-    expect(t.hub.getConnections({ channel: 'private:room-5' }).map((c) => c.userId)).toEqual(['bob'])
+    expect(t.hub.connections.local({ channel: 'private:room-5' }).map((c) => c.userId)).toEqual(['bob'])
     // alice no longer receives and may not come back
     await t.hub.publish('private:room-5', 'after', {})
     await t.settle()
@@ -780,7 +780,7 @@ describe('authentication', () => {
     const alice = await t.connect({ token: 'tok-alice' })
     expect(alice.userId).toBe('alice')
     expect(alice.received('connected')[0]).toMatchObject({ userId: 'alice', v: 1 })
-    expect(t.hub.getConnection(alice.connectionId)?.userId).toBe('alice')
+    expect((await t.hub.connections.get(alice.connectionId))?.userId).toBe('alice')
 
     const refused = await expectRefused(t, { token: 'tok-nope' }, 'RT_002', CloseCode.AuthenticationFailed)
     expect(refused.closeCode).toBe(4001)
@@ -897,7 +897,7 @@ describe('authentication', () => {
     await expectRejected(t, alice, () => alice.request({ type: 'auth', token: 'expired' }), 'RT_002')
     expect(alice.closed).toBe(false)
     // still alice, still subscribed, still able to publish
-    expect(t.hub.getConnection(alice.connectionId)?.userId).toBe('alice')
+    expect((await t.hub.connections.get(alice.connectionId))?.userId).toBe('alice')
     await expect(alice.publish('public:room', 'still-here', {})).resolves.toMatchObject({ type: 'published' })
     await t.settle()
     expect(bob.messages('public:room').map((m) => [m.event, m.sender])).toEqual([['still-here', 'alice']])
@@ -910,7 +910,7 @@ describe('authentication', () => {
     await using t2 = createTestHub({ authenticate: createTokenAuthenticator({ b1: { userId: 'bob' } }) })
     const anon = await t2.connect()
     await expectRejected(t2, anon, () => anon.request({ type: 'auth', token: 'b1' }), 'RT_002')
-    expect(t2.hub.getConnection(anon.connectionId)?.userId).toBeUndefined()
+    expect((await t2.hub.connections.get(anon.connectionId))?.userId).toBeUndefined()
   })
 
   it('a refreshed identity applies to later publish decisions (roles gained and lost)', async () => {
@@ -969,7 +969,7 @@ describe('authentication', () => {
     const tabs: MemoryClient[] = []
     for (let i = 0; i < 10; i++) tabs.push(await t.connect({ userId: 'alice' }))
     await expectRefused(t, { userId: 'alice' }, 'RT_001', CloseCode.TooManyConnections)
-    expect(t.hub.getConnections({ userId: 'alice' })).toHaveLength(10)
+    expect(t.hub.connections.local({ userId: 'alice' })).toHaveLength(10)
     // other users are unaffected; alice's open tabs still work
     const bob = await t.connect({ userId: 'bob' })
     await expect(bob.ping()).resolves.toMatchObject({ type: 'pong' })
@@ -1058,7 +1058,7 @@ describe('error codes (each provoked, counted, and the connection kept)', () => 
     expect(t.hub.metrics().errors.RT_005).toBe(before + 1)
     await expect(alice.ping()).resolves.toMatchObject({ type: 'pong' })
     // a channel limit is reported through the request
-    t.hub.registerChannel('small:{id}', { publish: 'authenticated', maxMessageSize: 100 })
+    t.hub.channels.register('small:{id}', { publish: 'authenticated', maxMessageSize: 100 })
     await expectRejected(t, alice, () => alice.publish('small:1', 'e', 'y'.repeat(150)), 'RT_005')
   })
 

@@ -353,7 +353,7 @@ describe('history and recovery', () => {
     const one = (await alice.request<ServerFrameOf<'history'>>({ type: 'history', channel: 'chat:hist', since: { epoch, offset: 0 }, limit: 1 })).messages[0]!
     expect(one).toMatchObject({ type: 'message', channel: 'chat:hist', event: 'm', data: { n: 1 }, offset: 1 })
     // Not subscribed by it.
-    expect(t.hub.getConnections({ channel: 'chat:hist' })).toEqual([])
+    expect(t.hub.connections.local({ channel: 'chat:hist' })).toEqual([])
   })
 
   it('history says complete:false when retention dropped messages after since, and refuses a stale epoch', async () => {
@@ -496,7 +496,7 @@ describe('acknowledgments (at-least-once)', () => {
     expect(failed).toHaveLength(1)
     expect(bob.closed).toBe(true)
     expect(bob.closeCode).toBe(4010)
-    expect(t.hub.getConnection(bob.connectionId)).toBeUndefined()
+    expect(await t.hub.connections.get(bob.connectionId)).toBeUndefined()
   })
 
   it('client publishes are answered with published (with the offset) or an error', async () => {
@@ -841,8 +841,8 @@ describe('offline queues (private:user-*)', () => {
 
     again.ack('private:user-bob', 2)
     await t.settle()
-    expect(await t.hub.deliveredTo('private:user-bob', 2)).toEqual(['bob'])
-    expect(await t.hub.deliveredTo('private:user-bob', 3)).toEqual([])
+    expect(await t.hub.channel('private:user-bob').deliveredTo(2)).toEqual(['bob'])
+    expect(await t.hub.channel('private:user-bob').deliveredTo(3)).toEqual([])
     again.drop()
     await t.hub.publish('private:user-bob', 'm', { n: 4 })
 
@@ -941,14 +941,14 @@ describe('offline queues (private:user-*)', () => {
     await carol.subscribe('team:t')
     for (let n = 1; n <= 3; n++) await t.hub.publish('team:t', 'm', { n })
     await t.settle()
-    expect(await t.hub.deliveredTo('team:t', 1)).toEqual([])
+    expect(await t.hub.channel('team:t').deliveredTo(1)).toEqual([])
     bob.ack('team:t', 3)
     carol.ack('team:t', 1)
     await t.settle()
-    expect((await t.hub.deliveredTo('team:t', 1)).sort()).toEqual(['bob', 'carol'])
-    expect(await t.hub.deliveredTo('team:t', 2)).toEqual(['bob'])
-    expect(await t.hub.deliveredTo('team:t', 3)).toEqual(['bob'])
-    expect(await t.hub.deliveredTo('team:t', 4)).toEqual([])
+    expect((await t.hub.channel('team:t').deliveredTo(1)).sort()).toEqual(['bob', 'carol'])
+    expect(await t.hub.channel('team:t').deliveredTo(2)).toEqual(['bob'])
+    expect(await t.hub.channel('team:t').deliveredTo(3)).toEqual(['bob'])
+    expect(await t.hub.channel('team:t').deliveredTo(4)).toEqual([])
     // Carol, back later, gets what she had not acknowledged.
     carol.drop()
     const again = await t.connect({ userId: 'carol' })
@@ -1022,7 +1022,7 @@ describe('receipts', () => {
   it("readReceipts:false suppresses that user's read receipts only", async () => {
     const t = makeHub()
     const { alice, bob, carol } = await setup(t)
-    t.hub.setPreferences('bob', { readReceipts: false })
+    t.hub.preferences.set('bob', { readReceipts: false })
     bob.send({ type: 'read', channel: 'rcpt:x', offsets: [1, 2] })
     await t.settle()
     expect(alice.received('receipt')).toEqual([])
@@ -1119,7 +1119,7 @@ describe('priorities and backpressure', () => {
     await t.hub.publish('chat:m', 'normal3', big) // over, with nothing low left to shed
     expect(bob.closed).toBe(true)
     expect(bob.closeCode).toBe(4009)
-    expect(t.hub.getConnection(bob.connectionId)).toBeUndefined()
+    expect(await t.hub.connections.get(bob.connectionId)).toBeUndefined()
   })
 
   it("with slowConsumer 'drop' the queue is discarded and the connection stays", async () => {
@@ -1171,8 +1171,8 @@ describe('notifications', () => {
     const t = makeHub({ notifications: NOTIFY })
     const bob = await t.connect({ userId: 'bob' })
     await bob.subscribe('private:user-bob')
-    const r1 = await t.hub.notify('bob', { text: 'a' })
-    const r2 = await t.hub.notify('bob', { text: 'b' })
+    const r1 = await t.hub.notifications.send('bob', { text: 'a' })
+    const r2 = await t.hub.notifications.send('bob', { text: 'b' })
     expect(r1).toEqual({ batched: false, offset: 1, badge: 1 })
     expect(r2).toEqual({ batched: false, offset: 2, badge: 2 })
     await t.settle()
@@ -1180,18 +1180,18 @@ describe('notifications', () => {
       ['notification', { notification: { text: 'a' }, badge: 1 }],
       ['notification', { notification: { text: 'b' }, badge: 2 }],
     ])
-    expect(t.hub.unreadNotifications('bob')).toBe(2)
+    expect(await t.hub.notifications.unread('bob')).toBe(2)
   })
 
   it('the badge grows also for notifications sent concurrently', async () => {
     const t = makeHub({ notifications: NOTIFY })
     const bob = await t.connect({ userId: 'bob' })
     await bob.subscribe('private:user-bob')
-    const results = await Promise.all([t.hub.notify('bob', { n: 1 }), t.hub.notify('bob', { n: 2 })])
+    const results = await Promise.all([t.hub.notifications.send('bob', { n: 1 }), t.hub.notifications.send('bob', { n: 2 })])
     expect(results.map((r) => r.badge)).toEqual([1, 2])
     await t.settle()
     expect(bob.messages('private:user-bob').map((m) => (m.data as { badge: number }).badge)).toEqual([1, 2])
-    expect(t.hub.unreadNotifications('bob')).toBe(2)
+    expect(await t.hub.notifications.unread('bob')).toBe(2)
   })
 
   it("more than batchThreshold within batchWindowMs arrive as one 'notification:batch'", async () => {
@@ -1200,7 +1200,7 @@ describe('notifications', () => {
     const r = attachReceiver(bob) // acknowledges, so nothing is redelivered
     await bob.subscribe('private:user-bob')
     const results = []
-    for (let n = 1; n <= 5; n++) results.push(await t.hub.notify('bob', { n }))
+    for (let n = 1; n <= 5; n++) results.push(await t.hub.notifications.send('bob', { n }))
     expect(results.map((x) => x.batched)).toEqual([false, false, true, true, true])
     expect(results.map((x) => x.badge)).toEqual([1, 2, 3, 4, 5])
     await t.settle()
@@ -1211,10 +1211,10 @@ describe('notifications', () => {
     const batch = r.delivered.slice(2)
     expect(batch).toHaveLength(1)
     expect(batch[0]).toMatchObject({ event: 'notification:batch', offset: 3, data: { notifications: [{ n: 3 }, { n: 4 }, { n: 5 }], badge: 5 } })
-    expect(t.hub.unreadNotifications('bob')).toBe(5)
+    expect(await t.hub.notifications.unread('bob')).toBe(5)
 
     // A new window: sent one by one again.
-    const next = await t.hub.notify('bob', { n: 6 })
+    const next = await t.hub.notifications.send('bob', { n: 6 })
     expect(next).toEqual({ batched: false, offset: 4, badge: 6 })
   })
 
@@ -1224,13 +1224,13 @@ describe('notifications', () => {
     const otherTab = await t.connect({ userId: 'bob' })
     const alice = await t.connect({ userId: 'alice' })
     await bob.subscribe('private:user-bob')
-    for (let n = 1; n <= 3; n++) await t.hub.notify('bob', { n })
+    for (let n = 1; n <= 3; n++) await t.hub.notifications.send('bob', { n })
     await t.settle()
 
     bob.send({ type: 'read', channel: 'private:user-bob', offsets: [1, 2] })
     await t.settle()
     expect(bob.received('error')).toEqual([])
-    expect(t.hub.unreadNotifications('bob')).toBe(1)
+    expect(await t.hub.notifications.unread('bob')).toBe(1)
     for (const c of [bob, otherTab]) {
       const badges = c.messages().filter((m) => m.event === 'notifications:badge')
       expect(badges).toHaveLength(1)
@@ -1239,28 +1239,28 @@ describe('notifications', () => {
     }
     expect(alice.messages()).toEqual([])
 
-    t.hub.markNotificationsRead('bob')
+    await t.hub.notifications.markRead('bob')
     await t.settle()
-    expect(t.hub.unreadNotifications('bob')).toBe(0)
+    expect(await t.hub.notifications.unread('bob')).toBe(0)
     expect(otherTab.messages().filter((m) => m.event === 'notifications:badge').map((m) => m.data)).toEqual([{ count: 1 }, { count: 0 }])
   })
 
   it('markNotificationsRead with the offset of a batch lowers the badge by the whole batch', async () => {
     const t = makeHub({ notifications: NOTIFY })
     const bob = await t.connect({ userId: 'bob' })
-    for (let n = 1; n <= 5; n++) await t.hub.notify('bob', { n })
+    for (let n = 1; n <= 5; n++) await t.hub.notifications.send('bob', { n })
     await t.advance(1000)
-    expect(t.hub.unreadNotifications('bob')).toBe(5)
-    t.hub.markNotificationsRead('bob', [3]) // the batch of three
+    expect(await t.hub.notifications.unread('bob')).toBe(5)
+    await t.hub.notifications.markRead('bob', [3]) // the batch of three
     await t.settle()
-    expect(t.hub.unreadNotifications('bob')).toBe(2)
+    expect(await t.hub.notifications.unread('bob')).toBe(2)
     expect(bob.messages().filter((m) => m.event === 'notifications:badge').map((m) => m.data)).toEqual([{ count: 2 }])
   })
 
   it('an offline user gets its notifications on the next subscribe', async () => {
     const t = makeHub({ notifications: NOTIFY })
-    await t.hub.notify('bob', { text: 'a' })
-    await t.hub.notify('bob', { text: 'b' })
+    await t.hub.notifications.send('bob', { text: 'a' })
+    await t.hub.notifications.send('bob', { text: 'b' })
     const bob = await t.connect({ userId: 'bob' })
     const sub = await bob.subscribe('private:user-bob')
     expect(sub.recovered).toBe(true)

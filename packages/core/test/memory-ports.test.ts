@@ -219,6 +219,7 @@ describe('createMemoryBus', () => {
         const b = bus.broker()
         got[id] = []
         b.start(id, (m) => got[id]!.push(m))
+        b.subscribe('public:news')
         return [id, b] as const
       }),
     )
@@ -285,9 +286,9 @@ describe('createMemoryBus', () => {
     expect(got.n1).toEqual([])
   })
 
-  it('carries commands as well as dispatches', async () => {
+  it('carries requests as well as dispatches', async () => {
     const { brokers, got } = nodes()
-    const command: ClusterMessage = { kind: 'command', origin: 'n2', command: { op: 'kick', channel: 'public:x', userId: 'bob', reason: 'r' } }
+    const command: ClusterMessage = { kind: 'request', origin: 'n2', id: 'q1', query: { op: 'kick', channel: 'public:x', userId: 'bob', reason: 'r' } }
     brokers.n2!.publish(command)
     await flush()
     expect(got.n1).toEqual([command])

@@ -25,7 +25,7 @@ describe('node heartbeats', () => {
     await carol.subscribe('presence:room')
     const dave = await createMemoryTransport(b).connect({ userId: 'dave' })
     await dave.subscribe('presence:room')
-    expect((await a.getPresence('presence:room')).users.map((u) => u.id).sort()).toEqual(['carol', 'dave', 'watcher'])
+    expect((await a.presence.get('presence:room')).users.map((u) => u.id).sort()).toEqual(['carol', 'dave', 'watcher'])
     const leaves: string[] = []
     for (const h of hubs) h.on('presence:leave', (e) => leaves.push(e.member.id))
 
@@ -34,13 +34,13 @@ describe('node heartbeats', () => {
       await live.advance(1_000)
     }
     // removed within the TTL plus one heartbeat (≤ 25 s after c's last beat), once
-    expect((await a.getPresence('presence:room')).users.map((u) => u.id).sort()).toEqual(['dave', 'watcher'])
+    expect((await a.presence.get('presence:room')).users.map((u) => u.id).sort()).toEqual(['dave', 'watcher'])
     expect(leaves).toEqual(['carol'])
     expect(watcher.received('presence:leave').map((f) => (f as { user: { id: string } }).user.id)).toEqual(['carol'])
     // b's subscriber saw the one leave too; live nodes keep their members
     expect(dave.received('presence:leave').map((f) => (f as { user: { id: string } }).user.id)).toEqual(['carol'])
     await live.advance(30_000)
-    expect((await b.getPresence('presence:room')).users.map((u) => u.id).sort()).toEqual(['dave', 'watcher'])
+    expect((await b.presence.get('presence:room')).users.map((u) => u.id).sort()).toEqual(['dave', 'watcher'])
     expect(leaves).toEqual(['carol'])
     for (const h of hubs) await h.close()
   })

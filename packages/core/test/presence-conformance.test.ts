@@ -32,6 +32,6 @@ describe('a hub over a presence store answering 20 ms late (settle waits for the
     bob.close()
     await t.settle()
     expect(alice.received('presence:leave').map((f) => f.user.id)).toEqual(['bob'])
-    expect((await t.hub.getPresence('presence:lobby')).users.map((u) => u.id)).toEqual(['alice'])
+    expect((await t.hub.presence.get('presence:lobby')).users.map((u) => u.id)).toEqual(['alice'])
   })
 })

@@ -215,7 +215,7 @@ describe('serverFrameSchema', () => {
     await t.hub.broadcast({ to: 'all', event: 'everyone' })
 
     // at-least-once delivery with receipts: acked messages, a prev link, delivered and read receipts
-    t.hub.registerChannel('chat:*', { subscribe: true, publish: 'authenticated', receipts: true, delivery: 'at-least-once' })
+    t.hub.channels.register('chat:*', { subscribe: true, publish: 'authenticated', receipts: true, delivery: 'at-least-once' })
     const chatSub = await bob.subscribe('chat:room')
     expect(chatSub).toMatchObject({ delivery: 'at-least-once', position: { offset: 0 } })
     const c1 = await alice.publish('chat:room', 'say', 'one')
@@ -283,7 +283,7 @@ describe('serverFrameSchema', () => {
     }
     for (let i = 0; i < 5; i++) bob.send({ type: 'presence:update', channel: 'presence:lobby', state: 'x' }) // RT_006 with details
     await t.settle()
-    t.hub.kick('public:news', 'bob', 'behave') // unsubscribed with reason
+    t.hub.channel('public:news').kick('bob', 'behave') // unsubscribed with reason
     await t.settle()
 
     const all: ServerFrame[] = t.transport.clients.flatMap((c) => c.frames)

@@ -82,7 +82,7 @@ describe('connection lifecycle and registry', () => {
     const anon = await t.connect()
     const f = anon.received('connected')[0]!
     expect(f.userId).toBeUndefined()
-    expect(t.hub.getConnection(anon.connectionId)?.userId).toBeUndefined()
+    expect((await t.hub.connections.get(anon.connectionId))?.userId).toBeUndefined()
   })
 
   it('lists connections, by user and by channel', async () => {
@@ -93,12 +93,12 @@ describe('connection lifecycle and registry', () => {
     await a2.subscribe('public:news')
     await bob.subscribe('public:news')
 
-    expect(t.hub.getConnections().map((c) => c.id).sort()).toEqual([a1.connectionId, a2.connectionId, bob.connectionId].sort())
-    expect(t.hub.getConnections({ userId: 'alice' }).map((c) => c.id).sort()).toEqual([a1.connectionId, a2.connectionId].sort())
-    expect(t.hub.getConnections({ userId: 'bob' }).map((c) => c.id)).toEqual([bob.connectionId])
-    expect(t.hub.getConnections({ userId: 'nobody' })).toEqual([])
-    expect(t.hub.getConnections({ channel: 'public:news' }).map((c) => c.id).sort()).toEqual([a2.connectionId, bob.connectionId].sort())
-    expect(t.hub.getConnections({ userId: 'alice', channel: 'public:news' }).map((c) => c.id)).toEqual([a2.connectionId])
+    expect(t.hub.connections.local().map((c) => c.id).sort()).toEqual([a1.connectionId, a2.connectionId, bob.connectionId].sort())
+    expect(t.hub.connections.local({ userId: 'alice' }).map((c) => c.id).sort()).toEqual([a1.connectionId, a2.connectionId].sort())
+    expect(t.hub.connections.local({ userId: 'bob' }).map((c) => c.id)).toEqual([bob.connectionId])
+    expect(t.hub.connections.local({ userId: 'nobody' })).toEqual([])
+    expect(t.hub.connections.local({ channel: 'public:news' }).map((c) => c.id).sort()).toEqual([a2.connectionId, bob.connectionId].sort())
+    expect(t.hub.connections.local({ userId: 'alice', channel: 'public:news' }).map((c) => c.id)).toEqual([a2.connectionId])
   })
 
   it('getConnection returns id, user, channels, times, user agent, transport and ip', async () => {
@@ -110,7 +110,7 @@ describe('connection lifecycle and registry', () => {
     await t.advance(2500)
     await alice.ping()
 
-    const info = t.hub.getConnection(alice.connectionId)!
+    const info = (await t.hub.connections.get(alice.connectionId))!
     expect(info).toEqual<ConnectionInfo>({
       id: alice.connectionId,
       userId: 'alice',
@@ -122,11 +122,11 @@ describe('connection lifecycle and registry', () => {
       ip: '10.1.2.3',
       nodeId: t.hub.nodeId,
     })
-    expect(t.hub.getConnection('no-such-connection')).toBeUndefined()
+    expect(await t.hub.connections.get('no-such-connection')).toBeUndefined()
 
     // the default memory client metadata
     const bob = await t.connect({ userId: 'bob' })
-    const b = t.hub.getConnection(bob.connectionId)!
+    const b = (await t.hub.connections.get(bob.connectionId))!
     expect(b.ip).toBe('127.0.0.1')
     expect(b.userAgent).toBe('tidings-memory-client')
     expect(b.channels).toEqual([])
@@ -136,9 +136,9 @@ describe('connection lifecycle and registry', () => {
     const t = makeHub()
     const alice = await t.connect({ userId: 'alice' })
     await alice.subscribe('public:a')
-    const info = t.hub.getConnection(alice.connectionId)!
+    const info = (await t.hub.connections.get(alice.connectionId))!
     info.channels.push('public:fake')
-    expect(t.hub.getConnection(alice.connectionId)!.channels).toEqual(['public:a'])
+    expect((await t.hub.connections.get(alice.connectionId))!.channels).toEqual(['public:a'])
   })
 
   it('hub.disconnect closes one connection with 4000 and forgets it', async () => {
@@ -146,16 +146,16 @@ describe('connection lifecycle and registry', () => {
     const a1 = await t.connect({ userId: 'alice' })
     const a2 = await t.connect({ userId: 'alice' })
     await a1.subscribe('public:news')
-    expect(t.hub.disconnect(a1.connectionId, 'bye now')).toBe(true)
+    expect(await t.hub.connections.disconnect(a1.connectionId, 'bye now')).toBe(true)
     expect(a1.closed).toBe(true)
     expect(a1.closeCode).toBe(4000)
     expect(a1.closeReason).toBe('bye now')
     expect(a2.closed).toBe(false)
-    expect(t.hub.getConnection(a1.connectionId)).toBeUndefined()
-    expect(t.hub.getConnections({ userId: 'alice' }).map((c) => c.id)).toEqual([a2.connectionId])
-    expect(t.hub.channels()).toEqual([])
+    expect(await t.hub.connections.get(a1.connectionId)).toBeUndefined()
+    expect(t.hub.connections.local({ userId: 'alice' }).map((c) => c.id)).toEqual([a2.connectionId])
+    expect(t.hub.channels.list()).toEqual([])
     // a second time it is unknown
-    expect(t.hub.disconnect(a1.connectionId)).toBe(false)
+    expect(await t.hub.connections.disconnect(a1.connectionId)).toBe(false)
     await stillWorks(a2)
   })
 
@@ -164,13 +164,13 @@ describe('connection lifecycle and registry', () => {
     const a1 = await t.connect({ userId: 'alice' })
     const a2 = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
-    expect(t.hub.disconnectUser('alice', 'banned')).toBe(2)
+    expect(await t.hub.connections.disconnectUser('alice', 'banned')).toBe(2)
     expect([a1.closed, a2.closed]).toEqual([true, true])
     expect([a1.closeCode, a2.closeCode]).toEqual([4000, 4000])
     expect(a1.closeReason).toBe('banned')
-    expect(t.hub.getConnections({ userId: 'alice' })).toEqual([])
-    expect(t.hub.getConnections().map((c) => c.id)).toEqual([bob.connectionId])
-    expect(t.hub.disconnectUser('alice')).toBe(0)
+    expect(t.hub.connections.local({ userId: 'alice' })).toEqual([])
+    expect(t.hub.connections.local().map((c) => c.id)).toEqual([bob.connectionId])
+    expect(await t.hub.connections.disconnectUser('alice')).toBe(0)
     await stillWorks(bob)
   })
 
@@ -183,7 +183,7 @@ describe('connection lifecycle and registry', () => {
     a.close()
     b.drop()
     expect(codes).toEqual([1000, 1006])
-    expect(t.hub.getConnections()).toEqual([])
+    expect(t.hub.connections.local()).toEqual([])
     expect(t.hub.metrics().connections).toBe(0)
   })
 
@@ -250,7 +250,7 @@ describe('connection lifecycle and registry', () => {
     const refused = t.transport.clients.at(-1)!
     expect(refused.closed).toBe(true)
     expect(refused.closeCode).toBe(4008)
-    expect(t.hub.getConnections({ userId: 'alice' })).toHaveLength(2)
+    expect(t.hub.connections.local({ userId: 'alice' })).toHaveLength(2)
     expect(t.hub.metrics().errors.RT_001).toBe(1)
     await t.connect({ userId: 'bob' })
   })
@@ -262,8 +262,8 @@ describe('state never outlives its connection', () => {
   const channels = { 'room:*': { subscribe: true, publish: true, room: 'auto' as const } }
 
   function expectEmpty(t: TestHub) {
-    expect(t.hub.channels()).toEqual([])
-    expect(t.hub.getConnections()).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
+    expect(t.hub.connections.local()).toEqual([])
     const m = t.hub.metrics()
     expect(m.connections).toBe(0)
     expect(m.channels).toBe(0)
@@ -298,7 +298,7 @@ describe('state never outlives its connection', () => {
         delivered += prev.messages('public:leak').length
         const how = i % 3
         if (how === 0) prev.drop()
-        else if (how === 1) t.hub.disconnect(prev.connectionId)
+        else if (how === 1) (await t.hub.connections.disconnect(prev.connectionId))
         else prev.close()
       }
       prev = c
@@ -308,7 +308,7 @@ describe('state never outlives its connection', () => {
 
     expect(delivered).toBe(CYCLES - 1)
     expectEmpty(t)
-    for (let k = 0; k < 7; k++) expect(await t.hub.getPresence(`presence:leak-${k}`)).toEqual({ users: [], count: 0 })
+    for (let k = 0; k < 7; k++) expect(await t.hub.presence.get(`presence:leak-${k}`)).toEqual({ users: [], count: 0 })
     expect(presenceStore.channelCount()).toBe(0)
     const m = t.hub.metrics()
     expect(m.connectionsOpened).toBe(CYCLES)
@@ -328,10 +328,10 @@ describe('state never outlives its connection', () => {
     }
     const sizes = (t.hub as unknown as { debugSizes(): Record<string, number> }).debugSizes()
     expect(sizes['pendingLeaves']).toBe(500)
-    expect((await t.hub.getPresence('presence:d-0')).count).toBe(100)
+    expect((await t.hub.presence.get('presence:d-0')).count).toBe(100)
     await t.advance(1000)
     expectEmpty(t)
-    expect((await t.hub.getPresence('presence:d-0')).count).toBe(0)
+    expect((await t.hub.presence.get('presence:d-0')).count).toBe(0)
     expect(presenceStore.channelCount()).toBe(0)
     expect(t.clock.pending()).toBe(0)
   })
@@ -346,7 +346,7 @@ describe('state never outlives its connection', () => {
     await t.hub.close()
     expect(bob.closed).toBe(true)
     expect(bob.closeCode).toBe(1001)
-    expect((await t.hub.getPresence('presence:x')).count).toBe(0)
+    expect((await t.hub.presence.get('presence:x')).count).toBe(0)
     const sizes = (t.hub as unknown as { debugSizes(): Record<string, number> }).debugSizes()
     expect(sizes['pendingLeaves']).toBe(0)
     await rejectsWith(t.connect({ userId: 'carol' }), 'RT_001')
@@ -454,15 +454,15 @@ describe('pub/sub', () => {
     const alice = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
     await bob.subscribe('public:news')
-    expect(t.hub.channels().map((c) => c.name)).toEqual(['public:news'])
+    expect(t.hub.channels.list().map((c) => c.name)).toEqual(['public:news'])
     await alice.publish('public:news', 'one')
     const u = await bob.unsubscribe('public:news')
     expect(u).toMatchObject({ type: 'unsubscribed', channel: 'public:news' })
     await alice.publish('public:news', 'two')
     await t.settle()
     expect(bob.messages().map((m) => m.event)).toEqual(['one'])
-    expect(t.hub.channels()).toEqual([])
-    expect(t.hub.getConnection(bob.connectionId)!.channels).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
+    expect((await t.hub.connections.get(bob.connectionId))!.channels).toEqual([])
     // unsubscribing from something not subscribed is answered, not an error
     const again = await bob.unsubscribe('public:news')
     expect(again.type).toBe('unsubscribed')
@@ -695,7 +695,7 @@ describe('subscription limits', () => {
     const err = await rejectsWith(alice.subscribe('public:c100'), 'RT_006')
     expect(err.details).toEqual({ limit: 100 })
     expect(lastError(alice)).toMatchObject({ code: 'RT_006', channel: 'public:c100' })
-    expect(t.hub.getConnection(alice.connectionId)!.channels).toHaveLength(100)
+    expect((await t.hub.connections.get(alice.connectionId))!.channels).toHaveLength(100)
     // subscribing again to a channel it has is fine at the limit
     const again = await alice.subscribe('public:c5')
     expect(again.type).toBe('subscribed')
@@ -729,8 +729,8 @@ describe('subscription limits', () => {
 
     for (let i = 0; i < 10; i++) await paid.subscribe(`public:p${i}`)
     await rejectsWith(paid.subscribe('public:p10'), 'RT_006')
-    expect(t.hub.getConnection(free.connectionId)!.channels).toHaveLength(3)
-    expect(t.hub.getConnection(paid.connectionId)!.channels).toHaveLength(10)
+    expect((await t.hub.connections.get(free.connectionId))!.channels).toHaveLength(3)
+    expect((await t.hub.connections.get(paid.connectionId))!.channels).toHaveLength(10)
     await stillWorks(free)
   })
 
@@ -1006,8 +1006,8 @@ describe('subscription filters', () => {
   ])('rejects %s with RT_007 and keeps the connection', async (_name, filter) => {
     const { t, alice, bob } = await setup()
     await rejectsWith(bob.request({ type: 'subscribe', channel: 'public:f', filter }), 'RT_007')
-    expect(t.hub.getConnection(bob.connectionId)!.channels).toEqual([])
-    expect(t.hub.channels()).toEqual([])
+    expect((await t.hub.connections.get(bob.connectionId))!.channels).toEqual([])
+    expect(t.hub.channels.list()).toEqual([])
     expect(t.hub.metrics().errors.RT_007).toBe(1)
     await stillWorks(bob)
     await bob.subscribe('public:f')
@@ -1056,9 +1056,9 @@ describe('per-user preferences', () => {
       await c.subscribe('public:noise')
       await c.subscribe('public:news')
     }
-    t.hub.setPreferences('bob', { mutedChannels: ['public:noise'], mutedEvents: ['spam'] })
-    expect(t.hub.getPreferences('bob')).toEqual({ mutedChannels: ['public:noise'], mutedEvents: ['spam'] })
-    expect(t.hub.getPreferences('carol')).toBeUndefined()
+    t.hub.preferences.set('bob', { mutedChannels: ['public:noise'], mutedEvents: ['spam'] })
+    expect(t.hub.preferences.get('bob')).toEqual({ mutedChannels: ['public:noise'], mutedEvents: ['spam'] })
+    expect(t.hub.preferences.get('carol')).toBeUndefined()
 
     await alice.publish('public:noise', 'chatter')
     await alice.publish('public:news', 'spam')
@@ -1073,13 +1073,13 @@ describe('per-user preferences', () => {
 
   it('preferences set before connecting apply to new connections; clearing them restores delivery', async () => {
     const t = makeHub()
-    t.hub.setPreferences('bob', { mutedEvents: ['ping'] })
+    t.hub.preferences.set('bob', { mutedEvents: ['ping'] })
     const alice = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
     await bob.subscribe('public:x')
     await alice.publish('public:x', 'ping')
-    t.hub.setPreferences('bob', {})
-    expect(t.hub.getPreferences('bob')).toBeUndefined()
+    t.hub.preferences.set('bob', {})
+    expect(t.hub.preferences.get('bob')).toBeUndefined()
     await alice.publish('public:x', 'ping')
     await t.settle()
     expect(bob.messages().map((m) => m.offset)).toEqual([2])
@@ -1089,7 +1089,7 @@ describe('per-user preferences', () => {
     const t = makeHub()
     const alice = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
-    t.hub.setPreferences('bob', { mutedChannels: ['presence:room'] })
+    t.hub.preferences.set('bob', { mutedChannels: ['presence:room'] })
     await bob.subscribe('presence:room')
     await alice.subscribe('presence:room')
     const r = await bob.publish('presence:room', 'hello')
@@ -1217,7 +1217,7 @@ describe('presence', () => {
       ['bob', 0, start + 500],
       ['carol', 0, start + 1000],
     ])
-    expect(await t.hub.getPresence('presence:lobby')).toMatchObject({ count: 1, users: [{ id: 'alice' }] })
+    expect(await t.hub.presence.get('presence:lobby')).toMatchObject({ count: 1, users: [{ id: 'alice' }] })
   })
 
   it('a user with three tabs joins once and leaves when the last tab goes', async () => {
@@ -1230,7 +1230,7 @@ describe('presence', () => {
     await t.settle()
     expect(subs.map((s) => s.presence!.users.find((u) => u.id === 'alice')!.connections)).toEqual([1, 2, 3])
     expect(bob.received('presence:join').map((f) => f.user.id)).toEqual(['alice'])
-    const snap = await t.hub.getPresence('presence:doc')
+    const snap = await t.hub.presence.get('presence:doc')
     expect(snap.count).toBe(2)
     expect(snap.users.find((u) => u.id === 'alice')!.connections).toBe(3)
     // tabs don't get joins for their own user
@@ -1240,13 +1240,13 @@ describe('presence', () => {
     await tabs[1]!.unsubscribe('presence:doc')
     await t.settle()
     expect(bob.received('presence:leave')).toEqual([])
-    expect((await t.hub.getPresence('presence:doc')).users.find((u) => u.id === 'alice')!.connections).toBe(1)
+    expect((await t.hub.presence.get('presence:doc')).users.find((u) => u.id === 'alice')!.connections).toBe(1)
     expect((await bob.getPresence('presence:doc')).count).toBe(2)
 
     tabs[2]!.drop()
     await t.settle()
     expect(bob.received('presence:leave').map((f) => [f.user.id, f.user.connections])).toEqual([['alice', 0]])
-    expect((await t.hub.getPresence('presence:doc')).count).toBe(1)
+    expect((await t.hub.presence.get('presence:doc')).count).toBe(1)
   })
 
   it('presence:update changes state and data in place, without leave and join', async () => {
@@ -1264,7 +1264,7 @@ describe('presence', () => {
     expect(updates[0]!.user).toEqual({ id: 'alice', state: 'away', data: { name: 'Alice', status: 'lunch' }, connections: 1, joinedAt: start, lastSeen: start + 3000 })
     expect(bob.received('presence:leave')).toEqual([])
     expect(bob.received('presence:join')).toEqual([])
-    const snap = await t.hub.getPresence('presence:lobby')
+    const snap = await t.hub.presence.get('presence:lobby')
     expect(snap.count).toBe(2)
     expect(snap.users.find((u) => u.id === 'alice')).toMatchObject({ state: 'away', data: { status: 'lunch' } })
 
@@ -1293,7 +1293,7 @@ describe('presence', () => {
     expect(bob.received('presence:update').map((f) => f.user.state)).toEqual(['away'])
     tab1.close()
     await t.settle()
-    const server = (await t.hub.getPresence('presence:doc')).users.find((u) => u.id === 'alice')!
+    const server = (await t.hub.presence.get('presence:doc')).users.find((u) => u.id === 'alice')!
     expect(server.state).toBe('online')
     // bob's view, built from the frames he got, must match the server's
     const seen = [...bob.received('presence:join'), ...bob.received('presence:update')].filter((f) => f.user.id === 'alice').at(-1)!
@@ -1333,14 +1333,14 @@ describe('presence', () => {
     const alice = await t.connect({ userId: 'alice' })
     const bob = await t.connect({ userId: 'bob' })
     await rejectsWith(alice.subscribe('presence:x', { state: 'sleeping' }), 'RT_009')
-    expect(t.hub.getConnection(alice.connectionId)!.channels).toEqual([])
+    expect((await t.hub.connections.get(alice.connectionId))!.channels).toEqual([])
     const ok = await alice.subscribe('presence:x')
     expect(ok.presence!.users[0]!.state).toBe('away')
     await bob.subscribe('presence:x', { state: 'busy' })
     alice.send({ type: 'presence:update', channel: 'presence:x', id: 'u1', state: 'sleeping' })
     await t.settle()
     expect(lastError(alice)).toMatchObject({ id: 'u1', code: 'RT_009', channel: 'presence:x' })
-    expect((await t.hub.getPresence('presence:x')).users.find((u) => u.id === 'alice')!.state).toBe('away')
+    expect((await t.hub.presence.get('presence:x')).users.find((u) => u.id === 'alice')!.state).toBe('away')
     expect(bob.received('presence:update')).toEqual([])
     alice.send({ type: 'presence:update', channel: 'presence:x', state: 'busy' })
     await t.settle()
@@ -1372,7 +1372,7 @@ describe('presence', () => {
     const t = makeHub()
     const anon = await t.connect()
     await rejectsWith(anon.subscribe('presence:lobby'), 'RT_003')
-    expect((await t.hub.getPresence('presence:lobby')).count).toBe(0)
+    expect((await t.hub.presence.get('presence:lobby')).count).toBe(0)
   })
 
   it('rate-limits presence updates to 10 per second by default (RT_006), then refills', async () => {
@@ -1389,7 +1389,7 @@ describe('presence', () => {
       ['u10', 'RT_006', { limit: 10 }],
       ['u11', 'RT_006', { limit: 10 }],
     ])
-    expect((await t.hub.getPresence('presence:x')).users.find((u) => u.id === 'alice')!.data).toEqual({ i: 9 })
+    expect((await t.hub.presence.get('presence:x')).users.find((u) => u.id === 'alice')!.data).toEqual({ i: 9 })
     await t.advance(1000)
     alice.send({ type: 'presence:update', channel: 'presence:x', data: { i: 99 } })
     await t.settle()
@@ -1403,13 +1403,13 @@ describe('presence', () => {
     const bob = await t.connect({ userId: 'bob' })
     await alice.subscribe('presence:room', { presence: { x: 1 } })
     await bob.subscribe('presence:room', { presence: { y: 2 } })
-    const a = await t.hub.getPresence('presence:room')
+    const a = await t.hub.presence.get('presence:room')
     const b = await t.hub.channel('presence:room').getPresence()
     const c = await alice.getPresence('presence:room')
     expect(a.count).toBe(2)
     expect(b).toEqual(a)
     expect(c).toEqual(a)
-    expect(await t.hub.getPresence('presence:empty')).toEqual({ users: [], count: 0 })
+    expect(await t.hub.presence.get('presence:empty')).toEqual({ users: [], count: 0 })
   })
 
   it('tracks lastSeen: join time, then the latest update', async () => {
@@ -1419,7 +1419,7 @@ describe('presence', () => {
     await t.advance(10_000)
     alice.send({ type: 'presence:update', channel: 'presence:x', state: 'away' })
     await t.settle()
-    const m = (await t.hub.getPresence('presence:x')).users[0]!
+    const m = (await t.hub.presence.get('presence:x')).users[0]!
     expect(m.joinedAt).toBe(start)
     expect(m.lastSeen).toBe(start + 10_000)
   })
@@ -1436,13 +1436,13 @@ describe('presence', () => {
     a1.drop()
     await t.advance(2000)
     expect(bob.received('presence:leave')).toEqual([])
-    expect((await t.hub.getPresence('presence:room')).count).toBe(2)
+    expect((await t.hub.presence.get('presence:room')).count).toBe(2)
     const a2 = await t.connect({ userId: 'alice' })
     await a2.subscribe('presence:room')
     await t.advance(10_000)
     expect(bob.received('presence:join')).toHaveLength(1)
     expect(bob.received('presence:leave')).toEqual([])
-    const alice = (await t.hub.getPresence('presence:room')).users.find((u) => u.id === 'alice')!
+    const alice = (await t.hub.presence.get('presence:room')).users.find((u) => u.id === 'alice')!
     expect(alice.connections).toBe(1)
 
     // without a reconnect, the leave comes once the delay passed
@@ -1451,7 +1451,7 @@ describe('presence', () => {
     expect(bob.received('presence:leave')).toEqual([])
     await t.advance(1)
     expect(bob.received('presence:leave').map((f) => [f.user.id, f.user.lastSeen])).toEqual([['alice', start + 12_000 + 5000]])
-    expect((await t.hub.getPresence('presence:room')).count).toBe(1)
+    expect((await t.hub.presence.get('presence:room')).count).toBe(1)
   })
 
   it('with leaveDelayMs, unsubscribing and resubscribing on the same connection keeps the member', async () => {
@@ -1465,7 +1465,7 @@ describe('presence', () => {
     await alice.subscribe('presence:room')
     await t.advance(10_000)
     expect(bob.received('presence:leave')).toEqual([])
-    const snap = await t.hub.getPresence('presence:room')
+    const snap = await t.hub.presence.get('presence:room')
     expect(snap.users.map((u) => u.id).sort()).toEqual(['alice', 'bob'])
   })
 })
@@ -1563,7 +1563,7 @@ describe('typing indicators', () => {
 
   it('typingIndicators: false suppresses the user’s typing but not what they see', async () => {
     const { t, alice, bob, carol } = await room()
-    t.hub.setPreferences('alice', { typingIndicators: false })
+    t.hub.preferences.set('alice', { typingIndicators: false })
     await type(t, alice)
     await type(t, bob)
     await t.advance(6000)
@@ -1866,7 +1866,7 @@ describe('backpressure', () => {
     expect(bob.closed).toBe(true)
     expect(bob.closeCode).toBe(4009)
     expect(closes).toEqual([['bob', 4009]])
-    expect(t.hub.getConnection(bob.connectionId)).toBeUndefined()
+    expect(await t.hub.connections.get(bob.connectionId)).toBeUndefined()
     expect(t.hub.metrics().subscriptionsByChannel).toEqual({ 'public:feed': 1 })
     expect(results.at(-1)!.recipients).toBe(1)
     await t.settle()
@@ -1990,21 +1990,21 @@ describe('two hubs on a memory bus', () => {
     const bobA = await a.connect({ userId: 'bob' })
     const bobB = await b.connect({ userId: 'bob' })
     const carolB = await b.connect({ userId: 'carol' })
-    expect(a.hub.disconnectUser('bob', 'banned')).toBe(1)
+    expect(await a.hub.connections.disconnectUser('bob', 'banned')).toBe(1)
     expect(bobA.closed).toBe(true)
     await a.settle()
     await b.settle()
     expect(bobB.closed).toBe(true)
     expect(bobB.closeCode).toBe(4000)
     expect(bobB.closeReason).toBe('banned')
-    expect(b.hub.getConnections({ userId: 'bob' })).toEqual([])
+    expect(b.hub.connections.local({ userId: 'bob' })).toEqual([])
     expect(carolB.closed).toBe(false)
   })
 
   it('disconnect of a connection id held by B is forwarded from A', async () => {
     const { a, b } = await cluster()
     const bobB = await b.connect({ userId: 'bob' })
-    expect(a.hub.disconnect(bobB.connectionId)).toBe(false)
+    expect(await a.hub.connections.disconnect(bobB.connectionId)).toBe(false)
     await a.settle()
     expect(bobB.closed).toBe(true)
     expect(bobB.closeCode).toBe(4000)
@@ -2014,9 +2014,9 @@ describe('two hubs on a memory bus', () => {
     const { a, b } = await cluster()
     const bobB = await b.connect({ userId: 'bob' })
     await bobB.subscribe('public:room')
-    expect(await a.hub.kick('public:room', 'bob', 'spam')).toBe(0)
+    expect(await a.hub.channel('public:room').kick('bob', 'spam')).toBe(0)
     await a.settle()
     expect(bobB.received('unsubscribed')).toContainEqual({ type: 'unsubscribed', channel: 'public:room', reason: 'spam' })
-    expect(b.hub.getConnection(bobB.connectionId)!.channels).toEqual([])
+    expect((await b.hub.connections.get(bobB.connectionId))!.channels).toEqual([])
   })
 })

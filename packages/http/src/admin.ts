@@ -64,7 +64,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
   /** A channel some pattern matches (else 404 RT_004, as publish and history answer). */
   const knownChannel = (raw: string): string => {
     const name = channelParam(raw)
-    if (hub.resolveChannel(name) === undefined) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
+    if (hub.channels.resolve(name) === undefined) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
     return name
   }
   const body = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
@@ -90,7 +90,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/channels/:id/presence',
-      run: async ({ res, params }) => sendJson(res, 200, await hub.getPresence(knownChannel(params.id!))),
+      run: async ({ res, params }) => sendJson(res, 200, await hub.presence.get(knownChannel(params.id!))),
     },
     {
       method: 'POST',
@@ -98,7 +98,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       run: async ({ req, res, params }) => {
         const channel = knownChannel(params.id!)
         const b = await body(req, kickBody)
-        const removed = await hub.kick(channel, b.userId, b.reason)
+        const removed = await hub.channel(channel).kick(b.userId, b.reason)
         sendJson(res, 200, { removed })
       },
     },
@@ -135,7 +135,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
         const channel = query.get('channel')
         if (userId) filter.userId = userId
         if (channel) filter.channel = channel
-        const connections = hub.getConnections(filter)
+        const connections = await hub.connections.list(filter)
         sendJson(res, 200, { connections, count: connections.length })
       },
     },
@@ -143,7 +143,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       method: 'DELETE',
       path: '/connections/:id',
       run: async ({ res, params }) => {
-        if (!hub.disconnect(decodeParam(params.id!), 'disconnected by admin')) throw new RealtimeError('RT_004', 'no such connection on this node')
+        if (!(await hub.connections.disconnect(decodeParam(params.id!), 'disconnected by admin'))) throw new RealtimeError('RT_004', 'no such connection on any node')
         res.statusCode = 204
         res.end()
       },
@@ -151,7 +151,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'DELETE',
       path: '/users/:id/connections',
-      run: async ({ res, params }) => sendJson(res, 200, { disconnected: hub.disconnectUser(decodeParam(params.id!), 'disconnected by admin') }),
+      run: async ({ res, params }) => sendJson(res, 200, { disconnected: await hub.connections.disconnectUser(decodeParam(params.id!), 'disconnected by admin') }),
     },
     {
       method: 'GET',

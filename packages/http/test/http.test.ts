@@ -141,7 +141,7 @@ describe('admin API', () => {
     expect(await r.json()).toEqual({ disconnected: 2 })
     expect(await codes).toEqual([4000, 4000])
     expect(bob.ws.readyState).toBe(WebSocket.OPEN)
-    expect(h.getConnections().map((c) => c.userId)).toEqual(['bob'])
+    expect(h.connections.local().map((c) => c.userId)).toEqual(['bob'])
     // A user with no connections here: nothing to do, still a clear answer.
     const none = await admin(base, `/users/${encodeURIComponent('nobody@example')}/connections`, { method: 'DELETE' })
     expect(await none.json()).toEqual({ disconnected: 0 })

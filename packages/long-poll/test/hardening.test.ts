@@ -50,7 +50,7 @@ describe('@tidings/long-poll: a session id is not a key', () => {
       expect(text).not.toContain('for alice only')
     }
     expect(await victim.frame('message', (f) => f.event === 'plans')).toMatchObject({ data: 'for alice only' })
-    expect(hub.getConnections()).toMatchObject([{ userId: 'alice', channels: ['private:user-alice'] }])
+    expect(hub.connections.local()).toMatchObject([{ userId: 'alice', channels: ['private:user-alice'] }])
   })
 })
 
@@ -70,7 +70,7 @@ describe('@tidings/long-poll: an authenticator that never answers (opens hung fo
     answer({ userId: 'late' })
     await until(() => events.length === 2)
     expect(events).toEqual(['open', 'close'])
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
   })
 })
 
@@ -79,13 +79,13 @@ describe('@tidings/long-poll: origins (any origin was accepted)', () => {
     const evil = { origin: 'https://evil.example' }
     const { base, hub } = await setup({ pollTimeoutMs: 100 })
     expect((await openRaw(base, undefined, evil)).status).toBe(403)
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
     const c = await connect(base, undefined, { origin: base }) // same origin
     const withSecret = { ...evil, 'x-tidings-secret': c.secret }
     expect((await fetch(`${c.url()}?cursor=1`, { headers: withSecret })).status).toBe(403)
     expect((await fetch(c.url(), { method: 'POST', headers: withSecret, body: '{"type":"ping"}' })).status).toBe(403)
     expect((await fetch(c.url(), { method: 'DELETE', headers: withSecret })).status).toBe(403)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
 
     const app = 'https://app.example'
     const allowed = await setup({ pollTimeoutMs: 100, edge: { allowedOrigins: [app] } })
@@ -114,7 +114,7 @@ describe('@tidings/long-poll: per-address limits (none before)', () => {
     expect(over.status).toBe(429)
     expect(over.headers.get('retry-after')).toBe('1')
     expect(await json(over)).toMatchObject({ type: 'error', code: 'RT_006' })
-    expect(hub.getConnections()).toHaveLength(100)
+    expect(hub.connections.local()).toHaveLength(100)
     // Polls and posts of an existing session are not opens.
     await clients[0]!.post({ type: 'ping', id: 'p' })
     await clients[0]!.frame('pong')
@@ -146,12 +146,12 @@ describe('@tidings/long-poll: closed pages (sessions held the user\'s slots and 
       await page.post({ type: 'subscribe', channel: 'presence:lobby', id: 'p' })
       await page.frame('subscribed')
     }
-    expect((await hub.getPresence('presence:lobby')).users.map((u) => u.id)).toEqual(['alice'])
+    expect((await hub.presence.get('presence:lobby')).users.map((u) => u.id)).toEqual(['alice'])
     const eleventh = await openRaw(base, 'tok-a')
     expect(eleventh.status).toBe(429)
-    await until(() => hub.getConnections({ userId: 'alice' }).length === 0, 3_000)
+    await until(() => hub.connections.local({ userId: 'alice' }).length === 0, 3_000)
     expect(transport.sessions).toBe(0)
-    expect((await hub.getPresence('presence:lobby')).users).toEqual([])
+    expect((await hub.presence.get('presence:lobby')).users).toEqual([])
     expect((await openRaw(base, 'tok-a')).status).toBe(200)
   })
 
@@ -161,6 +161,6 @@ describe('@tidings/long-poll: closed pages (sessions held the user\'s slots and 
     const until = Date.now() + 500
     while (Date.now() < until) await c.poll()
     await sleep(50)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
   })
 })

@@ -20,7 +20,7 @@ describe('@tidings/long-poll', () => {
       upgrade: 'websocket',
     })
     expect(transport.sessions).toBe(1)
-    expect(hub.getConnections()).toMatchObject([{ id: body.frames[0].connectionId, transport: 'long-poll', userId: 'alice' }])
+    expect(hub.connections.local()).toMatchObject([{ id: body.frames[0].connectionId, transport: 'long-poll', userId: 'alice' }])
   })
 
   it('a poll confirms its cursor and waits for the next frame; an unconfirmed frame comes again', async () => {
@@ -96,7 +96,7 @@ describe('@tidings/long-poll', () => {
     const del = await fetch(c.url(), { method: 'DELETE', headers: { 'x-tidings-secret': c.secret } })
     expect(del.status).toBe(204)
     expect(await waiting).toMatchObject({ frames: [], close: { code: 1000, reason: 'closed by client' } })
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
     expect(closes).toEqual([[1000, 'closed by client']])
     expect(transport.sessions).toBe(0)
     expect((await c.fetchPoll()).status).toBe(404)
@@ -107,8 +107,8 @@ describe('@tidings/long-poll', () => {
     const closes: number[] = []
     hub.on('disconnect', (_i, { code }) => closes.push(code))
     const c = await connect(base)
-    expect(hub.getConnections()).toHaveLength(1)
-    await until(() => hub.getConnections().length === 0)
+    expect(hub.connections.local()).toHaveLength(1)
+    await until(() => hub.connections.local().length === 0)
     expect(closes).toEqual([1006])
     expect(transport.sessions).toBe(0)
     const late = await c.fetchPoll()
@@ -121,13 +121,13 @@ describe('@tidings/long-poll', () => {
     const c = await connect(base)
     const body = await c.poll() // waits 400 ms > 150 ms
     expect(body.frames).toEqual([])
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
     const ctrl = new AbortController()
     const aborted = c.fetchPoll(c.cursor, c.secret, ctrl.signal).catch(() => 'aborted')
     await sleep(30)
     ctrl.abort()
     expect(await aborted).toBe('aborted')
-    await until(() => hub.getConnections().length === 0)
+    await until(() => hub.connections.local().length === 0)
   })
 
   it('checks the secret (403 RT_003) without touching the other session; unknown session 404 RT_001', async () => {
@@ -140,7 +140,7 @@ describe('@tidings/long-poll', () => {
     const stolen = await fetch(`${b.url()}?cursor=1`, { headers: { 'x-tidings-secret': a.secret } })
     expect(stolen.status).toBe(403)
     expect((await fetch(`${b.url()}?cursor=1`)).status).toBe(403)
-    expect(hub.getConnections({ userId: 'bob' })[0]!.channels).toEqual([])
+    expect(hub.connections.local({ userId: 'bob' })[0]!.channels).toEqual([])
     await b.post({ type: 'ping', id: 'fine' })
     await b.frame('pong')
     expect(b.received.map((f) => f.type)).toEqual(['connected', 'pong'])
@@ -201,8 +201,8 @@ describe('@tidings/long-poll', () => {
     await c.poll(c.cursor).catch(() => undefined) // confirm everything (answers empty after the poll timeout)
 
     // Now stop polling: past maxQueuedBytes the hub drops the connection as a slow consumer.
-    for (let i = 0; i < 50 && hub.getConnections().length > 0; i++) await hub.publish('public:flood', 'm', { i, pad })
-    expect(hub.getConnections()).toHaveLength(0)
+    for (let i = 0; i < 50 && hub.connections.local().length > 0; i++) await hub.publish('public:flood', 'm', { i, pad })
+    expect(hub.connections.local()).toHaveLength(0)
     expect(closes).toEqual([4009])
     // The next poll gets what was left and the close.
     const last = await c.poll()
@@ -219,7 +219,7 @@ describe('@tidings/long-poll', () => {
     await transport.close()
     expect(await waiting).toEqual({ frames: [], cursor: 1, upgrade: 'websocket', close: { code: 1001, reason: 'server is shutting down' } })
     expect(transport.sessions).toBe(0)
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
     const late = await openRaw(base)
     expect(late.status).toBe(503)
     expect((await json(late)).code).toBe('RT_001')
@@ -230,7 +230,7 @@ describe('@tidings/long-poll', () => {
     const c = await connect(base)
     const waiting = c.poll()
     await sleep(20)
-    hub.disconnect(c.connectionId, 'bye')
+    await hub.connections.disconnect(c.connectionId, 'bye')
     expect(await waiting).toMatchObject({ frames: [], close: { code: 4000, reason: 'bye' } })
   })
 })

@@ -119,12 +119,12 @@ describe('@tidings/sse: a session id is not a key (a resume with the id alone to
     await hub.publish('private:user-alice', 'secret-plans', 'for alice')
     await victim.stream.frame('message', (f) => f.event === 'secret-plans')
     expect(victim.stream.ended).toBe(false)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
 
     // Posting or deleting with the id alone is refused too.
     expect((await fetch(`${base}/realtime/sse/${victim.session}`, { method: 'POST', body: '{"type":"ping"}' })).status).toBe(403)
     expect((await fetch(`${base}/realtime/sse/${victim.session}`, { method: 'DELETE' })).status).toBe(403)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
   })
 
   it('a resume with the secret header re-attaches, and the resumed stream never repeats the secret; a secret in the URL is never accepted', async () => {
@@ -146,7 +146,7 @@ describe('@tidings/sse: a session id is not a key (a resume with the id alone to
     await c.post({ type: 'ping', id: 'back' })
     await again.frame('pong', (f) => f.id === 'back')
     for (const e of [...viaHeader.events, ...again.events]) expect(e.data).not.toContain(c.secret)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
   })
 
   it('a resume of an unknown session is 404 with or without a secret', async () => {
@@ -180,7 +180,7 @@ describe('@tidings/sse: an authenticator that never answers (opens hung forever)
     answer({ userId: 'late' })
     await until(() => opened.length === 1 && closed.length === 1)
     expect(closed).toEqual(opened)
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
   })
 })
 
@@ -192,17 +192,17 @@ describe('@tidings/sse: origins (any origin was accepted)', () => {
     expect(refused.status).toBe(403)
     expect(await json(refused)).toEqual({ type: 'error', code: 'RT_003', message: expect.stringContaining('origin') })
     expect(refused.headers.get('access-control-allow-origin')).toBeNull()
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
 
     const same = await connect(base, { headers: { origin: base } })
     const none = await connect(base)
-    expect(hub.getConnections()).toHaveLength(2)
+    expect(hub.connections.local()).toHaveLength(2)
     // Even with the secret, another origin cannot post, delete or resume.
     expect((await fetch(`${base}/realtime/sse/${none.session}`, { method: 'POST', headers: { ...evil, 'x-tidings-secret': none.secret }, body: '{"type":"ping"}' })).status).toBe(403)
     expect((await fetch(`${base}/realtime/sse/${none.session}`, { method: 'DELETE', headers: { ...evil, 'x-tidings-secret': none.secret } })).status).toBe(403)
     expect((await fetch(`${base}/realtime/sse`, { headers: { ...evil, 'last-event-id': `${same.session}:1`, 'x-tidings-secret': same.secret } })).status).toBe(403)
     expect((await fetch(`${base}/realtime/sse/${none.session}`, { method: 'OPTIONS', headers: evil })).status).toBe(403)
-    expect(hub.getConnections()).toHaveLength(2)
+    expect(hub.connections.local()).toHaveLength(2)
     expect(same.stream.ended).toBe(false)
   })
 
@@ -266,7 +266,7 @@ describe('@tidings/sse: per-address limits (none before)', () => {
     clients[2]!.stream.abort()
     resumed.abort()
     await until(() => edge.openFrom('127.0.0.1') === 1)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
     await connect(base)
     await connect(base)
   })
@@ -306,15 +306,15 @@ describe('@tidings/sse: page reloads (detached sessions held the user\'s slots a
       await page.stream.frame('subscribed')
       page.stream.abort()
     }
-    const present = await hub.getPresence('presence:lobby')
+    const present = await hub.presence.get('presence:lobby')
     expect(present.users.map((u) => u.id)).toEqual(['alice'])
     const eleventh = await fetch(`${base}/realtime/sse?token=tok-a`)
     expect(eleventh.status).toBe(429) // the hub's per-user limit (close 4008)
     expect((await json(eleventh)).code).toBe('RT_001')
 
-    await until(() => hub.getConnections({ userId: 'alice' }).length === 0, 3_000)
+    await until(() => hub.connections.local({ userId: 'alice' }).length === 0, 3_000)
     expect(transport.sessions).toBe(0)
-    expect((await hub.getPresence('presence:lobby')).users).toEqual([])
+    expect((await hub.presence.get('presence:lobby')).users).toEqual([])
     const again = await connect(base, { token: 'tok-a' })
     expect(again.stream.res.status).toBe(200)
   })
@@ -326,6 +326,6 @@ describe('@tidings/sse: page reloads (detached sessions held the user\'s slots a
     const { base, hub: h2 } = await setup({ sessionTimeoutMs: 100, detachedTimeoutMs: 10_000 })
     const c = await connect(base)
     c.stream.abort()
-    await until(() => h2.getConnections().length === 0, 2_000)
+    await until(() => h2.connections.local().length === 0, 2_000)
   })
 })

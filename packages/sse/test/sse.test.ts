@@ -23,7 +23,7 @@ describe('@tidings/sse', () => {
     expect(second).toMatchObject({ event: 'connected', id: `${c.session}:1` })
     expect(JSON.parse(second!.data)).toMatchObject({ type: 'connected', userId: 'alice' })
     expect(transport.sessions).toBe(1)
-    expect(hub.getConnections()).toMatchObject([{ id: c.connectionId, transport: 'sse', userId: 'alice' }])
+    expect(hub.connections.local()).toMatchObject([{ id: c.connectionId, transport: 'sse', userId: 'alice' }])
   })
 
   it('reads credentials from the Authorization header and the custom prefix', async () => {
@@ -76,7 +76,7 @@ describe('@tidings/sse', () => {
     await hub.publish('public:feed', 'm', 1) // seq 3, written on the open stream
     await a.stream.frame('message', (f) => f.data === 1)
     a.stream.abort()
-    await until(() => hub.getConnections().length === 1 && transport.sessions === 1)
+    await until(() => hub.connections.local().length === 1 && transport.sessions === 1)
     await sleep(50)
     await hub.publish('public:feed', 'm', 2) // seq 4, buffered while no stream is open
     await hub.publish('public:feed', 'm', 3) // seq 5
@@ -91,7 +91,7 @@ describe('@tidings/sse', () => {
     expect(again.frames().some((f) => f.type === 'connected')).toBe(false)
 
     // Same hub connection, subscriptions intact, the secret still works.
-    expect(hub.getConnections()).toMatchObject([{ id: a.connectionId, channels: ['public:feed'] }])
+    expect(hub.connections.local()).toMatchObject([{ id: a.connectionId, channels: ['public:feed'] }])
     await a.post({ type: 'ping', id: 'after' })
     await again.frame('pong', (f) => f.id === 'after')
 
@@ -111,7 +111,7 @@ describe('@tidings/sse', () => {
     await a.stream.waitEnd()
     await hub.broadcast({ to: 'all', event: 'hello', data: null })
     await b.frame('message', (f) => f.event === 'hello')
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
   })
 
   it('an expired session closes the hub connection; a late Last-Event-ID gets 404 and the client opens a new session', async () => {
@@ -120,7 +120,7 @@ describe('@tidings/sse', () => {
     hub.on('disconnect', (_info, { code }) => closes.push(code))
     const a = await connect(base)
     a.stream.abort()
-    await until(() => hub.getConnections().length === 0)
+    await until(() => hub.connections.local().length === 0)
     expect(closes).toEqual([1006])
     expect(transport.sessions).toBe(0)
     expect((await a.post({ type: 'ping' })).status).toBe(404)
@@ -148,8 +148,8 @@ describe('@tidings/sse', () => {
     const again = await open(base, { headers: { 'last-event-id': `${a.session}:1`, 'x-tidings-secret': a.secret } })
     const connected = await again.frame('connected')
     expect(connected.connectionId).not.toBe(a.connectionId)
-    await until(() => hub.getConnections().length === 1)
-    expect(hub.getConnections()[0]!.id).toBe(connected.connectionId)
+    await until(() => hub.connections.local().length === 1)
+    expect(hub.connections.local()[0]!.id).toBe(connected.connectionId)
   })
 
   it("refuses another session's id with its own secret (403 RT_003) and leaves that session alone", async () => {
@@ -161,7 +161,7 @@ describe('@tidings/sse', () => {
     expect(await json(r)).toEqual({ type: 'error', code: 'RT_003', message: expect.any(String) })
     const missing = await fetch(`${base}/realtime/sse/${b.session}`, { method: 'POST', body: '{"type":"ping"}' })
     expect(missing.status).toBe(403)
-    expect(hub.getConnections({ userId: 'bob' })[0]!.channels).toEqual([])
+    expect(hub.connections.local({ userId: 'bob' })[0]!.channels).toEqual([])
     await b.post({ type: 'ping', id: 'still-fine' })
     await b.stream.frame('pong', (f) => f.id === 'still-fine')
     expect(b.stream.frames().map((f) => f.type)).toEqual(['connected', 'pong'])
@@ -227,7 +227,7 @@ describe('@tidings/sse', () => {
   it('tells the client when the hub closes the connection (event: close) and ends the stream', async () => {
     const { base, hub, transport } = await setup()
     const c = await connect(base)
-    hub.disconnect(c.connectionId, 'bye')
+    await hub.connections.disconnect(c.connectionId, 'bye')
     await c.stream.waitEnd()
     const close = c.stream.events.find((e) => e.event === 'close')!
     expect(close.id).toBeUndefined()
@@ -242,7 +242,7 @@ describe('@tidings/sse', () => {
     c.stream.abort()
     await sleep(50)
     await hub.broadcast({ to: 'all', event: 'last-words', data: null })
-    hub.disconnect(c.connectionId, 'kicked')
+    await hub.connections.disconnect(c.connectionId, 'kicked')
     const again = await open(base, { headers: { 'last-event-id': `${c.session}:1`, 'x-tidings-secret': c.secret } })
     await again.waitEnd()
     expect(again.events.map((e) => e.event)).toEqual(['session', 'message', 'close'])
@@ -261,9 +261,9 @@ describe('@tidings/sse', () => {
     await sleep(50)
     for (let i = 0; i < 10; i++) await hub.publish('public:flood', 'm', 'x'.repeat(300))
     expect(sends).toContain(false)
-    expect(hub.getConnections()).toHaveLength(1) // queued by the hub, not dropped yet
-    for (let i = 0; i < 40 && hub.getConnections().length > 0; i++) await hub.publish('public:flood', 'm', 'x'.repeat(300))
-    expect(hub.getConnections()).toHaveLength(0)
+    expect(hub.connections.local()).toHaveLength(1) // queued by the hub, not dropped yet
+    for (let i = 0; i < 40 && hub.connections.local().length > 0; i++) await hub.publish('public:flood', 'm', 'x'.repeat(300))
+    expect(hub.connections.local()).toHaveLength(0)
     expect(closes).toEqual([4009])
   })
 
@@ -306,7 +306,7 @@ describe('@tidings/sse', () => {
     await a.stream.waitEnd()
     expect(JSON.parse(a.stream.events.find((e) => e.event === 'close')!.data)).toEqual({ code: 1001, reason: 'server is shutting down' })
     expect(transport.sessions).toBe(0)
-    expect(hub.getConnections()).toEqual([])
+    expect(hub.connections.local()).toEqual([])
     const late = await fetch(`${base}/realtime/sse`)
     expect(late.status).toBe(503)
     expect((await json(late)).code).toBe('RT_001')
@@ -325,13 +325,13 @@ describe('@tidings/sse: ending a session', () => {
   it('DELETE with the secret ends the session now: the hub sees the connection close; a wrong secret is 403', async () => {
     const { hub, base } = await setup()
     const c = await connect(base)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
     const wrong = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': 'nope' } })
     expect(wrong.status).toBe(403)
-    expect(hub.getConnections()).toHaveLength(1)
+    expect(hub.connections.local()).toHaveLength(1)
     const ok = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': c.secret } })
     expect(ok.status).toBe(204)
-    expect(hub.getConnections()).toHaveLength(0)
+    expect(hub.connections.local()).toHaveLength(0)
     const again = await fetch(`${base}/realtime/sse/${c.session}`, { method: 'DELETE', headers: { 'x-tidings-secret': c.secret } })
     expect(again.status).toBe(404)
   })

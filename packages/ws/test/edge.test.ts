@@ -93,7 +93,7 @@ describe('ws edge: origins', () => {
     expect((await same.result).status).toBe('open')
     const none = connectWs(env.url)
     expect((await none.result).status).toBe('open')
-    expect(env.hub.getConnections()).toHaveLength(2)
+    expect(env.hub.connections.local()).toHaveLength(2)
   })
 
   it("lets every origin in with allowedOrigins ['*'] (explicit opt-out), and the listed ones with a list", async () => {
@@ -122,7 +122,7 @@ describe('ws edge: per-address limits', () => {
     const refused = await extra.result
     expect(refused.status).toBe(429)
     expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1)
-    expect(env.hub.getConnections()).toHaveLength(100)
+    expect(env.hub.connections.local()).toHaveLength(100)
     // Closing one gives its place back, exactly once.
     open[0]!.ws.close()
     await open[0]!.closed
@@ -185,13 +185,13 @@ describe('ws edge: per-address limits', () => {
     const strict = await setup({ edge: { maxConnectionsPerIp: 1, maxNewConnectionsPerIpPerMinute: 0 } })
     expect((await connectWs(strict.url, { headers: { 'x-forwarded-for': '10.0.0.1' } }).result).status).toBe('open')
     expect((await connectWs(strict.url, { headers: { 'x-forwarded-for': '10.0.0.2' } }).result).status).toBe(429)
-    expect(strict.hub.getConnections()[0]).toMatchObject({ ip: '127.0.0.1' })
+    expect(strict.hub.connections.local()[0]).toMatchObject({ ip: '127.0.0.1' })
 
     const proxied = await setup({ edge: { maxConnectionsPerIp: 1, maxNewConnectionsPerIpPerMinute: 0, trustProxy: true } })
     expect((await connectWs(proxied.url, { headers: { 'x-forwarded-for': '10.0.0.1' } }).result).status).toBe('open')
     expect((await connectWs(proxied.url, { headers: { 'x-forwarded-for': '10.0.0.2' } }).result).status).toBe('open')
     expect((await connectWs(proxied.url, { headers: { 'x-forwarded-for': '10.0.0.1' } }).result).status).toBe(429)
-    expect(proxied.hub.getConnections().map((c) => c.ip).sort()).toEqual(['10.0.0.1', '10.0.0.2'])
+    expect(proxied.hub.connections.local().map((c) => c.ip).sort()).toEqual(['10.0.0.1', '10.0.0.2'])
   })
 })
 

@@ -192,7 +192,7 @@ describe('ws transport (shared server)', () => {
     expect(c.ws.protocol).toBe('tidings.v1.json')
     const connected = c.frames[0]!
     expect(connected).toMatchObject({ type: 'connected', v: 1, userId: 'ada' })
-    const info = env.hub.getConnection(connected.connectionId as string)
+    const info = (await env.hub.connections.get(connected.connectionId as string))
     expect(info).toMatchObject({ transport: 'ws', userId: 'ada', userAgent: 'tidings-test/1.0', ip: '127.0.0.1' })
     expect(env.transport.connections).toBeGreaterThanOrEqual(1)
   })
@@ -237,7 +237,7 @@ describe('ws transport (shared server)', () => {
     const err = await c.waitFor((f) => f.type === 'error')
     expect(err).toMatchObject({ code: 'RT_002' })
     expect((await c.closed).code).toBe(4001)
-    await until(() => env.transport.connections === env.hub.getConnections().length, 2_000, 'session forgotten')
+    await until(() => env.transport.connections === env.hub.connections.local().length, 2_000, 'session forgotten')
   })
 
   it('refuses a client offering only unknown subprotocols with HTTP 400, and keeps serving others', async () => {
@@ -284,15 +284,15 @@ describe('ws transport (shared server)', () => {
   it('cleans up when a subscriber disconnects', async () => {
     const c = await env.client({ query: 'token=tok-cy' })
     await c.request({ type: 'subscribe', channel: 'public:cleanup' })
-    expect(env.hub.getConnections({ channel: 'public:cleanup' })).toHaveLength(1)
+    expect(env.hub.connections.local({ channel: 'public:cleanup' })).toHaveLength(1)
     const id = c.frames[0]!.connectionId as string
     c.ws.close()
-    await until(() => env.hub.getConnections({ channel: 'public:cleanup' }).length === 0, 2_000, 'hub cleanup')
-    expect(env.hub.getConnection(id)).toBeUndefined()
-    expect(env.hub.getConnections({ userId: 'cy' })).toHaveLength(0)
-    expect(env.hub.channels().find((ch) => ch.name === 'public:cleanup')?.subscribers ?? 0).toBe(0)
+    await until(() => env.hub.connections.local({ channel: 'public:cleanup' }).length === 0, 2_000, 'hub cleanup')
+    expect(await env.hub.connections.get(id)).toBeUndefined()
+    expect(env.hub.connections.local({ userId: 'cy' })).toHaveLength(0)
+    expect(env.hub.channels.list().find((ch) => ch.name === 'public:cleanup')?.subscribers ?? 0).toBe(0)
     // The transport forgot the socket too: it counts exactly the hub's connections once all closes settle.
-    await until(() => env.transport.connections === env.hub.getConnections().length, 2_000, 'transport cleanup')
+    await until(() => env.transport.connections === env.hub.connections.local().length, 2_000, 'transport cleanup')
   })
 
   it('reports an abrupt disconnect (terminate) to the hub', async () => {
@@ -305,7 +305,7 @@ describe('ws transport (shared server)', () => {
 
   it('closes with the hub\'s code (disconnect → 4000)', async () => {
     const c = await env.client({ query: 'token=tok-ada' })
-    expect(env.hub.disconnect(c.frames[0]!.connectionId as string, 'bye')).toBe(true)
+    expect(await env.hub.connections.disconnect(c.frames[0]!.connectionId as string, 'bye')).toBe(true)
     expect(await c.closed).toEqual({ code: 4000, reason: 'bye' })
   })
 
@@ -509,7 +509,7 @@ describe('ws transport (keepalive, backpressure, shutdown)', () => {
     expect(await a.closed).toEqual({ code: 1001, reason: 'server restarting' })
     expect((await b.closed).code).toBe(1001)
     expect(env.transport.connections).toBe(0)
-    expect(env.hub.getConnections()).toHaveLength(0)
+    expect(env.hub.connections.local()).toHaveLength(0)
     const late = env.raw()
     expect(await late.refused).toBe(503)
   })
@@ -522,7 +522,7 @@ describe('ws transport (keepalive, backpressure, shutdown)', () => {
     await env.transport.close({ timeoutMs: 150 })
     expect(Date.now() - started).toBeGreaterThanOrEqual(140)
     expect(env.transport.connections).toBe(0)
-    expect(env.hub.getConnections()).toHaveLength(0)
+    expect(env.hub.connections.local()).toHaveLength(0)
   })
 
   it('builds frames byte for byte as ws does (text and binary, every length class)', () => {

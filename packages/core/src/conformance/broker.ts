@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import type { Broker, ClusterMessage, Command, Dispatch } from '../ports/broker.js'
+import type { Broker, ClusterMessage, Dispatch, Reply, Request } from '../ports/broker.js'
 import { randomId } from '../util.js'
 
 export interface BrokerConformanceOptions {
@@ -26,6 +26,9 @@ export interface BrokerConformanceOptions {
  * are random per test, and only messages from the suite's own nodes are counted, so the suite
  * runs on a shared bus (a Redis server other tests use).
  */
+/** The channel every node of the suite subscribes to (unless a test says otherwise). */
+const CHANNEL = 'chat:conformance'
+
 export function brokerConformance(name: string, makeBrokers: (count: number) => Broker[] | Promise<Broker[]>, options: BrokerConformanceOptions = {}): void {
   const timeout = options.timeoutMs ?? 10_000
   const quietMs = options.quietMs ?? 50
@@ -61,22 +64,25 @@ export function brokerConformance(name: string, makeBrokers: (count: number) => 
       if (start) for (const n of out) await startNode(n, test)
       return out
     }
-    const startNode = async (n: Node, test = n.id.slice(0, n.id.lastIndexOf(':'))) => {
+    /** Start a node and subscribe it to the suite's channel (unless told not to). */
+    const startNode = async (n: Node, test = n.id.slice(0, n.id.lastIndexOf(':')), subscribe = true) => {
       await n.broker.start(n.id, (m) => {
         if (!m.origin.startsWith(`${test}:`)) return // another test or run on a shared bus
         n.got.push(m)
         if (n.failing) throw new Error('deliver failed (as the conformance suite asked)')
       })
+      if (subscribe) await n.broker.subscribe(CHANNEL)
     }
 
     const dispatch = (origin: string, n: number, extra: Partial<Dispatch> = {}): Dispatch => ({
       kind: 'dispatch',
       origin,
-      target: { kind: 'channel', channel: 'chat:conformance' },
+      target: { kind: 'channel', channel: CHANNEL },
       frame: { type: 'message', channel: 'chat:conformance', event: 'say', data: { n, nested: { list: [n, { deep: true }] } }, id: `m${n}`, timestamp: new Date(1_767_225_600_000 + n).toISOString() } as Dispatch['frame'],
       ...extra,
     })
-    const command = (origin: string): Command => ({ kind: 'command', origin, command: { op: 'disconnect', userId: 'alice', reason: 'conformance' } })
+    const request = (origin: string, id = 'q1'): Request => ({ kind: 'request', origin, id, query: { op: 'disconnect', userId: 'alice', reason: 'conformance' } })
+    const reply = (origin: string, to: string, id = 'q1'): Reply => ({ kind: 'reply', origin, to, id, result: { closed: 2, list: [{ id: 'c1', channels: ['a', 'b'] }] } })
     /** The `n` of a dispatch built by `dispatch`. */
     const numberOf = (m: ClusterMessage) => (m.kind === 'dispatch' ? ((m.frame as { data: { n: number } }).data.n as number) : -1)
 
@@ -122,14 +128,15 @@ export function brokerConformance(name: string, makeBrokers: (count: number) => 
       })
     }, timeout)
 
-    it('dispatches of every target kind and commands cross intact (plain data, deep-equal)', async () => {
+    it('dispatches of every target kind, requests and replies cross intact (plain data, deep-equal)', async () => {
       const [a, b] = await nodes(2)
       const sent: ClusterMessage[] = [
         dispatch(a!.id, 1),
         dispatch(a!.id, 2, { target: { kind: 'direct', users: ['alice', 'bob'], connections: ['c1'] }, exclude: { connections: ['c9'], users: ['eve'] }, priority: 'high', volatile: true, epoch: 'e.1' }),
         dispatch(a!.id, 3, { target: { kind: 'all' }, where: { field: 'user.roles', op: 'contains', value: 'admin' } as unknown as Dispatch['where'] }),
-        command(a!.id),
-        { kind: 'command', origin: a!.id, command: { op: 'kick', channel: 'chat:x', userId: 'bob', reason: 'spam' } },
+        request(a!.id),
+        { kind: 'request', origin: a!.id, id: 'q2', query: { op: 'kick', channel: 'chat:x', userId: 'bob', reason: 'spam' } },
+        reply(a!.id, b!.id),
       ]
       for (const m of sent) await a!.broker.publish(m)
       await eventually(() => expect(b!.got).toEqual(sent))
@@ -228,6 +235,55 @@ export function brokerConformance(name: string, makeBrokers: (count: number) => 
       const [never] = await nodes(1, false)
       await never!.broker.close()
       await never!.broker.close()
+    }, timeout)
+
+    it('a channel dispatch reaches only the nodes subscribed to that channel; unsubscribe stops it; subscribing twice is once', async () => {
+      const [a, b, c] = await nodes(3)
+      await c!.broker.unsubscribe(CHANNEL)
+      await a!.broker.publish(dispatch(a!.id, 1))
+      await eventually(() => expect(b!.got.map(numberOf)).toEqual([1]))
+      expect(c!.got).toEqual([])
+      await b!.broker.subscribe(CHANNEL) // twice: still one subscription
+      await b!.broker.unsubscribe(CHANNEL)
+      await c!.broker.subscribe(CHANNEL)
+      await a!.broker.publish(dispatch(a!.id, 2))
+      await eventually(() => expect(c!.got.map(numberOf)).toEqual([2]))
+      expect(b!.got.map(numberOf)).toEqual([1])
+      await b!.broker.unsubscribe('chat:never-subscribed') // harmless
+    }, timeout)
+
+    it('subscribe, unsubscribe, subscribe made without awaiting take effect in call order', async () => {
+      const [a, b] = await nodes(2)
+      const calls = [b!.broker.unsubscribe(CHANNEL), b!.broker.subscribe(CHANNEL), b!.broker.unsubscribe(CHANNEL), b!.broker.subscribe(CHANNEL)]
+      await Promise.all(calls)
+      await a!.broker.publish(dispatch(a!.id, 1))
+      await eventually(() => expect(b!.got.map(numberOf)).toEqual([1]))
+    }, timeout)
+
+    it('dispatches to users, connections or everyone and requests reach every other node, subscribed or not', async () => {
+      const [a, b, c] = await nodes(3)
+      await b!.broker.unsubscribe(CHANNEL)
+      await c!.broker.unsubscribe(CHANNEL)
+      const sent: ClusterMessage[] = [dispatch(a!.id, 1, { target: { kind: 'direct', users: ['bob'], connections: [] } }), dispatch(a!.id, 2, { target: { kind: 'all' } }), request(a!.id)]
+      for (const m of sent) await a!.broker.publish(m)
+      await eventually(() => {
+        expect(b!.got).toEqual(sent)
+        expect(c!.got).toEqual(sent)
+      })
+    }, timeout)
+
+    it('a reply reaches only the node it is addressed to', async () => {
+      const [a, b, c] = await nodes(3)
+      await b!.broker.publish(reply(b!.id, a!.id, 'x1'))
+      await c!.broker.publish(reply(c!.id, a!.id, 'x1'))
+      await eventually(() => expect(a!.got.map((m) => m.origin).sort()).toEqual([b!.id, c!.id].sort()))
+      expect(b!.got).toEqual([])
+      expect(c!.got).toEqual([])
+      // to a node that is gone: delivered to nobody, no error
+      await a!.broker.publish(reply(a!.id, `${a!.id}-gone`, 'x2'))
+      await sleep(quietMs)
+      expect(b!.got).toEqual([])
+      expect(c!.got).toEqual([])
     }, timeout)
   })
 }

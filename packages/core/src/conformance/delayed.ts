@@ -14,6 +14,8 @@ export const PORT_METHODS: ReadonlySet<PropertyKey> = new Set([
   // Broker
   'start',
   'publish',
+  'subscribe',
+  'unsubscribe',
   // PresenceStore
   'join',
   'update',
@@ -24,6 +26,7 @@ export const PORT_METHODS: ReadonlySet<PropertyKey> = new Set([
   'removeNode',
   'heartbeat',
   'deadNodes',
+  'liveNodes',
   // all of them
   'close',
 ])

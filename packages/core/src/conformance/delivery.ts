@@ -406,7 +406,7 @@ export async function runSchedule(schedule: Schedule, options: RunOptions = {}):
           if (!c.closed) {
             log(`${tag} drop (${step.how})`)
             if (step.how === 'client') c.drop()
-            else t.hub.disconnect(c.connectionId)
+            else (await t.hub.connections.disconnect(c.connectionId))
           }
           if (step.reconnect) await connect(s, true)
           break

@@ -295,6 +295,19 @@ export function presenceConformance<P extends PresenceStore>(name: string, makeS
         expect(mine(n, await store.deadNodes(T0 + 1_000_000, 30_000))).toEqual([])
       }, timeout)
 
+      it('liveNodes lists the nodes heartbeating within the TTL, with or without entries, and not a removed node', async () => {
+        const n = names()
+        await store.heartbeat(n.node('empty'), T0)
+        await store.heartbeat(n.node('busy'), T0 + 10_000)
+        await store.join(entryOf(n, 'c1', 'alice', { nodeId: n.node('busy') }))
+        expect(mine(n, await store.liveNodes(T0 + 30_000, 30_000))).toEqual([n.node('busy'), n.node('empty')].sort()) // exactly the TTL: live
+        expect(mine(n, await store.liveNodes(T0 + 30_001, 30_000))).toEqual([n.node('busy')])
+        await store.removeNode(n.node('busy'), T0 + 30_002)
+        expect(mine(n, await store.liveNodes(T0 + 30_002, 30_000))).toEqual([])
+        await store.heartbeat(n.node('busy'), T0 + 30_003)
+        expect(mine(n, await store.liveNodes(T0 + 30_003, 30_000))).toEqual([n.node('busy')])
+      }, timeout)
+
       it('a heartbeat never moves back', async () => {
         const n = names()
         await store.join(entryOf(n, 'c1', 'alice'))

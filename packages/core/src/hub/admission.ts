@@ -1,15 +1,16 @@
 import { CloseCode, type ErrorCode, PROTOCOL_VERSION, RealtimeError, type ServerFrame, clampCloseReason, wireLength } from '@tidings/protocol'
 import type { Identity } from '../ports/auth.js'
-import type { Command } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import { type CompiledPreferences, Connection, type ConnectionHost, type ConnectionInfo, type Subscription } from './connection.js'
 import type { CredentialWatch } from './credentials.js'
 import type { HubEvents } from './events.js'
 import type { FanOut } from './fanout.js'
-import type { ConnectOptions } from './hub.js'
+import type { ConnectOptions, HubConnections } from './api.js'
+import type { Answers } from './cluster.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
+import { isPromise } from '../util.js'
 
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
@@ -19,7 +20,7 @@ export interface AdmissionHost {
   readonly nodeId: string
   readonly clock: Clock
   readonly codec: ResolvedHubOptions['codec']
-  readonly options: Pick<ResolvedHubOptions, 'authenticate' | 'allowAnonymous' | 'limits' | 'logger'>
+  readonly options: Pick<ResolvedHubOptions, 'authenticate' | 'allowAnonymous' | 'limits' | 'logger' | 'clustered' | 'presenceStore'>
   readonly stats: Metrics
   /** The hub is shutting down: no new connections. */
   readonly closing: boolean
@@ -27,7 +28,7 @@ export interface AdmissionHost {
   readonly connectionHost: ConnectionHost
   readonly credentials: CredentialWatch
   readonly fanout: FanOut
-  readonly cluster: { toCluster(m: Command): Promise<void> }
+  readonly cluster: { ask<T>(query: import('../ports/broker.js').ClusterQuery, local: T): Promise<Answers<T>> }
   readonly preferences: { compiled(userId: string): CompiledPreferences | undefined }
   removeSubscription(sub: Subscription, reason: string, notify: boolean): void
   emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
@@ -36,11 +37,19 @@ export interface AdmissionHost {
 }
 
 /**
- * Who is connected to this node: accepting a session (authentication, expiry, the per-user
- * limit, refusals answered, logged and emitted), the registries by id and by user, and letting
- * a connection go (exception-safe: never half-removed).
+ * The presence-store channel where, on a cluster, each connection of a user holds an entry, so
+ * the per-user limit counts connections on every node (and a dead node's are removed with its
+ * other entries). `$` cannot start a client's channel name.
  */
-export class Admission {
+export const userConnectionsChannel = (userId: string): string => `$connections:${userId}`
+
+/**
+ * Who is connected: accepting a session (authentication, expiry, the per-user limit across
+ * nodes, refusals answered, logged and emitted), this node's registries by id and by user,
+ * letting a connection go (exception-safe: never half-removed), and the connections of every
+ * node (listed, found and closed through the cluster).
+ */
+export class Admission implements HubConnections {
   readonly connections = new Map<string, Connection>()
   readonly byUser = new Map<string, Set<Connection>>()
   private seq = 0
@@ -108,6 +117,28 @@ export class Admission {
 
     const id = `${this.host.nodeId}.${(++this.seq).toString(36)}`
     const now = this.host.clock.now()
+    if (userId !== undefined && this.host.options.clustered) {
+      // Across nodes: take a place first, then count, so two nodes admitting at once can both
+      // refuse but never both exceed the limit.
+      const store = this.host.options.presenceStore
+      const channel = userConnectionsChannel(userId)
+      try {
+        await store.join({ channel, connectionId: id, userId, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: now, updatedAt: now })
+        const entries = await store.entries(channel)
+        if (entries.length > max) {
+          await store.leave(channel, id, now)
+          refuse('RT_001', `user already has ${max} connections`, CloseCode.TooManyConnections)
+        }
+      } catch (err) {
+        if (err instanceof RealtimeError) throw err
+        // The shared count cannot be read: this node's own count (checked above) still holds.
+        this.host.report(err, 'limits.maxConnectionsPerUser')
+      }
+      if (this.host.closing) {
+        this.releasePlace(userId, id)
+        refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+      }
+    }
     const limits = this.host.options.limits
     let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
     const conn = new Connection(this.host.connectionHost, id, session, identity, codec, now, maxSubs)
@@ -162,6 +193,7 @@ export class Admission {
       const set = this.byUser.get(conn.userId)
       set?.delete(conn)
       if (set?.size === 0) this.byUser.delete(conn.userId)
+      if (this.host.options.clustered) this.releasePlace(conn.userId, conn.id)
     }
     this.host.stats.connectionsClosed++
     if (this.host.listenerCount('disconnect') > 0) this.host.emit('disconnect', conn.info(), { code, reason })
@@ -177,14 +209,24 @@ export class Admission {
     this.dropConnection(conn, code, reason)
   }
 
-  disconnectUserLocal(userId: string, reason: string): number {
-    const conns = [...(this.byUser.get(userId) ?? [])]
-    for (const conn of conns) this.closeConnection(conn, CloseCode.Disconnected, reason)
-    return conns.length
+  private releasePlace(userId: string, connectionId: string): void {
+    try {
+      const r = this.host.options.presenceStore.leave(userConnectionsChannel(userId), connectionId, this.host.clock.now())
+      if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+    } catch (err) {
+      this.host.report(err, 'presence.leave')
+    }
   }
 
-  getConnections(filter: { userId?: string; channel?: string } = {}): ConnectionInfo[] {
-    let list: Iterable<Connection> = filter.userId !== undefined ? (this.byUser.get(filter.userId) ?? []) : this.connections.values()
+  // ------------------------------------------------------------------ this node
+
+  /** This node's connections matching the filter. */
+  local(filter: { readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined } = {}): ConnectionInfo[] {
+    let list: Iterable<Connection>
+    if (filter.connectionId !== undefined) {
+      const one = this.connections.get(filter.connectionId)
+      list = one && (filter.userId === undefined || one.userId === filter.userId) ? [one] : []
+    } else list = filter.userId !== undefined ? (this.byUser.get(filter.userId) ?? []) : this.connections.values()
     if (filter.channel !== undefined) {
       const channel = filter.channel
       list = [...list].filter((c) => c.subscriptions.has(channel))
@@ -192,22 +234,45 @@ export class Admission {
     return [...list].map((c) => c.info())
   }
 
-  getConnection(connectionId: string): ConnectionInfo | undefined {
-    return this.connections.get(connectionId)?.info()
-  }
-
-  disconnect(connectionId: string, reason = 'disconnected by server'): boolean {
-    const conn = this.connections.get(connectionId)
-    if (!conn) {
-      void this.host.cluster.toCluster({ kind: 'command', origin: this.host.nodeId, command: { op: 'disconnect', connectionId, reason } })
-      return false
+  /** Close this node's connection, or every connection of a user here; how many were closed. */
+  disconnectLocal(target: { readonly userId?: string | undefined; readonly connectionId?: string | undefined }, reason: string): number {
+    if (target.connectionId !== undefined) {
+      const conn = this.connections.get(target.connectionId)
+      if (!conn) return 0
+      this.closeConnection(conn, CloseCode.Disconnected, reason)
+      return 1
     }
-    this.closeConnection(conn, CloseCode.Disconnected, reason)
-    return true
+    if (target.userId === undefined) return 0
+    const conns = [...(this.byUser.get(target.userId) ?? [])]
+    for (const conn of conns) this.closeConnection(conn, CloseCode.Disconnected, reason)
+    return conns.length
   }
 
-  disconnectUser(userId: string, reason = 'disconnected by server'): number {
-    void this.host.cluster.toCluster({ kind: 'command', origin: this.host.nodeId, command: { op: 'disconnect', userId, reason } })
-    return this.disconnectUserLocal(userId, reason)
+  // ------------------------------------------------------------------ every node
+
+  async list(filter: { readonly userId?: string; readonly channel?: string } = {}): Promise<ConnectionInfo[]> {
+    const local = this.local(filter)
+    const { answers } = await this.host.cluster.ask<ConnectionInfo[]>({ op: 'connections', userId: filter.userId, channel: filter.channel }, local)
+    return answers.flatMap((a) => (Array.isArray(a.result) ? a.result : []))
+  }
+
+  async get(connectionId: string): Promise<ConnectionInfo | undefined> {
+    const here = this.connections.get(connectionId)
+    if (here) return here.info()
+    const { answers } = await this.host.cluster.ask<ConnectionInfo[]>({ op: 'connections', connectionId }, [])
+    for (const a of answers) if (Array.isArray(a.result) && a.result.length > 0) return a.result[0]
+    return undefined
+  }
+
+  async disconnect(connectionId: string, reason = 'disconnected by server'): Promise<boolean> {
+    if (this.disconnectLocal({ connectionId }, reason) > 0) return true
+    const { answers } = await this.host.cluster.ask<number>({ op: 'disconnect', connectionId, reason }, 0)
+    return answers.some((a) => typeof a.result === 'number' && a.result > 0)
+  }
+
+  async disconnectUser(userId: string, reason = 'disconnected by server'): Promise<number> {
+    const here = this.disconnectLocal({ userId }, reason)
+    const { answers } = await this.host.cluster.ask<number>({ op: 'disconnect', userId, reason }, here)
+    return answers.reduce((n, a) => n + (typeof a.result === 'number' ? a.result : 0), 0)
   }
 }

@@ -47,6 +47,8 @@ export interface Subscription {
   deadline: number
   /** In the hub's set of subscriptions waiting for acknowledgments. */
   pending: boolean
+  /** Holds a seat of the channel's capacity in the presence store (a cluster counts occupants there). */
+  seated: boolean
 }
 
 const NONE: readonly Subscription[] = []

@@ -1,20 +1,21 @@
-import { type Codec, type WireData, CloseCode, RealtimeError, type FilterNode, type ClientFrame, type ClientFrameOf, type PresenceSnapshot, type Priority } from '@tidings/protocol'
+import { type Codec, type WireData, CloseCode, RealtimeError, type ClientFrame, type ClientFrameOf } from '@tidings/protocol'
 import { EventEmitter } from 'eventemitter3'
 import type { Identity } from '../ports/auth.js'
+import type { ClusterQuery } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
-import type { StoredMessage } from '../ports/store.js'
 import { type MaybePromise, andThen, isoTimestamp } from '../util.js'
+import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, PublishOptions, PublishResult, Route } from './api.js'
 import { Channel } from './channel.js'
-import { type ChannelOptions, ChannelPatterns } from './channels.js'
-import { Connection, type ConnectionInfo } from './connection.js'
+import { ChannelPatterns } from './channels.js'
+import { Connection } from './connection.js'
 import type { HubEvents } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
 import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
 import { CredentialWatch } from './credentials.js'
-import { type AckRecipient, Acks } from './delivery/acks.js'
+import { Acks } from './delivery/acks.js'
 import { Receipts } from './delivery/receipts.js'
 import { Recovery } from './delivery/recovery.js'
 import { FanOut } from './fanout.js'
@@ -26,159 +27,10 @@ import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
 import { NodeWatch } from './nodes.js'
 import { History } from './delivery/history.js'
+import { RoomRegistry } from './rooms.js'
 
+export type * from './api.js'
 export { storedToFrame } from './routing.js'
-import { type RoomInfo, RoomRegistry, type Rooms } from './rooms.js'
-
-export interface ConnectOptions {
-  readonly token?: string | undefined
-  readonly apiKey?: string | undefined
-  /** An identity the host app already established (its own session, cookie, …): skips the authenticator. */
-  readonly identity?: Identity | undefined
-}
-
-export interface PublishOptions {
-  /** Shown to recipients as `sender`. */
-  readonly sender?: string | undefined
-  readonly exclude?: { readonly connections?: readonly string[]; readonly users?: readonly string[] } | undefined
-  readonly priority?: Priority | undefined
-  /** May be dropped under backpressure (typing, cursors). */
-  readonly volatile?: boolean | undefined
-  /** A repeat within the dedup window returns the first result and delivers nothing. */
-  readonly idempotencyKey?: string | undefined
-  /**
-   * Ask every recipient on this node to acknowledge the message, and resolve once all have or
-   * after this many ms, with who did and who did not. Needs a channel that keeps history.
-   */
-  readonly awaitAcks?: number | undefined
-}
-
-export type { AckRecipient } from './delivery/acks.js'
-
-export interface PublishResult {
-  readonly messageId: string
-  /** The message's offset in the channel stream (absent when the channel keeps no history). */
-  readonly offset: number | undefined
-  readonly duplicate: boolean
-  /** Connections on this node that it was written or queued to. */
-  readonly recipients: number
-  /** With `awaitAcks`: the recipients that acknowledged in time. */
-  readonly acknowledged?: AckRecipient[]
-  /** With `awaitAcks`: the recipients that did not. */
-  readonly unacknowledged?: AckRecipient[]
-}
-
-export interface BroadcastOptions extends Omit<PublishOptions, 'idempotencyKey' | 'awaitAcks'> {
-  readonly event: string
-  readonly data?: unknown
-  /** `'all'` connections, or any mix of channels, users and connection ids. */
-  readonly to: 'all' | { readonly channels?: readonly string[]; readonly users?: readonly string[]; readonly connections?: readonly string[] }
-  /** Only recipients passing this filter (fields `user.id`, `user.roles`, `user.claims.<path>`, `transport`). */
-  readonly where?: FilterNode | undefined
-}
-
-export interface BroadcastResult {
-  readonly messageIds: string[]
-  readonly recipients: number
-}
-
-export interface UserPreferences {
-  /** Channels whose messages this user does not want delivered. */
-  readonly mutedChannels?: readonly string[]
-  /** Events this user does not want delivered, on any channel. */
-  readonly mutedEvents?: readonly string[]
-  /** Send this user's typing indicators to others. Default true. */
-  readonly typingIndicators?: boolean
-  /** Send read receipts for this user's reads. Default true. */
-  readonly readReceipts?: boolean
-}
-
-export interface ChannelInfo {
-  readonly name: string
-  readonly pattern: string
-  readonly subscribers: number
-  readonly occupants: number
-  readonly room: RoomInfo | undefined
-}
-
-/** Content-based routing: extra channels a published message should also go to. */
-export type Route = (message: { channel: string; event: string; data: unknown; sender: string | undefined }) => string | readonly string[] | undefined | void
-
-/** A server-side handle on one channel. */
-export interface ChannelHandle {
-  readonly name: string
-  publish(event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
-  /** The seeds' name for publish. */
-  broadcast(event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
-  getPresence(): Promise<PresenceSnapshot>
-  kick(userId: string, reason?: string): Promise<number>
-  history(options?: { after?: number; limit?: number }): Promise<{ epoch: string; messages: StoredMessage[]; top: number; complete: boolean }>
-}
-
-export interface Hub extends EventEmitter<HubEvents> {
-  readonly nodeId: string
-  /** The limits in force (transports size their buffers and bodies from them). */
-  readonly limits: Readonly<{ maxMessageSize: number; messagesPerSecond: number; presenceUpdatesPerSecond: number; highWaterMark: number; maxQueuedBytes: number; maxDepth: number; maxReplyBytes: number }>
-  /** How long a presence member lingers after its last connection left (`presence.leaveDelayMs`). */
-  readonly leaveDelayMs: number
-  /**
-   * The hub has an authenticator, which also sees the handshake headers when a connection
-   * re-authenticates (an `auth` frame). Without one, transports may let go of a session's headers
-   * once the hub accepted it (a few hundred bytes per connection).
-   */
-  readonly authenticates: boolean
-  readonly clock: Clock
-  readonly codec: Codec
-  readonly rooms: Rooms
-  /** Accept a transport session: authenticate, register, send `connected`. Rejects with `RT_002` / `RT_001` (and closes the session). */
-  connect(session: Session, options?: ConnectOptions): Promise<ConnectionHandle>
-  publish(channel: string, event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
-  broadcast(options: BroadcastOptions): Promise<BroadcastResult>
-  channel(name: string): ChannelHandle
-  getPresence(channel: string): Promise<PresenceSnapshot>
-  /**
-   * Send a notification to a user's personal channel (`private:user-<id>`: acknowledged, kept
-   * while the user is offline). Keeps the user's unread badge count; batches bursts.
-   */
-  notify(userId: string, notification: unknown): Promise<{ batched: boolean; offset: number | undefined; badge: number }>
-  unreadNotifications(userId: string): number
-  /** Mark notifications read (by the offsets of their messages, or all); the user's connections get the new badge count. */
-  markNotificationsRead(userId: string, offsets?: readonly number[]): void
-  /** Users whose cursor on a channel (kept for offline channels) has passed an offset. */
-  deliveredTo(channel: string, offset: number): Promise<string[]>
-  /** Unsubscribe a user from a channel on every node; returns the connections on this node it removed. */
-  kick(channel: string, userId: string, reason?: string): Promise<number>
-  getConnections(filter?: { userId?: string; channel?: string }): ConnectionInfo[]
-  getConnection(connectionId: string): ConnectionInfo | undefined
-  disconnect(connectionId: string, reason?: string): boolean
-  /** Close every connection of a user on every node; returns how many were on this node. */
-  disconnectUser(userId: string, reason?: string): number
-  setPreferences(userId: string, preferences: UserPreferences): void
-  getPreferences(userId: string): UserPreferences | undefined
-  /**
-   * Add a channel pattern (or change the options of an existing one). Channels already live on
-   * this node keep the options they were opened with until their last subscriber leaves.
-   */
-  registerChannel(pattern: string, options: ChannelOptions): void
-  /** Live channels on this node. */
-  channels(): ChannelInfo[]
-  /**
-   * The pattern a channel name resolves to (app patterns first, then the built-in ones) and its
-   * named parts, or undefined when no pattern matches (clients get `RT_004` for such names).
-   */
-  resolveChannel(name: string): { readonly pattern: string; readonly params: Readonly<Record<string, string>> } | undefined
-  /** Add a content-based route; returns a function that removes it. */
-  route(route: Route): () => void
-  metrics(): MetricsSnapshot
-  /**
-   * Report an error that happened outside the app's call stack (a transport's socket, a timer):
-   * it goes to `onError`, the logger and the `error` event, like the hub's own. Adapters use it
-   * instead of emitting `error` themselves, so `onError` sees every failure.
-   */
-  report(error: unknown, stage: string): void
-  /** Close every connection (1001, reconnect elsewhere), stop the broker. */
-  close(): Promise<void>
-}
 
 export function createHub(options: HubOptions = {}): Hub {
   return new HubImpl(options)
@@ -200,20 +52,22 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
   readonly codec: Codec
   readonly rooms: RoomRegistry
+  readonly connections: Admission
+  readonly channels: HubChannels
+  readonly presence: PresenceService
+  readonly notifications: NotificationService
+  readonly preferences: Preferences
   private readonly patterns = new ChannelPatterns()
   private readonly live = new Map<string, Channel>()
   private readonly admission: Admission
-  private readonly connections: ReadonlyMap<string, Connection>
+  private readonly byId: ReadonlyMap<string, Connection>
   private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
-  private readonly preferences: Preferences
   private readonly stats = new Metrics()
-  private readonly presence: PresenceService
   private seq = 0
   private closing = false
   private readonly receipts: Receipts
   private readonly acks: Acks
   private readonly recovery: Recovery
-  private readonly notifications: NotificationService
   private readonly fanout: FanOut
   private readonly cluster: Cluster
   private readonly publisher: Publisher
@@ -232,8 +86,24 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.leaveDelayMs = this.options.presence.leaveDelayMs
     this.clock = this.options.clock
     this.codec = this.options.codec
+    this.channels = this.channelDirectory()
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     const hub = this
+    this.cluster = new Cluster({
+      nodeId: this.nodeId,
+      broker: this.options.broker,
+      clock: this.clock,
+      logger: this.options.logger,
+      requestTimeoutMs: this.options.nodes.requestTimeoutMs,
+      clustered: this.options.clustered,
+      get closing() {
+        return hub.closing
+      },
+      deliverLocal: (d, out, where, collect) => this.fanout.deliverLocal(d, out, where, collect),
+      liveNodes: () => (this.options.nodes.heartbeatMs > 0 ? this.options.presenceStore.liveNodes(this.clock.now(), this.options.nodes.nodeTtlMs) : undefined),
+      report: (err, stage) => this.report(err, stage),
+    })
+    this.cluster.answerWith({ answer: (q) => this.answer(q) })
     this.admission = new Admission({
       nodeId: this.nodeId,
       clock: this.clock,
@@ -250,29 +120,21 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       get fanout() {
         return hub.fanout
       },
-      get cluster() {
-        return hub.cluster
-      },
+      cluster: this.cluster,
       preferences: { compiled: (userId) => this.preferences.compiled(userId) },
       removeSubscription: (sub, reason, notify) => this.subscriptions.removeSubscription(sub, reason, notify),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       listenerCount: (event) => this.listenerCount(event),
       report: (err, stage) => this.report(err, stage),
     })
-    this.connections = this.admission.connections
+    this.connections = this.admission
+    this.byId = this.admission.connections
     this.byUser = this.admission.byUser
     this.preferences = new Preferences(this.byUser)
     this.presence = new PresenceService({
       options: this.options,
       toChannel: (channel, frame, exclude, volatile) =>
-        this.cluster.dispatch({
-          kind: 'dispatch',
-          origin: this.nodeId,
-          target: { kind: 'channel', channel },
-          frame,
-          exclude: { connections: exclude.connection ? [exclude.connection] : undefined, users: exclude.user ? [exclude.user] : undefined },
-          volatile,
-        }),
+        this.cluster.deliver({ kind: 'channel', channel }, frame, { exclude: { connections: exclude.connection ? [exclude.connection] : undefined, users: exclude.user ? [exclude.user] : undefined }, volatile }),
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
       report: (err, stage) => this.report(err, stage),
     })
@@ -280,19 +142,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       options: this.options,
       publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
       badge: (userId, count) =>
-        this.cluster.dispatch({
-          kind: 'dispatch',
-          origin: this.nodeId,
-          target: { kind: 'direct', users: [userId], connections: [] },
-          frame: { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) },
-        }),
+        this.cluster.deliver({ kind: 'direct', users: [userId], connections: [] }, { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) }),
       report: (err, stage) => this.report(err, stage),
     })
     this.receipts = new Receipts({
-      nodeId: this.nodeId,
       options: this.options,
       clock: this.clock,
-      dispatch: (d) => this.cluster.dispatch(d),
+      cluster: this.cluster,
       notifications: this.notifications,
     })
     this.acks = new Acks({
@@ -342,7 +198,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.admission.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
       },
     })
-    const registries = { live: this.live, connections: this.connections, byUser: this.byUser }
+    const registries = { live: this.live, connections: this.byId, byUser: this.byUser }
     this.fanout = new FanOut({
       codec: this.codec,
       options: this.options,
@@ -363,20 +219,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       recovery: this.recovery,
       acks: this.acks,
       fanout: this.fanout,
+      cluster: this.cluster,
       emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      report: (err, stage) => this.report(err, stage),
-    })
-    this.cluster = new Cluster({
-      nodeId: this.nodeId,
-      options: this.options,
-      get closing() {
-        return hub.closing
-      },
-      fanout: this.fanout,
-      connections: this.connections,
-      kickLocal: (channel, userId, reason) => this.subscriptions.kickLocal(channel, userId, reason),
-      disconnectUserLocal: (userId, reason) => this.admission.disconnectUserLocal(userId, reason),
-      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
       report: (err, stage) => this.report(err, stage),
     })
     this.publisher = new Publisher({
@@ -389,6 +233,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       rooms: this.rooms,
       fanout: this.fanout,
       cluster: this.cluster,
+      get closing() {
+        return hub.closing
+      },
+      requestTimeoutMs: this.options.nodes.requestTimeoutMs,
       acks: this.acks,
       resolve: (name) => this.subscriptions.resolve(name),
       authorize: (conn, action, channel, resolved, room, auth) => this.subscriptions.authorize(conn, action, channel, resolved, room, auth),
@@ -417,6 +265,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       nodeTtlMs: this.options.nodes.nodeTtlMs,
       nodeGone: (node, changes) => {
         this.options.logger.warn('node stopped heartbeating: its presence members were removed', { node, channels: changes.length })
+        this.cluster.nodeGone(node)
         this.presence.nodeGone(changes)
       },
       report: (err, stage) => this.report(err, stage),
@@ -461,22 +310,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   connect(session: Session, options?: ConnectOptions): Promise<ConnectionHandle> {
     return this.admission.connect(session, options)
-  }
-
-  getConnections(filter?: { userId?: string; channel?: string }): ConnectionInfo[] {
-    return this.admission.getConnections(filter)
-  }
-
-  getConnection(connectionId: string): ConnectionInfo | undefined {
-    return this.admission.getConnection(connectionId)
-  }
-
-  disconnect(connectionId: string, reason?: string): boolean {
-    return this.admission.disconnect(connectionId, reason)
-  }
-
-  disconnectUser(userId: string, reason?: string): number {
-    return this.admission.disconnectUser(userId, reason)
   }
 
   /** @internal Called by a connection's handle. */
@@ -626,69 +459,44 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       name,
       publish: (event, data, o) => this.publish(name, event, data, o),
       broadcast: (event, data, o) => this.publish(name, event, data, o),
-      getPresence: () => this.getPresence(name),
-      kick: (userId, reason) => this.kick(name, userId, reason),
+      getPresence: () => this.presence.get(name),
+      kick: (userId, reason) => this.subscriptions.kick(name, userId, reason),
       history: async (o = {}) => this.history.read(name, this.subscriptions.resolve(name), o),
+      deliveredTo: async (offset) => {
+        const cursors = await this.options.store.cursors(name)
+        return Object.entries(cursors)
+          .filter(([, at]) => at >= offset)
+          .map(([user]) => user)
+      },
     }
   }
 
-  notify(userId: string, notification: unknown): Promise<{ batched: boolean; offset: number | undefined; badge: number }> {
-    return this.notifications.notify(userId, notification)
+  private channelDirectory(): HubChannels {
+    return {
+      register: (pattern, options) => this.patterns.register(pattern, options),
+      list: (): ChannelInfo[] =>
+        [...this.live.values()].map((c) => ({ name: c.name, pattern: c.pattern, subscribers: c.subscribers.size, occupants: c.occupants, room: this.rooms.get(c.name) })),
+      resolve: (name) => {
+        const live = this.live.get(name)
+        if (live !== undefined) return { pattern: live.pattern, params: live.params }
+        const resolved = this.patterns.resolve(name)
+        return resolved === undefined ? undefined : { pattern: resolved.pattern, params: resolved.params }
+      },
+    }
   }
 
-  unreadNotifications(userId: string): number {
-    return this.notifications.unreadCount(userId)
-  }
-
-  markNotificationsRead(userId: string, offsets?: readonly number[]): void {
-    if (offsets) this.notifications.read(userId, offsets)
-    else this.notifications.readAll(userId)
-  }
-
-  async deliveredTo(channel: string, offset: number): Promise<string[]> {
-    const cursors = await this.options.store.cursors(channel)
-    return Object.entries(cursors)
-      .filter(([, at]) => at >= offset)
-      .map(([user]) => user)
-  }
-
-  async getPresence(channel: string): Promise<PresenceSnapshot> {
-    return this.presence.snapshot(channel)
-  }
-
-  async kick(channel: string, userId: string, reason = 'kicked'): Promise<number> {
-    const n = this.subscriptions.kickLocal(channel, userId, reason)
-    await this.cluster.toCluster({ kind: 'command', origin: this.nodeId, command: { op: 'kick', channel, userId, reason } })
-    return n
-  }
-
-  setPreferences(userId: string, preferences: UserPreferences): void {
-    this.preferences.set(userId, preferences)
-  }
-
-  getPreferences(userId: string): UserPreferences | undefined {
-    return this.preferences.get(userId)
-  }
-
-  registerChannel(pattern: string, options: ChannelOptions): void {
-    this.patterns.register(pattern, options)
-  }
-
-  channels(): ChannelInfo[] {
-    return [...this.live.values()].map((c) => ({
-      name: c.name,
-      pattern: c.pattern,
-      subscribers: c.subscribers.size,
-      occupants: c.occupants,
-      room: this.rooms.get(c.name),
-    }))
-  }
-
-  resolveChannel(name: string): { readonly pattern: string; readonly params: Readonly<Record<string, string>> } | undefined {
-    const live = this.live.get(name)
-    if (live !== undefined) return { pattern: live.pattern, params: live.params }
-    const resolved = this.patterns.resolve(name)
-    return resolved === undefined ? undefined : { pattern: resolved.pattern, params: resolved.params }
+  /** This node's answer to another node's question. */
+  private answer(q: ClusterQuery): MaybePromise<unknown> {
+    switch (q.op) {
+      case 'connections':
+        return this.admission.local(q)
+      case 'disconnect':
+        return this.admission.disconnectLocal(q, q.reason)
+      case 'kick':
+        return this.subscriptions.kickLocal(q.channel, q.userId, q.reason)
+      case 'deliver':
+        return this.publisher.deliverAndWait(q.dispatch, q.waitMs)
+    }
   }
 
   route(route: Route): () => void {
@@ -710,7 +518,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     return {
       nodeId: this.nodeId,
-      connections: this.connections.size,
+      connections: this.byId.size,
       channels: this.live.size,
       subscriptions,
       subscriptionsByChannel: byChannel,
@@ -732,14 +540,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   /** @internal Frames still being handled (connections whose in-order chain waits): the test kit's `settle()` waits for them. */
   [Symbol.for('tidings.pendingWork')](): number {
     let n = 0
-    for (const c of this.connections.values()) if (c.tail !== null) n++
+    for (const c of this.byId.values()) if (c.tail !== null) n++
     return n
   }
 
   /** @internal State sizes, for leak tests. */
   debugSizes(): Record<string, number> {
     return {
-      connections: this.connections.size,
+      connections: this.byId.size,
       users: this.byUser.size,
       channels: this.live.size,
       rooms: this.rooms.rooms.size,
@@ -752,8 +560,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.closing = true
     this.acks.stop()
     this.nodes.stop()
+    this.cluster.stop()
     this.notifications.close()
-    for (const conn of [...this.connections.values()]) this.admission.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
+    for (const conn of [...this.byId.values()]) this.admission.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()
     try {
       await this.options.broker.close()

@@ -137,9 +137,11 @@ export interface HubOptions {
    * Nodes of a cluster heartbeat through the presence store; a node silent for more than
    * `nodeTtlMs` has its presence members removed (each leave announced once). On by default when
    * a broker is given (several nodes): every 5 s, a node silent for 20 s removed; `heartbeatMs: 0`
-   * turns it off.
+   * turns it off. Cluster-wide questions (`hub.connections.list`, kicks, `awaitAcks`) wait for
+   * each live node's answer up to `requestTimeoutMs` (default 2 s). With a broker, the per-user
+   * connection limit and room capacity are counted across nodes in the presence store.
    */
-  readonly nodes?: { readonly heartbeatMs?: number; readonly nodeTtlMs?: number }
+  readonly nodes?: { readonly heartbeatMs?: number; readonly nodeTtlMs?: number; readonly requestTimeoutMs?: number }
   /** Credentials that expire on open connections (`Identity.expiresAt`). */
   readonly credentials?: CredentialOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
@@ -163,8 +165,10 @@ export interface ResolvedHubOptions {
     channelPublishesPerMinute: number | undefined
   }
   readonly credentials: Required<CredentialOptions>
-  /** Heartbeat interval (0: no heartbeats) and how long a silent node is kept. */
-  readonly nodes: { readonly heartbeatMs: number; readonly nodeTtlMs: number }
+  /** Heartbeat interval (0: no heartbeats), how long a silent node is kept, how long a cluster-wide question waits. */
+  readonly nodes: { readonly heartbeatMs: number; readonly nodeTtlMs: number; readonly requestTimeoutMs: number }
+  /** A broker was given: this hub is one node of several, and shared state lives in the stores. */
+  readonly clustered: boolean
   readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
   readonly history: Retention
   readonly dedupWindowMs: number
@@ -204,7 +208,9 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
     nodes: {
       heartbeatMs: o.nodes?.heartbeatMs ?? (o.broker !== undefined ? 5_000 : 0),
       nodeTtlMs: positiveInt(o.nodes?.nodeTtlMs, 20_000, 'nodes.nodeTtlMs'),
+      requestTimeoutMs: positiveInt(o.nodes?.requestTimeoutMs, 2_000, 'nodes.requestTimeoutMs'),
     },
+    clustered: o.broker !== undefined,
     credentials: {
       refreshBeforeMs: nonNegativeMs(o.credentials?.refreshBeforeMs, 60_000, 'credentials.refreshBeforeMs'),
       graceMs: nonNegativeMs(o.credentials?.graceMs, 30_000, 'credentials.graceMs'),

@@ -1,14 +1,14 @@
 import type { LRUCache } from 'lru-cache'
 import { boundedMap } from '../util.js'
 import type { CompiledPreferences, Connection } from './connection.js'
-import type { UserPreferences } from './hub.js'
+import type { HubPreferences, UserPreferences } from './api.js'
 
 /**
  * What users asked not to receive (muted channels and events) and not to send (typing
  * indicators, read receipts), kept per user (bounded) and compiled once onto each of the user's
  * connections, where fan-out reads it.
  */
-export class Preferences {
+export class Preferences implements HubPreferences {
   private readonly byId: LRUCache<string, { raw: UserPreferences; compiled: CompiledPreferences }> = boundedMap(100_000)
 
   constructor(private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>) {}

@@ -104,6 +104,11 @@ export class PresenceService {
     return this.pendingLeaves.size
   }
 
+  /** Who is present in a channel: users, each once, across nodes. */
+  async get(channel: string): Promise<PresenceSnapshot> {
+    return this.snapshot(channel)
+  }
+
   snapshot(channel: string): MaybePromise<PresenceSnapshot> {
     return andThen(this.store.members(channel), (users) => ({ users, count: users.length }))
   }
@@ -142,7 +147,8 @@ export class PresenceService {
 
   /** A dead node's entries were removed: each user who left with it is announced once (or updated, when another tab stays). */
   nodeGone(changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void {
-    for (const { channel, change } of changes) this.announce(channel, change.edge ? 'presence:leave' : 'presence:update', change.member, undefined)
+    // `$…` channels are the hub's own bookkeeping (connections per user, room seats): nobody hears them.
+    for (const { channel, change } of changes) if (!channel.startsWith('$')) this.announce(channel, change.edge ? 'presence:leave' : 'presence:update', change.member, undefined)
   }
 
   private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {

@@ -9,14 +9,21 @@ import type { Channel } from './channel.js'
 import type { ChannelOptions, ResolvedChannel } from './channels.js'
 import type { Connection, Subscription } from './connection.js'
 import type { Cluster } from './cluster.js'
-import type { Acks } from './delivery/acks.js'
+import type { AckRecipient, Acks } from './delivery/acks.js'
 import type { HubEvents } from './events.js'
 import type { FanOut } from './fanout.js'
-import type { BroadcastOptions, BroadcastResult, PublishOptions, PublishResult, Route } from './hub.js'
+import type { BroadcastOptions, BroadcastResult, PublishOptions, PublishResult, Route } from './api.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import type { Bucket } from './rate-limit.js'
 import type { Room } from './rooms.js'
+
+/** One node's answer to an `awaitAcks` delivery. */
+interface AckAnswer {
+  readonly recipients: number
+  readonly acknowledged: AckRecipient[]
+  readonly unacknowledged: AckRecipient[]
+}
 
 /** What publishing needs from the hub. */
 export interface PublisherHost {
@@ -29,6 +36,10 @@ export interface PublisherHost {
   readonly rooms: { readonly rooms: ReadonlyMap<string, Room> }
   readonly fanout: FanOut
   readonly cluster: Cluster
+  /** The hub is closing: local connections are going away. */
+  readonly closing: boolean
+  /** How long a cluster-wide question waits for the other nodes (beyond an `awaitAcks` wait). */
+  readonly requestTimeoutMs: number
   readonly acks: Acks
   /** A channel's pattern and options (live ones keep theirs); `RT_004` when none matches. */
   resolve(name: string): ResolvedChannel
@@ -165,18 +176,11 @@ export class Publisher {
     const where = opts.where !== undefined ? this.compileWhere(opts.where) : undefined
     const deliver = (frame: MessageFrame, out: Outbound, epoch?: string): MaybePromise<PublishResult> => {
       this.host.stats.published++
-      const collect = awaitAcks !== undefined ? ([] as Subscription[]) : null
-      const recipients = this.host.cluster.dispatch(
-        { kind: 'dispatch', origin: this.host.nodeId, target: { kind: 'channel', channel }, frame, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch },
-        out,
-        where,
-        collect,
-      )
+      const d = this.host.cluster.dispatchOf({ kind: 'channel', channel }, frame, { exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch })
+      const result = awaitAcks === undefined ? { messageId: id, offset: frame.offset, duplicate: false, recipients: this.host.cluster.dispatch(d, out, where) } : undefined
       if (this.host.listenerCount('publish') > 0) this.host.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
-      const result = { messageId: id, offset: frame.offset, duplicate: false, recipients }
-      if (collect === null) return result
-      return this.host.acks.waitFor(channel, frame.offset!, collect, awaitAcks!).then((acks) => ({ ...result, ...acks }))
+      return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)
     }
 
     const retention = where === undefined ? this.host.retention(options) : null
@@ -201,6 +205,35 @@ export class Publisher {
       const frame: MessageFrame = { ...base, offset }
       return deliver(frame, this.host.fanout.withOffset(draft, frame, offset), r.epoch)
     })
+  }
+
+  /**
+   * `awaitAcks`: deliver here and, as a request, on every other node; each node waits for its
+   * recipients' acknowledgments (up to `waitMs`) and answers who did and who did not.
+   */
+  private async deliverEverywhere(d: Dispatch, out: Outbound, where: FilterPredicate | undefined, waitMs: number, messageId: string): Promise<PublishResult> {
+    const local = this.deliverAndWait(d, waitMs, out, where)
+    const { answers } = await this.host.cluster.ask<AckAnswer | null>({ op: 'deliver', dispatch: d, waitMs }, null, waitMs + this.host.requestTimeoutMs)
+    const mine = await local
+    const all = [mine, ...answers.map((a) => a.result).filter((r): r is AckAnswer => r !== null && typeof r === 'object' && Array.isArray(r.acknowledged))]
+    return {
+      messageId,
+      offset: d.frame.type === 'message' ? d.frame.offset : undefined,
+      duplicate: false,
+      recipients: all.reduce((n, a) => n + a.recipients, 0),
+      acknowledged: all.flatMap((a) => a.acknowledged),
+      unacknowledged: all.flatMap((a) => a.unacknowledged),
+    }
+  }
+
+  /** Deliver a dispatch to this node's connections and wait (up to `waitMs`) for their acknowledgments. */
+  deliverAndWait(d: Dispatch, waitMs: number, out?: Outbound, where?: FilterPredicate): Promise<AckAnswer> {
+    const collect: Subscription[] = []
+    const filter = where ?? (d.where !== undefined ? compileFilter(d.where, RECIPIENT_FILTER_ROOTS) : undefined)
+    const recipients = this.host.closing ? 0 : this.host.fanout.deliverLocal(d, out, filter, collect)
+    const offset = d.frame.type === 'message' ? d.frame.offset : undefined
+    if (offset === undefined || d.target.kind !== 'channel') return Promise.resolve({ recipients, acknowledged: [], unacknowledged: [] })
+    return this.host.acks.waitFor(d.target.channel, offset, collect, waitMs).then((acks) => ({ recipients, ...acks }))
   }
 
   private applyRoutes(frame: MessageFrame, opts: PublishOptions): void {
@@ -261,7 +294,7 @@ export class Publisher {
       if (out.bytes > limit) throw new RealtimeError('RT_005', `message of ${out.bytes} bytes is over the limit of ${limit}`, { limit })
       ids.push(id)
       const target: Dispatch['target'] = o.to === 'all' ? { kind: 'all' } : { kind: 'direct', users, connections }
-      recipients += this.host.cluster.dispatch({ kind: 'dispatch', origin: this.host.nodeId, target, frame, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
+      recipients += this.host.cluster.deliver(target, frame, { exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, out, where)
     }
     for (let i = 0; i < channels.length; i++) {
       const r = await this.publishResolved(channels[i]!, resolved[i]!, o.event, o.data, { sender: o.sender, exclude: o.exclude, priority: o.priority, volatile: o.volatile, where: o.where }, undefined)

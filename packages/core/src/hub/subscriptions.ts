@@ -7,6 +7,7 @@ import type { Connection, Subscription } from './connection.js'
 import type { Acks } from './delivery/acks.js'
 import type { Recovery } from './delivery/recovery.js'
 import type { HubEvents } from './events.js'
+import type { Cluster } from './cluster.js'
 import type { FanOut } from './fanout.js'
 import type { ResolvedHubOptions } from './options.js'
 import type { PresenceService } from './presence.js'
@@ -26,9 +27,16 @@ export interface SubscriptionsHost {
   readonly recovery: Recovery
   readonly acks: Acks
   readonly fanout: FanOut
+  readonly cluster: Pick<Cluster, 'want' | 'unwant' | 'ask'>
   emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
   report(error: unknown, stage: string): void
 }
+
+/**
+ * The presence-store channel where, on a cluster, each occupant of a channel with a capacity
+ * holds a seat (users once, anonymous connections each), so the capacity holds across nodes.
+ */
+export const seatsChannel = (channel: string): string => `$seats:${channel}`
 
 /**
  * The subscription lifecycle: resolving a channel, the limits and the rules (with a time limit),
@@ -96,7 +104,11 @@ export class SubscriptionService {
     if (capacity !== undefined && !channel?.occupiedBy(conn.userId, conn.id) && (channel?.occupants ?? 0) >= capacity) {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
-    if (!channel) this.host.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
+    if (!channel) {
+      this.host.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
+      // Ask the broker for the channel's dispatches now; the subscription awaits it before reading its position.
+      void Promise.resolve(this.host.cluster.want(name)).catch(() => undefined)
+    }
     const history = retentionOf(options, this.host.options.history)
     const sub: Subscription = {
       connection: conn,
@@ -114,12 +126,14 @@ export class SubscriptionService {
       attempts: 0,
       deadline: 0,
       pending: false,
+      seated: false,
     }
     const entered = channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
     if (entered && room) this.host.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     try {
+      if (capacity !== undefined && this.host.options.clustered) await this.takeSeat(sub, capacity)
       await this.startSubscription(conn, sub, frame)
     } catch (err) {
       // A store or presence failure must not leave a half-made subscription behind.
@@ -152,12 +166,30 @@ export class SubscriptionService {
     if (!channels.has(channel) && channels.size >= limit) throw new RealtimeError('RT_006', `subscription limit of ${limit} channels per user reached`, { limit, scope: 'user' })
   }
 
+  /** On a cluster, a seat of the channel's capacity across nodes: `RT_008` when every seat is taken by others. */
+  private async takeSeat(sub: Subscription, capacity: number): Promise<void> {
+    const conn = sub.connection
+    const store = this.host.options.presenceStore
+    const channel = seatsChannel(sub.channel.name)
+    const now = this.host.clock.now()
+    const occupant = conn.userId ?? `~${conn.id}`
+    const change = await store.join({ channel, connectionId: conn.id, userId: occupant, nodeId: this.host.options.nodeId, state: 'online', data: {}, joinedAt: now, updatedAt: now })
+    sub.seated = true
+    if (!change.edge) return // the user already sits here (another tab, another node)
+    const members = await store.members(channel)
+    if (members.length > capacity) throw new RealtimeError('RT_008', `'${sub.channel.name}' is full (${capacity})`, { capacity })
+  }
+
   /** Presence, position, offline queue or recovery, then the reply and live delivery. */
   private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>): Promise<void> {
     const name = frame.channel
     const channel = sub.channel
     const options = channel.options
     const history = retentionOf(options, this.host.options.history)
+    // Interest first: once the broker brings the channel's dispatches, the position read below
+    // cannot miss a message published on another node in between.
+    await this.host.cluster.want(name)
+    if (conn.ended || conn.subscriptions.get(name) !== sub) return
     if (options.presence && conn.userId !== undefined) await this.host.presence.join(conn, channel, frame.state, frame.presence)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
@@ -298,11 +330,21 @@ export class SubscriptionService {
         this.host.report(err, 'presence.leave')
       }
     }
+    if (sub.seated) {
+      sub.seated = false
+      try {
+        const r = this.host.options.presenceStore.leave(seatsChannel(channel.name), conn.id, this.host.clock.now())
+        if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+      } catch (err) {
+        this.host.report(err, 'presence.leave')
+      }
+    }
     if (left && room) this.host.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     if (notify && !conn.ended) this.host.fanout.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
     this.host.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
     if (channel.subscribers.size === 0) {
       this.host.live.delete(channel.name)
+      this.host.cluster.unwant(channel.name)
       if (room) {
         this.host.emit('room:emptied', room.info())
         if (room.deleteWhenEmpty && this.host.rooms.rooms.get(room.channel) === room) this.host.rooms.delete(room.channel)
@@ -320,6 +362,13 @@ export class SubscriptionService {
     const channel = this.host.live.get(room.channel)
     if (channel) for (const sub of [...channel.subscribers.values()]) this.removeSubscription(sub, 'room-deleted', true)
     this.host.emit('room:deleted', room.info())
+  }
+
+  /** Unsubscribe a user from a channel on every node; how many subscriptions ended. */
+  async kick(channelName: string, userId: string, reason = 'kicked'): Promise<number> {
+    const here = this.kickLocal(channelName, userId, reason)
+    const { answers } = await this.host.cluster.ask<number>({ op: 'kick', channel: channelName, userId, reason }, here)
+    return answers.reduce((n, a) => n + (typeof a.result === 'number' ? a.result : 0), 0)
   }
 
   kickLocal(channelName: string, userId: string, reason: string): number {

@@ -133,6 +133,11 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
       for (const [nodeId, last] of heartbeats) if (!byNode.has(nodeId) && now - last > ttlMs) heartbeats.delete(nodeId)
       return dead
     },
+    liveNodes(now, ttlMs) {
+      const live: string[] = []
+      for (const [nodeId, last] of heartbeats) if (now - last <= ttlMs) live.push(nodeId)
+      return live
+    },
     channelCount: () => channels.size,
   }
 }

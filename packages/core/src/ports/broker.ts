@@ -28,41 +28,88 @@ export interface Dispatch {
   readonly epoch?: string | undefined
 }
 
-/** An administrative action every node applies to its own connections. */
-export interface Command {
-  readonly kind: 'command'
+/**
+ * A question or an action for every other node (list connections, disconnect, kick, deliver and
+ * wait for acknowledgments): each node that takes it answers with one `Reply` to `origin`.
+ * Plain data.
+ */
+export interface Request {
+  readonly kind: 'request'
   readonly origin: string
-  readonly command:
-    | { readonly op: 'kick'; readonly channel: string; readonly userId: string; readonly reason: string }
-    | { readonly op: 'disconnect'; readonly userId?: string | undefined; readonly connectionId?: string | undefined; readonly reason: string }
+  /** Unique per origin: replies carry it back. */
+  readonly id: string
+  readonly query: ClusterQuery
+}
+
+/** What a request asks of each node. Every node answers, with what it has (possibly nothing). */
+export type ClusterQuery =
+  /** The node's connections matching the filter (all of them without one): answers `ConnectionInfo[]`. */
+  | { readonly op: 'connections'; readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined }
+  /** Close a connection or every connection of a user: answers how many the node closed. */
+  | { readonly op: 'disconnect'; readonly userId?: string | undefined; readonly connectionId?: string | undefined; readonly reason: string }
+  /** Unsubscribe a user from a channel: answers how many subscriptions the node ended. */
+  | { readonly op: 'kick'; readonly channel: string; readonly userId: string; readonly reason: string }
+  /**
+   * Deliver a dispatch (an acknowledged message) and answer once every local recipient
+   * acknowledged it or `waitMs` passed: `{ acknowledged, unacknowledged }`.
+   */
+  | { readonly op: 'deliver'; readonly dispatch: Dispatch; readonly waitMs: number }
+
+/** One node's answer to a request, addressed to the node that asked. Plain data. */
+export interface Reply {
+  readonly kind: 'reply'
+  /** The node answering. */
+  readonly origin: string
+  /** The node that asked: the only one it is delivered to. */
+  readonly to: string
+  /** The request's id. */
+  readonly id: string
+  readonly result: unknown
 }
 
 /** What crosses the broker. */
-export type ClusterMessage = Dispatch | Command
+export type ClusterMessage = Dispatch | Request | Reply
 
 /**
- * Carries dispatches between hub nodes. A single node needs none (the in-memory default
- * does nothing); a cluster uses one per node over a shared bus (Redis pub/sub, …). Every
- * implementation passes `brokerConformance` (`@tidings/core/conformance`):
+ * Carries messages between hub nodes. A single node needs none (the in-memory default does
+ * nothing); a cluster uses one per node over a shared bus (Redis pub/sub, …). Every
+ * implementation passes `brokerConformance` (`@tidings/core/conformance`).
  *
- * - every other started node receives each message exactly once, in publish order per publisher;
+ * Routing, by what a message is:
+ * - a dispatch to a channel (`target.kind === 'channel'`) reaches the nodes that `subscribe`d to
+ *   that channel (a node subscribes while it has local subscribers), so traffic grows with
+ *   interest, not with the number of nodes;
+ * - any other dispatch (to users, connections, everyone) and every request reach every other node;
+ * - a reply reaches only the node named in `to`.
+ *
+ * And for every message:
+ * - a node receives it at most once, and in publish order per publisher;
  * - what arrives is a deep copy (plain JSON data): never the published object, and each node its own;
  * - a `deliver` that throws keeps the message from no other node, and later messages still reach it.
  */
 export interface Broker {
   /**
-   * Start delivering messages published by other nodes to `deliver`. Called once per hub. Once
-   * it has answered, every message published later by another node MUST be delivered (whether
-   * earlier ones are is the implementation's choice). MUST NOT deliver messages whose `origin`
-   * is `nodeId` (the hub already delivered its own).
+   * Start delivering messages from other nodes to `deliver`. Called once per hub. Once it has
+   * answered, every message published later by another node and routed to this node MUST be
+   * delivered (whether earlier ones are is the implementation's choice). MUST NOT deliver
+   * messages whose `origin` is `nodeId` (the hub already delivered its own).
    */
   start(nodeId: string, deliver: (message: ClusterMessage) => void): MaybePromise<void>
   /**
-   * Send a message to every other node. MUST NOT throw synchronously, even for a message that
-   * is not plain data; a failure is reported by rejecting, and the hub passes it to `onError`
-   * without failing the publisher. On a closed broker it MUST deliver nothing.
+   * Send a message to the nodes its kind routes it to. MUST NOT throw synchronously, even for a
+   * message that is not plain data; a failure is reported by rejecting, and the hub passes it to
+   * `onError` without failing the publisher. On a closed broker it MUST deliver nothing.
    */
   publish(message: ClusterMessage): MaybePromise<void>
+  /**
+   * This node wants the dispatches of `channel` (it has a subscriber for it). Once it has
+   * answered, every dispatch to the channel published later by another node MUST be delivered.
+   * Subscribing twice is subscribing once. Calls of `subscribe` and `unsubscribe` take effect in
+   * the order they were made.
+   */
+  subscribe(channel: string): MaybePromise<void>
+  /** This node no longer wants the dispatches of `channel`. Harmless when not subscribed. */
+  unsubscribe(channel: string): MaybePromise<void>
   /** Stop delivering to this node and release connections. Idempotent; harmless before `start`. */
   close(): MaybePromise<void>
 }

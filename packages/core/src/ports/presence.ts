@@ -80,4 +80,10 @@ export interface PresenceStore {
    * listed. The caller then removes each with `removeNode`.
    */
   deadNodes(now: number, ttlMs: number): MaybePromise<string[]>
+  /**
+   * Nodes whose last heartbeat is at most `ttlMs` before `now` (entries or not): the nodes a
+   * cluster-wide question waits for. A node removed with `removeNode` is not listed until it
+   * heartbeats again.
+   */
+  liveNodes(now: number, ttlMs: number): MaybePromise<string[]>
 }

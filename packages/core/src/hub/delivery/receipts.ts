@@ -1,17 +1,16 @@
 import { RealtimeError, type ClientFrameOf } from '@tidings/protocol'
-import type { Dispatch } from '../../ports/broker.js'
 import { type MaybePromise, andThen } from '../../util.js'
 import type { Connection, Subscription } from '../connection.js'
+import type { Cluster } from '../cluster.js'
 import type { ResolvedHubOptions } from '../options.js'
 import { frameFor, REPLAY_PAGE } from '../routing.js'
 
 /** What receipts need from the hub. */
 export interface ReceiptsHost {
-  readonly nodeId: string
   readonly options: Pick<ResolvedHubOptions, 'store' | 'clock'>
   readonly clock: ResolvedHubOptions['clock']
-  /** Deliver a frame here and on the other nodes. */
-  dispatch(d: Dispatch): number
+  /** Delivers a frame here and on the other nodes. */
+  readonly cluster: Pick<Cluster, 'deliver'>
   /** The user's own channel was read: its notification badge goes down. */
   readonly notifications: { read(userId: string, offsets: readonly number[]): void }
 }
@@ -39,7 +38,7 @@ export class Receipts {
         list.push(m.offset)
       }
       for (const [sender, offsets] of bySender) {
-        this.host.dispatch({ kind: 'dispatch', origin: this.host.nodeId, target: { kind: 'direct', users: [sender], connections: [] }, frame: { type: 'receipt', channel, status, userId, offsets } })
+        this.host.cluster.deliver({ kind: 'direct', users: [sender], connections: [] }, { type: 'receipt', channel, status, userId, offsets })
       }
       const last = page.messages.at(-1)?.offset
       if (last !== undefined && last < to && page.messages.length === limit) return this.send(channel, userId, status, last + 1, to, only, sub)
