@@ -65,7 +65,7 @@ describe('@tidings/http: failures reach the hub through report', () => {
     expect(heard.events.map((e) => e.stage)).toEqual(['http'])
   })
 
-  it('an SSE open whose handler throws (a trustProxy function that fails) reaches onError with stage http.session, not only a silent 500', async () => {
+  it('an SSE open whose handler throws (a trustProxy function that fails) reaches onError with stage sse, not only a silent 500', async () => {
     const failure = new Error('proxy list unavailable')
     const { port, heard } = await serve({
       websocket: false,
@@ -77,12 +77,12 @@ describe('@tidings/http: failures reach the hub through report', () => {
     })
     const status = await rawRequest(port, ['GET /realtime/sse HTTP/1.1', 'Host: localhost', 'Accept: text/event-stream', 'X-Forwarded-For: 203.0.113.9', 'Connection: close'])
     expect(status).toBe(500)
-    expect(heard.onError).toEqual([{ error: failure, stage: 'http.session' }])
-    expect(heard.logged).toEqual([{ message: 'http.session failed', fields: { error: 'proxy list unavailable' } }])
-    expect(heard.events).toEqual([{ error: failure, stage: 'http.session' }])
+    expect(heard.onError).toEqual([{ error: failure, stage: 'sse' }])
+    expect(heard.logged).toEqual([{ message: 'sse failed', fields: { error: 'proxy list unavailable' } }])
+    expect(heard.events).toEqual([{ error: failure, stage: 'sse' }])
   })
 
-  it('a long-poll open whose handler throws reaches onError with stage http.session', async () => {
+  it('a long-poll open whose handler throws reaches onError with stage long-poll', async () => {
     const failure = new Error('proxy list unavailable')
     const { port, heard } = await serve({
       websocket: false,
@@ -95,6 +95,6 @@ describe('@tidings/http: failures reach the hub through report', () => {
     })
     const status = await rawRequest(port, ['POST /realtime/poll HTTP/1.1', 'Host: localhost', 'Content-Length: 0', 'X-Forwarded-For: 203.0.113.9', 'Connection: close'])
     expect(status).toBe(500)
-    expect(heard.onError).toEqual([{ error: failure, stage: 'http.session' }])
+    expect(heard.onError).toEqual([{ error: failure, stage: 'long-poll' }])
   })
 })

@@ -233,7 +233,7 @@ class LongPollTransportImpl implements LongPollTransport {
   private readonly registry: SessionRegistry<PollSession>
 
   constructor(hub: Hub, o: LongPollTransportOptions) {
-    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/poll`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs })
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/poll`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs, stage: 'long-poll' })
     this.pollTimeoutMs = o.pollTimeoutMs ?? 30_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 60_000
     this.detachedMs = Math.min(this.sessionTimeoutMs, positiveOption(o.detachedTimeoutMs, 5_000, '@tidings/long-poll: detachedTimeoutMs'))

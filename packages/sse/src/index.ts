@@ -271,7 +271,7 @@ class SseTransportImpl implements SseTransport {
   private heartbeat: ReturnType<typeof setInterval> | undefined
 
   constructor(hub: Hub, o: SseTransportOptions) {
-    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/sse`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs })
+    this.registry = new SessionRegistry(hub, `${normalizePrefix(o.prefix ?? '/realtime')}/sse`, { edge: o.edge, handshakeTimeoutMs: o.handshakeTimeoutMs, stage: 'sse' })
     this.heartbeatMs = o.heartbeatMs ?? 15_000
     this.reconnectMs = o.reconnectMs ?? 1_000
     this.sessionTimeoutMs = o.sessionTimeoutMs ?? 30_000
