@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { createReceiver, type MessageFrame, type Receiver, type ServerFrame } from '@tidings/protocol'
+import { createReceiver, RealtimeError, type MessageFrame, type Receiver, type ServerFrame } from '@tidings/protocol'
+import type { PublishResult } from '../hub/api.js'
+import type { ConnectionInfo } from '../hub/connection.js'
 import type { HubOptions } from '../hub/options.js'
 import { createMemoryBus } from '../memory/broker.js'
 import { createManualClock, type ManualClock } from '../memory/clock.js'
@@ -99,13 +101,16 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
     }, timeout)
 
     /** Three hubs (or `nodes`) on the ports, one manual clock, settled. */
-    const cluster = async (nodes = 3) => {
+    const cluster = async (nodes = 3, extra: HubOptions = {}) => {
       const id = next()
       const ports = await portsFor(nodes)
       const clock: ManualClock = createManualClock()
       const options: HubOptions = {
+        ...extra,
         clock,
         channels: {
+          // a capacity of two occupants (users once, across hubs)
+          'seats:*': { subscribe: 'authenticated', capacity: 2 },
           // at-least-once with a long history (resume, ordering across nodes)
           'room:*': { subscribe: 'authenticated', publish: 'authenticated', delivery: 'at-least-once', history: { maxCount: 10_000, maxAgeMs: 24 * 3_600_000 } },
           // at-least-once with a history of 3 messages (a resume the store cannot serve)
@@ -460,6 +465,144 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
         for (const client of [x, z, publisher]) client.close()
         await settle()
       }
+    }, timeout)
+
+    // ---------------------------------------------------------------- cluster-wide operations
+
+    const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as RealtimeError)
+
+    it('connections.list on any hub lists every hub’s connections, each with its node, filtered by user or channel; get finds one on any hub', async () => {
+      const { hubs, settle, user, channel } = await cluster()
+      const [a, b, c] = hubs
+      const ch = channel('public:')
+      const alice1 = await a.connect({ userId: user('alice') })
+      const alice2 = await c.connect({ userId: user('alice') })
+      const bob = await b.connect({ userId: user('bob') })
+      await bob.subscribe(ch)
+      await settle()
+      const mine = (list: ConnectionInfo[]) => list.filter((x) => x.userId?.endsWith(user('')))
+      for (const t of hubs) {
+        const all = mine(await t.hub.connections.list())
+        expect(all.map((x) => `${x.nodeId}/${x.userId}`).sort()).toEqual([`${a.hub.nodeId}/${user('alice')}`, `${b.hub.nodeId}/${user('bob')}`, `${c.hub.nodeId}/${user('alice')}`].sort())
+      }
+      expect((await b.hub.connections.list({ userId: user('alice') })).map((x) => x.id).sort()).toEqual([alice1.connectionId, alice2.connectionId].sort())
+      expect((await a.hub.connections.list({ channel: ch })).map((x) => x.id)).toEqual([bob.connectionId])
+      expect(await a.hub.connections.get(alice2.connectionId)).toMatchObject({ userId: user('alice'), nodeId: c.hub.nodeId })
+      expect(await a.hub.connections.get(`${c.hub.nodeId}.no-such`)).toBeUndefined()
+      expect(a.hub.connections.local({ userId: user('alice') }).map((x) => x.id)).toEqual([alice1.connectionId])
+    }, timeout)
+
+    it('disconnectUser on one hub closes the user’s connections on every hub and counts them all; disconnect finds a connection on another hub', async () => {
+      const { hubs, settle, user } = await cluster()
+      const [a, b, c] = hubs
+      const tabs = [await a.connect({ userId: user('alice') }), await b.connect({ userId: user('alice') }), await c.connect({ userId: user('alice') })]
+      const bob = await c.connect({ userId: user('bob') })
+      await settle()
+      expect(await b.hub.connections.disconnectUser(user('alice'), 'bye')).toBe(3)
+      await settle()
+      expect(tabs.map((t) => t.closeCode)).toEqual([4000, 4000, 4000])
+      expect(bob.closed).toBe(false)
+      expect(await a.hub.connections.disconnect(bob.connectionId, 'admin')).toBe(true)
+      await settle()
+      expect(bob.closeCode).toBe(4000)
+      expect(await a.hub.connections.disconnect(bob.connectionId, 'again')).toBe(false)
+    }, timeout)
+
+    it('the per-user connection limit holds across hubs, and a place is freed when a connection closes', async () => {
+      const { hubs, settle, user } = await cluster(3, { limits: { maxConnectionsPerUser: 2 } })
+      const [a, b, c] = hubs
+      const first = await a.connect({ userId: user('alice') })
+      await b.connect({ userId: user('alice') })
+      const refused = await refusal(c.connect({ userId: user('alice') }))
+      expect(refused).toBeInstanceOf(RealtimeError)
+      expect(refused?.code).toBe('RT_001')
+      await c.connect({ userId: user('bob') }) // another user is not affected
+      first.drop()
+      await settle()
+      await c.connect({ userId: user('alice') })
+      expect((await a.hub.connections.list({ userId: user('alice') })).map((x) => x.nodeId).sort()).toEqual([b.hub.nodeId, c.hub.nodeId].sort())
+    }, timeout)
+
+    it('kick on one hub ends the user’s subscriptions on every hub and counts them', async () => {
+      const { hubs, settle, user, channel } = await cluster()
+      const [a, b, c] = hubs
+      const ch = channel('public:')
+      const onA = await a.connect({ userId: user('bob') })
+      const onC = await c.connect({ userId: user('bob') })
+      const carol = await c.connect({ userId: user('carol') })
+      for (const x of [onA, onC, carol]) await x.subscribe(ch)
+      await settle()
+      expect(await b.hub.channel(ch).kick(user('bob'), 'spam')).toBe(2)
+      await settle()
+      for (const x of [onA, onC]) expect(x.received('unsubscribed').map((f) => f.reason)).toEqual(['spam'])
+      expect(carol.received('unsubscribed')).toEqual([])
+      expect((await a.hub.connections.list({ channel: ch })).map((x) => x.userId)).toEqual([user('carol')])
+    }, timeout)
+
+    it('room capacity holds across hubs: a third user is refused with RT_008 on any hub, a second tab of a seated user is not, and a seat frees on leave', async () => {
+      const { hubs, settle, user, channel } = await cluster()
+      const [a, b, c] = hubs
+      const ch = channel('seats:')
+      const alice = await a.connect({ userId: user('alice') })
+      await alice.subscribe(ch)
+      await (await b.connect({ userId: user('bob') })).subscribe(ch)
+      await settle()
+      const carol = await c.connect({ userId: user('carol') })
+      expect((await refusal(carol.subscribe(ch)))?.code).toBe('RT_008')
+      const aliceTab = await c.connect({ userId: user('alice') })
+      await aliceTab.subscribe(ch)
+      alice.send({ type: 'unsubscribe', channel: ch, id: 'u1' })
+      aliceTab.send({ type: 'unsubscribe', channel: ch, id: 'u2' })
+      await settle()
+      await carol.subscribe(ch)
+      expect(carol.received('subscribed').map((f) => f.channel)).toEqual([ch])
+    }, timeout)
+
+    it('awaitAcks waits for the recipients on every hub and says who acknowledged, and resolves at once when all did', async () => {
+      const { hubs, settle, advance, user, channel } = await cluster()
+      const [a, b, c] = hubs
+      const ch = channel('room:')
+      const onB = await b.connect({ userId: user('bob') })
+      const onC = await c.connect({ userId: user('carol') })
+      await onB.subscribe(ch)
+      await onC.subscribe(ch)
+      await settle()
+      const got: { result?: PublishResult | undefined } = {}
+      /** The last publish's result (read through a function: each call sees the current value). */
+      const result = (): PublishResult | undefined => got.result
+      void a.hub.publish(ch, 'm', { n: 1 }, { awaitAcks: 300 }).then((r) => (got.result = r))
+      await settle()
+      onB.ack(ch, onB.messages(ch)[0]!.offset!)
+      await settle()
+      expect(result()).toBeUndefined()
+      await advance(400)
+      expect(result()?.recipients).toBe(2)
+      expect(result()?.acknowledged).toEqual([{ connectionId: onB.connectionId, userId: user('bob') }])
+      expect(result()?.unacknowledged).toEqual([{ connectionId: onC.connectionId, userId: user('carol') }])
+      got.result = undefined
+      void b.hub.publish(ch, 'm', { n: 2 }, { awaitAcks: 60_000 }).then((r) => (got.result = r))
+      await settle()
+      for (const s of [onB, onC]) s.ack(ch, s.messages(ch).at(-1)!.offset!)
+      await settle()
+      expect(result()?.acknowledged?.map((x) => x.userId).sort()).toEqual([user('bob'), user('carol')])
+      expect(result()?.unacknowledged).toEqual([])
+    }, timeout)
+
+    it('one notification badge across hubs: sent on one, read on another, seen on the third', async () => {
+      const { hubs, settle, user } = await cluster()
+      const [a, b, c] = hubs
+      const bob = user('bob')
+      const bobOnB = await b.connect({ userId: bob })
+      await a.hub.notifications.send(bob, { text: 'one' })
+      const second = await c.hub.notifications.send(bob, { text: 'two' })
+      expect(second.badge).toBe(2)
+      expect(await b.hub.notifications.unread(bob)).toBe(2)
+      expect(await c.hub.notifications.markRead(bob, [second.offset!])).toBe(1)
+      await settle()
+      expect(await a.hub.notifications.unread(bob)).toBe(1)
+      expect(bobOnB.messages().filter((m) => m.event === 'notifications:badge').map((m) => m.data)).toEqual([{ count: 1 }])
+      expect(await a.hub.notifications.markRead(bob)).toBe(0)
+      expect(await b.hub.notifications.unread(bob)).toBe(0)
     }, timeout)
   })
 }
