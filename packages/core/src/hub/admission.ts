@@ -4,7 +4,7 @@ import type { Clock } from '../ports/clock.js'
 import { type ConnectionHandle, Outbound, type Session } from '../ports/session.js'
 import { type CompiledPreferences, Connection, type ConnectionHost, type ConnectionInfo, type Subscription } from './connection.js'
 import type { CredentialWatch } from './credentials.js'
-import type { HubEvents } from './events.js'
+import type { Signals } from './events.js'
 import type { FanOut } from './fanout.js'
 import type { ConnectOptions, HubConnections } from './api.js'
 import type { Answers } from './cluster.js'
@@ -31,9 +31,7 @@ export interface AdmissionHost {
   readonly cluster: { ask<T>(query: import('../ports/broker.js').ClusterQuery, local: T): Promise<Answers<T>> }
   readonly preferences: { compiled(userId: string): CompiledPreferences | undefined }
   removeSubscription(sub: Subscription, reason: string, notify: boolean): void
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  listenerCount(event: keyof HubEvents): number
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -65,14 +63,14 @@ export class Admission implements HubConnections {
       // Logged and emitted without the credentials themselves.
       const refused = { transport: session.transport, remoteAddress: session.remoteAddress, userId: refusedUser, code, reason: message, closeCode }
       this.host.options.logger.warn('connection refused', refused)
-      if (this.host.listenerCount('connection:refused') > 0) this.host.emit('connection:refused', refused)
+      if (this.host.signals.listenerCount('connection:refused') > 0) this.host.signals.emit('connection:refused', refused)
       const frame: ServerFrame = { type: 'error', code, message }
       try {
         const data = codec.encode(frame)
         session.send(new Outbound(data, wireLength(data)))
         session.close(closeCode, clampCloseReason(message))
       } catch (err) {
-        this.host.report(err, 'session.refuse')
+        this.host.signals.report(err, 'session.refuse')
       }
       throw new RealtimeError(code, message)
     }
@@ -132,7 +130,7 @@ export class Admission implements HubConnections {
       } catch (err) {
         if (err instanceof RealtimeError) throw err
         // The shared count cannot be read: this node's own count (checked above) still holds.
-        this.host.report(err, 'limits.maxConnectionsPerUser')
+        this.host.signals.report(err, 'limits.maxConnectionsPerUser')
       }
       if (this.host.closing) {
         this.releasePlace(userId, id)
@@ -146,7 +144,7 @@ export class Admission implements HubConnections {
       try {
         maxSubs = limits.maxSubscriptions(identity, conn.info())
       } catch (err) {
-        this.host.report(err, 'limits.maxSubscriptions')
+        this.host.signals.report(err, 'limits.maxSubscriptions')
       }
       conn.maxSubscriptions = maxSubs
     }
@@ -168,7 +166,7 @@ export class Admission implements HubConnections {
       expiresAt: identity.expiresAt,
     })
     if (identity.expiresAt !== undefined) this.host.credentials.watch(conn, identity.expiresAt)
-    if (this.host.listenerCount('connection') > 0) this.host.emit('connection', conn.info())
+    if (this.host.signals.listenerCount('connection') > 0) this.host.signals.emit('connection', conn.info())
     return conn
   }
 
@@ -184,7 +182,7 @@ export class Admission implements HubConnections {
       try {
         this.host.removeSubscription(sub, 'disconnected', false)
       } catch (err) {
-        this.host.report(err, 'disconnect.unsubscribe')
+        this.host.signals.report(err, 'disconnect.unsubscribe')
         conn.subscriptions.delete(sub.channel.name)
       }
     }
@@ -196,7 +194,7 @@ export class Admission implements HubConnections {
       if (this.host.options.clustered) this.releasePlace(conn.userId, conn.id)
     }
     this.host.stats.connectionsClosed++
-    if (this.host.listenerCount('disconnect') > 0) this.host.emit('disconnect', conn.info(), { code, reason })
+    if (this.host.signals.listenerCount('disconnect') > 0) this.host.signals.emit('disconnect', conn.info(), { code, reason })
   }
 
   closeConnection(conn: Connection, code: number, reason: string): void {
@@ -204,7 +202,7 @@ export class Admission implements HubConnections {
     try {
       conn.session.close(code, clampCloseReason(reason))
     } catch (err) {
-      this.host.report(err, 'session.close')
+      this.host.signals.report(err, 'session.close')
     }
     this.dropConnection(conn, code, reason)
   }
@@ -212,9 +210,9 @@ export class Admission implements HubConnections {
   private releasePlace(userId: string, connectionId: string): void {
     try {
       const r = this.host.options.presenceStore.leave(userConnectionsChannel(userId), connectionId, this.host.clock.now())
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.leave'))
     } catch (err) {
-      this.host.report(err, 'presence.leave')
+      this.host.signals.report(err, 'presence.leave')
     }
   }
 

@@ -6,6 +6,7 @@ import type { Logger } from '../ports/logger.js'
 import type { Outbound } from '../ports/session.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import type { Subscription } from './connection.js'
+import type { Signals } from './events.js'
 
 /** How this node answers each query of another node (with what it has: possibly nothing). */
 export interface ClusterAnswers {
@@ -31,7 +32,7 @@ export interface ClusterHost {
    * (then a question waits its whole timeout for answers).
    */
   liveNodes(): MaybePromise<readonly string[] | undefined>
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /** How a dispatch goes, besides its target and frame. */
@@ -120,7 +121,7 @@ export class Cluster {
       },
       (err) => {
         if (this.interest.get(channel) === settled) this.interest.delete(channel)
-        this.host.report(err, 'broker.subscribe')
+        this.host.signals.report(err, 'broker.subscribe')
         throw err
       },
     )
@@ -133,9 +134,9 @@ export class Cluster {
     if (!this.interest.delete(channel)) return
     try {
       const r = this.host.broker.unsubscribe(channel)
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'broker.unsubscribe'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'broker.unsubscribe'))
     } catch (err) {
-      this.host.report(err, 'broker.unsubscribe')
+      this.host.signals.report(err, 'broker.unsubscribe')
     }
   }
 
@@ -154,7 +155,7 @@ export class Cluster {
       const live = await this.host.liveNodes()
       expected = live === undefined ? null : new Set(live.filter((n) => n !== this.host.nodeId))
     } catch (err) {
-      this.host.report(err, 'nodes.live')
+      this.host.signals.report(err, 'nodes.live')
       expected = null
     }
     await this.ready
@@ -204,7 +205,7 @@ export class Cluster {
       } else if (m.kind === 'request') this.answer(m)
       else this.replied(m)
     } catch (err) {
-      this.host.report(err, 'broker.deliver')
+      this.host.signals.report(err, 'broker.deliver')
     }
   }
 
@@ -212,7 +213,7 @@ export class Cluster {
     if (!this.answers) return
     const reply = (result: unknown) => this.toBroker({ kind: 'reply', origin: this.host.nodeId, to: m.origin, id: m.id, result: result ?? null })
     const r = this.answers.answer(m.query)
-    if (isPromise(r)) r.then(reply, (err) => this.host.report(err, `cluster.${m.query.op}`))
+    if (isPromise(r)) r.then(reply, (err) => this.host.signals.report(err, `cluster.${m.query.op}`))
     else reply(r)
   }
 
@@ -229,18 +230,18 @@ export class Cluster {
   private toBroker(m: ClusterMessage): void {
     try {
       const r = this.host.broker.publish(m)
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'broker.publish'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'broker.publish'))
     } catch (err) {
-      this.host.report(err, 'broker.publish')
+      this.host.signals.report(err, 'broker.publish')
     }
   }
 
   private startBroker(): MaybePromise<void> {
     try {
       const r = this.host.broker.start(this.host.nodeId, (m) => this.fromCluster(m))
-      return isPromise(r) ? r.catch((err) => this.host.report(err, 'broker.start')) : r
+      return isPromise(r) ? r.catch((err) => this.host.signals.report(err, 'broker.start')) : r
     } catch (err) {
-      this.host.report(err, 'broker.start')
+      this.host.signals.report(err, 'broker.start')
     }
   }
 }

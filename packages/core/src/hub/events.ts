@@ -35,3 +35,15 @@ export interface HubEvents {
   /** An internal failure (store, broker, listener); also passed to `options.onError`. */
   error: (error: unknown, context: { stage: string }) => void
 }
+
+/**
+ * How a concept tells the app what happened: the hub's events, and failures that must reach
+ * `onError`, the logger and the `error` event without ever throwing into the caller. The hub
+ * makes one and hands it to every concept.
+ */
+export interface Signals {
+  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
+  /** Listeners of an event (an event nobody listens to is not even built). */
+  listenerCount(event: keyof HubEvents): number
+  report(error: unknown, stage: string): void
+}

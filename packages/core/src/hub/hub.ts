@@ -9,7 +9,7 @@ import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, Con
 import { Channel } from './channel.js'
 import { ChannelPatterns } from './channels.js'
 import { Connection } from './connection.js'
-import type { HubEvents } from './events.js'
+import type { HubEvents, Signals } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
 import { NotificationService } from './notifications.js'
@@ -89,6 +89,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.channels = this.channelDirectory()
     for (const [pattern, opts] of Object.entries(input.channels ?? {})) this.patterns.register(pattern, opts)
     const hub = this
+    /** How every concept tells the app: the hub's events and its error reporting. */
+    const signals: Signals = {
+      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
+      listenerCount: (event) => this.listenerCount(event),
+      report: (err, stage) => this.report(err, stage),
+    }
     this.cluster = new Cluster({
       nodeId: this.nodeId,
       broker: this.options.broker,
@@ -101,7 +107,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       deliverLocal: (d, out, where, collect) => this.fanout.deliverLocal(d, out, where, collect),
       liveNodes: () => (this.options.nodes.heartbeatMs > 0 ? this.options.presenceStore.liveNodes(this.clock.now(), this.options.nodes.nodeTtlMs) : undefined),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.cluster.answerWith({ answer: (q) => this.answer(q) })
     this.admission = new Admission({
@@ -123,9 +129,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       cluster: this.cluster,
       preferences: { compiled: (userId) => this.preferences.compiled(userId) },
       removeSubscription: (sub, reason, notify) => this.subscriptions.removeSubscription(sub, reason, notify),
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      listenerCount: (event) => this.listenerCount(event),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.connections = this.admission
     this.byId = this.admission.connections
@@ -135,15 +139,14 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       options: this.options,
       toChannel: (channel, frame, exclude, volatile) =>
         this.cluster.deliver({ kind: 'channel', channel }, frame, { exclude: { connections: exclude.connection ? [exclude.connection] : undefined, users: exclude.user ? [exclude.user] : undefined }, volatile }),
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.notifications = new NotificationService({
       options: this.options,
       publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
       badge: (userId, count) =>
         this.cluster.deliver({ kind: 'direct', users: [userId], connections: [] }, { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) }),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.receipts = new Receipts({
       options: this.options,
@@ -163,8 +166,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
       sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
       closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      report: (err, stage) => this.report(err, stage),
+      emit: signals.emit,
+      report: signals.report,
     })
     this.recovery = new Recovery({
       clock: this.clock,
@@ -220,8 +223,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       acks: this.acks,
       fanout: this.fanout,
       cluster: this.cluster,
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.publisher = new Publisher({
       nodeId: this.nodeId,
@@ -242,9 +244,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       authorize: (conn, action, channel, resolved, room, auth) => this.subscriptions.authorize(conn, action, channel, resolved, room, auth),
       retention: (options) => retentionOf(options, this.options.history),
       nextMessageId: () => this.nextMessageId(),
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      listenerCount: (event) => this.listenerCount(event),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.inbound = new Inbound({
       clock: this.clock,
@@ -253,8 +253,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       fanout: this.fanout,
       handle: (conn, frame, bytes) => this.handle(conn, frame, bytes),
       closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
-      emit: (event, ...args) => this.emit(event, ...(args as unknown as EventEmitter.EventArgs<HubEvents, typeof event>)),
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     this.history = new History({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
     this.nodes = new NodeWatch({
@@ -268,7 +267,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.cluster.nodeGone(node)
         this.presence.nodeGone(changes)
       },
-      report: (err, stage) => this.report(err, stage),
+      signals,
     })
     if (this.options.nodes.heartbeatMs > 0) this.nodes.start()
   }

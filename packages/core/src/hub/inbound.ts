@@ -2,7 +2,7 @@ import { CloseCode, type ErrorCode, RealtimeError, type ClientFrame, type Reques
 import type { Clock } from '../ports/clock.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import type { Connection } from './connection.js'
-import type { HubEvents } from './events.js'
+import type { Signals } from './events.js'
 import type { FanOut } from './fanout.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
@@ -33,8 +33,7 @@ export interface InboundHost {
   /** Handle one valid frame (throw or reject a `RealtimeError` to answer it with that code). */
   handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void>
   closeConnection(conn: Connection, code: number, reason: string): void
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -51,7 +50,7 @@ export class Inbound {
       this.receiveFrame(conn, data)
     } catch (err) {
       // Nothing a client sends may take the hub down: answer the frame and go on.
-      this.host.report(err, 'frame:receive')
+      this.host.signals.report(err, 'frame:receive')
       this.reject(conn, { code: 'RT_007', message: 'frame could not be handled' })
     }
   }
@@ -140,7 +139,7 @@ export class Inbound {
     const id = 'id' in frame ? frame.id : undefined
     const channel = 'channel' in frame ? frame.channel : undefined
     if (err instanceof RealtimeError) return this.sendError(conn, { id, code: err.code, message: err.message, frameType: frame.type, details: err.details as Record<string, unknown> | undefined, channel })
-    this.host.report(err, `frame:${frame.type}`)
+    this.host.signals.report(err, `frame:${frame.type}`)
     this.sendError(conn, { id, code: 'RT_001', message: `${frame.type} failed: internal error`, frameType: frame.type, channel })
   }
 
@@ -152,7 +151,7 @@ export class Inbound {
   private sendError(conn: Connection, r: Refusal): void {
     this.host.stats.errors[r.code]++
     this.host.fanout.sendFrame(conn, { type: 'error', id: r.id, code: r.code, message: r.message, channel: r.channel, details: r.details }, r.volatile === true)
-    this.host.emit('client:error', { connectionId: conn.id, userId: conn.userId, code: r.code, message: r.message, frameType: r.frameType })
+    this.host.signals.emit('client:error', { connectionId: conn.id, userId: conn.userId, code: r.code, message: r.message, frameType: r.frameType })
   }
 }
 

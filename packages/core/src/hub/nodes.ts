@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle } from '../ports/clock.js'
 import type { PresenceChange, PresenceStore } from '../ports/presence.js'
 import { type MaybePromise, andThen, isPromise } from '../util.js'
+import type { Signals } from './events.js'
 
 /** What the node watch needs from the hub. */
 export interface NodeWatchHost {
@@ -11,7 +12,7 @@ export interface NodeWatchHost {
   readonly nodeTtlMs: number
   /** A dead node's presence entries were removed (this node won the removal): announce each change once. */
   nodeGone(nodeId: string, changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -44,9 +45,9 @@ export class NodeWatch {
       const r = andThen(store.heartbeat(nodeId, now), () =>
         andThen(store.deadNodes(now, nodeTtlMs), (dead) => this.remove(dead.filter((n) => n !== nodeId), now)),
       )
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'nodes.heartbeat'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'nodes.heartbeat'))
     } catch (err) {
-      this.host.report(err, 'nodes.heartbeat')
+      this.host.signals.report(err, 'nodes.heartbeat')
     }
     this.timer = clock.setTimeout(() => this.beat(), this.host.heartbeatMs)
   }

@@ -3,6 +3,7 @@ import type { Retention, StoredMessage } from '../ports/store.js'
 import { SerialQueue, boundedMap } from '../util.js'
 import type { HubNotifications } from './api.js'
 import type { ResolvedHubOptions } from './options.js'
+import type { Signals } from './events.js'
 
 /** What notifications need from the hub. */
 export interface NotificationHost {
@@ -11,7 +12,7 @@ export interface NotificationHost {
   publish(userId: string, event: string, data: unknown): Promise<number | undefined>
   /** Tell the user's connections, on every node, their unread count (not stored: the count is always current). */
   badge(userId: string, count: number): void
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -136,7 +137,7 @@ export class NotificationService implements HubNotifications {
       const offset = await this.host.publish(userId, 'notification:batch', { notifications: items, badge })
       if (offset !== undefined) await this.append(userId, 'sent', { offset, count: items.length })
     })
-    Promise.resolve(done).catch((err) => this.host.report(err, 'notifications.batch'))
+    Promise.resolve(done).catch((err) => this.host.signals.report(err, 'notifications.batch'))
   }
 
   /** The user read these messages of its personal channel (or all): lower the badge and tell its connections. */
@@ -156,7 +157,7 @@ export class NotificationService implements HubNotifications {
 
   /** A `read` frame on the personal channel. */
   read(userId: string, offsets: readonly number[]): void {
-    this.markRead(userId, offsets).catch((err) => this.host.report(err, 'notifications.read'))
+    this.markRead(userId, offsets).catch((err) => this.host.signals.report(err, 'notifications.read'))
   }
 
   close(): void {

@@ -5,15 +5,14 @@ import type { MaybePromise } from '../util.js'
 import { SerialQueue, isPromise, andThen } from '../util.js'
 import type { Channel } from './channel.js'
 import type { Connection } from './connection.js'
-import type { HubEvents } from './events.js'
+import type { Signals } from './events.js'
 import type { ResolvedHubOptions } from './options.js'
 
 /** What the presence service needs from the hub. */
 export interface PresenceHost {
   readonly options: ResolvedHubOptions
   toChannel(channel: string, frame: ServerFrame, exclude: { connection?: string; user?: string }, volatile: boolean): void
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -83,7 +82,7 @@ export class PresenceService {
         // state, now from another tab) changed.
         else if (change) this.announce(name, 'presence:update', change.member, undefined)
       }))
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.leave'))
     }
     const key = `${name}\u0000${conn.id}`
     const delay = this.host.options.presence.leaveDelayMs
@@ -153,6 +152,6 @@ export class PresenceService {
 
   private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {
     this.host.toChannel(channel, { type, channel, user: member }, excludeConnection ? { connection: excludeConnection } : {}, false)
-    this.host.emit(type, { channel, member })
+    this.host.signals.emit(type, { channel, member })
   }
 }

@@ -10,7 +10,7 @@ import type { ChannelOptions, ResolvedChannel } from './channels.js'
 import type { Connection, Subscription } from './connection.js'
 import type { Cluster } from './cluster.js'
 import type { AckRecipient, Acks } from './delivery/acks.js'
-import type { HubEvents } from './events.js'
+import type { Signals } from './events.js'
 import type { FanOut } from './fanout.js'
 import type { BroadcastOptions, BroadcastResult, PublishOptions, PublishResult, Route } from './api.js'
 import type { Metrics } from './metrics.js'
@@ -46,9 +46,7 @@ export interface PublisherHost {
   authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined>
   retention(options: ChannelOptions): Retention | null
   nextMessageId(): string
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  listenerCount(event: keyof HubEvents): number
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /** The log retention of a channel: its pattern's `history` over the hub's defaults, narrowed by an offline queue's bounds; null when it keeps none. */
@@ -178,7 +176,7 @@ export class Publisher {
       this.host.stats.published++
       const d = this.host.cluster.dispatchOf({ kind: 'channel', channel }, frame, { exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch })
       const result = awaitAcks === undefined ? { messageId: id, offset: frame.offset, duplicate: false, recipients: this.host.cluster.dispatch(d, out, where) } : undefined
-      if (this.host.listenerCount('publish') > 0) this.host.emit('publish', { channel, message: frame, connectionId })
+      if (this.host.signals.listenerCount('publish') > 0) this.host.signals.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)
     }
@@ -243,7 +241,7 @@ export class Publisher {
       try {
         targets = route({ channel: frame.channel!, event: frame.event, data: frame.data, sender: frame.sender })
       } catch (err) {
-        this.host.report(err, 'route')
+        this.host.signals.report(err, 'route')
         continue
       }
       for (const target of typeof targets === 'string' ? [targets] : targets ?? []) {
@@ -252,9 +250,9 @@ export class Publisher {
         try {
           const resolved = this.host.resolve(target)
           const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile }, undefined, true)
-          if (isPromise(r)) r.catch((err) => this.host.report(err, 'route.publish'))
+          if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'route.publish'))
         } catch (err) {
-          this.host.report(err, 'route.publish')
+          this.host.signals.report(err, 'route.publish')
         }
       }
     }

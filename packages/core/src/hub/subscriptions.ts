@@ -6,7 +6,7 @@ import type { ChannelPatterns, ResolvedChannel } from './channels.js'
 import type { Connection, Subscription } from './connection.js'
 import type { Acks } from './delivery/acks.js'
 import type { Recovery } from './delivery/recovery.js'
-import type { HubEvents } from './events.js'
+import type { Signals } from './events.js'
 import type { Cluster } from './cluster.js'
 import type { FanOut } from './fanout.js'
 import type { ResolvedHubOptions } from './options.js'
@@ -28,8 +28,7 @@ export interface SubscriptionsHost {
   readonly acks: Acks
   readonly fanout: FanOut
   readonly cluster: Pick<Cluster, 'want' | 'unwant' | 'ask'>
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  report(error: unknown, stage: string): void
+  readonly signals: Signals
 }
 
 /**
@@ -131,7 +130,7 @@ export class SubscriptionService {
     const entered = channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
-    if (entered && room) this.host.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
+    if (entered && room) this.host.signals.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     try {
       if (capacity !== undefined && this.host.options.clustered) await this.takeSeat(sub, capacity)
       await this.startSubscription(conn, sub, frame)
@@ -153,11 +152,11 @@ export class SubscriptionService {
     try {
       limit = typeof perUser === 'function' ? perUser(conn.identity) : perUser
     } catch (err) {
-      this.host.report(err, 'limits.maxSubscriptionsPerUser')
+      this.host.signals.report(err, 'limits.maxSubscriptionsPerUser')
       throw new RealtimeError('RT_006', 'subscription limit could not be decided')
     }
     if (!Number.isFinite(limit)) {
-      this.host.report(new TypeError(`limits.maxSubscriptionsPerUser gave ${String(limit)}`), 'limits.maxSubscriptionsPerUser')
+      this.host.signals.report(new TypeError(`limits.maxSubscriptionsPerUser gave ${String(limit)}`), 'limits.maxSubscriptionsPerUser')
       throw new RealtimeError('RT_006', 'subscription limit could not be decided')
     }
     // Distinct channels: the same room open in two tabs is one subscription of the user's.
@@ -211,7 +210,7 @@ export class SubscriptionService {
         // the current epoch so the loss is reported once.
         lost = 'epoch changed: the offline queue was lost with the channel history; what the channel kept since is replayed'
         const r = this.host.options.store.commit(name, conn.userId, 0)
-        if (isPromise(r)) r.catch((err) => this.host.report(err, 'store.commit'))
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'store.commit'))
       }
     }
     if (since && !history) {
@@ -224,7 +223,7 @@ export class SubscriptionService {
       this.host.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery })
       this.host.recovery.goLive(sub, start)
     }
-    if (conn.subscriptions.get(name) === sub) this.host.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
+    if (conn.subscriptions.get(name) === sub) this.host.signals.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
   }
 
   async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
@@ -317,9 +316,9 @@ export class SubscriptionService {
       // At-most-once offline channels count what was written as delivered.
       try {
         const r = this.host.options.store.commit(channel.name, conn.userId, written)
-        if (isPromise(r)) r.catch((err) => this.host.report(err, 'store.commit'))
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'store.commit'))
       } catch (err) {
-        this.host.report(err, 'store.commit')
+        this.host.signals.report(err, 'store.commit')
       }
     }
     const room = this.host.rooms.rooms.get(channel.name)
@@ -327,26 +326,26 @@ export class SubscriptionService {
       try {
         this.host.presence.leave(conn, channel, left)
       } catch (err) {
-        this.host.report(err, 'presence.leave')
+        this.host.signals.report(err, 'presence.leave')
       }
     }
     if (sub.seated) {
       sub.seated = false
       try {
         const r = this.host.options.presenceStore.leave(seatsChannel(channel.name), conn.id, this.host.clock.now())
-        if (isPromise(r)) r.catch((err) => this.host.report(err, 'presence.leave'))
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.leave'))
       } catch (err) {
-        this.host.report(err, 'presence.leave')
+        this.host.signals.report(err, 'presence.leave')
       }
     }
-    if (left && room) this.host.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
+    if (left && room) this.host.signals.emit('room:member-left', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     if (notify && !conn.ended) this.host.fanout.sendFrame(conn, { type: 'unsubscribed', channel: channel.name, reason })
-    this.host.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
+    this.host.signals.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
     if (channel.subscribers.size === 0) {
       this.host.live.delete(channel.name)
       this.host.cluster.unwant(channel.name)
       if (room) {
-        this.host.emit('room:emptied', room.info())
+        this.host.signals.emit('room:emptied', room.info())
         if (room.deleteWhenEmpty && this.host.rooms.rooms.get(room.channel) === room) this.host.rooms.delete(room.channel)
       }
     }
@@ -361,7 +360,7 @@ export class SubscriptionService {
   roomDeleted(room: Room): void {
     const channel = this.host.live.get(room.channel)
     if (channel) for (const sub of [...channel.subscribers.values()]) this.removeSubscription(sub, 'room-deleted', true)
-    this.host.emit('room:deleted', room.info())
+    this.host.signals.emit('room:deleted', room.info())
   }
 
   /** Unsubscribe a user from a channel on every node; how many subscriptions ended. */
