@@ -1,6 +1,9 @@
-import type { Session } from '../ports/session.js'
+import type { MessageFrame } from '@tidings/protocol'
+import type { TimerHandle } from '../ports/clock.js'
+import type { Outbound, Session } from '../ports/session.js'
 import type { ChannelOptions } from './channels.js'
 import type { Subscription } from './connection.js'
+import type { LocalDispatch } from './routing.js'
 
 /**
  * The fan-out view of a channel's subscribers: `subs[i]` and, when it can take the shared frame
@@ -10,6 +13,14 @@ import type { Subscription } from './connection.js'
 export interface FanOutList {
   readonly subs: readonly Subscription[]
   readonly direct: ReadonlyArray<Session | null>
+}
+
+/** A live message that reached this node beyond a gap in the channel's offsets, waiting its turn. */
+export interface HeldMessage {
+  readonly frame: MessageFrame
+  readonly out: Outbound
+  /** The dispatch as this node applies it (exclusions, filter, priority); never a collector (its recipients were collected when it was held). */
+  readonly dispatch: LocalDispatch
 }
 
 /** Typing state of one user in one channel. */
@@ -43,13 +54,37 @@ export class Channel {
   publishBucket: { tokens: number; refilledAt: number } | undefined = undefined
   /** The stream's epoch as last seen here (from a position or an append); undefined until known. */
   epoch: string | undefined = undefined
+  /**
+   * At-least-once channels (every subscriber tracked, `prev` on frames): offsets are fanned out
+   * here in offset order only, each once, so a node never names in `prev` a range it has not
+   * seen go by (see `sequence` below and docs/delivery.md §12).
+   */
+  readonly sequenced: boolean
+  /**
+   * Sequenced channels: every offset up to this one has gone by on this node (fanned out, or read
+   * from the store to fill a gap); -1 until the first subscriber's position is known. A live
+   * message at `sequence + 1` goes straight out (a single node never sees anything else).
+   */
+  sequence = -1
+  /** Whether anything was fanned out since `sequence` was first set (until then a lower position may still lower it). */
+  flowing = false
+  /** The highest offset known to exist in the log (arrivals, positions); a gap while above `sequence`. */
+  known = 0
+  /** Live messages beyond a gap, by offset, until what precedes them has gone by; null when none. */
+  held: Map<number, HeldMessage> | null = null
+  /** When the gap is read from the store if the messages in it have not arrived (hub clock). */
+  gapTimer: TimerHandle | undefined = undefined
+  /** A store read of the gap is under way. */
+  filling = false
 
   constructor(
     readonly name: string,
     readonly pattern: string,
     readonly options: ChannelOptions,
     readonly params: Readonly<Record<string, string>>,
-  ) {}
+  ) {
+    this.sequenced = options.delivery === 'at-least-once' && options.history !== false
+  }
 
   fanOutList(): FanOutList {
     if (this.snapshot === null) {

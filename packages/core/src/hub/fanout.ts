@@ -1,13 +1,14 @@
 import { type Codec, jsonCodec, jsonWithNumber, wireLength, CloseCode, type FilterPredicate, type MessageFrame, type ServerFrame } from '@tidings/protocol'
 import type { Dispatch } from '../ports/broker.js'
 import { Outbound } from '../ports/session.js'
-import type { Channel } from './channel.js'
+import type { StoredMessage } from '../ports/store.js'
+import type { Channel, HeldMessage } from './channel.js'
 import { type Connection, Delivery, PRIORITY, type PriorityClass, type QueueLimits, type Subscription } from './connection.js'
 import type { Acks } from './delivery/acks.js'
-import type { Recovery } from './delivery/recovery.js'
+import type { Recovery, SequencedFanOut } from './delivery/recovery.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
-import { admits, type LocalDispatch, NO_EXCLUSIONS } from './routing.js'
+import { admits, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
 
 /** What fan-out needs from the hub: its registries (read only), the delivery concepts and the way to close a connection. */
 export interface FanOutHost {
@@ -28,13 +29,15 @@ export interface FanOutHost {
  * encoded frame. Owns the outbound budgets: a connection's queue (`maxQueuedBytes`, slow
  * consumers) and every queue together (`maxTotalQueuedBytes`, the largest go first).
  */
-export class FanOut {
+export class FanOut implements SequencedFanOut {
   /** Connections with frames in their outbound queue (for the hub-wide budget). */
   private readonly backlog = new Set<Connection>()
   private readonly queueLimits: QueueLimits
 
   constructor(private readonly host: FanOutHost) {
     this.queueLimits = { maxQueuedBytes: host.options.limits.maxQueuedBytes }
+    // What an at-least-once channel held back beyond a gap goes out through here.
+    host.recovery.attach(this)
   }
 
   /** A connection drained: write what waited; it leaves the backlog once its queue is empty. */
@@ -132,7 +135,19 @@ export class FanOut {
     if (t.kind === 'channel') {
       const channel = this.host.live.get(t.channel)
       if (!channel) return 0
-      if (d.epoch !== undefined && frame.type === 'message' && frame.offset !== undefined) this.host.recovery.learnEpoch(channel, d.epoch, frame.offset - 1)
+      if (frame.type === 'message' && frame.offset !== undefined) {
+        const offset = frame.offset
+        if (d.epoch !== undefined) this.host.recovery.learnEpoch(channel, d.epoch, offset - 1, undefined, false)
+        if (channel.sequenced) {
+          // At-least-once: offsets go out in order, each once (a single node never sees anything but the next one).
+          if (offset !== channel.sequence + 1) return this.outOfSequence(channel, frame, encoded, local)
+          channel.sequence = offset
+          channel.flowing = true
+          const n = this.fanOut(channel, frame, encoded, local)
+          if (channel.held !== null || channel.known > offset) this.host.recovery.advance(channel)
+          return n
+        }
+      }
       return this.fanOut(channel, frame, encoded, local)
     }
     const recipients = new Set<Connection>()
@@ -153,6 +168,51 @@ export class FanOut {
   }
 
   /**
+   * A live message of an at-least-once channel that is not the next offset: one this node has
+   * already passed (read from the store while it was on its way) is not sent again; one beyond a
+   * gap waits for it (`Recovery.hold`). Its recipients are counted (and collected, for
+   * `awaitAcks`) now, as if it had gone out.
+   */
+  private outOfSequence(channel: Channel, frame: MessageFrame, out: Outbound, d: LocalDispatch): number {
+    const offset = frame.offset!
+    if (channel.sequence >= 0 && offset <= channel.sequence) return 0
+    let n = 0
+    for (const sub of channel.fanOutList().subs) {
+      const conn = sub.connection
+      if (!sub.active || conn === d.excludeOne || !admits(conn, d, frame)) continue
+      if (sub.filter !== null && !sub.filter(frame)) continue
+      if (d.collect !== null) d.collect.push(sub)
+      n++
+    }
+    this.host.recovery.hold(channel, { frame, out, dispatch: d.collect === null ? d : { ...d, collect: null } })
+    return n
+  }
+
+  /** A held message's turn came: it goes out as it would have on arrival. */
+  fanOutHeld(channel: Channel, held: HeldMessage): void {
+    this.fanOut(channel, held.frame, held.out, held.dispatch)
+  }
+
+  /** A message of a gap, read from the store: to each subscriber live delivery would have sent it to. */
+  fanOutStored(channel: Channel, m: StoredMessage): void {
+    const frame = storedToFrame(m, true)
+    let shared: Outbound | null = null
+    for (const sub of channel.fanOutList().subs) {
+      if (!sub.active || !receives(sub, m, frame)) continue
+      const conn = sub.connection
+      shared ??= this.encode(this.host.codec, frame)
+      if (sub.tracked && sub.replay === null) {
+        this.host.acks.sendTracked(sub, frame, shared, PRIORITY.normal)
+        continue
+      }
+      const out = conn.sharedCodec ? shared : this.encode(conn.codec, frame)
+      if (sub.replay !== null) sub.replay.push([frame, out])
+      else this.write(conn, out, PRIORITY.normal, false)
+    }
+    if (m.offset > channel.lastOffset) channel.lastOffset = m.offset
+  }
+
+  /**
    * Per subscriber: exclusion and filter checks, then one write of the shared frame. No
    * allocation per subscriber; counters are added once per fan-out; slow consumers are closed
    * after the loop.
@@ -162,7 +222,7 @@ export class FanOut {
     const excludeOne = d.excludeOne?.session
     const general = d.general
     const offset = isMessage ? (frame as MessageFrame).offset : undefined
-    if (offset !== undefined) channel.lastOffset = offset
+    if (offset !== undefined && offset > channel.lastOffset) channel.lastOffset = offset
     // Tracking needs an offset, and must not be skipped for a collector (awaitAcks).
     const tracked = offset !== undefined && channel.options.delivery === 'at-least-once' && d.collect === null
     const { subs, direct } = channel.fanOutList()

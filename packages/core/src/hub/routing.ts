@@ -53,10 +53,18 @@ export function excludes(m: StoredMessage, conn: Connection): boolean {
  * delivery would have left it out (its own publish, its filter, its mutes, an exclusion).
  */
 export function frameFor(sub: Subscription, m: StoredMessage, ack = false): MessageFrame | undefined {
-  if (excludes(m, sub.connection)) return undefined
   const frame = storedToFrame(m, ack)
-  if (sub.filter !== null && !sub.filter(frame)) return undefined
-  return admits(sub.connection, NO_EXCLUSIONS, frame) ? frame : undefined
+  return receives(sub, m, frame) ? frame : undefined
+}
+
+/**
+ * Whether live delivery would have sent stored message `m` (as `frame`, its `storedToFrame`) to
+ * this subscriber: the same decision as `frameFor`, for a frame shared by every subscriber.
+ */
+export function receives(sub: Subscription, m: StoredMessage, frame: MessageFrame): boolean {
+  if (excludes(m, sub.connection)) return false
+  if (sub.filter !== null && !sub.filter(frame)) return false
+  return admits(sub.connection, NO_EXCLUSIONS, frame)
 }
 
 export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {

@@ -77,6 +77,8 @@ export class Acks {
   sendTracked(sub: Subscription, frame: MessageFrame, shared: Outbound | null, priority: PriorityClass): Delivery {
     const conn = sub.connection
     const offset = frame.offset ?? 0
+    // Already sent or passed: `prev` would name an offset above this one, and a receiver drops it.
+    if (offset <= sub.lastSent) return Delivery.Dropped
     const contiguous = offset === sub.lastSent + 1
     const out =
       contiguous && shared !== null && conn.sharedCodec
@@ -85,6 +87,24 @@ export class Acks {
     if (offset > sub.lastSent) sub.lastSent = offset
     if (!sub.pending) this.markPending(sub)
     return this.host.write(conn, out, priority, false)
+  }
+
+  /**
+   * Offsets [from, to] of the subscriber's channel left the log before this node saw them go by
+   * (a gap read from the store found them dropped by retention). Whether any was meant for this
+   * subscriber is unknown, so they are not skipped in silence by a later `prev`: reported as
+   * failed, and the subscriber is told where its stream goes on, as for a redelivery.
+   */
+  lostBeforeSeen(sub: Subscription, from: number, to: number): void {
+    if (sub.lastSent >= to) return
+    const first = Math.max(from, sub.lastSent + 1)
+    sub.lastSent = to
+    this.deliveryFailed(sub, first, to, 'dropped by retention')
+  }
+
+  /** An internal failure of a delivery step that shares this host (the gap reads of `Recovery`). */
+  report(error: unknown, stage: string): void {
+    this.host.report(error, stage)
   }
 
   /** Start the ack clock of a subscription that has just been sent something to acknowledge. */
