@@ -1,10 +1,9 @@
-import { type Codec, type WireData, CloseCode, RealtimeError, type ClientFrame, type ClientFrameOf } from '@tidings/protocol'
+import { type Codec, type WireData, CloseCode, RealtimeError, type ClientFrame } from '@tidings/protocol'
 import { EventEmitter } from 'eventemitter3'
-import type { Identity } from '../ports/auth.js'
 import type { ClusterQuery } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
-import { type MaybePromise, andThen, isoTimestamp } from '../util.js'
+import { type MaybePromise, isoTimestamp } from '../util.js'
 import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, PublishOptions, PublishResult, Route } from './api.js'
 import { Channel } from './channel.js'
 import { ChannelPatterns } from './channels.js'
@@ -135,12 +134,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.byId = this.admission.connections
     this.byUser = this.admission.byUser
     this.preferences = new Preferences(this.byUser)
-    this.presence = new PresenceService({
-      options: this.options,
-      toChannel: (channel, frame, exclude, volatile) =>
-        this.cluster.deliver({ kind: 'channel', channel }, frame, { exclude: { connections: exclude.connection ? [exclude.connection] : undefined, users: exclude.user ? [exclude.user] : undefined }, volatile }),
-      signals,
-    })
     this.notifications = new NotificationService({
       options: this.options,
       publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
@@ -190,17 +183,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       changed: (room) => this.subscriptions.forgetPublishDecisions(room.channel),
     })
-    this.credentials = new CredentialWatch({
-      clock: this.clock,
-      refreshBeforeMs: this.options.credentials.refreshBeforeMs,
-      graceMs: this.options.credentials.graceMs,
-      warn: (conn, expiresAt, closesAt) => this.fanout.sendFrame(conn, { type: 'auth:expiring', expiresAt, closesAt }),
-      expire: (conn) => {
-        if (conn.ended) return
-        for (const sub of [...conn.subscriptions.values()]) this.subscriptions.removeSubscription(sub, 'credentials expired', true)
-        this.admission.closeConnection(conn, CloseCode.AuthenticationFailed, 'credentials expired')
-      },
-    })
     const registries = { live: this.live, connections: this.byId, byUser: this.byUser }
     this.fanout = new FanOut({
       codec: this.codec,
@@ -211,6 +193,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       recovery: this.recovery,
       closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
     })
+    this.presence = new PresenceService({ options: this.options, patterns: this.patterns, cluster: this.cluster, fanout: this.fanout, signals })
     this.subscriptions = new SubscriptionService({
       clock: this.clock,
       options: this.options,
@@ -223,6 +206,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       acks: this.acks,
       fanout: this.fanout,
       cluster: this.cluster,
+      signals,
+    })
+    this.credentials = new CredentialWatch({
+      clock: this.clock,
+      options: this.options,
+      patterns: this.patterns,
+      rooms: this.rooms,
+      subscriptions: this.subscriptions,
+      fanout: this.fanout,
+      admission: this.admission,
       signals,
     })
     this.publisher = new Publisher({
@@ -346,21 +339,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       case 'message':
         return this.publisher.onClientPublish(conn, frame, bytes)
       case 'presence:update':
-        return this.onPresenceUpdate(conn, frame)
-      case 'presence:get': {
-        this.presenceChannel(conn, frame.channel)
-        return andThen(this.presence.snapshot(frame.channel), (snap) => {
-          this.fanout.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.subscriptions.capSnapshot(snap) })
-        })
-      }
-      case 'typing': {
-        const channel = this.presenceChannel(conn, frame.channel)
-        if (!conn.takePresenceToken(this.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second')
-        // A user who turned typing indicators off sends none; a stop still clears one already shown.
-        if (conn.preferences?.typing === false && frame.active) return
-        this.presence.typing(conn, channel, frame.active)
-        return
-      }
+        return this.presence.onUpdate(conn, frame)
+      case 'presence:get':
+        return this.presence.onGet(conn, frame)
+      case 'typing':
+        return this.presence.onTyping(conn, frame)
       case 'ack':
         return this.acks.onAck(conn, frame)
       case 'read':
@@ -371,7 +354,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.fanout.sendFrame(conn, { type: 'pong', id: frame.id })
         return
       case 'auth':
-        return this.onAuth(conn, frame)
+        return this.credentials.onAuth(conn, frame)
     }
   }
 
@@ -387,69 +370,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   // ------------------------------------------------------------------ presence frames
 
-  /** The subscribed presence channel a frame refers to, or RT_009. */
-  private presenceChannel(conn: Connection, name: string): Channel {
-    const sub = conn.subscriptions.get(name)
-    if (!sub) {
-      const resolved = this.patterns.resolve(name)
-      if (resolved && !resolved.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
-      throw new RealtimeError('RT_009', `subscribe to '${name}' before using its presence`)
-    }
-    if (!sub.channel.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
-    if (conn.userId === undefined) throw new RealtimeError('RT_009', 'presence needs an authenticated user')
-    return sub.channel
-  }
-
-  private onPresenceUpdate(conn: Connection, frame: ClientFrameOf<'presence:update'>): MaybePromise<void> {
-    const channel = this.presenceChannel(conn, frame.channel)
-    if (!conn.takePresenceToken(this.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second', { limit: this.options.limits.presenceUpdatesPerSecond })
-    if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
-    if (!this.presence.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
-    return andThen(this.presence.update(conn, channel, frame.state, frame.data), (member) => {
-      this.fanout.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
-    })
-  }
-
   // ------------------------------------------------------------------ history and auth frames
-
-  private async onAuth(conn: Connection, frame: ClientFrameOf<'auth'>): Promise<void> {
-    const authenticate = this.options.authenticate
-    let identity: Identity | null | undefined = null
-    if (authenticate) {
-      try {
-        identity = await authenticate({ token: frame.token, headers: conn.session.headers, remoteAddress: conn.session.remoteAddress, transport: conn.session.transport })
-      } catch {
-        identity = null
-      }
-    }
-    if (!identity) throw new RealtimeError('RT_002', 'invalid or expired credentials')
-    if (identity.userId !== conn.userId) throw new RealtimeError('RT_002', 'a refreshed token must name the same user')
-    if (identity.expiresAt !== undefined && !(identity.expiresAt > this.clock.now())) throw new RealtimeError('RT_002', 'the new credentials have already expired')
-    if (conn.ended) return
-    conn.identity = identity
-    conn.recipient = { id: identity.userId, roles: identity.roles ?? [], claims: identity.claims ?? {} }
-    // Per-identity limits follow the new identity (a plan may have changed).
-    const perConnection = this.options.limits.maxSubscriptions
-    if (typeof perConnection === 'function') {
-      try {
-        conn.maxSubscriptions = perConnection(identity, conn.info())
-      } catch (err) {
-        this.report(err, 'limits.maxSubscriptions')
-      }
-    }
-    this.fanout.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId, expiresAt: identity.expiresAt })
-    if (identity.expiresAt !== undefined) this.credentials.watch(conn, identity.expiresAt)
-    else this.credentials.forget(conn)
-    // Every subscription is decided again for the new identity; those no longer allowed end.
-    for (const sub of [...conn.subscriptions.values()]) {
-      sub.canPublish = undefined
-      const name = sub.channel.name
-      const resolved = this.patterns.resolve(name)
-      const denied = resolved === undefined ? 'channel no longer exists' : await this.subscriptions.authorize(conn, 'subscribe', name, resolved, this.rooms.rooms.get(name), undefined)
-      if (conn.ended) return
-      if (denied && conn.subscriptions.get(name) === sub) this.subscriptions.removeSubscription(sub, `not allowed after re-authentication: ${denied}`, true)
-    }
-  }
 
   // ------------------------------------------------------------------ server API
 

@@ -1,4 +1,4 @@
-import { RealtimeError, type PresenceMember, type PresenceSnapshot, type ServerFrame } from '@tidings/protocol'
+import { RealtimeError, type ClientFrameOf, type PresenceMember, type PresenceSnapshot, utf8Length } from '@tidings/protocol'
 import type { TimerHandle } from '../ports/clock.js'
 import type { PresenceChange } from '../ports/presence.js'
 import type { MaybePromise } from '../util.js'
@@ -6,20 +6,30 @@ import { SerialQueue, isPromise, andThen } from '../util.js'
 import type { Channel } from './channel.js'
 import type { Connection } from './connection.js'
 import type { Signals } from './events.js'
+import type { HubPresence } from './api.js'
+import type { ChannelPatterns } from './channels.js'
+import type { Cluster } from './cluster.js'
+import type { FanOut } from './fanout.js'
 import type { ResolvedHubOptions } from './options.js'
 
 /** What the presence service needs from the hub. */
 export interface PresenceHost {
   readonly options: ResolvedHubOptions
-  toChannel(channel: string, frame: ServerFrame, exclude: { connection?: string; user?: string }, volatile: boolean): void
+  /** Channel patterns: whether a channel a client names without subscribing is a presence channel. */
+  readonly patterns: Pick<ChannelPatterns, 'resolve'>
+  /** Delivers presence frames to a channel's subscribers here and on the other nodes. */
+  readonly cluster: Pick<Cluster, 'deliver'>
+  /** Answers a connection's frames. */
+  readonly fanout: Pick<FanOut, 'sendFrame'>
   readonly signals: Signals
 }
 
 /**
  * Presence on top of the PresenceStore: user-level join/leave edges, in-place updates, an
- * optional leave delay, and typing indicators (debounced, auto-cleared).
+ * optional leave delay, typing indicators (debounced, auto-cleared), the presence frames of
+ * clients (`presence:update`, `presence:get`, `typing`) and snapshots within the reply budget.
  */
-export class PresenceService {
+export class PresenceService implements HubPresence {
   private readonly serial = new SerialQueue()
   private readonly pendingLeaves = new Map<string, { timer: TimerHandle; run: () => void }>()
 
@@ -103,6 +113,61 @@ export class PresenceService {
     return this.pendingLeaves.size
   }
 
+  // ------------------------------------------------------------------ clients' presence frames
+
+  /** The subscribed presence channel a frame refers to, or RT_009. */
+  private subscribedChannel(conn: Connection, name: string): Channel {
+    const sub = conn.subscriptions.get(name)
+    if (!sub) {
+      const resolved = this.host.patterns.resolve(name)
+      if (resolved && !resolved.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
+      throw new RealtimeError('RT_009', `subscribe to '${name}' before using its presence`)
+    }
+    if (!sub.channel.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
+    if (conn.userId === undefined) throw new RealtimeError('RT_009', 'presence needs an authenticated user')
+    return sub.channel
+  }
+
+  onUpdate(conn: Connection, frame: ClientFrameOf<'presence:update'>): MaybePromise<void> {
+    const channel = this.subscribedChannel(conn, frame.channel)
+    if (!conn.takePresenceToken(this.host.options.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second', { limit: this.host.options.limits.presenceUpdatesPerSecond })
+    if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
+    if (!this.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
+    return andThen(this.update(conn, channel, frame.state, frame.data), (member) => {
+      this.host.fanout.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
+    })
+  }
+
+  onGet(conn: Connection, frame: ClientFrameOf<'presence:get'>): MaybePromise<void> {
+    this.subscribedChannel(conn, frame.channel)
+    return andThen(this.snapshot(frame.channel), (snap) => {
+      this.host.fanout.sendFrame(conn, { type: 'presence', id: frame.id, channel: frame.channel, ...this.capSnapshot(snap) })
+    })
+  }
+
+  onTyping(conn: Connection, frame: ClientFrameOf<'typing'>): void {
+    const channel = this.subscribedChannel(conn, frame.channel)
+    if (!conn.takePresenceToken(this.host.options.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second')
+    // A user who turned typing indicators off sends none; a stop still clears one already shown.
+    if (conn.preferences?.typing === false && frame.active) return
+    this.typing(conn, channel, frame.active)
+  }
+
+
+  /**
+   * A presence snapshot within the reply budget: as many members as fit (in the store's order);
+   * `count` stays the total, so `count > users.length` tells the client the list is partial.
+   */
+  capSnapshot(snap: PresenceSnapshot): PresenceSnapshot {
+    const budget = this.host.options.limits.maxReplyBytes - 1024
+    let bytes = 0
+    for (let i = 0; i < snap.users.length; i++) {
+      bytes += utf8Length(JSON.stringify(snap.users[i])) + 1
+      if (bytes > budget) return { users: snap.users.slice(0, i), count: snap.count }
+    }
+    return snap
+  }
+
   /** Who is present in a channel: users, each once, across nodes. */
   async get(channel: string): Promise<PresenceSnapshot> {
     return this.snapshot(channel)
@@ -123,7 +188,7 @@ export class PresenceService {
       return
     }
     if (!state || !state.active || now - state.lastSentAt >= presence.typingDebounceMs) {
-      this.host.toChannel(channel.name, { type: 'typing', channel: channel.name, userId, active: true }, { user: userId }, true)
+      this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: true }, { exclude: { users: [userId] }, volatile: true })
     }
     if (state?.clear !== undefined) clock.clearTimeout(state.clear as TimerHandle)
     const clear = clock.setTimeout(() => this.stopTyping(channel, userId), presence.typingTimeoutMs)
@@ -141,7 +206,7 @@ export class PresenceService {
     if (state.clear !== undefined) this.host.options.clock.clearTimeout(state.clear as TimerHandle)
     channel.typing!.delete(userId)
     if (channel.typing!.size === 0) channel.typing = null
-    this.host.toChannel(channel.name, { type: 'typing', channel: channel.name, userId, active: false }, { user: userId }, true)
+    this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: false }, { exclude: { users: [userId] }, volatile: true })
   }
 
   /** A dead node's entries were removed: each user who left with it is announced once (or updated, when another tab stays). */
@@ -151,7 +216,7 @@ export class PresenceService {
   }
 
   private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {
-    this.host.toChannel(channel, { type, channel, user: member }, excludeConnection ? { connection: excludeConnection } : {}, false)
+    this.host.cluster.deliver({ kind: 'channel', channel }, { type, channel, user: member }, excludeConnection ? { exclude: { connections: [excludeConnection] } } : {})
     this.host.signals.emit(type, { channel, member })
   }
 }

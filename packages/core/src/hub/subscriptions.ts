@@ -1,4 +1,4 @@
-import { type FilterPredicate, type ClientFrameOf, type PresenceSnapshot, type StreamPosition, RealtimeError, compileFilter, utf8Length } from '@tidings/protocol'
+import { type FilterPredicate, type ClientFrameOf, type PresenceSnapshot, type StreamPosition, RealtimeError, compileFilter } from '@tidings/protocol'
 import type { Clock } from '../ports/clock.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import { Channel } from './channel.js'
@@ -228,7 +228,7 @@ export class SubscriptionService {
 
   async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
     const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
-    if (channel.options.presence) out.presence = this.capSnapshot(await this.host.presence.snapshot(channel.name))
+    if (channel.options.presence) out.presence = this.host.presence.capSnapshot(await this.host.presence.snapshot(channel.name))
     if (retentionOf(channel.options, this.host.options.history)) out.position = await this.host.options.store.position(channel.name)
     return out
   }
@@ -380,19 +380,5 @@ export class SubscriptionService {
       }
     }
     return n
-  }
-
-  /**
-   * A presence snapshot within the reply budget: as many members as fit (in the store's order);
-   * `count` stays the total, so `count > users.length` tells the client the list is partial.
-   */
-  capSnapshot(snap: PresenceSnapshot): PresenceSnapshot {
-    const budget = this.host.options.limits.maxReplyBytes - 1024
-    let bytes = 0
-    for (let i = 0; i < snap.users.length; i++) {
-      bytes += utf8Length(JSON.stringify(snap.users[i])) + 1
-      if (bytes > budget) return { users: snap.users.slice(0, i), count: snap.count }
-    }
-    return snap
   }
 }
