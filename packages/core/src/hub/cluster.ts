@@ -68,6 +68,7 @@ export class Cluster {
   /** Channels this node told the broker it wants, with the answer of that call while it is outstanding. */
   private readonly interest = new Map<string, MaybePromise<void>>()
   private seq = 0
+  private messages = 0
 
   constructor(private readonly host: ClusterHost) {
     this.ready = this.startBroker()
@@ -76,6 +77,11 @@ export class Cluster {
   /** Who answers other nodes' questions (set once, when the hub is wired). */
   answerWith(answers: ClusterAnswers): void {
     this.answers = answers
+  }
+
+  /** A new message id of this node (`<node>-<n>`): unique across the cluster when node ids are. */
+  messageId(): string {
+    return `${this.host.nodeId}-${(++this.messages).toString(36)}`
   }
 
   /** The one place a dispatch is made: a frame from this node to a target. */

@@ -19,7 +19,7 @@ import { Receipts } from './delivery/receipts.js'
 import { Recovery } from './delivery/recovery.js'
 import { FanOut } from './fanout.js'
 import { Cluster } from './cluster.js'
-import { Publisher, retentionOf } from './publish.js'
+import { Publisher } from './publish.js'
 import { Inbound } from './inbound.js'
 import { Admission } from './admission.js'
 import { SubscriptionService } from './subscriptions.js'
@@ -62,7 +62,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly byId: ReadonlyMap<string, Connection>
   private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
   private readonly stats = new Metrics()
-  private seq = 0
   private closing = false
   private readonly receipts: Receipts
   private readonly acks: Acks
@@ -138,7 +137,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       options: this.options,
       publish: async (userId, event, data) => (await this.publish(`private:user-${userId}`, event, data)).offset,
       badge: (userId, count) =>
-        this.cluster.deliver({ kind: 'direct', users: [userId], connections: [] }, { type: 'message', event: 'notifications:badge', data: { count }, id: this.nextMessageId(), timestamp: isoTimestamp(this.clock.now()) }),
+        this.cluster.deliver({ kind: 'direct', users: [userId], connections: [] }, { type: 'message', event: 'notifications:badge', data: { count }, id: this.cluster.messageId(), timestamp: isoTimestamp(this.clock.now()) }),
       signals,
     })
     this.receipts = new Receipts({
@@ -233,10 +232,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       requestTimeoutMs: this.options.nodes.requestTimeoutMs,
       acks: this.acks,
-      resolve: (name) => this.subscriptions.resolve(name),
-      authorize: (conn, action, channel, resolved, room, auth) => this.subscriptions.authorize(conn, action, channel, resolved, room, auth),
-      retention: (options) => retentionOf(options, this.options.history),
-      nextMessageId: () => this.nextMessageId(),
+      subscriptions: this.subscriptions,
       signals,
     })
     this.inbound = new Inbound({
@@ -245,7 +241,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       stats: this.stats,
       fanout: this.fanout,
       handle: (conn, frame, bytes) => this.handle(conn, frame, bytes),
-      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
+      admission: this.admission,
       signals,
     })
     this.history = new History({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
@@ -263,10 +259,6 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       signals,
     })
     if (this.options.nodes.heartbeatMs > 0) this.nodes.start()
-  }
-
-  private nextMessageId(): string {
-    return `${this.nodeId}-${(++this.seq).toString(36)}`
   }
 
   publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {

@@ -4,6 +4,7 @@ import { type MaybePromise, isPromise } from '../util.js'
 import type { Connection } from './connection.js'
 import type { Signals } from './events.js'
 import type { FanOut } from './fanout.js'
+import type { Admission } from './admission.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 
@@ -32,7 +33,8 @@ export interface InboundHost {
   readonly fanout: FanOut
   /** Handle one valid frame (throw or reject a `RealtimeError` to answer it with that code). */
   handle(conn: Connection, frame: ClientFrame, bytes: number): MaybePromise<void>
-  closeConnection(conn: Connection, code: number, reason: string): void
+  /** Closes a connection that queued too many frames. */
+  readonly admission: Pick<Admission, 'closeConnection'>
   readonly signals: Signals
 }
 
@@ -108,7 +110,7 @@ export class Inbound {
       // Frames waiting behind one that waits (a slow rule or store) are bounded: a client that
       // keeps sending meanwhile is closed rather than queued without end.
       if (++conn.waiting > MAX_WAITING_FRAMES) {
-        this.host.closeConnection(conn, CloseCode.PolicyViolation, `more than ${MAX_WAITING_FRAMES} frames waiting for an answer`)
+        this.host.admission.closeConnection(conn, CloseCode.PolicyViolation, `more than ${MAX_WAITING_FRAMES} frames waiting for an answer`)
         return
       }
       const next = conn.tail.then(() => {

@@ -17,6 +17,7 @@ import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import type { Bucket } from './rate-limit.js'
 import type { Room } from './rooms.js'
+import type { SubscriptionService } from './subscriptions.js'
 
 /** One node's answer to an `awaitAcks` delivery. */
 interface AckAnswer {
@@ -41,11 +42,8 @@ export interface PublisherHost {
   /** How long a cluster-wide question waits for the other nodes (beyond an `awaitAcks` wait). */
   readonly requestTimeoutMs: number
   readonly acks: Acks
-  /** A channel's pattern and options (live ones keep theirs); `RT_004` when none matches. */
-  resolve(name: string): ResolvedChannel
-  authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined>
-  retention(options: ChannelOptions): Retention | null
-  nextMessageId(): string
+  /** Channels resolved (live ones keep their options; `RT_004` when no pattern matches) and publishes authorized. */
+  readonly subscriptions: Pick<SubscriptionService, 'resolve' | 'authorize'>
   readonly signals: Signals
 }
 
@@ -73,11 +71,11 @@ export class Publisher {
   constructor(private readonly host: PublisherHost) {}
 
   onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
-    const resolved = this.host.resolve(frame.channel)
+    const resolved = this.host.subscriptions.resolve(frame.channel)
     const sub = conn.subscriptions.get(frame.channel)
     const decide = (): MaybePromise<string | undefined> => {
       if (sub?.canPublish === true) return undefined
-      return this.host.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined).then((denied) => {
+      return this.host.subscriptions.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined).then((denied) => {
         if (sub && conn.subscriptions.get(frame.channel) === sub) sub.canPublish = denied === undefined
         return denied
       })
@@ -162,7 +160,7 @@ export class Publisher {
     const options = resolved.options
     this.validateEvent(options, event, data)
     const now = this.host.clock.now()
-    const id = this.host.nextMessageId()
+    const id = this.host.cluster.messageId()
     const awaitAcks = opts.awaitAcks
     const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
     const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
@@ -181,7 +179,7 @@ export class Publisher {
       return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)
     }
 
-    const retention = where === undefined ? this.host.retention(options) : null
+    const retention = where === undefined ? retentionOf(options, this.host.options.history) : null
     if (awaitAcks !== undefined && !retention) throw new RealtimeError('RT_007', 'awaitAcks needs a channel that keeps history (offsets)')
     if (!retention) {
       if (opts.idempotencyKey !== undefined) {
@@ -248,7 +246,7 @@ export class Publisher {
         if (seen.has(target)) continue
         seen.add(target)
         try {
-          const resolved = this.host.resolve(target)
+          const resolved = this.host.subscriptions.resolve(target)
           const r = this.publishResolved(target, resolved, frame.event, frame.data, { sender: opts.sender, exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile }, undefined, true)
           if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'route.publish'))
         } catch (err) {
@@ -270,7 +268,7 @@ export class Publisher {
   async publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     // A live channel's name was checked when it was first subscribed to.
     if (!this.host.live.has(channel) && !channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
-    return this.publishResolved(channel, this.host.resolve(channel), event, data, options, undefined)
+    return this.publishResolved(channel, this.host.subscriptions.resolve(channel), event, data, options, undefined)
   }
 
   async broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
@@ -278,14 +276,14 @@ export class Publisher {
     const channels = o.to === 'all' ? [] : (o.to.channels ?? [])
     const resolved = channels.map((c) => {
       if (!channelNameSchema.safeParse(c).success) throw new RealtimeError('RT_007', `invalid channel name '${c}'`)
-      return this.host.resolve(c)
+      return this.host.subscriptions.resolve(c)
     })
     const ids: string[] = []
     let recipients = 0
     const users = o.to === 'all' ? [] : (o.to.users ?? [])
     const connections = o.to === 'all' ? [] : (o.to.connections ?? [])
     if (o.to === 'all' || users.length > 0 || connections.length > 0) {
-      const id = this.host.nextMessageId()
+      const id = this.host.cluster.messageId()
       const frame: MessageFrame = { type: 'message', event: o.event, data: o.data ?? null, id, timestamp: isoTimestamp(this.host.clock.now()), sender: o.sender, priority: o.priority }
       const out = this.host.fanout.encode(this.host.codec, frame)
       const limit = this.host.options.limits.maxMessageSize
