@@ -240,11 +240,9 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
       expect(alice.messages(ch)).toEqual([])
     }, timeout)
 
-    // Fails at a50c546, over every port: a node sends a subscriber an offset that overtook one
-    // still on its way from another node with `prev` = the last offset it sent (claiming the
-    // skipped offset was not for that subscriber), then the late one with `prev` above its own
-    // offset, which the receiver drops as a duplicate; the cumulative ack covers it, so it is never
-    // redelivered (hub/delivery/acks.ts, sendTracked).
+    // Pins the per-node order of at-least-once channels (Channel.sequence in hub/delivery/recovery.ts):
+    // an offset that overtakes one still on its way from another node waits for it (or for the
+    // store, after the gap wait), so `prev` never names a range this node has not seen go by.
     it('messages published at once on two hubs to one at-least-once channel reach every subscriber’s application in one order, offset order, with no gap', async () => {
       const { hubs, settle, advance, user, channel } = await cluster()
       const [a, b, c] = hubs
