@@ -1,12 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { type Broker, type ClusterMessage, type HubEvents, type HubOptions, type MessageFrame, createMemoryStore, createReceiver } from '@tidings/core'
 import { createManualClock, createMemoryBus, createTestHub, type MemoryClient, type TestHub } from '@tidings/core/testing'
-import { GAP_WAIT_MS } from '../src/hub/delivery/recovery.js'
 
 /*
  * The order of an at-least-once channel on a node that receives publishes from several nodes:
  * a frame's `prev` never names an offset range the node has not seen go by. A message beyond a
- * gap waits for the gap to fill (the late message arrives over the bus) or, after GAP_WAIT_MS,
+ * gap waits for the gap to fill (the late message arrives over the bus) or, after delivery.gapWaitMs,
  * for the gap to be read from the shared store.
  */
 
@@ -53,7 +52,9 @@ const CHANNELS: HubOptions['channels'] = {
 }
 
 // Redelivery far away: whatever reaches an application here got there without it.
-const DELIVERY = { ackTimeoutMs: 60_000, maxBackoffMs: 60_000 }
+/** delivery.gapWaitMs of the hubs here (not the default 250, so the option is what decides). */
+const GAP_WAIT_MS = 400
+const DELIVERY = { gapWaitMs: GAP_WAIT_MS, ackTimeoutMs: 60_000, maxBackoffMs: 60_000 }
 
 describe('at-least-once order across nodes', () => {
   let open: TestHub[] = []

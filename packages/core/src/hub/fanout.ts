@@ -9,6 +9,7 @@ import type { Recovery, SequencedFanOut } from './delivery/recovery.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import { admits, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
+import type { Admission } from './admission.js'
 
 /** What fan-out needs from the hub: its registries (read only), the delivery concepts and the way to close a connection. */
 export interface FanOutHost {
@@ -20,7 +21,8 @@ export interface FanOutHost {
   readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
   readonly acks: Acks
   readonly recovery: Recovery
-  closeConnection(conn: Connection, code: number, reason: string): void
+  /** Closes slow consumers (4009). */
+  readonly admission: Pick<Admission, 'closeConnection'>
 }
 
 /**
@@ -89,7 +91,7 @@ export class FanOut implements SequencedFanOut {
       this.backlog.delete(conn)
       return
     }
-    this.host.closeConnection(conn, CloseCode.SlowConsumer, reason)
+    this.host.admission.closeConnection(conn, CloseCode.SlowConsumer, reason)
   }
 
   /**

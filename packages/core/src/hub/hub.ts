@@ -154,20 +154,20 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       get closing() {
         return hub.closing
       },
-      encode: (codec, frame) => this.fanout.encode(codec, frame),
-      write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
-      sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
-      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
-      emit: signals.emit,
-      report: signals.report,
+      get fanout() {
+        return hub.fanout
+      },
+      admission: this.admission,
+      signals,
     })
     this.recovery = new Recovery({
       clock: this.clock,
       options: this.options,
       acks: this.acks,
-      encode: (codec, frame) => this.fanout.encode(codec, frame),
-      write: (conn, out, priority, volatile) => this.fanout.write(conn, out, priority, volatile),
-      sendFrame: (conn, frame) => this.fanout.sendFrame(conn, frame),
+      get fanout() {
+        return hub.fanout
+      },
+      signals,
     })
     this.rooms = new RoomRegistry({
       now: () => this.clock.now(),
@@ -190,7 +190,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       ...registries,
       acks: this.acks,
       recovery: this.recovery,
-      closeConnection: (conn, code, reason) => this.admission.closeConnection(conn, code, reason),
+      admission: this.admission,
     })
     this.presence = new PresenceService({ options: this.options, patterns: this.patterns, cluster: this.cluster, fanout: this.fanout, signals })
     this.subscriptions = new SubscriptionService({

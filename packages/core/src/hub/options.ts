@@ -85,6 +85,11 @@ export interface DeliveryOptions {
   readonly maxAttempts?: number
   /** After a failed delivery: `'report'` (event and metrics; stop retrying) or also `'disconnect'` (close 4010). Default `'report'`. */
   readonly onFailure?: 'report' | 'disconnect'
+  /**
+   * On a cluster: how long a node holds an at-least-once message that overtook one still on its
+   * way from another node before it reads the missing offsets from the store. Default 250.
+   */
+  readonly gapWaitMs?: number
 }
 
 export interface NotificationOptions {
@@ -230,6 +235,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       maxBackoffMs: o.delivery?.maxBackoffMs ?? 60_000,
       maxAttempts: o.delivery?.maxAttempts ?? 5,
       onFailure: o.delivery?.onFailure ?? 'report',
+      gapWaitMs: nonNegativeMs(o.delivery?.gapWaitMs, 250, 'delivery.gapWaitMs'),
     },
     notifications: {
       batchThreshold: o.notifications?.batchThreshold ?? 5,

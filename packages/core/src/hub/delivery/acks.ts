@@ -8,6 +8,9 @@ import type { Metrics } from '../metrics.js'
 import type { ResolvedHubOptions } from '../options.js'
 import { frameFor, REPLAY_PAGE } from '../routing.js'
 import type { Receipts } from './receipts.js'
+import type { Admission } from '../admission.js'
+import type { Signals } from '../events.js'
+import type { FanOut } from '../fanout.js'
 
 /** A connection that received a message the publisher waited on. */
 export interface AckRecipient {
@@ -29,12 +32,11 @@ export interface AcksHost {
   readonly receipts: Receipts
   /** The hub is closing: no new sweep. */
   readonly closing: boolean
-  encode(codec: Codec, frame: ServerFrame): Outbound
-  write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery
-  sendFrame(conn: Connection, frame: ServerFrame): void
-  closeConnection(conn: Connection, code: number, reason: string): void
-  emit<K extends keyof HubEvents>(event: K, ...args: Parameters<HubEvents[K]>): unknown
-  report(error: unknown, stage: string): void
+  /** Writes tracked frames, redeliveries and notices to connections. */
+  readonly fanout: Pick<FanOut, 'encode' | 'write' | 'sendFrame'>
+  /** Closes a connection whose messages could not be delivered (`onFailure: 'disconnect'`). */
+  readonly admission: Pick<Admission, 'closeConnection'>
+  readonly signals: Signals
 }
 
 /**
@@ -83,10 +85,10 @@ export class Acks {
     const out =
       contiguous && shared !== null && conn.sharedCodec
         ? shared
-        : this.host.encode(conn.codec, contiguous ? { ...frame, ack: true } : { ...frame, prev: sub.lastSent, ack: true })
+        : this.host.fanout.encode(conn.codec, contiguous ? { ...frame, ack: true } : { ...frame, prev: sub.lastSent, ack: true })
     if (offset > sub.lastSent) sub.lastSent = offset
     if (!sub.pending) this.markPending(sub)
-    return this.host.write(conn, out, priority, false)
+    return this.host.fanout.write(conn, out, priority, false)
   }
 
   /**
@@ -100,11 +102,6 @@ export class Acks {
     const first = Math.max(from, sub.lastSent + 1)
     sub.lastSent = to
     this.deliveryFailed(sub, first, to, 'dropped by retention')
-  }
-
-  /** An internal failure of a delivery step that shares this host (the gap reads of `Recovery`). */
-  report(error: unknown, stage: string): void {
-    this.host.report(error, stage)
   }
 
   /** Start the ack clock of a subscription that has just been sent something to acknowledge. */
@@ -142,7 +139,7 @@ export class Acks {
       sub.attempts++
       sub.deadline = now + Math.min(d.maxBackoffMs, d.ackTimeoutMs * d.backoffMultiplier ** sub.attempts)
       const r = this.redeliver(sub)
-      if (isPromise(r)) r.catch((err) => this.host.report(err, 'redeliver'))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'redeliver'))
     }
     if (this.pendingAcks.size > 0) this.scheduleSweep()
   }
@@ -151,16 +148,16 @@ export class Acks {
   private deliveryFailed(sub: Subscription, from: number, to: number, reason: string): void {
     const conn = sub.connection
     this.host.stats.deliveryFailed++
-    this.host.emit('delivery:failed', { connectionId: conn.id, userId: conn.userId, channel: sub.channel.name, fromOffset: from, toOffset: to, attempts: sub.attempts, reason })
+    this.host.signals.emit('delivery:failed', { connectionId: conn.id, userId: conn.userId, channel: sub.channel.name, fromOffset: from, toOffset: to, attempts: sub.attempts, reason })
     if (sub.acked < to) sub.acked = to
     if (sub.acked >= sub.lastSent) this.untrack(sub)
     if (this.host.options.delivery.onFailure === 'disconnect') {
-      this.host.closeConnection(conn, CloseCode.DeliveryFailed, `messages ${from}-${to} could not be delivered (${reason})`)
+      this.host.admission.closeConnection(conn, CloseCode.DeliveryFailed, `messages ${from}-${to} could not be delivered (${reason})`)
       return
     }
     // The client would otherwise wait for these forever: tell it where the stream goes on.
     if (sub.channel.epoch !== undefined) {
-      this.host.sendFrame(conn, {
+      this.host.fanout.sendFrame(conn, {
         type: 'subscribed',
         channel: sub.channel.name,
         position: { epoch: sub.channel.epoch, offset: to },
@@ -192,7 +189,7 @@ export class Acks {
           const frame = frameFor(sub, m, true)
           if (!frame) continue
           this.host.stats.redelivered++
-          this.host.write(conn, this.host.encode(conn.codec, m.offset === prev + 1 ? frame : { ...frame, prev }), PRIORITY.normal, false)
+          this.host.fanout.write(conn, this.host.fanout.encode(conn.codec, m.offset === prev + 1 ? frame : { ...frame, prev }), PRIORITY.normal, false)
           prev = m.offset
         }
         if (last < until && last > after) return readFrom(last, prev)

@@ -8,15 +8,17 @@ import { type Connection, type Delivery, PRIORITY, type PriorityClass, type Subs
 import type { ResolvedHubOptions } from '../options.js'
 import { frameFor, REPLAY_PAGE } from '../routing.js'
 import type { Acks } from './acks.js'
+import type { Signals } from '../events.js'
+import type { FanOut } from '../fanout.js'
 
 /** What recovery needs from the hub. */
 export interface RecoveryHost {
   readonly clock: Clock
-  readonly options: Pick<ResolvedHubOptions, 'store'>
+  readonly options: Pick<ResolvedHubOptions, 'store' | 'delivery'>
   readonly acks: Acks
-  encode(codec: Codec, frame: ServerFrame): Outbound
-  write(conn: Connection, out: Outbound, priority: PriorityClass, volatile: boolean): Delivery
-  sendFrame(conn: Connection, frame: ServerFrame): void
+  /** Writes replays and notices to connections. */
+  readonly fanout: Pick<FanOut, 'encode' | 'write' | 'sendFrame'>
+  readonly signals: Signals
 }
 
 /** Where the sequencer of an at-least-once channel sends what may go out now (the fan-out, which attaches itself). */
@@ -33,7 +35,6 @@ export interface SequencedFanOut {
  * exists with several nodes (a publish on another node still on the bus, or lost there); while
  * it waits, the messages after it wait here rather than in every receiver.
  */
-export const GAP_WAIT_MS = 250
 
 /**
  * Positions, epochs and replays: where a subscription starts, what it missed since a position
@@ -44,7 +45,7 @@ export const GAP_WAIT_MS = 250
  * fanned out in offset order, each once, so that the `prev` of a frame (the previous offset sent
  * to that subscriber) never names a range this node has not seen go by. A live message beyond a
  * gap is held until the gap fills (the late message arrives from another node) or, after
- * `GAP_WAIT_MS`, the gap is read from the store and fanned out from there.
+ * `delivery.gapWaitMs`, the gap is read from the store and fanned out from there.
  */
 export class Recovery {
   private fanOut: SequencedFanOut | undefined
@@ -79,7 +80,7 @@ export class Recovery {
       sub.lastSent = sub.acked = offset
       sub.attempts = 0
       this.host.acks.untrack(sub)
-      this.host.sendFrame(sub.connection, {
+      this.host.fanout.sendFrame(sub.connection, {
         type: 'subscribed',
         channel: channel.name,
         position: { epoch, offset },
@@ -157,7 +158,7 @@ export class Recovery {
     channel.gapTimer = this.host.clock.setTimeout(() => {
       channel.gapTimer = undefined
       this.fillGap(channel)
-    }, GAP_WAIT_MS)
+    }, this.host.options.delivery.gapWaitMs)
   }
 
   private unwatch(channel: Channel): void {
@@ -182,7 +183,7 @@ export class Recovery {
     channel.filling = true
     const failed = (err: unknown) => {
       channel.filling = false
-      this.host.acks.report(err, 'gap.fill')
+      this.host.signals.report(err, 'gap.fill')
       // Tried again after another wait.
       this.advance(channel)
     }
@@ -263,7 +264,7 @@ export class Recovery {
       // Offset-less messages (recipient-filtered publishes) are never in a replay: always send them.
       if (frame.offset !== undefined && frame.offset <= after) continue
       if (sub.tracked && frame.offset !== undefined) this.host.acks.sendTracked(sub, frame, out, PRIORITY.normal)
-      else this.host.write(sub.connection, out, PRIORITY.normal, false)
+      else this.host.fanout.write(sub.connection, out, PRIORITY.normal, false)
     }
   }
 
@@ -315,11 +316,11 @@ export class Recovery {
     const replaying = recovered || (partial && !epochChanged)
     const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
     sub.lastSent = sub.acked = position?.offset ?? 0
-    this.host.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
+    this.host.fanout.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
     if (replaying) {
       for (const frame of replay) {
         if (sub.tracked) this.host.acks.sendTracked(sub, frame, null, PRIORITY.normal)
-        else this.host.write(conn, this.host.encode(conn.codec, frame), PRIORITY.normal, false)
+        else this.host.fanout.write(conn, this.host.fanout.encode(conn.codec, frame), PRIORITY.normal, false)
         sub.lastSent = Math.max(sub.lastSent, frame.offset ?? 0)
       }
       // Offsets replayed past but not for this subscriber still count as passed.
