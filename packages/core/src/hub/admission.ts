@@ -115,7 +115,7 @@ export class Admission implements HubConnections {
 
     const id = `${this.host.nodeId}.${(++this.seq).toString(36)}`
     const now = this.host.clock.now()
-    if (userId !== undefined && this.host.options.clustered) {
+    if (userId !== undefined && this.host.options.clustered && Number.isFinite(max)) {
       // Across nodes: take a place first, then count, so two nodes admitting at once can both
       // refuse but never both exceed the limit.
       const store = this.host.options.presenceStore

@@ -24,7 +24,7 @@ export interface HubLimits {
   readonly presenceUpdatesPerSecond?: number
   /** Subscriptions per connection: a number, or a function of the connection (tiers). Default 100. */
   readonly maxSubscriptions?: number | ((identity: Identity, info: ConnectionInfo) => number)
-  /** Connections per user id. Default 10 (`RT_001`, close 4008). */
+  /** Connections per user id, across nodes on a cluster. Default 10 (`RT_001`, close 4008). `Infinity`: no limit (and, on a cluster, no count kept in the presence store). */
   readonly maxConnectionsPerUser?: number
   /** Session buffered bytes above which frames wait in the hub's per-connection queue. Default 1 MiB. */
   readonly highWaterMark?: number

@@ -106,7 +106,8 @@ export class SubscriptionService {
     if (!channel) {
       this.host.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
       // Ask the broker for the channel's dispatches now; the subscription awaits it before reading its position.
-      void Promise.resolve(this.host.cluster.want(name)).catch(() => undefined)
+      const wanted = this.host.cluster.want(name)
+      if (wanted) wanted.catch(() => undefined)
     }
     const history = retentionOf(options, this.host.options.history)
     const sub: Subscription = {
@@ -187,8 +188,11 @@ export class SubscriptionService {
     const history = retentionOf(options, this.host.options.history)
     // Interest first: once the broker brings the channel's dispatches, the position read below
     // cannot miss a message published on another node in between.
-    await this.host.cluster.want(name)
-    if (conn.ended || conn.subscriptions.get(name) !== sub) return
+    const wanted = this.host.cluster.want(name)
+    if (wanted) {
+      await wanted
+      if (conn.ended || conn.subscriptions.get(name) !== sub) return
+    }
     if (options.presence && conn.userId !== undefined) await this.host.presence.join(conn, channel, frame.state, frame.presence)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     const extras = await this.subscribedExtras(channel)
