@@ -34,9 +34,17 @@ function ensureInstalled() {
   if (code !== 0) process.exit(code)
 }
 
-/** System packages the tests use (Debian): Chromium for the browser tests. Installed when missing. */
+/**
+ * System packages the tests use (Debian): Chromium for the browser tests, redis-server (and
+ * redis-cli) for the Redis adapter's tests against a real Redis and a local Redis Cluster.
+ * Installed when missing.
+ */
 function ensureSystemPackages() {
-  const wanted = [['chromium', '/usr/bin/chromium']].filter(([, bin]) => !existsSync(bin))
+  const wanted = [
+    ['chromium', '/usr/bin/chromium'],
+    ['redis-server', '/usr/bin/redis-server'],
+    ['redis-tools', '/usr/bin/redis-cli'],
+  ].filter(([, bin]) => !existsSync(bin))
   if (wanted.length === 0) return
   const names = wanted.map(([name]) => name)
   const root = process.getuid?.() === 0
