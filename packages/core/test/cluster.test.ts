@@ -1,4 +1,4 @@
-import { createManualClock, createMemoryBus, createMemoryPresenceStore, createMemoryStore } from '@tidings/core'
+import { type Broker, type ClusterMessage, createManualClock, createMemoryBus, createMemoryPresenceStore, createMemoryStore } from '@tidings/core'
 import { type TestHub, createTestHub } from '@tidings/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 
@@ -61,5 +61,73 @@ describe('cluster-wide questions and state (memory ports)', () => {
     expect((await t.hub.connections.list()).map((x) => x.userId)).toEqual(['alice'])
     expect(await t.hub.connections.disconnectUser('alice')).toBe(1)
     expect(t.clock.pending()).toBe(pending)
+  })
+
+  describe('live gap detection', () => {
+    /** A broker end that loses the channel dispatches it is given while `lossy` is on (a missed pub/sub message). */
+    const lossy = (inner: Broker) => {
+      const state = { lossy: false, lost: 0 }
+      const broker: Broker = {
+        ...inner,
+        start: (nodeId, deliver) =>
+          inner.start(nodeId, (m: ClusterMessage) => {
+            if (state.lossy && m.kind === 'dispatch' && m.target.kind === 'channel') {
+              state.lost++
+              return
+            }
+            deliver(m)
+          }),
+      }
+      return { broker, state }
+    }
+
+    it('a message the bus lost, with nothing published after it, reaches a live at-least-once subscriber from the store within a heartbeat and the gap wait', async () => {
+      const clock = createManualClock(0)
+      const bus = createMemoryBus()
+      const store = createMemoryStore()
+      const presenceStore = createMemoryPresenceStore()
+      const channels = { 'acked:*': { delivery: 'at-least-once' as const } }
+      const options = { clock, store, presenceStore, channels, nodes: { heartbeatMs: 1_000 }, delivery: { gapWaitMs: 200 } }
+      const end = lossy(bus.broker())
+      const a = createTestHub({ ...options, nodeId: 'a', broker: bus.broker() })
+      const b = createTestHub({ ...options, nodeId: 'b', broker: end.broker })
+      open.push(a, b)
+      const bob = await b.connect({ userId: 'bob' })
+      await bob.subscribe('acked:x')
+      await a.hub.publish('acked:x', 'm', { n: 1 })
+      await b.settle()
+      expect(bob.messages('acked:x').map((m) => m.data)).toEqual([{ n: 1 }])
+      end.state.lossy = true
+      await a.hub.publish('acked:x', 'm', { n: 2 })
+      await a.settle()
+      await b.settle()
+      expect(end.state.lost).toBe(1)
+      expect(bob.messages('acked:x')).toHaveLength(1)
+      // the next heartbeat compares the stream with what b has seen; the gap is read after the wait
+      await b.advance(1_000)
+      await b.advance(200)
+      expect(bob.messages('acked:x').map((m) => [m.offset, m.data])).toEqual([
+        [1, { n: 1 }],
+        [2, { n: 2 }],
+      ])
+    })
+
+    it('a store that lost its history while nothing was published is told to live subscribers as a new epoch at the next heartbeat', async () => {
+      const clock = createManualClock(0)
+      const bus = createMemoryBus()
+      const store = createMemoryStore()
+      const options = { clock, store, presenceStore: createMemoryPresenceStore(), channels: { 'acked:*': { delivery: 'at-least-once' as const } }, nodes: { heartbeatMs: 1_000 } }
+      const a = createTestHub({ ...options, nodeId: 'a', broker: bus.broker() })
+      open.push(a)
+      const bob = await a.connect({ userId: 'bob' })
+      await bob.subscribe('acked:y')
+      await a.hub.publish('acked:y', 'm', { n: 1 })
+      await a.settle()
+      store.reset()
+      await a.advance(1_000)
+      const notices = bob.received('subscribed').filter((f) => f.recovered === false)
+      expect(notices).toHaveLength(1)
+      expect(notices[0]!.reason).toMatch(/epoch changed/)
+    })
   })
 })

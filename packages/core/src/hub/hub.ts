@@ -256,6 +256,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.cluster.nodeGone(node)
         this.presence.nodeGone(changes)
       },
+      beat: () => this.recovery.checkLive(this.live.values()),
       signals,
     })
     if (this.options.nodes.heartbeatMs > 0) this.nodes.start()

@@ -12,6 +12,8 @@ export interface NodeWatchHost {
   readonly nodeTtlMs: number
   /** A dead node's presence entries were removed (this node won the removal): announce each change once. */
   nodeGone(nodeId: string, changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void
+  /** Every beat: compare live channels with their streams (what the bus may have missed). */
+  beat(): void
   readonly signals: Signals
 }
 
@@ -48,6 +50,11 @@ export class NodeWatch {
       if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'nodes.heartbeat'))
     } catch (err) {
       this.host.signals.report(err, 'nodes.heartbeat')
+    }
+    try {
+      this.host.beat()
+    } catch (err) {
+      this.host.signals.report(err, 'nodes.beat')
     }
     this.timer = clock.setTimeout(() => this.beat(), this.host.heartbeatMs)
   }

@@ -255,6 +255,35 @@ export class Recovery {
     }
   }
 
+  /**
+   * Live gap detection: a node that missed messages on the bus (a broker reconnect, an overload)
+   * notices on its live subscriptions, not only when a client reconnects. Each channel's stream
+   * position is compared with what this node has seen: a new epoch is told to its subscribers
+   * (`recovered: false`), and on at-least-once channels newer offsets are a gap, read from the
+   * store after `delivery.gapWaitMs` like any other. The hub calls it on every node heartbeat.
+   */
+  checkLive(channels: Iterable<Channel>): void {
+    for (const channel of channels) {
+      if (channel.subscribers.size === 0 || channel.epoch === undefined) continue
+      if (!channel.sequenced && !channel.options.offline) continue
+      const epoch = channel.epoch
+      try {
+        const r = andThen(this.host.options.store.position(channel.name), (p) => this.compare(channel, epoch, p.epoch, p.offset))
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'gap.check'))
+      } catch (err) {
+        this.host.signals.report(err, 'gap.check')
+      }
+    }
+  }
+
+  private compare(channel: Channel, epoch: string, storeEpoch: string, top: number): void {
+    if (channel.subscribers.size === 0 || channel.epoch !== epoch) return
+    if (storeEpoch !== epoch) return this.learnEpoch(channel, storeEpoch, top, undefined, false)
+    if (!channel.sequenced || channel.sequence < 0 || top <= channel.known) return
+    channel.known = top
+    this.advance(channel)
+  }
+
   /** Send the live messages that waited during subscribe (those after `after`), then deliver live. */
   goLive(sub: Subscription, after: number): void {
     const waiting = sub.replay ?? []
