@@ -110,6 +110,12 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
     if (await admin(req, res, rest, url.searchParams)) return true
     // The answers below read no body: drain one first, so the answer is not lost to a reset.
     if (hasBody(req)) await drainBody(req)
+    if (rest === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+      // For load balancers: no key, nothing private; 503 when this node should not get traffic.
+      const health = hub.health()
+      sendJson(res, health.ok ? 200 : 503, health)
+      return true
+    }
     if (rest === '/openapi.json' && req.method === 'GET') {
       sendJson(res, 200, openApiDocument(prefix))
       return true

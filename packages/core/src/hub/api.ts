@@ -164,6 +164,18 @@ export interface HubPreferences {
   get(userId: string): UserPreferences | undefined
 }
 
+/** What a load balancer's health check needs to know of this node. */
+export interface HubHealth {
+  /** Serving: not closing, and the broker is up or has been down for less than `nodes.unhealthyAfterMs`. */
+  readonly ok: boolean
+  readonly nodeId: string
+  readonly closing: boolean
+  /** Connections on this node. */
+  readonly connections: number
+  /** The broker's view of its bus (`unknown` when the broker does not say); `downForMs` while down. */
+  readonly broker: { readonly state: 'up' | 'down' | 'unknown'; readonly since?: number; readonly downForMs?: number }
+}
+
 export interface Hub extends EventEmitter<HubEvents> {
   readonly nodeId: string
   /** The limits in force (transports size their buffers and bodies from them). */
@@ -193,6 +205,8 @@ export interface Hub extends EventEmitter<HubEvents> {
   /** Add a content-based route; returns a function that removes it. */
   route(route: Route): () => void
   metrics(): MetricsSnapshot
+  /** This node's health, for a load balancer's check (`GET /realtime/health` in `@tidings/http`). */
+  health(): HubHealth
   /**
    * Report an error that happened outside the app's call stack (a transport's socket, a timer):
    * it goes to `onError`, the logger and the `error` event, like the hub's own. Adapters use it

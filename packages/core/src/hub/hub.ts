@@ -4,7 +4,7 @@ import type { ClusterQuery } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
 import { type MaybePromise, isoTimestamp } from '../util.js'
-import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, PublishOptions, PublishResult, Route } from './api.js'
+import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, HubHealth, PublishOptions, PublishResult, Route } from './api.js'
 import { Channel } from './channel.js'
 import { ChannelPatterns } from './channels.js'
 import { Connection } from './connection.js'
@@ -448,6 +448,18 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       connectionsClosed: s.connectionsClosed,
       errors: { ...s.errors },
     }
+  }
+
+  health(): HubHealth {
+    let broker: HubHealth['broker'] = { state: 'unknown' }
+    try {
+      const h = this.options.broker.health?.()
+      if (h) broker = h.state === 'down' ? { state: 'down', since: h.since, downForMs: Math.max(0, this.clock.now() - h.since) } : { state: 'up', since: h.since }
+    } catch (err) {
+      this.report(err, 'broker.health')
+    }
+    const brokerOk = broker.state !== 'down' || (broker.downForMs ?? 0) < this.options.nodes.unhealthyAfterMs
+    return { ok: !this.closing && brokerOk, nodeId: this.nodeId, closing: this.closing, connections: this.byId.size, broker }
   }
 
   /** @internal Frames still being handled (connections whose in-order chain waits): the test kit's `settle()` waits for them. */

@@ -146,7 +146,13 @@ export interface HubOptions {
    * each live node's answer up to `requestTimeoutMs` (default 2 s). With a broker, the per-user
    * connection limit and room capacity are counted across nodes in the presence store.
    */
-  readonly nodes?: { readonly heartbeatMs?: number; readonly nodeTtlMs?: number; readonly requestTimeoutMs?: number }
+  readonly nodes?: {
+    readonly heartbeatMs?: number
+    readonly nodeTtlMs?: number
+    readonly requestTimeoutMs?: number
+    /** `hub.health()` is not ok once the broker has been down this long (ms). Default 10 000. */
+    readonly unhealthyAfterMs?: number
+  }
   /** Credentials that expire on open connections (`Identity.expiresAt`). */
   readonly credentials?: CredentialOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
@@ -171,7 +177,7 @@ export interface ResolvedHubOptions {
   }
   readonly credentials: Required<CredentialOptions>
   /** Heartbeat interval (0: no heartbeats), how long a silent node is kept, how long a cluster-wide question waits. */
-  readonly nodes: { readonly heartbeatMs: number; readonly nodeTtlMs: number; readonly requestTimeoutMs: number }
+  readonly nodes: { readonly heartbeatMs: number; readonly nodeTtlMs: number; readonly requestTimeoutMs: number; readonly unhealthyAfterMs: number }
   /** A broker was given: this hub is one node of several, and shared state lives in the stores. */
   readonly clustered: boolean
   readonly presence: Required<Omit<PresenceOptions, 'states'>> & { states: readonly string[] | undefined }
@@ -214,6 +220,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       heartbeatMs: o.nodes?.heartbeatMs ?? (o.broker !== undefined ? 5_000 : 0),
       nodeTtlMs: positiveInt(o.nodes?.nodeTtlMs, 20_000, 'nodes.nodeTtlMs'),
       requestTimeoutMs: positiveInt(o.nodes?.requestTimeoutMs, 2_000, 'nodes.requestTimeoutMs'),
+      unhealthyAfterMs: nonNegativeMs(o.nodes?.unhealthyAfterMs, 10_000, 'nodes.unhealthyAfterMs'),
     },
     clustered: o.broker !== undefined,
     credentials: {

@@ -112,4 +112,17 @@ export interface Broker {
   unsubscribe(channel: string): MaybePromise<void>
   /** Stop delivering to this node and release connections. Idempotent; harmless before `start`. */
   close(): MaybePromise<void>
+  /**
+   * Whether the broker reaches its bus now, and since when (ms, the same time base as the hub's
+   * clock: `Date.now()` for the system clock). Optional: a broker without it counts as up. The
+   * hub's `health()` reports it, unhealthy once it has been down past `nodes.unhealthyAfterMs`.
+   */
+  health?(): BrokerHealth
+}
+
+/** A broker's view of its bus. */
+export interface BrokerHealth {
+  readonly state: 'up' | 'down'
+  /** When it entered this state. */
+  readonly since: number
 }
