@@ -2,3 +2,4 @@
 export type { RedisClient } from './client.js'
 export { createRedisStore, type RedisMessageStore, type RedisStoreOptions, type RedisStoreStats } from './store.js'
 export { createRedisPresenceStore, type RedisPresenceStoreOptions } from './presence.js'
+export { createRedisPresenceStore, type RedisPresenceStoreOptions } from './presence.js'
