@@ -5,7 +5,8 @@
  *
  * Keys of a channel (`P` the prefix, `T` the channel's tag):
  * - `P{T}:m` meta hash: `epoch`, `top` (newest offset), `first` (oldest retained offset, top + 1
- *   when none), `bytes` (sizes of the retained messages as measured at append), and the retention
+ *   when none), `bytes` (sizes of the retained messages as measured at append), `ot` (timestamp of
+ *   the message at `first`, so an append that drops nothing reads no entry), and the retention
  *   of the last append (`mc` max count, `ma` max age ms, `mb` max bytes, '' for none), which
  *   reads apply by age.
  * - `P{T}:s` stream: one entry per retained message, id `<offset>-0`, fields `m` (the message as
@@ -30,15 +31,21 @@ local function identity(key, candidate)
   return id
 end
 
--- Drops the oldest retained messages past the retention; returns the new first offset and bytes.
-local function trim(stream, first, top, bytes, now, maxCount, maxAge, maxBytes)
+-- Drops the oldest retained messages past the retention. oldestT is the timestamp of the message at
+-- first ('' when none is retained or it is unknown): while nothing is over the count or the bytes
+-- and that message has not expired, nothing is read. Returns the new first, bytes and oldestT.
+local function trim(stream, first, top, bytes, oldestT, now, maxCount, maxAge, maxBytes)
   local kept = top - first + 1
-  if kept <= 0 then return first, bytes end
+  if kept <= 0 then return first, bytes, '' end
   local countDrop = kept - maxCount
   if countDrop < 0 then countDrop = 0 end
   local oldest = now - maxAge
+  if countDrop == 0 and not (maxBytes and bytes > maxBytes) and oldestT ~= '' and tonumber(oldestT) >= oldest then
+    return first, bytes, oldestT
+  end
   local drop = 0
   local b = bytes
+  local keptT = ''
   local done = false
   while not done and drop < kept do
     local want = countDrop - drop + 1
@@ -54,6 +61,7 @@ local function trim(stream, first, top, bytes, now, maxCount, maxAge, maxBytes)
         drop = drop + 1
         b = b - z
       else
+        keptT = f[4]
         done = true
         break
       end
@@ -63,7 +71,7 @@ local function trim(stream, first, top, bytes, now, maxCount, maxAge, maxBytes)
     first = first + drop
     redis.call('XTRIM', stream, 'MINID', tostring(first))
   end
-  return first, b
+  return first, b, keptT
 end
 `
 
@@ -76,8 +84,8 @@ end
  */
 export const APPEND = `${COMMON}
 local now = tonumber(ARGV[3])
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'first', 'bytes')
-local epoch, top, first, bytes
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'first', 'bytes', 'ot')
+local epoch, top, first, bytes, oldestT
 if not m[1] then
   epoch = identity(KEYS[3], ARGV[2]) .. '.' .. ARGV[1]
   if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[5]) == 1 then
@@ -88,11 +96,13 @@ if not m[1] then
   top = 0
   first = 1
   bytes = 0
+  oldestT = ''
 else
   epoch = m[1]
   top = tonumber(m[2])
   first = tonumber(m[3])
   bytes = tonumber(m[4])
+  oldestT = m[5] or ''
 end
 if ARGV[10] == '1' then
   local v = redis.call('GET', KEYS[4])
@@ -113,8 +123,9 @@ local size = tonumber(ARGV[7])
 redis.call('XADD', KEYS[2], tostring(offset) .. '-0', 'm', ARGV[8], 't', ARGV[9], 'z', ARGV[7])
 local maxBytes = nil
 if ARGV[6] ~= '' then maxBytes = tonumber(ARGV[6]) end
-first, bytes = trim(KEYS[2], first, offset, bytes + size, now, tonumber(ARGV[4]), tonumber(ARGV[5]), maxBytes)
-redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', tostring(offset), 'first', tostring(first), 'bytes', tostring(bytes), 'mc', ARGV[4], 'ma', ARGV[5], 'mb', ARGV[6])
+if first == offset then oldestT = ARGV[9] end
+first, bytes, oldestT = trim(KEYS[2], first, offset, bytes + size, oldestT, now, tonumber(ARGV[4]), tonumber(ARGV[5]), maxBytes)
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', tostring(offset), 'first', tostring(first), 'bytes', tostring(bytes), 'ot', oldestT, 'mc', ARGV[4], 'ma', ARGV[5], 'mb', ARGV[6])
 if ARGV[10] == '1' then
   redis.call('SET', KEYS[4], epoch .. '|' .. tostring(offset) .. '|' .. ARGV[3] .. '|' .. ARGV[12], 'PX', ARGV[11])
 end
@@ -126,7 +137,7 @@ return { 0, epoch, offset }
  * Returns { epoch, top, complete (0/1), entries }. Drops what expired by `now` (it never creates).
  */
 export const READ = `${COMMON}
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'first', 'bytes', 'mc', 'ma', 'mb')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'first', 'bytes', 'mc', 'ma', 'mb', 'ot')
 if not m[1] then
   return { identity(KEYS[3], ARGV[5]) .. '.' .. ARGV[4], 0, 1, {} }
 end
@@ -136,9 +147,9 @@ local first = tonumber(m[3])
 local bytes = tonumber(m[4])
 local maxBytes = nil
 if m[7] and m[7] ~= '' then maxBytes = tonumber(m[7]) end
-local newFirst, newBytes = trim(KEYS[2], first, top, bytes, tonumber(ARGV[3]), tonumber(m[5]), tonumber(m[6]), maxBytes)
+local newFirst, newBytes, newT = trim(KEYS[2], first, top, bytes, m[8] or '', tonumber(ARGV[3]), tonumber(m[5]), tonumber(m[6]), maxBytes)
 if newFirst ~= first then
-  redis.call('HSET', KEYS[1], 'first', tostring(newFirst), 'bytes', tostring(newBytes))
+  redis.call('HSET', KEYS[1], 'first', tostring(newFirst), 'bytes', tostring(newBytes), 'ot', newT)
   first = newFirst
 end
 local after = tonumber(ARGV[1])
