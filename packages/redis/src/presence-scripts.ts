@@ -103,7 +103,7 @@ return redis.error_reply('unknown presence operation ' .. tostring(op))
  *   track time ref…    add refs to the index; activity moves forward to time
  *   untrack ref…       remove refs; a node whose index empties leaves the activity set
  *   touch time         activity moves forward, only for a node that holds entries
- *   beat time          the heartbeat moves forward (never back)
+ *   beat time          the heartbeat moves forward (never back); answers 1 when the node had one, else 0
  */
 export const NODE_SCRIPT = `
 local HB, ACT, IDX = KEYS[1], KEYS[2], KEYS[3]
@@ -111,6 +111,8 @@ local op, node = ARGV[1], ARGV[2]
 local function forward(key, time)
   local s = redis.call('ZSCORE', key, node)
   if (not s) or tonumber(s) < tonumber(time) then redis.call('ZADD', key, time, node) end
+  if s then return 1 end
+  return 0
 end
 if op == 'track' then
   for i = 4, #ARGV do redis.call('SADD', IDX, ARGV[i]) end
@@ -121,7 +123,7 @@ elseif op == 'untrack' then
 elseif op == 'touch' then
   if redis.call('EXISTS', IDX) == 1 then forward(ACT, ARGV[3]) end
 elseif op == 'beat' then
-  forward(HB, ARGV[3])
+  return forward(HB, ARGV[3])
 else
   return redis.error_reply('unknown node operation ' .. tostring(op))
 end

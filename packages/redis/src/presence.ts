@@ -15,6 +15,13 @@ export interface RedisPresenceStoreOptions {
   readonly maxLastSeen?: number | undefined
   /** Entries of a dead node removed per round trip by `removeNode`. Default 256. */
   readonly removeBatch?: number | undefined
+  /**
+   * Called by `heartbeat` when the node's previous heartbeat (made through this store) is gone
+   * from Redis: Redis lost its data (a restart without persistence, a failover to a replica that
+   * had not caught up) or another node judged this one dead and removed it. Either way the
+   * node's presence entries may be gone, and the node should join them again.
+   */
+  readonly onLost?: ((nodeId: string) => void) | undefined
 }
 
 /** The scripts, as ioredis commands defined on the client (EVALSHA, EVAL after a NOSCRIPT). */
@@ -68,6 +75,9 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
   const nodeOp = (op: string, nodeId: string, ...args: string[]) => redis.tidingsPresenceNode(HB, ACT, nodeIndex(nodeId), op, nodeId, ...args)
   const seen = (pairs: string[]) => (pairs.length === 0 ? undefined : redis.tidingsPresenceSeen(LAST_SEEN, maxLastSeen, ...pairs))
 
+  /** The nodes this store has heartbeated (to notice that their heartbeat vanished). */
+  const beating = new Set<string>()
+
   /** Operations on one entry from this store run in call order (join, update and leave of one connection). */
   const inFlight = new Map<string, Promise<unknown>>()
   const inOrder = <T>(channel: string, connectionId: string, fn: () => Promise<T>): Promise<T> => {
@@ -85,16 +95,13 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
     return run
   }
 
-  const leaveOne = async (channel: string, connectionId: string, now: number, onlyNode: string): Promise<PresenceChange | undefined> => {
+  /** The channel script's leave; `onlyNode` ('' for any) is the node the entry must still be held by. */
+  const removeEntry = async (channel: string, connectionId: string, now: number, onlyNode: string): Promise<{ change: PresenceChange; nodeId: string } | undefined> => {
     const r = (await channelOp(channel, 'leave', connectionId, onlyNode)) as [number, string, string[]] | null
     if (!r) return undefined
     const [edge, nodeId, raw] = r
-    const rows = parseRows(channel, raw)
-    const userId = rows[0]!.userId
-    const member = memberOf(rows)
-    await seen([userId, String(now)])
-    if (onlyNode === '') await nodeOp('untrack', nodeId, ref(channel, connectionId))
-    return edge === 1 ? { edge: true, member: { ...member, connections: 0, lastSeen: now } } : { edge: false, member }
+    const member = memberOf(parseRows(channel, raw))
+    return { nodeId, change: edge === 1 ? { edge: true, member: { ...member, connections: 0, lastSeen: now } } : { edge: false, member } }
   }
 
   return {
@@ -140,7 +147,12 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
     },
 
     leave(channel, connectionId, now) {
-      return inOrder(channel, connectionId, () => leaveOne(channel, connectionId, now, ''))
+      return inOrder(channel, connectionId, async () => {
+        const removed = await removeEntry(channel, connectionId, now, '')
+        if (!removed) return undefined
+        await Promise.all([seen([removed.change.member.id, String(now)]), nodeOp('untrack', removed.nodeId, ref(channel, connectionId))])
+        return removed.change
+      })
     },
 
     async members(channel) {
@@ -174,21 +186,29 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
         if (refs.length === 0) continue
         // Each entry is removed by the channel script only if it is still there and still this
         // node's: of several callers racing, exactly one reports it.
-        const changes = await Promise.all(
+        const removed = await Promise.all(
           refs.map(async (r) => {
             const [channel, connectionId] = JSON.parse(r) as [string, string]
-            const change = await leaveOne(channel, connectionId, now, nodeId)
-            return change && { channel, change }
+            const one = await removeEntry(channel, connectionId, now, nodeId)
+            return one && { channel, change: one.change }
           }),
         )
-        for (const c of changes) if (c) out.push(c)
-        await nodeOp('untrack', nodeId, ...refs)
+        const pairs: string[] = []
+        for (const c of removed) {
+          if (!c) continue
+          out.push(c)
+          pairs.push(c.change.member.id, String(now))
+        }
+        await Promise.all([seen(pairs), nodeOp('untrack', nodeId, ...refs)])
       } while (cursor !== '0')
       return out
     },
 
     async heartbeat(nodeId, now) {
-      await nodeOp('beat', nodeId, String(now))
+      const had = beating.has(nodeId)
+      const found = (await nodeOp('beat', nodeId, String(now))) === 1
+      beating.add(nodeId)
+      if (had && !found) options.onLost?.(nodeId)
     },
 
     async deadNodes(now, ttlMs) {

@@ -174,6 +174,29 @@ describe('keys on Redis', () => {
     for (let i = 0; i < 11; i++) expect(await a.entries(`${n.channel}:${i}`)).toEqual([])
   })
 
+  it('a connection joined again through another node is that node’s: removing the old node leaves it alone', async () => {
+    const store = createRedisPresenceStore({ client: clustered })
+    const n = names()
+    await store.join(entry(n, 'c1', 'alice', 'old'))
+    expect((await store.join(entry(n, 'c1', 'alice', 'new', { updatedAt: T0 + 1 }))).edge).toBe(false)
+    expect(await store.deadNodes(T0 + 1_000_000, 1)).not.toContain(n.node('old')) // holds nothing now
+    expect(await store.removeNode(n.node('old'), T0 + 2)).toEqual([])
+    expect((await store.entries(n.channel)).map((e) => [e.connectionId, e.nodeId])).toEqual([[n.conn('c1'), n.node('new')]])
+    expect(await store.removeNode(n.node('new'), T0 + 3)).toHaveLength(1)
+  })
+
+  it('a stale index reference (a node that crashed between its two writes) never removes another node’s entry', async () => {
+    const prefix = `stale-${Date.now()}:`
+    const store = createRedisPresenceStore({ client: clustered, prefix })
+    const n = names()
+    await store.join(entry(n, 'c1', 'alice', 'new'))
+    // the old node's index still names the connection, as if its untrack never ran
+    await clustered.sadd(`${prefix}presence:{nodes}:node:${n.node('old')}`, JSON.stringify([n.channel, n.conn('c1')]))
+    expect(await store.removeNode(n.node('old'), T0 + 2)).toEqual([])
+    expect((await store.members(n.channel)).map((m) => m.id)).toEqual([n.user('alice')])
+    expect(await clustered.exists(`${prefix}presence:{nodes}:node:${n.node('old')}`)).toBe(0)
+  })
+
   it('join, update and leave of one connection called without awaiting take effect in call order', async () => {
     const store = createRedisPresenceStore({ client: clustered })
     const n = names()
@@ -187,13 +210,33 @@ describe('keys on Redis', () => {
   })
 })
 
+describe('a node judged dead while it was only slow', () => {
+  it('is told by its next heartbeat that its entries were removed (onLost), not left believing it is present', async () => {
+    const lost: string[] = []
+    const slow = createRedisPresenceStore({ client: clustered, onLost: (node) => lost.push(node) })
+    const other = createRedisPresenceStore({ client: clustered })
+    const n = names()
+    await slow.heartbeat(n.node('slow'), T0)
+    await slow.join(entry(n, 'c1', 'alice', 'slow'))
+    expect(await other.deadNodes(T0 + 31_000, 30_000)).toContain(n.node('slow'))
+    expect(await other.removeNode(n.node('slow'), T0 + 31_000)).toHaveLength(1)
+    await slow.heartbeat(n.node('slow'), T0 + 31_500)
+    expect(lost).toEqual([n.node('slow')])
+    await slow.heartbeat(n.node('slow'), T0 + 32_000)
+    expect(lost).toEqual([n.node('slow')]) // once
+  })
+})
+
 describe('a Redis restart', () => {
   it('loses presence (no persistence): members are empty after it, and the store works again (scripts reloaded) once the hub rejoins', async () => {
     const client = new Redis(server.port, '127.0.0.1', { maxRetriesPerRequest: null })
-    const store = createRedisPresenceStore({ client })
+    const lost: string[] = []
+    const store = createRedisPresenceStore({ client, onLost: (node) => lost.push(node) })
     const n = names()
     await store.join(entry(n, 'c1', 'alice', 'n1'))
     await store.heartbeat(n.node('n1'), T0)
+    await store.heartbeat(n.node('n1'), T0 + 1)
+    expect(lost).toEqual([])
     expect(await store.members(n.channel)).toHaveLength(1)
     await server.restart()
     let members: unknown
@@ -207,6 +250,9 @@ describe('a Redis restart', () => {
     }
     expect(members).toEqual([])
     expect(await store.liveNodes(T0 + 1, 30_000)).toEqual([])
+    // the next heartbeat finds its previous one gone: the node is told, so it can join again
+    await store.heartbeat(n.node('n1'), T0 + 2)
+    expect(lost).toEqual([n.node('n1')])
     // a rejoin (what the hub has to do after it) is a fresh join edge, and the node is live again
     expect((await store.join(entry(n, 'c1', 'alice', 'n1'))).edge).toBe(true)
     await store.heartbeat(n.node('n1'), T0 + 2)
