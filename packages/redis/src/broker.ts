@@ -114,6 +114,8 @@ interface Conn {
 }
 
 const SUBSCRIBE_CHUNK = 500
+/** How long close() waits for Redis to confirm that a given subscriber left the broker's topics. */
+const CLOSE_WAIT_MS = 1_000
 const asError = (err: unknown): Error => (err instanceof Error ? err : new Error(String(err)))
 
 export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
@@ -486,7 +488,11 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       }
       // A subscriber the app gave: leave it open, but take back this broker's topics.
       if (topics.length > 0 && s.status === 'ready') {
-        await (sharded ? Promise.all(topics.map((t) => s.sunsubscribe(t))) : s.unsubscribe(...topics)).catch(() => undefined)
+        const gone = (sharded ? Promise.all(topics.map((t) => s.sunsubscribe(t))) : s.unsubscribe(...topics)).catch(() => undefined)
+        // Delivery has stopped already; wait a little for Redis to confirm, never for ever.
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([gone, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))])
+        clearTimeout(timer)
       }
     },
 

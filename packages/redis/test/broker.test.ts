@@ -205,12 +205,14 @@ describe('Redis broker: outages', () => {
       expect(down.since).toBeGreaterThanOrEqual(upSince)
       expect(down.reason).toBeTruthy()
 
-      // publish: never a synchronous throw, a rejection with the cause
+      // publish: never a synchronous throw, a rejection with the cause, at once (not queued until Redis returns)
       let answer: unknown
       expect(() => {
         answer = a.broker.publish(channelDispatch(a.id, 'room:d', 1))
       }).not.toThrow()
+      const asked = Date.now()
       await expect(Promise.resolve(answer)).rejects.toMatchObject({ name: 'RedisBrokerError', reason: 'unavailable' })
+      expect(Date.now() - asked).toBeLessThan(50)
       // fire-and-forget publishes, as the hub makes them, while Redis stays down for a while
       for (let i = 0; i < 20; i++) void Promise.resolve(a.broker.publish(channelDispatch(a.id, 'room:d', 100 + i))).catch(() => undefined)
       await sleep(1_500)
@@ -251,6 +253,44 @@ describe('Redis broker: outages', () => {
     await a.broker.publish(channelDispatch(a.id, 'room:l', 1))
     await until(() => expect(got).toHaveLength(1))
   }, 30_000)
+})
+
+describe('Redis broker: probes (health that does not stay green over a dead subscription)', () => {
+  it('subscriptions lost without a reconnect are noticed by the probe (Redis reports no subscriber) and made again', async () => {
+    const prefix = `probe-gone-${seq}:`
+    const given = standalone()
+    const a = await node(prefix)
+    const b = await node(prefix, standalone(), { subscriber: given, probeIntervalMs: 100 })
+    await b.broker.subscribe('room:p')
+    const before = b.broker.stats().resubscribes
+    // someone else unsubscribes the connection behind the broker's back: no reconnect, no event
+    await given.unsubscribe()
+    await until(() => expect(b.broker.stats().resubscribes).toBeGreaterThan(before), 5_000)
+    expect(b.errors.some((e) => (e as RedisBrokerError).reason === 'probe')).toBe(true)
+    await until(() => expect(b.broker.health().state).toBe('up'))
+    await a.broker.publish(channelDispatch(a.id, 'room:p', 1))
+    await until(() => expect(numbers(b, 'room:p')).toEqual([1]))
+  }, 20_000)
+
+  it('a wedged subscriber connection (open, but nothing arrives) turns health down and is reconnected', async () => {
+    const prefix = `probe-wedged-${seq}:`
+    const given = standalone()
+    const a = await node(prefix)
+    const b = await node(prefix, standalone(), { subscriber: given, probeIntervalMs: 100 })
+    await b.broker.subscribe('room:w')
+    await until(() => expect(b.broker.health().state).toBe('up'))
+    // this process stops reading the subscriber's socket: Redis still sends, nothing arrives
+    given.stream.pause()
+    const seen: string[] = []
+    await until(() => {
+      seen.push(b.broker.health().state)
+      expect(seen).toContain('down')
+    }, 5_000)
+    expect(b.errors.some((e) => (e as RedisBrokerError).reason === 'probe')).toBe(true)
+    await until(() => expect(b.broker.health().state).toBe('up'), 5_000)
+    await a.broker.publish(channelDispatch(a.id, 'room:w', 1))
+    await until(() => expect(numbers(b, 'room:w')).toEqual([1]))
+  }, 20_000)
 })
 
 describe('Redis broker: what arrives', () => {
