@@ -79,7 +79,7 @@ end
  * KEYS: meta, stream, identity, dedup key, cursors.
  * ARGV: 1 epoch suffix, 2 identity candidate, 3 now, 4 max count, 5 max age, 6 max bytes ('' none),
  * 7 size, 8 message JSON, 9 timestamp, 10 '1' when an idempotency key is given, 11 dedup window ms,
- * 12 slim message JSON.
+ * 12 slim message JSON, 13 how long Redis keeps the idempotency key (ms, >= 1).
  * Returns { 0, epoch, offset } or, for a duplicate, { 1, epoch, offset, message JSON or '', slim JSON }.
  */
 export const APPEND = `${COMMON}
@@ -127,7 +127,7 @@ if first == offset then oldestT = ARGV[9] end
 first, bytes, oldestT = trim(KEYS[2], first, offset, bytes + size, oldestT, now, tonumber(ARGV[4]), tonumber(ARGV[5]), maxBytes)
 redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', tostring(offset), 'first', tostring(first), 'bytes', tostring(bytes), 'ot', oldestT, 'mc', ARGV[4], 'ma', ARGV[5], 'mb', ARGV[6])
 if ARGV[10] == '1' then
-  redis.call('SET', KEYS[4], epoch .. '|' .. tostring(offset) .. '|' .. ARGV[3] .. '|' .. ARGV[12], 'PX', ARGV[11])
+  redis.call('SET', KEYS[4], epoch .. '|' .. tostring(offset) .. '|' .. ARGV[3] .. '|' .. ARGV[12], 'PX', ARGV[13])
 end
 return { 0, epoch, offset }
 `

@@ -152,7 +152,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
       const size = opts.size !== undefined && Number.isFinite(opts.size) && opts.size >= 0 ? Math.ceil(opts.size) : Buffer.byteLength(body)
       const retention = opts.retention
       const key = opts.idempotencyKey
-      const window = Math.max(1, Math.ceil(Math.min(opts.dedupWindowMs ?? defaultWindow, UNBOUNDED)))
+      const asked = opts.dedupWindowMs ?? defaultWindow
+      const window = Number.isNaN(asked) ? defaultWindow : Math.max(0, Math.min(asked, UNBOUNDED))
       const slim = key !== undefined ? JSON.stringify([input.id, input.event, input.sender ?? null, input.timestamp] satisfies Slim) : ''
       const reply = (await run(
         APPEND,
@@ -170,6 +171,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
           key !== undefined ? '1' : '0',
           String(window),
           slim,
+          String(Math.max(1, Math.ceil(window))),
         ],
       )) as [number, string, number, string?, string?]
       const [duplicate, epoch, offset] = reply
