@@ -130,4 +130,40 @@ describe('cluster-wide questions and state (memory ports)', () => {
       expect(notices[0]!.reason).toMatch(/epoch changed/)
     })
   })
+
+  it('a node the presence store forgot (removed while only slow, or a store that lost its data) joins its entries again at its next heartbeat, announcing nothing', async () => {
+    const clock = createManualClock(0)
+    const bus = createMemoryBus()
+    const presenceStore = createMemoryPresenceStore()
+    const options = { clock, store: createMemoryStore(), presenceStore, nodes: { heartbeatMs: 1_000 }, limits: { maxConnectionsPerUser: 1 }, channels: { 'seats:*': { capacity: 1 } } }
+    const a = createTestHub({ ...options, nodeId: 'a', broker: bus.broker() })
+    const b = createTestHub({ ...options, nodeId: 'b', broker: bus.broker() })
+    open.push(a, b)
+    const watcher = await a.connect({ userId: 'watcher' })
+    await watcher.subscribe('presence:room')
+    const bob = await b.connect({ userId: 'bob' })
+    await bob.subscribe('presence:room')
+    await bob.updatePresence('presence:room', { state: 'away', data: { mood: 'busy' } })
+    await bob.subscribe('seats:one')
+    await a.settle()
+    const joins = watcher.received('presence:join').length
+    // another node judged b dead while it was only slow: its entries are gone
+    await presenceStore.removeNode('b', clock.now())
+    expect((await a.hub.presence.get('presence:room')).users.map((u) => u.id)).toEqual(['watcher'])
+    await b.advance(1_000)
+    await a.settle()
+    const snapshot = await a.hub.presence.get('presence:room')
+    expect(snapshot.users.map((u) => [u.id, u.state, u.data]).sort()).toEqual([
+      ['bob', 'away', { mood: 'busy' }],
+      ['watcher', 'online', {}],
+    ])
+    // the per-user limit and the seat hold again across nodes
+    const refused = await a.connect({ userId: 'bob' }).then(() => undefined, (e: { code?: string }) => e.code)
+    expect(refused).toBe('RT_001')
+    const carol = await a.connect({ userId: 'carol' })
+    const full = await carol.subscribe('seats:one').then(() => undefined, (e: { code?: string }) => e.code)
+    expect(full).toBe('RT_008')
+    // quietly: no second join announced to the watcher (it saw the removal as a leave, then this join)
+    expect(watcher.received('presence:join').length).toBeLessThanOrEqual(joins + 1)
+  })
 })

@@ -209,6 +209,7 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
       const found = (await nodeOp('beat', nodeId, String(now))) === 1
       beating.add(nodeId)
       if (had && !found) options.onLost?.(nodeId)
+      return found
     },
 
     async deadNodes(now, ttlMs) {

@@ -308,6 +308,16 @@ export function presenceConformance<P extends PresenceStore>(name: string, makeS
         expect(mine(n, await store.liveNodes(T0 + 30_003, 30_000))).toEqual([n.node('busy')])
       }, timeout)
 
+      it('a heartbeat answers whether the store knew the node: false the first time and after removeNode, true otherwise', async () => {
+        const n = names()
+        await store.join(entryOf(n, 'c1', 'alice'))
+        expect(await store.heartbeat(n.node('n1'), T0)).toBe(false)
+        expect(await store.heartbeat(n.node('n1'), T0 + 1_000)).toBe(true)
+        await store.removeNode(n.node('n1'), T0 + 2_000)
+        expect(await store.heartbeat(n.node('n1'), T0 + 3_000)).toBe(false)
+        expect(await store.heartbeat(n.node('n1'), T0 + 4_000)).toBe(true)
+      }, timeout)
+
       it('a heartbeat never moves back', async () => {
         const n = names()
         await store.join(entryOf(n, 'c1', 'alice'))

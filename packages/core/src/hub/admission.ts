@@ -207,6 +207,24 @@ export class Admission implements HubConnections {
     this.dropConnection(conn, code, reason)
   }
 
+  /** The shared store lost this node's places: take them again (no count: they were admitted). */
+  rejoin(): void {
+    const max = this.host.options.limits.maxConnectionsPerUser
+    if (!this.host.options.clustered || !Number.isFinite(max)) return
+    const store = this.host.options.presenceStore
+    const now = this.host.clock.now()
+    for (const [userId, conns] of this.byUser) {
+      for (const conn of conns) {
+        try {
+          const r = store.join({ channel: userConnectionsChannel(userId), connectionId: conn.id, userId, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: conn.connectedAt, updatedAt: now })
+          if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.rejoin'))
+        } catch (err) {
+          this.host.signals.report(err, 'presence.rejoin')
+        }
+      }
+    }
+  }
+
   private releasePlace(userId: string, connectionId: string): void {
     try {
       const r = this.host.options.presenceStore.leave(userConnectionsChannel(userId), connectionId, this.host.clock.now())

@@ -257,6 +257,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         this.presence.nodeGone(changes)
       },
       beat: () => this.recovery.checkLive(this.live.values()),
+      rejoin: () => {
+        this.options.logger.warn('the presence store no longer knew this node: joining its entries again', { node: this.nodeId })
+        this.presence.rejoin()
+        this.admission.rejoin()
+        this.subscriptions.rejoinSeats()
+      },
       signals,
     })
     if (this.options.nodes.heartbeatMs > 0) this.nodes.start()

@@ -14,6 +14,11 @@ export interface NodeWatchHost {
   nodeGone(nodeId: string, changes: ReadonlyArray<{ channel: string; change: PresenceChange }>): void
   /** Every beat: compare live channels with their streams (what the bus may have missed). */
   beat(): void
+  /**
+   * The store no longer knew this node (it lost its data, or another node removed this one while
+   * it was only slow): join this node's entries again, quietly (nobody was told they left).
+   */
+  rejoin(): void
   readonly signals: Signals
 }
 
@@ -21,11 +26,14 @@ export interface NodeWatchHost {
  * This node among others, seen through the presence store: it heartbeats every `heartbeatMs`,
  * and on each beat removes the nodes that stopped (silent for more than `nodeTtlMs`), so a node
  * that died without closing leaves no members behind; the store's remove-once `removeNode` makes
- * each leave announced once however many nodes notice.
+ * each leave announced once however many nodes notice. A store that no longer knows this node
+ * (it lost its data, or this node was removed while only slow) gets its entries again.
  */
 export class NodeWatch {
   private timer: TimerHandle | undefined
   private stopped = false
+  /** A heartbeat of this node was stored before (so a store that does not know it lost it). */
+  private beaten = false
 
   constructor(private readonly host: NodeWatchHost) {}
 
@@ -44,9 +52,11 @@ export class NodeWatch {
     const { clock, presenceStore: store, nodeId, nodeTtlMs } = this.host
     const now = clock.now()
     try {
-      const r = andThen(store.heartbeat(nodeId, now), () =>
-        andThen(store.deadNodes(now, nodeTtlMs), (dead) => this.remove(dead.filter((n) => n !== nodeId), now)),
-      )
+      const r = andThen(store.heartbeat(nodeId, now), (known) => {
+        if (this.beaten && known === false && !this.stopped) this.host.rejoin()
+        this.beaten = true
+        return andThen(store.deadNodes(now, nodeTtlMs), (dead) => this.remove(dead.filter((n) => n !== nodeId), now))
+      })
       if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'nodes.heartbeat'))
     } catch (err) {
       this.host.signals.report(err, 'nodes.heartbeat')

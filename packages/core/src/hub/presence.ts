@@ -1,6 +1,6 @@
 import { RealtimeError, type ClientFrameOf, type PresenceMember, type PresenceSnapshot, utf8Length } from '@tidings/protocol'
 import type { TimerHandle } from '../ports/clock.js'
-import type { PresenceChange } from '../ports/presence.js'
+import type { PresenceChange, PresenceEntry } from '../ports/presence.js'
 import type { MaybePromise } from '../util.js'
 import { SerialQueue, isPromise, andThen } from '../util.js'
 import type { Channel } from './channel.js'
@@ -32,8 +32,15 @@ export interface PresenceHost {
 export class PresenceService implements HubPresence {
   private readonly serial = new SerialQueue()
   private readonly pendingLeaves = new Map<string, { timer: TimerHandle; run: () => void }>()
+  /**
+   * On a cluster, this node's own entries (by channel and connection) as last written, so they
+   * can be joined again when the shared store loses them. A single node keeps none.
+   */
+  private readonly mine: Map<string, PresenceEntry> | null
 
-  constructor(private readonly host: PresenceHost) {}
+  constructor(private readonly host: PresenceHost) {
+    this.mine = host.options.clustered ? new Map() : null
+  }
 
   private get store() {
     return this.host.options.presenceStore
@@ -65,6 +72,7 @@ export class PresenceService implements HubPresence {
       joinedAt: now,
       updatedAt: now,
     }
+    this.mine?.set(`${channel.name}\u0000${conn.id}`, entry)
     return this.serial.run(channel.name, () => andThen(this.store.join(entry), (change) => {
       if (change.edge) this.announce(channel.name, 'presence:join', change.member, conn.id)
     }))
@@ -74,6 +82,9 @@ export class PresenceService implements HubPresence {
     const now = this.host.options.clock.now()
     return this.serial.run(channel.name, () => andThen(this.store.update(channel.name, conn.id, { state, data, now }), (member) => {
       if (!member) throw new RealtimeError('RT_009', 'no presence entry to update: subscribe first')
+      const key = `${channel.name}\u0000${conn.id}`
+      const own = this.mine?.get(key)
+      if (own) this.mine!.set(key, { ...own, state: state ?? own.state, data: data ?? own.data, updatedAt: now })
       this.announce(channel.name, 'presence:update', member, conn.id)
       return member
     }))
@@ -86,6 +97,7 @@ export class PresenceService implements HubPresence {
     const name = channel.name
     const run = () => {
       this.pendingLeaves.delete(key)
+      this.mine?.delete(key)
       const r = this.serial.run(name, () => andThen(this.store.leave(name, conn.id, this.host.options.clock.now()), (change: PresenceChange | undefined) => {
         if (change?.edge) this.announce(name, 'presence:leave', change.member, undefined)
         // One of several tabs left: the member stays, but its connection count (and maybe its
@@ -99,6 +111,18 @@ export class PresenceService implements HubPresence {
     if (delay <= 0) return run()
     const timer = this.host.options.clock.setTimeout(run, delay)
     this.pendingLeaves.set(key, { timer, run })
+  }
+
+  /**
+   * The shared store lost this node's entries (it lost its data, or this node was removed while
+   * only slow): join them again as they were, announcing nothing (nobody was told they left).
+   */
+  rejoin(): void {
+    if (!this.mine) return
+    for (const entry of this.mine.values()) {
+      const r = this.serial.run(entry.channel, () => this.store.join(entry))
+      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.rejoin'))
+    }
   }
 
   /** Run every delayed leave now (shutdown). */

@@ -367,6 +367,24 @@ export class SubscriptionService {
     this.host.signals.emit('room:deleted', room.info())
   }
 
+  /** The shared store lost this node's seats: take them again (no count: they were admitted). */
+  rejoinSeats(): void {
+    const store = this.host.options.presenceStore
+    const now = this.host.clock.now()
+    for (const channel of this.host.live.values()) {
+      for (const sub of channel.subscribers.values()) {
+        if (!sub.seated) continue
+        const conn = sub.connection
+        try {
+          const r = store.join({ channel: seatsChannel(channel.name), connectionId: conn.id, userId: conn.userId ?? `~${conn.id}`, nodeId: this.host.options.nodeId, state: 'online', data: {}, joinedAt: now, updatedAt: now })
+          if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.rejoin'))
+        } catch (err) {
+          this.host.signals.report(err, 'presence.rejoin')
+        }
+      }
+    }
+  }
+
   /** Unsubscribe a user from a channel on every node; how many subscriptions ended. */
   async kick(channelName: string, userId: string, reason = 'kicked'): Promise<number> {
     const here = this.kickLocal(channelName, userId, reason)

@@ -122,6 +122,7 @@ export function createMemoryPresenceStore(options: { maxLastSeen?: number } = {}
     heartbeat(nodeId, now) {
       const last = heartbeats.get(nodeId)
       if (last === undefined || now > last) heartbeats.set(nodeId, now)
+      return last !== undefined
     },
     deadNodes(now, ttlMs) {
       const dead: string[] = []

@@ -70,9 +70,13 @@ export interface PresenceStore {
   removeNode(nodeId: string, now: number): MaybePromise<Array<{ channel: string; change: PresenceChange }>>
   /**
    * Node `nodeId` is alive at `now`. A node calls it periodically (well within the TTL it is
-   * judged by). A node's heartbeat time never moves back (an older `now` is ignored).
+   * judged by). A node's heartbeat time never moves back (an older `now` is ignored). Answers
+   * whether the store already had a heartbeat of this node: `false` the first time, and after
+   * the node was removed (`removeNode`, by a node that judged it dead while it was only slow) or
+   * the store lost its data (a Redis restart without persistence). A node that had beaten before
+   * and hears `false` joins its entries again.
    */
-  heartbeat(nodeId: string, now: number): MaybePromise<void>
+  heartbeat(nodeId: string, now: number): MaybePromise<boolean>
   /**
    * Nodes that hold entries and are silent: their last heartbeat is more than `ttlMs` before
    * `now`, or, for a node that never heartbeated, the newest `joinedAt`/`updatedAt` of its
