@@ -1,4 +1,5 @@
-export { Realtime, type RealtimeOptions, type RealtimeEvents, type ConnectionState } from './realtime.js'
+export { Realtime } from './realtime.js'
+export type { RealtimeOptions, RealtimeEvents, ConnectionState } from './options.js'
 export { Channel, type ChannelOptions, type ChannelEvents, type ChannelState, type SendOptions, type SendResult, type HistoryPage } from './channel.js'
 export { backoffDelay, type BackoffOptions } from './backoff.js'
 export { WebSocketTransport, SUBPROTOCOL } from './transports/websocket.js'

@@ -1,181 +1,42 @@
-import {
-  type ClientFrame,
-  type MessageFrame,
-  type Receiver,
-  RealtimeError,
-  utf8Length,
-  type ServerFrame,
-  type ServerFrameOf,
-  createReceiver,
-} from '@tidings/protocol'
+import { RealtimeError, type ServerFrame, type ServerFrameOf } from '@tidings/protocol'
 import { backoffDelay } from './backoff.js'
-import { Channel, type ChannelHost, type ChannelOptions, disposeSymbol } from './channel.js'
+import { type Channel, type ChannelOptions, disposeSymbol } from './channel.js'
+import { ChannelRegistry } from './channel-registry.js'
+import { CredentialSource } from './credentials.js'
 import { Emitter } from './emitter.js'
-import { Outbox } from './outbox.js'
-import { LongPollTransport } from './transports/long-poll.js'
-import { SseTransport } from './transports/sse.js'
-import type {
-  ClientTransport,
-  Credentials,
-  EventSourceConstructorLike,
-  FetchLike,
-  TransportCloseInfo,
-  TransportFactory,
-  TransportName,
-  TransportOptions,
-  WebSocketConstructorLike,
-} from './transports/types.js'
-import { WebSocketTransport } from './transports/websocket.js'
-
-export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
-
-export interface RealtimeOptions {
-  /** The hub's prefix, e.g. `http://localhost:3000/realtime` (relative URLs resolve against the page in browsers). */
-  readonly url: string
-  /**
-   * A token, or a function (sync or async) called on every (re)connect, on `auth:expiring` and by
-   * `reauthenticate()` to get a fresh one. Only a function lets credentials be refreshed.
-   */
-  readonly auth?: string | (() => string | Promise<string>) | undefined
-  readonly apiKey?: string | undefined
-  /** Connect at construction. Default true. */
-  readonly autoConnect?: boolean | undefined
-  /** Reconnect automatically after a lost connection or a failed attempt. Default true. */
-  readonly reconnect?: boolean | undefined
-  /** Backoff base, ms (full jitter: attempt n waits a random time below min(max, base × 2^n)). Default 1000. */
-  readonly reconnectDelay?: number | undefined
-  /** Default 30 000. */
-  readonly maxReconnectDelay?: number | undefined
-  /** Failed attempts in a row before giving up (state `disconnected`). Default Infinity. */
-  readonly maxReconnectAttempts?: number | undefined
-  /** In order of preference; the next one is tried when one cannot open. Default websocket, sse, long-poll. */
-  readonly transports?: ReadonlyArray<TransportName | TransportFactory> | undefined
-  /** A WebSocket implementation (browsers: the global one; Node 20: the `ws` package). */
-  readonly WebSocket?: WebSocketConstructorLike | undefined
-  readonly fetch?: FetchLike | undefined
-  readonly EventSource?: EventSourceConstructorLike | undefined
-  /** Send cookies with cross-origin HTTP transports. */
-  readonly withCredentials?: boolean | undefined
-  /** Most sends kept while disconnected; further ones reject with RT_006. Default 100. */
-  readonly outboxLimit?: number | undefined
-  /** Acknowledgments are batched and sent at most this often, per channel. Default 50. */
-  readonly ackIntervalMs?: number | undefined
-  /** While on a fallback transport, try the preferred one again this often (0: never). Default 10 000. */
-  readonly upgradeIntervalMs?: number | undefined
-  /** A transport that has not produced `connected` by then counts as failed. Default 10 000. */
-  readonly connectTimeoutMs?: number | undefined
-  /** Send a `ping` this often while connected (0: never). Default 25 000. */
-  readonly heartbeatIntervalMs?: number | undefined
-  /** A `ping` unanswered for this long closes the connection (and reconnects). Default 10 000. */
-  readonly heartbeatTimeoutMs?: number | undefined
-  /**
-   * A request (send, presence, history, subscribe, auth…) unanswered this long after it went out
-   * on a connection rejects with `RT_001` (`details.timeout: true`). Time spent queued while
-   * disconnected does not count. Default 10 000.
-   */
-  readonly requestTimeoutMs?: number | undefined
-  /** HTTP transports: how long one HTTP request may take (a poll: this plus the server's hold). Default 15 000. */
-  readonly httpTimeoutMs?: number | undefined
-  /**
-   * Browsers: on `pagehide` close the connection and release HTTP sessions (DELETE with
-   * `keepalive`), so a closed tab does not hold the user's connection slots; reconnect on
-   * `pageshow` when the page comes back from the back/forward cache. Default true.
-   */
-  readonly releaseOnPageHide?: boolean | undefined
-  /** Source of randomness for the backoff jitter. Default `Math.random`. */
-  readonly random?: (() => number) | undefined
-}
-
-export interface RealtimeEvents {
-  state: (state: ConnectionState, previous: ConnectionState) => void
-  /** A hub connection is ready (also after each reconnect and after switching transport). */
-  connected: (info: { connectionId: string; userId: string | undefined; transport: string }) => void
-  /** The connection was lost or closed. */
-  disconnected: (info: { code: number; reason: string }) => void
-  reconnecting: (info: { attempt: number; delay: number }) => void
-  /** Errors that belong to no request: refused connections, errors without request id, listeners that threw. */
-  error: (error: Error) => void
-  /** Messages sent to this user or connection rather than to a channel (e.g. `notifications:badge`). */
-  message: (message: MessageFrame) => void
-  /** Credentials were refreshed on the open connection (after `auth:expiring` or `reauthenticate()`). */
-  authenticated: (info: { userId: string | undefined; expiresAt: number | undefined }) => void
-  /** A transport could not be used and the next one is tried (e.g. no WebSocket in Node without `ws`). */
-  fallback: (info: { from: string; to: string; reason: string }) => void
-}
-
-type PendingKind = 'subscribe' | 'unsubscribe' | 'request' | 'auth'
-
-interface Pending {
-  readonly id: number
-  readonly kind: PendingKind
-  readonly frame: ClientFrame
-  readonly channel?: Channel | undefined
-  resolve(frame: ServerFrame): void
-  reject(error: Error): void
-  /** RT_006 retries so far. */
-  retries: number
-  /** Timeout of the request while it is out on a connection. */
-  timer?: ReturnType<typeof setTimeout> | undefined
-  /** Answered, rejected or timed out: late answers and scheduled retries are ignored. */
-  settled?: boolean
-}
-
-interface OutboxEntry {
-  readonly frame: ClientFrame
-  readonly pending?: Pending | undefined
-}
-
-interface Link {
-  readonly transport: ClientTransport
-  readonly name: string
-  readonly index: number
-  readonly probe: boolean
-  /** The token it was opened with. */
-  readonly token: string | undefined
-  connected: boolean
-  refusal: RealtimeError | undefined
-  timer: ReturnType<typeof setTimeout> | undefined
-}
-
-const BUILT_IN: Record<TransportName, (o: TransportOptions) => ClientTransport> = {
-  websocket: (o) => new WebSocketTransport(o),
-  sse: (o) => new SseTransport(o),
-  'long-poll': (o) => new LongPollTransport(o),
-}
+import { Heartbeat } from './heartbeat.js'
+import { type Link, Transports } from './link.js'
+import type { ConnectionState, RealtimeEvents, RealtimeOptions } from './options.js'
+import { watchPage } from './page.js'
+import { type Line, Requests } from './requests.js'
+import type { Credentials, TransportCloseInfo } from './transports/types.js'
 
 /** Closes after which reconnecting is pointless. */
 const NO_RECONNECT = new Set([4000, 4008])
-/** The request timeout's default, ms. */
-const REQUEST_TIMEOUT = 10_000
-const MAX_RATE_RETRIES = 5
 
 /**
  * A Tidings client: one hub connection (over WebSocket, SSE or long-poll, with fallback and
  * upgrade), automatic reconnect with backoff, and channels that resume where they were.
+ *
+ * This class is the connection's lifecycle (attempts over the transports in order, reconnects
+ * with backoff, the upgrade probe back to the preferred transport, giving up) and the routing
+ * of the hub's frames; requests, channels, credentials, links and the heartbeat have their own files.
  */
 export class Realtime extends Emitter<RealtimeEvents> {
   state: ConnectionState = 'idle'
   /** The transport of the current connection, undefined while not connected. */
   transport: string | undefined
   connectionId: string | undefined
-  /** The hub's `maxMessageSize`, from its `connected` frame. */
-  private maxMessageSize: number | undefined
   userId: string | undefined
   /** When the connection's credentials expire (ms since the epoch), if the hub said. */
   expiresAt: number | undefined
 
   private readonly options: RealtimeOptions
-  private readonly factories: TransportFactory[]
-  private readonly transportOptions: TransportOptions
-  private readonly channels = new Map<string, Channel>()
-  private readonly receiver: Receiver
-  private readonly outbox: Outbox<OutboxEntry>
-  private readonly pending = new Map<number, Pending>()
-  private readonly acks = new Map<string, number>()
-  private readonly host: ChannelHost
-  private readonly keyPrefix = randomKey()
-  private nextId = 1
-  private keySeq = 0
+  private readonly transports: Transports
+  private readonly requests: Requests
+  private readonly channels: ChannelRegistry
+  private readonly credentials: CredentialSource
+  private readonly heartbeat: Heartbeat
   /** Failed attempts in a row. */
   private attempts = 0
   /** Index of the transport that last worked: attempts start there. */
@@ -186,88 +47,57 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private attempt: { link: Link | undefined; order: number[]; credentials: Credentials } | undefined
   private probe: Link | undefined
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
-  private ackTimer: ReturnType<typeof setTimeout> | undefined
   private upgradeTimer: ReturnType<typeof setTimeout> | undefined
-  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined
-  private pingId: number | undefined
-  /** A refresh in flight (one at a time). */
-  private refreshing: Promise<{ userId: string | undefined; expiresAt: number | undefined }> | undefined
-  /** The token the hub refused last (4001 / RT_002): not offered again. */
-  private refusedToken: string | undefined
   private warned = false
-  private pageHidden = false
   private readonly detachPageEvents: (() => void) | undefined
 
   constructor(options: RealtimeOptions) {
     super()
     this.options = options
-    const names = options.transports ?? ['websocket', 'sse', 'long-poll']
-    this.factories = names.map((t) => (typeof t === 'string' ? { name: t, create: BUILT_IN[t] } : t))
-    if (this.factories.length === 0 || this.factories.some((f) => typeof f.create !== 'function')) {
-      throw new TypeError(`transports: expected names among ${Object.keys(BUILT_IN).join(', ')} or { name, create } factories`)
+    const warn = (message: string) => {
+      if (this.warned || this.listenerCount('fallback') > 0) return
+      this.warned = true
+      console.warn(`[tidings] ${message}`)
     }
-    this.transportOptions = {
-      WebSocket: options.WebSocket,
-      EventSource: options.EventSource,
-      fetch: options.fetch,
-      withCredentials: options.withCredentials,
-      requestTimeoutMs: options.httpTimeoutMs,
-      warn: (message) => {
-        if (this.warned || this.listenerCount('fallback') > 0) return
-        this.warned = true
-        console.warn(`[tidings] ${message}`)
-      },
-    }
-    this.outbox = new Outbox(options.outboxLimit ?? 100)
-    this.receiver = createReceiver({
-      deliver: (m) => this.deliver(m),
-      ack: (channel, offset) => this.queueAck(channel, offset),
+    this.transports = new Transports(options, warn, {
+      frame: (link, frame) => this.linkFrame(link, frame),
+      closed: (link, info) => this.linkClosed(link, info),
     })
-    this.host = {
-      wantSubscribed: (ch) => this.sendSubscribe(ch),
-      unsubscribeChannel: (ch) => this.unsubscribeChannel(ch),
-      request: <F extends ServerFrame>(frame: ClientFrame) => this.request(frame) as Promise<F>,
-      sendVolatile: (frame) => {
-        if (this.current?.connected) this.current.transport.send(frame)
-      },
-      sendQueued: (frame) => {
-        try {
-          this.enqueue({ frame })
-        } catch (err) {
-          this.reportError(err)
-        }
-      },
-      idempotencyKey: () => `${this.keyPrefix}-${(++this.keySeq).toString(36)}`,
-      reportError: (err, ch) => this.reportError(err, ch),
-      disposed: (ch) => {
-        if (this.channels.get(ch.name) === ch) this.channels.delete(ch.name)
-      },
+    const line: Line = {
+      current: () => this.current,
+      ready: () => this.current !== undefined && this.state === 'connected',
     }
-    this.detachPageEvents = options.releaseOnPageHide === false ? undefined : this.watchPage()
+    this.requests = new Requests(line, options)
+    this.channels = new ChannelRegistry(line, this.requests, options, {
+      message: (m) => this.emit('message', m),
+      error: (err, ch) => this.reportError(err, ch),
+    })
+    this.credentials = new CredentialSource(options, this.requests, {
+      ready: line.ready,
+      userId: () => this.userId,
+      expires: (expiresAt) => (this.expiresAt = expiresAt),
+      authenticated: (info) => this.emit('authenticated', info),
+      reportError: (error) => this.reportError(error),
+    })
+    this.heartbeat = new Heartbeat(
+      options,
+      () => this.current,
+      () => this.requests.id(),
+      () => this.lost({ code: 1006, reason: 'no answer to ping' }),
+    )
+    this.detachPageEvents =
+      options.releaseOnPageHide === false
+        ? undefined
+        : // Browsers: give the server its sessions back when the page goes away; come back with it.
+          watchPage(
+            () => {
+              if (this.state === 'idle' || this.state === 'disconnected') return false
+              this.disconnect()
+              return true
+            },
+            () => this.connect(),
+          )
     if (options.autoConnect !== false) this.connect()
-  }
-
-  /** Browsers: give the server its sessions back when the page goes away; come back with it. */
-  private watchPage(): (() => void) | undefined {
-    const target = globalThis as { addEventListener?: (type: string, fn: (e: { persisted?: boolean }) => void) => void; removeEventListener?: (type: string, fn: (e: { persisted?: boolean }) => void) => void; document?: unknown }
-    if (typeof target.addEventListener !== 'function' || target.document === undefined) return undefined
-    const hide = () => {
-      if (this.state === 'idle' || this.state === 'disconnected') return
-      this.pageHidden = true
-      this.disconnect()
-    }
-    const show = (e: { persisted?: boolean }) => {
-      if (e.persisted && this.pageHidden) {
-        this.pageHidden = false
-        this.connect()
-      }
-    }
-    target.addEventListener('pagehide', hide)
-    target.addEventListener('pageshow', show)
-    return () => {
-      target.removeEventListener?.('pagehide', hide)
-      target.removeEventListener?.('pageshow', show)
-    }
   }
 
   // ---------------------------------------------------------------- public API
@@ -307,59 +137,14 @@ export class Realtime extends Emitter<RealtimeEvents> {
    * On reconnects the `auth` function is called anyway.
    */
   reauthenticate(token?: string): Promise<{ userId: string | undefined; expiresAt: number | undefined }> {
-    if (token === undefined && this.refreshing) return this.refreshing
-    const run = this.refresh(token).finally(() => {
-      if (this.refreshing === run) this.refreshing = undefined
-    })
-    if (token === undefined) this.refreshing = run
-    return run
-  }
-
-  private async refresh(given?: string): Promise<{ userId: string | undefined; expiresAt: number | undefined }> {
-    const auth = this.options.auth
-    let token = given
-    if (token === undefined) {
-      if (typeof auth !== 'function') throw new RealtimeError('RT_002', 'cannot refresh credentials: the auth option is not a function (pass a token to reauthenticate(), or a function as auth)')
-      try {
-        token = await auth()
-      } catch (err) {
-        throw new RealtimeError('RT_002', `auth function failed: ${err instanceof Error ? err.message : String(err)}`)
-      }
-    }
-    if (!token) throw new RealtimeError('RT_002', 'the auth function gave no token')
-    if (!this.current || this.state !== 'connected') throw new RealtimeError('RT_001', 'not connected: credentials are sent on the next connect')
-    const id = this.nextId++
-    let pending!: Pending
-    const answer = new Promise<ServerFrame>((resolve, reject) => {
-      pending = { id, kind: 'auth', frame: { type: 'auth', id, token: token! } as ClientFrame, resolve, reject, retries: 0 }
-    })
-    this.dispatch(pending)
-    const frame = (await answer) as ServerFrameOf<'authenticated'>
-    this.expiresAt = frame.expiresAt
-    const info = { userId: frame.userId ?? this.userId, expiresAt: frame.expiresAt }
-    this.emit('authenticated', info)
-    return info
-  }
-
-  /** The hub says the credentials are about to expire: refresh them, or say why that is not possible. */
-  private onExpiring(frame: ServerFrameOf<'auth:expiring'>): void {
-    this.expiresAt = frame.expiresAt
-    const inMs = Math.max(0, frame.closesAt - Date.now())
-    if (typeof this.options.auth !== 'function') {
-      this.reportError(new RealtimeError('RT_002', `credentials expire and cannot be refreshed (the auth option is not a function): the connection closes in ${inMs} ms`, { expiresAt: frame.expiresAt, closesAt: frame.closesAt }))
-      return
-    }
-    this.reauthenticate().catch((err: unknown) => {
-      const e = err instanceof RealtimeError ? err : new RealtimeError('RT_002', String(err))
-      this.reportError(new RealtimeError(e.code, `could not refresh credentials: ${e.message}`, { ...e.details, closesAt: frame.closesAt }))
-    })
+    return this.credentials.reauthenticate(token)
   }
 
   /** Stop for good: disconnect, forget the channels and stop watching the page. */
   close(): void {
     this.disconnect()
     this.detachPageEvents?.()
-    for (const ch of [...this.channels.values()]) ch.dispose()
+    this.channels.disposeAll()
   }
 
   [disposeSymbol](): void {
@@ -373,43 +158,28 @@ export class Realtime extends Emitter<RealtimeEvents> {
    * the view that used it goes away.
    */
   channel(name: string, options?: ChannelOptions): Channel {
-    let ch = this.channels.get(name)
-    if (!ch) {
-      ch = new Channel(name, options ?? {}, this.host)
-      this.channels.set(name, ch)
-    } else if (options) ch.options = { ...options }
-    return ch
+    return this.channels.channel(name, options)
   }
 
   /** Sends waiting for a connection. */
   get queued(): number {
-    return this.outbox.size
+    return this.requests.queued
   }
 
   // ---------------------------------------------------------------- connecting
-
-  private async credentials(): Promise<Credentials> {
-    const auth = this.options.auth
-    const token = typeof auth === 'function' ? await auth() : auth
-    if (token && typeof auth === 'function' && token === this.refusedToken) {
-      // The function gave the token the hub just refused: connecting with it would be refused again.
-      throw new Error('it returned the token the hub refused last time')
-    }
-    return { token: token || undefined, apiKey: this.options.apiKey }
-  }
 
   private async startAttempt(): Promise<void> {
     const generation = this.generation
     let credentials: Credentials
     try {
-      credentials = await this.credentials()
+      credentials = await this.credentials.get()
     } catch (err) {
       if (generation !== this.generation) return
       this.reportError(new RealtimeError('RT_002', `auth function failed: ${err instanceof Error ? err.message : String(err)}`))
       return this.retryLater()
     }
     if (generation !== this.generation) return
-    const n = this.factories.length
+    const n = this.transports.count
     const order = Array.from({ length: n }, (_, i) => (this.preferred + i) % n)
     this.attempt = { link: undefined, order, credentials }
     this.tryNextTransport()
@@ -423,33 +193,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
       this.attempt = undefined
       return this.retryLater()
     }
-    attempt.link = this.open(index, attempt.credentials, false)
-  }
-
-  private open(index: number, credentials: Credentials, probe: boolean): Link {
-    const factory = this.factories[index]!
-    let transport: ClientTransport
-    try {
-      transport = factory.create(this.transportOptions)
-    } catch (err) {
-      transport = failedTransport(factory.name, err)
-    }
-    const link: Link = { transport, name: factory.name, index, probe, token: credentials.token, connected: false, refusal: undefined, timer: undefined }
-    const timeout = this.options.connectTimeoutMs ?? 10_000
-    link.timer = setTimeout(() => {
-      transport.close(1000, 'connect timeout')
-      this.linkClosed(link, { code: 1006, reason: `${factory.name}: no connection within ${timeout} ms` })
-    }, timeout)
-    try {
-      transport.connect(this.options.url, credentials, {
-        open: () => {},
-        frame: (frame) => this.linkFrame(link, frame),
-        close: (info) => this.linkClosed(link, info),
-      })
-    } catch (err) {
-      queueMicrotask(() => this.linkClosed(link, { code: 1006, reason: err instanceof Error ? err.message : String(err) }))
-    }
-    return link
+    attempt.link = this.transports.open(index, attempt.credentials, false)
   }
 
   private linkFrame(link: Link, frame: ServerFrame): void {
@@ -474,11 +218,11 @@ export class Realtime extends Emitter<RealtimeEvents> {
     // Refused by the hub (not a transport problem): another transport would be refused too.
     if (link.refusal?.code === 'RT_002' || info.code === 4001) {
       this.attempt = undefined
-      this.refusedToken = link.token
+      this.credentials.refused(link.token)
       const error = link.refusal ?? new RealtimeError('RT_002', info.reason || 'authentication failed')
       this.reportError(error)
       // A token function may give a fresh token next time; a fixed token will not change.
-      return typeof this.options.auth === 'function' ? this.retryLater() : this.giveUp(error)
+      return this.credentials.refreshable ? this.retryLater() : this.giveUp(error)
     }
     if (NO_RECONNECT.has(info.code)) {
       this.attempt = undefined
@@ -494,7 +238,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
       return this.retryLater(info.retryAfterMs)
     }
     const next = this.attempt.order[0]
-    if (next !== undefined) this.emit('fallback', { from: link.name, to: this.factories[next]!.name, reason: info.reason })
+    if (next !== undefined) this.emit('fallback', { from: link.name, to: this.transports.name(next), reason: info.reason })
     this.tryNextTransport()
   }
 
@@ -533,8 +277,8 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.stopTimers()
     this.setState('disconnected')
     if (!error) return
-    for (const entry of this.outbox.remove((e) => e.pending !== undefined)) entry.pending!.reject(error)
-    for (const ch of this.channels.values()) ch.failWaiters(error)
+    this.requests.rejectQueued(error)
+    this.channels.failWaiters(error)
   }
 
   /** A link produced `connected`: it becomes the connection (replacing the current one after an upgrade probe). */
@@ -548,7 +292,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.current = link
     this.preferred = link.index
     this.attempts = 0
-    this.refusedToken = undefined
+    this.credentials.accepted()
     this.transport = link.name
     this.connected(frame)
     // The old connection goes once the new one carries the subscriptions (what it still sent is replayed).
@@ -557,19 +301,16 @@ export class Realtime extends Emitter<RealtimeEvents> {
 
   /** A `connected` frame on the current link: a (new) hub connection. */
   private connected(frame: ServerFrameOf<'connected'>): void {
-    if (this.pending.size > 0) this.requeuePending()
+    this.requests.requeue()
     this.connectionId = frame.connectionId
     this.userId = frame.userId
     this.expiresAt = frame.expiresAt
-    this.maxMessageSize = frame.limits.maxMessageSize
+    this.requests.maxMessageSize = frame.limits.maxMessageSize
     this.setState('connected')
-    for (const ch of this.channels.values()) {
-      ch.subscribeId = undefined
-      if (ch.wanted) this.sendSubscribe(ch)
-    }
-    for (const entry of this.outbox.drain()) this.sendEntry(entry)
-    this.flushAcks()
-    this.startHeartbeat()
+    this.channels.resubscribe()
+    this.requests.flush()
+    this.channels.flushAcks()
+    this.heartbeat.start()
     this.scheduleUpgrade()
     this.emit('connected', { connectionId: frame.connectionId, userId: frame.userId, transport: this.current!.name })
   }
@@ -578,11 +319,10 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private dropConnection(): void {
     this.current = undefined
     this.transport = undefined
-    this.pingId = undefined
-    clearTimeout(this.heartbeatTimer)
+    this.heartbeat.stop()
     clearTimeout(this.upgradeTimer)
-    this.requeuePending()
-    for (const ch of this.channels.values()) ch.handleLost()
+    this.requests.requeue()
+    this.channels.lost()
   }
 
   private lost(info: TransportCloseInfo): void {
@@ -594,7 +334,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
       this.probe = undefined
     }
     this.emit('disconnected', info)
-    if (NO_RECONNECT.has(info.code) || (info.code === 4001 && typeof this.options.auth !== 'function')) {
+    if (NO_RECONNECT.has(info.code) || (info.code === 4001 && !this.credentials.refreshable)) {
       const error = new RealtimeError(info.code === 4001 ? 'RT_002' : 'RT_001', `connection closed by the server (${info.code}${info.reason ? ` ${info.reason}` : ''})`)
       this.reportError(error)
       return this.giveUp(error)
@@ -602,7 +342,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     if (this.options.reconnect === false) return this.giveUp(new RealtimeError('RT_001', `connection lost (${info.code}${info.reason ? ` ${info.reason}` : ''})`))
     if (info.code === 4001) {
       // Credentials expired or were revoked: the next connect needs a different token from the auth function.
-      this.refusedToken = token
+      this.credentials.refused(token)
       this.reportError(new RealtimeError('RT_002', `connection closed by the server: credentials expired or refused (4001${info.reason ? ` ${info.reason}` : ''})`))
     } else this.attempts = 0
     this.retryLater(info.retryAfterMs)
@@ -625,12 +365,12 @@ export class Realtime extends Emitter<RealtimeEvents> {
     const generation = this.generation
     let credentials: Credentials
     try {
-      credentials = await this.credentials()
+      credentials = await this.credentials.get()
     } catch {
       return this.scheduleUpgrade()
     }
     if (generation !== this.generation || !this.current || this.probe) return
-    this.probe = this.open(0, credentials, true)
+    this.probe = this.transports.open(0, credentials, true)
   }
 
   // ---------------------------------------------------------------- frames
@@ -640,29 +380,26 @@ export class Realtime extends Emitter<RealtimeEvents> {
       case 'connected':
         return this.connected(frame)
       case 'subscribed':
-        return this.onSubscribed(frame)
+        return this.channels.subscribed(frame)
       case 'unsubscribed':
-        return this.onUnsubscribed(frame)
+        return this.channels.unsubscribed(frame)
       case 'message':
-        this.receiver.message(frame)
+        this.channels.message(frame)
         return
       case 'error':
         return this.onError(frame)
       case 'auth:expiring':
-        return this.onExpiring(frame)
+        return this.credentials.expiring(frame)
       case 'pong':
-        if (frame.id !== undefined && frame.id === this.pingId) {
-          this.pingId = undefined
-          return
-        }
-        return this.answer(frame)
+        if (this.heartbeat.pong(frame.id)) return
+        return this.requests.answer(frame)
       case 'presence:join':
       case 'presence:leave':
         this.channels.get(frame.channel)?.emitEvent(frame.type, frame.user)
         return
       case 'presence:update':
         this.channels.get(frame.channel)?.emitEvent('presence:update', frame.user)
-        return this.answer(frame)
+        return this.requests.answer(frame)
       case 'typing':
         this.channels.get(frame.channel)?.emitEvent('typing', { userId: frame.userId, active: frame.active })
         return
@@ -670,263 +407,15 @@ export class Realtime extends Emitter<RealtimeEvents> {
         this.channels.get(frame.channel)?.emitEvent('receipt', frame)
         return
       default:
-        return this.answer(frame)
+        return this.requests.answer(frame)
     }
-  }
-
-  /** Resolve the request this frame answers. */
-  private answer(frame: ServerFrame): void {
-    const id = 'id' in frame ? frame.id : undefined
-    if (typeof id !== 'number') return
-    const p = this.pending.get(id)
-    if (!p) return
-    this.pending.delete(id)
-    this.settle(p)
-    p.resolve(frame)
-  }
-
-  /** The request is done: stop its timeout; later answers and retries leave it alone. */
-  private settle(p: Pending): void {
-    clearTimeout(p.timer)
-    p.timer = undefined
-    p.settled = true
-  }
-
-  /** Start a request's timeout when it goes out (kept across RT_006 retries, stopped when it is requeued). */
-  private armTimeout(p: Pending): void {
-    if (p.timer !== undefined) return
-    const ms = this.options.requestTimeoutMs ?? REQUEST_TIMEOUT
-    if (!(ms > 0) || !Number.isFinite(ms)) return
-    p.timer = setTimeout(() => {
-      p.timer = undefined
-      if (p.settled) return
-      const what = p.kind === 'request' || p.kind === 'auth' ? `'${p.frame.type}' request` : `${p.kind} of '${p.channel?.name ?? ''}'`
-      const error = new RealtimeError('RT_001', `no answer to the ${what} within ${ms} ms`, { timeout: true, timeoutMs: ms })
-      if (p.kind === 'subscribe') {
-        // The subscribe stays in flight (a late answer still completes it); whoever waits for it is told.
-        p.channel?.failWaiters(error)
-        return
-      }
-      this.pending.delete(p.id)
-      p.settled = true
-      if (p.kind === 'unsubscribe') p.resolve({ type: 'unsubscribed', channel: p.channel?.name ?? '' })
-      else p.reject(error)
-    }, ms)
-  }
-
-  private onSubscribed(frame: ServerFrameOf<'subscribed'>): void {
-    const p = typeof frame.id === 'number' ? this.pending.get(frame.id) : undefined
-    if (p) {
-      this.pending.delete(p.id)
-      this.settle(p)
-    }
-    this.receiver.subscribed(frame)
-    const ch = this.channels.get(frame.channel)
-    if (!ch || !ch.wanted) return
-    if (p && ch.subscribeId !== undefined && ch.subscribeId !== p.id) return // an older subscribe; a newer one is on its way
-    if (p) ch.subscribeId = undefined
-    ch.handleSubscribed(frame)
-  }
-
-  private onUnsubscribed(frame: ServerFrameOf<'unsubscribed'>): void {
-    const p = typeof frame.id === 'number' ? this.pending.get(frame.id) : undefined
-    const ch = this.channels.get(frame.channel)
-    if (p) {
-      this.pending.delete(p.id)
-      this.settle(p)
-      p.resolve(frame)
-      // Subscribed again meanwhile: that subscribe (sent after this unsubscribe) starts afresh.
-      if (!ch?.wanted) this.receiver.forget(frame.channel)
-      ch?.handleUnsubscribed(undefined, false)
-      return
-    }
-    this.receiver.forget(frame.channel)
-    this.acks.delete(frame.channel)
-    ch?.handleUnsubscribed(frame.reason, true)
   }
 
   private onError(frame: ServerFrameOf<'error'>): void {
     const error = new RealtimeError(frame.code, frame.message, frame.details)
-    const p = typeof frame.id === 'number' ? this.pending.get(frame.id) : undefined
-    if (!p) {
-      const ch = frame.channel !== undefined ? this.channels.get(frame.channel) : undefined
-      return this.reportError(error, ch)
-    }
-    this.pending.delete(p.id)
-    // Rate limited: the frame was not handled, so sending it again is safe. The request's timeout
-    // keeps running meanwhile: a request retried past it rejects (once) instead of hanging.
-    const retryAfter = frame.details?.['retryAfterMs']
-    if (frame.code === 'RT_006' && typeof retryAfter === 'number' && p.retries < MAX_RATE_RETRIES) {
-      p.retries++
-      const link = this.current
-      this.pending.set(p.id, p)
-      setTimeout(() => {
-        if (p.settled || this.pending.get(p.id) !== p) return
-        this.pending.delete(p.id)
-        if (p.kind === 'subscribe' && (this.current !== link || p.channel?.subscribeId !== p.id)) return
-        if (this.current && this.state === 'connected') this.dispatch(p)
-        else if (p.kind === 'request') {
-          clearTimeout(p.timer)
-          p.timer = undefined
-          this.outbox.restore([{ frame: p.frame, pending: p }])
-        }
-      }, retryAfter)
-      return
-    }
-    this.settle(p)
-    if (p.kind === 'subscribe' && p.channel) {
-      if (p.channel.subscribeId === p.id) p.channel.subscribeId = undefined
-      p.channel.handleRefused(error)
-      return
-    }
-    p.reject(error)
-  }
-
-  private deliver(message: MessageFrame): void {
-    const ch = message.channel !== undefined ? this.channels.get(message.channel) : undefined
-    if (ch) ch.handleMessage(message)
-    else this.emit('message', message)
-  }
-
-  // ---------------------------------------------------------------- sending
-
-  private sendSubscribe(ch: Channel): void {
-    if (!this.current || this.state !== 'connected' || ch.subscribeId !== undefined || !ch.wanted) return
-    const o = ch.options
-    const since = this.receiver.position(ch.name)
-    const frame: ClientFrame = {
-      type: 'subscribe',
-      id: this.nextId++,
-      channel: ch.name,
-      ...(o.filter !== undefined ? { filter: o.filter } : {}),
-      ...(o.presence !== undefined ? { presence: o.presence } : {}),
-      ...(o.state !== undefined ? { state: o.state } : {}),
-      ...(o.auth !== undefined ? { auth: o.auth } : {}),
-      ...(since ? { since } : {}),
-    }
-    ch.subscribeId = frame.id as number
-    this.dispatch({ id: frame.id as number, kind: 'subscribe', frame, channel: ch, resolve: () => {}, reject: () => {}, retries: 0 })
-  }
-
-  private unsubscribeChannel(ch: Channel): Promise<void> {
-    this.acks.delete(ch.name)
-    if (!this.current || this.state !== 'connected' || ch.state === 'unsubscribed') {
-      this.receiver.forget(ch.name)
-      ch.subscribeId = undefined
-      ch.handleUnsubscribed(undefined, false)
-      return Promise.resolve()
-    }
-    ch.subscribeId = undefined
-    return new Promise((resolve) => {
-      const id = this.nextId++
-      this.dispatch({ id, kind: 'unsubscribe', frame: { type: 'unsubscribe', id, channel: ch.name }, channel: ch, resolve: () => resolve(), reject: () => resolve(), retries: 0 })
-    })
-  }
-
-  /** A request: sent now, or queued until connected. Throws RT_006 when the outbox is full. */
-  private request(frame: ClientFrame): Promise<ServerFrame> {
-    const id = this.nextId++
-    const full = { ...frame, id } as ClientFrame
-    let pending!: Pending
-    const promise = new Promise<ServerFrame>((resolve, reject) => {
-      pending = { id, kind: 'request', frame: full, resolve, reject, retries: 0 }
-    })
-    this.enqueue({ frame: full, pending })
-    return promise
-  }
-
-  private enqueue(entry: OutboxEntry): void {
-    if (this.current && this.state === 'connected') this.sendEntry(entry)
-    else this.outbox.push(entry)
-  }
-
-  private sendEntry(entry: OutboxEntry): void {
-    if (entry.pending) this.dispatch(entry.pending)
-    else this.current?.transport.send(entry.frame)
-  }
-
-  private dispatch(p: Pending): void {
-    if (!this.current) return
-    // The hub answers a frame this large without its request id (it does not decode it), so the
-    // request would never settle: refuse it here, with the same error the hub would give.
-    const max = this.maxMessageSize
-    if (max !== undefined) {
-      const bytes = utf8Length(JSON.stringify(p.frame))
-      if (bytes > max) {
-        this.settle(p)
-        p.reject(new RealtimeError('RT_005', `frame of ${bytes} bytes is over the limit of ${max}`, { limit: max }))
-        return
-      }
-    }
-    this.pending.set(p.id, p)
-    this.armTimeout(p)
-    this.current.transport.send(p.frame)
-  }
-
-  /**
-   * The connection is gone: its unanswered requests go back to the front of the outbox (a
-   * publish carries its idempotency key, so the hub will not publish it twice); subscribes are
-   * made again from the channels; unsubscribes are done (the subscription went with the connection).
-   */
-  private requeuePending(): void {
-    const again: OutboxEntry[] = []
-    for (const p of [...this.pending.values()].sort((a, b) => a.id - b.id)) {
-      // Its timeout starts again when it is sent on the next connection.
-      clearTimeout(p.timer)
-      p.timer = undefined
-      if (p.kind === 'auth') {
-        // Not sent again: the next connection is opened with a fresh token from the auth function.
-        p.settled = true
-        p.reject(new RealtimeError('RT_001', 'connection lost before the hub answered the auth frame'))
-      } else if (p.kind === 'request') again.push({ frame: p.frame, pending: p })
-      else if (p.kind === 'unsubscribe') {
-        if (p.channel && !p.channel.wanted) this.receiver.forget(p.channel.name)
-        p.resolve({ type: 'unsubscribed', channel: p.channel?.name ?? '' })
-      }
-    }
-    this.pending.clear()
-    this.outbox.restore(again)
-  }
-
-  // ---------------------------------------------------------------- acknowledgments
-
-  private queueAck(channel: string, offset: number): void {
-    const previous = this.acks.get(channel)
-    if (previous === undefined || offset > previous) this.acks.set(channel, offset)
-    if (this.ackTimer === undefined) {
-      this.ackTimer = setTimeout(() => {
-        this.ackTimer = undefined
-        this.flushAcks()
-      }, this.options.ackIntervalMs ?? 50)
-    }
-  }
-
-  /** Send the batched acks (kept while disconnected: they go after the resubscribes). */
-  private flushAcks(): void {
-    if (!this.current || this.state !== 'connected') return
-    for (const [channel, offset] of this.acks) this.current.transport.send({ type: 'ack', channel, offset })
-    this.acks.clear()
-  }
-
-  // ---------------------------------------------------------------- heartbeat
-
-  private startHeartbeat(): void {
-    clearTimeout(this.heartbeatTimer)
-    this.pingId = undefined
-    const interval = this.options.heartbeatIntervalMs ?? 25_000
-    if (interval <= 0) return
-    const link = this.current
-    this.heartbeatTimer = setTimeout(() => {
-      if (this.current !== link || !link) return
-      const id = (this.pingId = this.nextId++)
-      link.transport.send({ type: 'ping', id })
-      this.heartbeatTimer = setTimeout(() => {
-        if (this.current !== link) return
-        if (this.pingId !== id) return this.startHeartbeat()
-        link.transport.close(1000, 'heartbeat timeout')
-        this.lost({ code: 1006, reason: 'no answer to ping' })
-      }, this.options.heartbeatTimeoutMs ?? 10_000)
-    }, interval)
+    if (this.requests.refused(frame, error)) return
+    const ch = frame.channel !== undefined ? this.channels.get(frame.channel) : undefined
+    this.reportError(error, ch)
   }
 
   // ---------------------------------------------------------------- state and errors
@@ -941,7 +430,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private stopTimers(): void {
     clearTimeout(this.reconnectTimer)
     clearTimeout(this.upgradeTimer)
-    clearTimeout(this.heartbeatTimer)
+    this.heartbeat.stop()
     this.reconnectTimer = undefined
   }
 
@@ -950,25 +439,5 @@ export class Realtime extends Emitter<RealtimeEvents> {
     const error = err instanceof Error ? err : new Error(String(err))
     if (ch?.hasErrorListener()) ch.emitEvent('error', error)
     else this.emit('error', error)
-  }
-}
-
-function randomKey(): string {
-  const crypto = (globalThis as { crypto?: { getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto
-  const bytes = new Uint8Array(9)
-  if (crypto?.getRandomValues) crypto.getRandomValues(bytes)
-  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256)
-  return Array.from(bytes, (b) => b.toString(36).padStart(2, '0')).join('')
-}
-
-/** Stands in for a transport whose factory threw: it fails to open. */
-function failedTransport(name: string, err: unknown): ClientTransport {
-  return {
-    name,
-    connect: (_url, _credentials, handlers) => {
-      queueMicrotask(() => handlers.close({ code: 1006, reason: err instanceof Error ? err.message : String(err) }))
-    },
-    send: () => {},
-    close: () => {},
   }
 }
