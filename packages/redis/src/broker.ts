@@ -166,6 +166,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   let probeSeen = 0
   let probeTimer: ReturnType<typeof setInterval> | undefined
 
+  let onResumed: (() => void) | undefined
   const stats = { published: 0, received: 0, delivered: 0, malformed: 0, ignored: 0, resubscribes: 0, rejected: 0 }
   let health: RedisBrokerHealth = { state: 'down', since: now(), reason: 'not started' }
 
@@ -216,6 +217,14 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       if (gen !== generation || closed) return
       stats.resubscribes++
       subscribed = true
+      // Every subscription after the first follows a loss: the hub looks for what it missed.
+      if (stats.resubscribes > 1) {
+        try {
+          onResumed?.()
+        } catch (err) {
+          report(new RedisBrokerError(`resumed hook: ${asError(err).message}`, 'deliver', { cause: err }))
+        }
+      }
       probeLost = undefined
       lossReported = false
       refresh()
@@ -377,10 +386,11 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   }
 
   return {
-    async start(id, fn) {
+    async start(id, fn, hooks) {
       if (closed || started) return
       nodeId = id
       deliver = fn
+      onResumed = hooks?.resumed
       sub = makeSubscriber()
       started = true
       listen(true)

@@ -56,6 +56,8 @@ interface Node {
   readonly broker: RedisBroker
   readonly got: ClusterMessage[]
   readonly errors: Error[]
+  /** Times the broker told the hub it is subscribed again after a loss (`hooks.resumed`). */
+  resumed: number
 }
 
 let seq = 0
@@ -69,8 +71,8 @@ async function node(prefix: string, client: Redis | Cluster = standalone(), extr
   const errors: Error[] = []
   const broker = createRedisBroker({ client, prefix, onError: (e) => errors.push(e), ...extra })
   brokers.push(broker)
-  const n: Node = { id: `n${++seq}`, broker, got: [], errors }
-  await broker.start(n.id, (m) => n.got.push(m))
+  const n: Node = { id: `n${++seq}`, broker, got: [], errors, resumed: 0 }
+  await broker.start(n.id, (m) => n.got.push(m), { resumed: () => n.resumed++ })
   return n
 }
 
@@ -180,9 +182,12 @@ describe('Redis broker: outages', () => {
     await b.broker.subscribe('room:k')
     const raw = standalone()
     const before = b.broker.stats().resubscribes
+    expect(b.resumed).toBe(0)
     await raw.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
     await until(() => expect(b.broker.stats().resubscribes).toBeGreaterThan(before))
     await until(() => expect(b.broker.health().state).toBe('up'))
+    // the hub is told, so it looks at once for what the bus may have dropped meanwhile
+    expect(b.resumed).toBeGreaterThanOrEqual(1)
     await a.broker.publish(channelDispatch(a.id, 'room:k', 1))
     await until(() => expect(numbers(b, 'room:k')).toEqual([1]))
   }, 20_000)

@@ -25,6 +25,8 @@ export interface ClusterHost {
   readonly clustered: boolean
   /** The hub is closing: local connections are going away. */
   readonly closing: boolean
+  /** The broker is subscribed again after losing its bus: look for what it may have missed. */
+  resumed(): void
   /** Deliver a dispatch to this node's connections; returns how many it reached. */
   deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined, collect: Subscription[] | null): number
   /**
@@ -244,7 +246,7 @@ export class Cluster {
 
   private startBroker(): MaybePromise<void> {
     try {
-      const r = this.host.broker.start(this.host.nodeId, (m) => this.fromCluster(m))
+      const r = this.host.broker.start(this.host.nodeId, (m) => this.fromCluster(m), { resumed: () => this.host.resumed() })
       return isPromise(r) ? r.catch((err) => this.host.signals.report(err, 'broker.start')) : r
     } catch (err) {
       this.host.signals.report(err, 'broker.start')

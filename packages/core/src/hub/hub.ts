@@ -104,6 +104,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return hub.closing
       },
       deliverLocal: (d, out, where, collect) => this.fanout.deliverLocal(d, out, where, collect),
+      resumed: () => this.recovery.checkLive(this.live.values()),
       liveNodes: () => (this.options.nodes.heartbeatMs > 0 ? this.options.presenceStore.liveNodes(this.clock.now(), this.options.nodes.nodeTtlMs) : undefined),
       signals,
     })

@@ -83,7 +83,9 @@ export type ClusterMessage = Dispatch | Request | Reply
  * - a reply reaches only the node named in `to`.
  *
  * And for every message:
- * - a node receives it at most once, and in publish order per publisher;
+ * - a node receives it at most once, and in publish order per publisher and route (a channel's
+ *   dispatches, the messages to every node, the replies to one node: on a sharded bus such as a
+ *   Redis Cluster these travel apart, so nothing is ordered between them);
  * - what arrives is a deep copy (plain JSON data): never the published object, and each node its own;
  * - a `deliver` that throws keeps the message from no other node, and later messages still reach it.
  */
@@ -94,7 +96,7 @@ export interface Broker {
    * delivered (whether earlier ones are is the implementation's choice). MUST NOT deliver
    * messages whose `origin` is `nodeId` (the hub already delivered its own).
    */
-  start(nodeId: string, deliver: (message: ClusterMessage) => void): MaybePromise<void>
+  start(nodeId: string, deliver: (message: ClusterMessage) => void, hooks?: BrokerHooks): MaybePromise<void>
   /**
    * Send a message to the nodes its kind routes it to. MUST NOT throw synchronously, even for a
    * message that is not plain data; a failure is reported by rejecting, and the hub passes it to
@@ -118,6 +120,15 @@ export interface Broker {
    * hub's `health()` reports it, unhealthy once it has been down past `nodes.unhealthyAfterMs`.
    */
   health?(): BrokerHealth
+}
+
+/** What a broker tells the hub besides messages. */
+export interface BrokerHooks {
+  /**
+   * The broker lost its bus and is subscribed again: messages published meanwhile may be
+   * missing. The hub compares its live channels with their streams at once (live gap detection).
+   */
+  resumed?(): void
 }
 
 /** A broker's view of its bus. */
