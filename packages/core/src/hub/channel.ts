@@ -82,8 +82,13 @@ export class Channel {
     readonly pattern: string,
     readonly options: ChannelOptions,
     readonly params: Readonly<Record<string, string>>,
+    /** This hub is one node of several: messages of one channel may arrive out of offset order. */
+    clustered = false,
   ) {
-    this.sequenced = options.delivery === 'at-least-once' && options.history !== false
+    // At-least-once channels always (prev must only name offsets seen here); other channels with
+    // history on a cluster, so every subscriber gets a channel's messages in offset order even when
+    // they were published on different nodes.
+    this.sequenced = options.history !== false && (options.delivery === 'at-least-once' || clustered)
   }
 
   fanOutList(): FanOutList {

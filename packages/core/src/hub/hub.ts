@@ -496,6 +496,16 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.notifications.close()
     for (const conn of [...this.byId.values()]) this.admission.closeConnection(conn, CloseCode.GoingAway, 'server shutting down')
     this.presence.flushLeaves()
+    if (this.options.nodes.heartbeatMs > 0) {
+      // Leave the cluster: other nodes stop counting on this one (questions no longer wait for
+      // it), and whatever of its presence is still stored goes now, each leave announced once.
+      try {
+        const changes = await this.options.presenceStore.removeNode(this.nodeId, this.clock.now())
+        if (changes.length > 0) this.presence.nodeGone(changes)
+      } catch (err) {
+        this.report(err, 'nodes.leave')
+      }
+    }
     try {
       await this.options.broker.close()
     } catch (err) {

@@ -104,7 +104,7 @@ export class SubscriptionService {
       throw new RealtimeError('RT_008', `'${name}' is full (${capacity})`, { capacity })
     }
     if (!channel) {
-      this.host.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params)))
+      this.host.live.set(name, (channel = new Channel(name, resolved.pattern, options, resolved.params, this.host.options.clustered)))
       // Ask the broker for the channel's dispatches now; the subscription awaits it before reading its position.
       const wanted = this.host.cluster.want(name)
       if (wanted) wanted.catch(() => undefined)
