@@ -125,12 +125,19 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   const now = options.now ?? Date.now
   const validateFrames = options.validateFrames ?? true
   const probeEvery = options.probeIntervalMs ?? 5_000
+  /** Where the hub hears of the broker's own failures (set by start: the hub's onError, logger and error event). */
+  let hubError: ((error: unknown) => void) | undefined
   const report = (err: Error) => {
     try {
       if (options.onError) options.onError(err)
-      else console.warn(`[tidings/redis broker] ${err.message}`)
+      else if (!hubError) console.warn(`[tidings/redis broker] ${err.message}`)
     } catch {
       // an onError that throws must not break the broker
+    }
+    try {
+      hubError?.(err)
+    } catch {
+      // nor a hub hook that throws
     }
   }
 
@@ -391,6 +398,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       nodeId = id
       deliver = fn
       onResumed = hooks?.resumed
+      hubError = hooks?.error
       sub = makeSubscriber()
       started = true
       listen(true)

@@ -246,7 +246,7 @@ export class Cluster {
 
   private startBroker(): MaybePromise<void> {
     try {
-      const r = this.host.broker.start(this.host.nodeId, (m) => this.fromCluster(m), { resumed: () => this.host.resumed() })
+      const r = this.host.broker.start(this.host.nodeId, (m) => this.fromCluster(m), { resumed: () => this.host.resumed(), error: (err) => this.host.signals.report(err, 'broker') })
       return isPromise(r) ? r.catch((err) => this.host.signals.report(err, 'broker.start')) : r
     } catch (err) {
       this.host.signals.report(err, 'broker.start')

@@ -487,6 +487,24 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
   }
 
+  /** A port's answer, or undefined after `ms` (a store that does not answer must not hold up a shutdown). */
+  private within<T>(ms: number, answer: MaybePromise<T>): Promise<T | undefined> {
+    if (!(answer instanceof Promise)) return Promise.resolve(answer)
+    return new Promise<T | undefined>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => resolve(undefined), ms)
+      answer.then(
+        (v) => {
+          this.clock.clearTimeout(timer)
+          resolve(v)
+        },
+        (err: unknown) => {
+          this.clock.clearTimeout(timer)
+          reject(err)
+        },
+      )
+    })
+  }
+
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
@@ -500,8 +518,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       // Leave the cluster: other nodes stop counting on this one (questions no longer wait for
       // it), and whatever of its presence is still stored goes now, each leave announced once.
       try {
-        const changes = await this.options.presenceStore.removeNode(this.nodeId, this.clock.now())
-        if (changes.length > 0) this.presence.nodeGone(changes)
+        const changes = await this.within(this.options.nodes.requestTimeoutMs, this.options.presenceStore.removeNode(this.nodeId, this.clock.now()))
+        if (changes && changes.length > 0) this.presence.nodeGone(changes)
       } catch (err) {
         this.report(err, 'nodes.leave')
       }

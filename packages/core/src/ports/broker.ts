@@ -129,6 +129,12 @@ export interface BrokerHooks {
    * missing. The hub compares its live channels with their streams at once (live gap detection).
    */
   resumed?(): void
+  /**
+   * A failure inside the broker, not the answer to a call (its connection dropped, a message
+   * that failed validation): the hub reports it like its own (`onError` with stage `broker`, the
+   * logger, the `error` event).
+   */
+  error?(error: unknown): void
 }
 
 /** A broker's view of its bus. */
