@@ -39,7 +39,7 @@
 import { parseArgs } from 'node:util'
 import { Child, killAllChildren } from '../bench/lib/ipc.js'
 import { Ghost, Publisher, Subscriber } from './cluster/clients.js'
-import { freePort, startPrivateRedis } from './cluster/redis.js'
+import { freePort, redisCli, startPrivateRedis } from './cluster/redis.js'
 
 const { values: flags } = parseArgs({
   options: {
@@ -214,6 +214,14 @@ async function main(): Promise<number> {
   const missing = [...live.keys()].filter((u) => !listed.has(u))
   log(`presence: ${snapshot.count} members listed, ${live.size} users connected; ${zombies} zombie connection(s)${missing.length > 0 ? `; connected but not listed: ${missing.join(', ')}` : ''}`)
   for (const z of zombieNotes.slice(0, 10)) log(`  zombie: ${z}`)
+  if (zombies > 0) {
+    // Where the stale entries are: the channel's entries as Redis holds them, for the zombie users.
+    const raw = (await redisCli(redis.port, '--no-raw', 'hgetall', `tidings:presence:{${CHANNEL}}:e`)).split('\n')
+    const zombieUsers = new Set(zombieNotes.map((z) => z.split(' ')[0]))
+    const open = new Set([...subscribers, ...ghosts].filter((c) => c.open).map((c) => c.connectionId))
+    for (const line of raw) if ([...zombieUsers].some((u) => line.includes(`"${u}`) || line.includes(`\\"${u}\\"`))) log(`  entry: ${line.slice(0, 300)}`)
+    log(`  open connection ids: ${[...open].join(' ')}`)
+  }
 
   // The counts.
   const witness = new Map<number, { epoch: string; offset: number }>()
