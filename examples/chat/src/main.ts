@@ -1,8 +1,14 @@
 import { startChatServer } from './server.js'
 
-const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1')
-console.log(`Tidings chat demo on ${chat.url.replace('127.0.0.1', 'localhost')} — open it in two browser windows.`)
-console.log(`Admin API: ${chat.url}/realtime/openapi.json (key: ${process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key'})`)
+// With REDIS_URL, one node of a cluster on Redis (npm run demo:cluster); without, the in-memory demo.
+const cluster = process.env.REDIS_URL ? (await import('./cluster.js')).clusterNode(process.env) : undefined
+const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1', cluster?.options)
+if (cluster) {
+  console.log(`${cluster.nodeId} on ${chat.url.replace('127.0.0.1', 'localhost')} (pid ${process.pid})`)
+} else {
+  console.log(`Tidings chat demo on ${chat.url.replace('127.0.0.1', 'localhost')} — open it in two browser windows.`)
+  console.log(`Admin API: ${chat.url}/realtime/openapi.json (key: ${process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key'})`)
+}
 let stopping = false
 const stop = async () => {
   if (stopping) return
@@ -10,6 +16,7 @@ const stop = async () => {
   const force = setTimeout(() => process.exit(0), 2000)
   force.unref()
   await chat.close().catch(() => {})
+  await cluster?.close()
   process.exit(0)
 }
 process.on('SIGINT', stop)

@@ -1,16 +1,16 @@
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Authenticator, Hub } from '@tidings/core'
+import type { Authenticator, Hub, HubOptions } from '@tidings/core'
 import { createRealtime, type Realtime } from '@tidings/http'
 import { build } from 'esbuild'
 import express from 'express'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
-/** The client SDK as one browser module, bundled from source when the server starts. */
-async function clientBundle(): Promise<string> {
+/** The client SDK as one browser module, bundled from source when the server starts (with the cluster's nodes). */
+async function clientBundle(nodes: readonly string[]): Promise<string> {
   const out = await build({
     entryPoints: [join(here, 'browser-entry.ts')],
     bundle: true,
@@ -18,6 +18,7 @@ async function clientBundle(): Promise<string> {
     platform: 'browser',
     target: 'es2022',
     conditions: ['source'],
+    define: { __TIDINGS_NODES__: JSON.stringify(nodes) },
     write: false,
     minify: true,
     logLevel: 'silent',
@@ -39,36 +40,56 @@ export const ROOMS = ['general', 'design', 'random']
 export const NAME = /^[\p{L}\p{N}][\p{L}\p{N} ._'-]{0,31}$/u
 
 /**
- * Sign-in for the demo: `POST /login { name }` issues a random token for that name (the same
- * name is the same user, in as many tabs as you like). A real app would check a password or a
- * session cookie here; the Tidings side stays the same: an authenticator that maps a token to
- * a user id.
+ * Sign-in for the demo: `POST /login { name }` issues a token for that name (the same name is
+ * the same user, in as many tabs as you like). The token is the name signed with the server's
+ * secret (HMAC), so the nodes of a cluster that share the secret accept each other's tokens. A
+ * real app would check a password or a session cookie here; the Tidings side stays the same: an
+ * authenticator that maps a token to a user id.
  */
-export function createLogins() {
-  const tokens = new Map<string, string>()
+export function createLogins(secret: string | Buffer = randomBytes(32)) {
+  const sign = (name: string) => createHmac('sha256', secret).update(name).digest()
   return {
     issue(name: string): string {
-      const token = randomBytes(18).toString('base64url')
-      tokens.set(token, name)
-      return token
+      return `${Buffer.from(name).toString('base64url')}.${sign(name).toString('base64url')}`
     },
     authenticate: (({ token }) => {
-      const name = token === undefined ? undefined : tokens.get(token)
-      return name === undefined ? null : { userId: name }
+      const [name, mac] = (token ?? '').split('.').map((part) => Buffer.from(part, 'base64url'))
+      if (!name || !mac || mac.length !== 32) return null
+      const userId = name.toString()
+      return timingSafeEqual(mac, sign(userId)) ? { userId } : null
     }) satisfies Authenticator,
   }
 }
 
+export interface ChatServerOptions {
+  /** Merged into the hub's options (a cluster node gives its nodeId and the Redis ports here). */
+  readonly hubOptions?: HubOptions
+  /**
+   * Every node of the same chat, as origins (`http://localhost:3001`, …): the page's client
+   * fails over to the next one when its node goes away (see browser-entry.ts), so each node
+   * accepts WebSockets from the others' pages. Empty (default): one node.
+   */
+  readonly nodes?: readonly string[]
+  /** Signs the login tokens; nodes that share it accept each other's tokens. Default: random. */
+  readonly secret?: string
+}
+
 /**
  * The demo server: Express serves the page, the client bundle and `/login`; Tidings is mounted
- * at /realtime on the in-memory hub, with an authenticator (tokens from `/login`).
+ * at /realtime on the in-memory hub (or on the ports given in `options.hubOptions`, e.g. Redis
+ * for a cluster node), with an authenticator (tokens from `/login`).
  */
-export async function startChatServer(port = Number(process.env.PORT ?? 3000), host = '127.0.0.1'): Promise<ChatServer> {
-  const logins = createLogins()
+export async function startChatServer(port = Number(process.env.PORT ?? 3000), host = '127.0.0.1', options: ChatServerOptions = {}): Promise<ChatServer> {
+  const logins = createLogins(options.secret)
+  const nodes = options.nodes ?? []
+  // A page served by one node talks to the others after a failover: their origins are allowed.
+  const origins = nodes.flatMap((n) => [n, n.replace('//localhost:', '//127.0.0.1:'), n.replace('//127.0.0.1:', '//localhost:')])
   const realtime = createRealtime({
     apiKey: process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key',
     authenticate: logins.authenticate,
+    ...(nodes.length > 0 ? { edge: { allowedOrigins: origins } } : {}),
     hubOptions: {
+      ...options.hubOptions,
       allowAnonymous: false,
       channels: {
         // Every room: presence (who is here, typing), history, and at-least-once delivery so
@@ -84,7 +105,7 @@ export async function startChatServer(port = Number(process.env.PORT ?? 3000), h
       },
     },
   })
-  const bundle = await clientBundle()
+  const bundle = await clientBundle(nodes)
 
   const app = express()
   app.use(realtime.express())
