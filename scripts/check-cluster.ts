@@ -216,10 +216,12 @@ async function main(): Promise<number> {
   for (const z of zombieNotes.slice(0, 10)) log(`  zombie: ${z}`)
   if (zombies > 0) {
     // Where the stale entries are: the channel's entries as Redis holds them, for the zombie users.
-    const raw = (await redisCli(redis.port, '--no-raw', 'hgetall', `tidings:presence:{${CHANNEL}}:e`)).split('\n')
+    const raw = (await redisCli(redis.port, '--raw', 'hgetall', `tidings:presence:{${CHANNEL}}:e`)).split('\n')
     const zombieUsers = new Set(zombieNotes.map((z) => z.split(' ')[0]))
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      if ([...zombieUsers].some((u) => raw[i + 1]!.includes(`"${u}"`))) log(`  entry ${raw[i]}: ${raw[i + 1]!.slice(0, 160)}`)
+    }
     const open = new Set([...subscribers, ...ghosts].filter((c) => c.open).map((c) => c.connectionId))
-    for (const line of raw) if ([...zombieUsers].some((u) => line.includes(`"${u}`) || line.includes(`\\"${u}\\"`))) log(`  entry: ${line.slice(0, 300)}`)
     log(`  open connection ids: ${[...open].join(' ')}`)
   }
 
