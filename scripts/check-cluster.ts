@@ -177,10 +177,10 @@ async function main(): Promise<number> {
   for (const p of publishers) for (const [n, o] of p.published) published.set(n, o)
   log(`${published.size}/${MESSAGES} published; retries ${publishers.reduce((a, p) => a + p.retries, 0)} (${summarize(publishers.map((p) => p.errors))}), duplicate replies ${publishers.reduce((a, p) => a + p.duplicateReplies, 0)}`)
 
-  // Let deliveries settle: every subscriber has every message or a notice for it, or 30 s without progress.
+  // Let deliveries settle: every subscriber has every message or a notice that may cover it, or 30 s without progress.
   const outstanding = () => {
     let n = 0
-    for (const s of subscribers) for (const m of published.keys()) if (!s.delivered.has(m)) n++
+    for (const s of subscribers) for (const [m, o] of published) if (!s.delivered.has(m) && !s.covered(undefined, o)) n++
     return n
   }
   let last = outstanding()
