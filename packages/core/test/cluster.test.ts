@@ -166,4 +166,30 @@ describe('cluster-wide questions and state (memory ports)', () => {
     // quietly: no second join announced to the watcher (it saw the removal as a leave, then this join)
     expect(watcher.received('presence:join').length).toBeLessThanOrEqual(joins + 1)
   })
+
+  it('a node restarted with the same id within the TTL first removes what its previous run left (one leave each, its places freed) before it admits anyone', async () => {
+    const clock = createManualClock(0)
+    const bus = createMemoryBus()
+    const presenceStore = createMemoryPresenceStore()
+    const options = { clock, store: createMemoryStore(), presenceStore, nodes: { heartbeatMs: 1_000, nodeTtlMs: 20_000 }, limits: { maxConnectionsPerUser: 1 } }
+    const a = createTestHub({ ...options, nodeId: 'a', broker: bus.broker() })
+    const crashed = createTestHub({ ...options, nodeId: 'b', broker: bus.broker() })
+    open.push(a, crashed)
+    const watcher = await a.connect({ userId: 'watcher' })
+    await watcher.subscribe('presence:room')
+    const ghost = await crashed.connect({ userId: 'ghost' })
+    await ghost.subscribe('presence:room')
+    await a.settle()
+    // b dies without closing (nothing more from it), and comes back at once under the same id
+    const restarted = createTestHub({ ...options, nodeId: 'b', broker: bus.broker() })
+    open.push(restarted)
+    const again = await restarted.connect({ userId: 'ghost' }) // its old place is gone: the limit of 1 lets it in
+    await restarted.settle()
+    await a.settle()
+    expect(watcher.received('presence:leave').map((f) => f.user.id)).toEqual(['ghost'])
+    expect((await a.hub.presence.get('presence:room')).users.map((u) => u.id)).toEqual(['watcher'])
+    await again.subscribe('presence:room')
+    await a.settle()
+    expect((await a.hub.presence.get('presence:room')).users.map((u) => `${u.id}:${u.connections}`).sort()).toEqual(['ghost:1', 'watcher:1'])
+  })
 })

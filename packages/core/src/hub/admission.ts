@@ -10,7 +10,7 @@ import type { ConnectOptions, HubConnections } from './api.js'
 import type { Answers } from './cluster.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
-import { isPromise } from '../util.js'
+import { type MaybePromise, isPromise } from '../util.js'
 
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
@@ -28,6 +28,8 @@ export interface AdmissionHost {
   readonly connectionHost: ConnectionHost
   readonly credentials: CredentialWatch
   readonly fanout: FanOut
+  /** The node's start-up (a promise while it is under way): connections wait for it. */
+  started(): MaybePromise<void>
   readonly cluster: { ask<T>(query: import('../ports/broker.js').ClusterQuery, local: T): Promise<Answers<T>> }
   readonly preferences: { compiled(userId: string): CompiledPreferences | undefined }
   removeSubscription(sub: Subscription, reason: string, notify: boolean): void
@@ -75,6 +77,8 @@ export class Admission implements HubConnections {
       throw new RealtimeError(code, message)
     }
     if (this.host.closing) refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
+    const starting = this.host.started()
+    if (starting) await starting
 
     let identity: Identity
     const credentials = opts.token !== undefined || opts.apiKey !== undefined

@@ -63,6 +63,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly byUser: ReadonlyMap<string, ReadonlySet<Connection>>
   private readonly stats = new Metrics()
   private closing = false
+  /** Until the node's start-up is done (its previous run's entries removed), connections wait. */
+  private started: MaybePromise<void> = undefined
   private readonly receipts: Receipts
   private readonly acks: Acks
   private readonly recovery: Recovery
@@ -126,6 +128,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return hub.fanout
       },
       cluster: this.cluster,
+      started: () => this.started,
       preferences: { compiled: (userId) => this.preferences.compiled(userId) },
       removeSubscription: (sub, reason, notify) => this.subscriptions.removeSubscription(sub, reason, notify),
       signals,
@@ -253,7 +256,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       heartbeatMs: this.options.nodes.heartbeatMs,
       nodeTtlMs: this.options.nodes.nodeTtlMs,
       nodeGone: (node, changes) => {
-        this.options.logger.warn('node stopped heartbeating: its presence members were removed', { node, channels: changes.length })
+        this.options.logger.warn(node === this.nodeId ? 'this node restarted: what its previous run left in the presence store was removed' : 'node stopped heartbeating: its presence members were removed', { node, channels: changes.length })
         this.cluster.nodeGone(node)
         this.presence.nodeGone(changes)
       },
@@ -266,7 +269,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       signals,
     })
-    if (this.options.nodes.heartbeatMs > 0) this.nodes.start()
+    if (this.options.nodes.heartbeatMs > 0) this.started = this.nodes.start()
   }
 
   publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {

@@ -37,8 +37,28 @@ export class NodeWatch {
 
   constructor(private readonly host: NodeWatchHost) {}
 
-  start(): void {
-    this.beat()
+  /**
+   * Start heartbeating. First, whatever the store still holds under this node's id is removed
+   * (each leave announced once): a node restarted with the same id within the TTL would
+   * otherwise leave its previous run's members and connection places behind for good. Resolves
+   * once that is done; the hub admits no connection before.
+   */
+  start(): MaybePromise<void> {
+    const { presenceStore: store, nodeId, clock } = this.host
+    let cleared: MaybePromise<void>
+    try {
+      cleared = andThen(store.removeNode(nodeId, clock.now()), (changes) => {
+        if (changes.length > 0) this.host.nodeGone(nodeId, changes)
+      })
+    } catch (err) {
+      cleared = Promise.reject(err)
+    }
+    const go = () => this.beat()
+    if (!isPromise(cleared)) return go()
+    return cleared.then(go, (err) => {
+      this.host.signals.report(err, 'nodes.start')
+      go()
+    })
   }
 
   stop(): void {
