@@ -19,8 +19,8 @@ import { createServer } from 'node:http'
 import { createHub, silentLogger } from '@tidings/core'
 import { createRealtime } from '@tidings/http'
 import { serveRequests } from '../bench/lib/ipc.js'
-import { createRedisBroker, createRedisPresenceStore, createRedisStore } from '../packages/redis/src/index.js'
-import { Redis } from './cluster/ioredis.js'
+import { createRedisBroker, createRedisPresenceStore, createRedisStore } from '@tidings/redis'
+import { Redis } from 'ioredis'
 
 const env = process.env
 const nodeId = env.CLUSTER_NODE_ID ?? 'node'
