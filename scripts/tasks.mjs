@@ -83,29 +83,10 @@ function demo() {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => stopChild(signal))
   process.on('exit', () => stopChild())
   // npm runs scripts through `sh -c`, which stays behind when npm is killed: watch npm too.
-  const watched = [process.ppid]
-  try {
-    const stat = readFileSync(`/proc/${process.ppid}/stat`, 'utf8')
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-    if (/^(sh|bash|dash)$/.test(comm)) watched.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
-  } catch {
-    // not Linux: the parent alone
-  }
-  const alive = (pid) => {
-    try {
-      process.kill(pid, 0)
-      return true
-    } catch {
-      return false
-    }
-  }
-  const parent = process.ppid
-  const watch = setInterval(() => {
-    if (process.ppid !== parent || !watched.every(alive)) {
-      stopChild()
-      setTimeout(() => process.exit(0), 2500).unref()
-    }
-  }, 300)
+  const watch = watchNpm(() => {
+    stopChild()
+    setTimeout(() => process.exit(0), 2500).unref()
+  })
   child.on('exit', (code, signal) => {
     clearInterval(watch)
     process.exit(code ?? (signal ? 0 : 1))
@@ -239,7 +220,7 @@ ${origins.map((o, i) => `:::   node-${i + 1}  ${o}`).join('\n')}
   })
 }
 
-/** When npm (our parent, and the `sh -c` between us) goes away, call `gone` once. */
+/** When npm (our parent, and the `sh -c` between us) goes away, call `gone` once. Returns the (unref'd) interval. */
 function watchNpm(gone) {
   const watched = [process.ppid]
   try {
@@ -265,6 +246,7 @@ function watchNpm(gone) {
     }
   }, 300)
   watch.unref()
+  return watch
 }
 
 

@@ -1,40 +1,22 @@
 /**
  * A private redis-server for the cluster check and bench: a free loopback port, started and
- * stopped by this process (killed with it). Like packages/redis/test/servers.ts, plus a choice of
+ * stopped by this process (killed with it). Built on the Redis tests' harness
+ * (packages/redis/test/servers.ts: free ports, PING), plus a choice of
  * persistence: `durable` runs with an append-only file fsynced on every write (`appendfsync
  * always`), so a SIGKILL and a start bring it back with every acknowledged write; otherwise no
  * persistence, and a restart brings it back empty.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { freePort, ping } from '../../packages/redis/test/servers.js'
+
+export { freePort }
 
 const exec = promisify(execFile)
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
-    })
-  })
-}
-
-async function ping(port: number): Promise<boolean> {
-  try {
-    const { stdout } = await exec('redis-cli', ['-p', String(port), 'ping'], { timeout: 2_000 })
-    return stdout.trim() === 'PONG'
-  } catch {
-    return false
-  }
-}
 
 export async function redisCli(port: number, ...args: string[]): Promise<string> {
   const { stdout } = await exec('redis-cli', ['-p', String(port), ...args], { timeout: 5_000 })

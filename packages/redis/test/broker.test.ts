@@ -3,7 +3,7 @@ import { brokerConformance } from '@tidings/core/conformance'
 import { Cluster, Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBroker, RedisBrokerError, createRedisBroker } from '../src/index.js'
-import { type RedisCluster, type RedisServer, startCluster, startRedis } from './servers.js'
+import { type RedisCluster, type RedisServer, startCluster, startRedis, until } from './servers.js'
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -85,18 +85,6 @@ const channelDispatch = (origin: string, channel: string, i: number): Dispatch =
 const numbers = (n: Node, channel?: string) =>
   n.got.filter((m): m is Dispatch => m.kind === 'dispatch' && (channel === undefined || (m.target.kind === 'channel' && m.target.channel === channel))).map((m) => (m.frame as { data: { i: number } }).data.i)
 
-async function until(check: () => void | Promise<void>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(10)
-    }
-  }
-}
 
 describe('Redis broker: interest', () => {
   for (const kind of ['standalone', 'cluster'] as const) {

@@ -2,7 +2,9 @@ import { createHub, createMemoryTransport, type Hub, type HubOptions, silentLogg
 import { Redis } from 'ioredis'
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest'
 import { createRedisBroker, createRedisPresenceStore, createRedisStore } from '../src/index.js'
-import { type RedisServer, startRedis } from './servers.js'
+import { type RedisServer, startRedis, until as untilWithin } from './servers.js'
+
+const until = (check: () => void | Promise<void>) => untilWithin(check, 15_000)
 
 // Two hubs on one real Redis, which is killed and started again (empty) under them: nothing
 // crashes or throws into the app, failures reach onError, health turns 503 past the threshold,
@@ -29,18 +31,6 @@ afterEach(async () => {
 })
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-async function until(check: () => void | Promise<void>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(25)
-    }
-  }
-}
 
 function node(nodeId: string, errors: string[]) {
   const connect = () => {

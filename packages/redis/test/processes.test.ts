@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline'
 import { Realtime } from '@tidings/client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
-import { type RedisServer, startRedis } from './servers.js'
+import { type RedisServer, startRedis, until } from './servers.js'
 
 // Three hub nodes in three Node processes (packages/redis/test/node-process.ts: the Redis ports,
 // the WebSocket transport and the admin API through createRealtime), on one real redis-server;
@@ -134,18 +134,6 @@ async function admin(node: Node, method: string, path: string, body?: unknown): 
   return res.json()
 }
 
-async function until(check: () => void | Promise<void>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(25)
-    }
-  }
-}
 
 const data = (c: Client, channel: string) => c.frames.filter((f) => f.type === 'message' && f.channel === channel).map((f) => f.data)
 const joins = (c: Client, channel: string, user: string) => c.frames.filter((f) => f.type === 'presence:join' && f.channel === channel && f.user.id === user).length

@@ -27,7 +27,8 @@ export async function freePort(): Promise<number> {
   })
 }
 
-async function ping(port: number): Promise<boolean> {
+/** Whether a redis-server answers PING on this loopback port. */
+export async function ping(port: number): Promise<boolean> {
   try {
     const { stdout } = await exec('redis-cli', ['-p', String(port), 'ping'], { timeout: 2_000 })
     return stdout.trim() === 'PONG'
@@ -134,5 +135,19 @@ export async function startCluster(): Promise<RedisCluster> {
       )
       rmSync(dir, { recursive: true, force: true })
     },
+  }
+}
+
+/** Retry `check` (an assertion) every `everyMs` until it passes; past `ms`, its last failure is thrown. */
+export async function until(check: () => void | Promise<void>, ms = 10_000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      await check()
+      return
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+      await sleep(everyMs)
+    }
   }
 }
