@@ -62,6 +62,7 @@ export { Outbound, type Session, type ConnectionHandle } from './ports/session.j
 export type { Broker, BrokerHealth, BrokerHooks, ClusterMessage, ClusterQuery, Dispatch, DispatchTarget, Reply, Request } from './ports/broker.js'
 export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult, ConsumerCursor } from './ports/store.js'
 export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
+export type { LimitStore } from './ports/limits.js'
 export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'
 export { type Clock, type TimerHandle, systemClock } from './ports/clock.js'
 export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from './ports/logger.js'
@@ -70,6 +71,7 @@ export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from '.
 export { createMemoryBroker, createMemoryBus, type MemoryBus } from './memory/broker.js'
 export { createMemoryStore, type MemoryMessageStore, type MemoryStoreOptions, type MemoryStoreStats } from './memory/store.js'
 export { createMemoryPresenceStore } from './memory/presence.js'
+export { createMemoryLimitStore, type MemoryLimitStoreOptions } from './memory/limits.js'
 export { createManualClock, type ManualClock } from './memory/clock.js'
 export { createMemoryTransport, MemoryClient, type Faults, type MemoryConnectOptions, type MemoryTransport } from './memory/transport.js'
 

@@ -27,6 +27,7 @@ export const PORT_METHODS: ReadonlySet<PropertyKey> = new Set([
   'heartbeat',
   'deadNodes',
   'liveNodes',
+  'hit', // LimitStore
   // all of them
   'close',
 ])
