@@ -97,5 +97,5 @@ export { type ChannelOptions, type EventSchema, BUILT_IN_CHANNELS } from './hub/
 export type { ConnectionInfo } from './hub/connection.js'
 export type { Rooms, RoomInfo, RoomOptions, RoomAccess } from './hub/rooms.js'
 export type { MetricsSnapshot } from './hub/metrics.js'
-export { type MaybePromise, seededRandom } from './util.js'
+export { type MaybePromise, addressKey, seededRandom } from './util.js'
 export { OutboundLog } from './outbound-log.js'

@@ -61,6 +61,22 @@ export class SerialQueue {
   }
 }
 
+/**
+ * The key one client's connections are counted under: an IPv4 address as it is (`::ffff:`-mapped
+ * ones unmapped), an IPv6 address by its /64 network (one host usually owns a whole /64, so
+ * counting single addresses would let it take as many places as it likes).
+ */
+export function addressKey(address: string): string {
+  if (address.startsWith('::ffff:') && address.includes('.')) return address.slice(7)
+  if (!address.includes(':')) return address
+  const bare = address.split('%')[0]!.toLowerCase()
+  const [head = '', tail] = bare.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`
+}
+
 /** `value.then(fn)` that stays synchronous for synchronous values. */
 export function andThen<T, R>(value: MaybePromise<T>, fn: (v: T) => R): MaybePromise<Awaited<R>> | R {
   return isPromise(value) ? (value.then(fn) as Promise<Awaited<R>>) : fn(value)

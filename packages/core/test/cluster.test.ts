@@ -192,4 +192,18 @@ describe('cluster-wide questions and state (memory ports)', () => {
     await a.settle()
     expect((await a.hub.presence.get('presence:room')).users.map((u) => `${u.id}:${u.connections}`).sort()).toEqual(['ghost:1', 'watcher:1'])
   })
+
+  it('a single hub holds maxConnectionsPerAddress on its own (IPv4 as is, IPv6 by /64, ::ffff:-mapped IPv4 as IPv4), with no store round trip', async () => {
+    const t = createTestHub({ limits: { maxConnectionsPerAddress: 1 } })
+    open.push(t)
+    const first = await t.connect({ userId: 'a', ip: '198.51.100.4' })
+    const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: { code?: string }) => e.code)
+    expect(await refusal(t.connect({ userId: 'b', ip: '::ffff:198.51.100.4' }))).toBe('RT_001')
+    await t.connect({ userId: 'c', ip: '2001:db8:1:2::1' })
+    expect(await refusal(t.connect({ userId: 'd', ip: '2001:db8:1:2:ffff::9' }))).toBe('RT_001')
+    await t.connect({ userId: 'e', ip: '2001:db8:1:3::1' })
+    first.close()
+    await t.settle()
+    await t.connect({ userId: 'b', ip: '198.51.100.4' })
+  })
 })

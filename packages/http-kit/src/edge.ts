@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { addressKey } from '@tidings/core'
 
 /*
  * The edge guard: what every transport checks about a connection attempt before the hub sees
@@ -220,21 +221,6 @@ export function isEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): edge is 
 /** The guard given, or one made from the options given (defaults when none). */
 export function resolveEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): EdgeGuard {
   return isEdgeGuard(edge) ? edge : createEdgeGuard(edge ?? {})
-}
-
-/**
- * What the per-address limits count by: an IPv4 address as it is, an IPv6 address by its /64
- * (one host is usually given a whole /64, so counting single IPv6 addresses would let it open
- * connections from as many addresses as it likes).
- */
-export function addressKey(address: string): string {
-  if (!address.includes(':')) return address
-  const bare = address.split('%')[0]!.toLowerCase()
-  const [head = '', tail] = bare.split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`
 }
 
 /** `https://App.example.com/` → `https://app.example.com`. */

@@ -172,7 +172,7 @@ export interface ScheduleResult extends DeliveryCounts {
 }
 
 /** The ports a schedule's hub is built on (any left out: the hub's in-memory default). */
-export type DeliveryPorts = Partial<Pick<HubOptions, 'broker' | 'store' | 'presenceStore'>>
+export type DeliveryPorts = Partial<Pick<HubOptions, 'broker' | 'store' | 'presenceStore' | 'limitStore'>>
 
 export interface RunOptions {
   /** Replace the receiver (to prove the checker can fail). */

@@ -5,6 +5,7 @@ import type { ConnectionInfo } from '../hub/connection.js'
 import type { HubOptions } from '../hub/options.js'
 import { createMemoryBus } from '../memory/broker.js'
 import { createManualClock, type ManualClock } from '../memory/clock.js'
+import { createMemoryLimitStore } from '../memory/limits.js'
 import { createMemoryPresenceStore } from '../memory/presence.js'
 import { createMemoryStore } from '../memory/store.js'
 import type { MemoryClient } from '../memory/transport.js'
@@ -69,7 +70,7 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
     const given = await makePorts(nodes)
     expect(given, 'makePorts(nodes) answers one set of ports per node').toHaveLength(nodes)
     const out = given.map((p) => ({ ...p }))
-    const kinds = ['broker', 'store', 'presenceStore'] as const
+    const kinds = ['broker', 'store', 'presenceStore', 'limitStore'] as const
     for (const kind of kinds) {
       const have = out.filter((p) => p[kind] !== undefined).length
       if (have !== 0 && have !== nodes) throw new TypeError(`hubConformance: makePorts gave a ${kind} to ${have} of ${nodes} nodes (give it to every node or to none)`)
@@ -86,6 +87,10 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
       if (out.every((p) => p.presenceStore === undefined)) {
         const presenceStore = createMemoryPresenceStore()
         for (const p of out) p.presenceStore = presenceStore
+      }
+      if (out.every((p) => p.limitStore === undefined)) {
+        const limitStore = createMemoryLimitStore()
+        for (const p of out) p.limitStore = limitStore
       }
     }
     return out
@@ -111,6 +116,8 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
         channels: {
           // a capacity of two occupants (users once, across hubs)
           'seats:*': { subscribe: 'authenticated', capacity: 2 },
+          // a publish budget of three messages a minute (across hubs)
+          'budget:*': { subscribe: 'authenticated', publish: 'authenticated', publishesPerMinute: 3 },
           // at-least-once with a long history (resume, ordering across nodes)
           'room:*': { subscribe: 'authenticated', publish: 'authenticated', delivery: 'at-least-once', history: { maxCount: 10_000, maxAgeMs: 24 * 3_600_000 } },
           // at-least-once with a history of 3 messages (a resume the store cannot serve)
@@ -601,6 +608,35 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
       expect(bobOnB.messages().filter((m) => m.event === 'notifications:badge').map((m) => m.data)).toEqual([{ count: 1 }])
       expect(await a.hub.notifications.markRead(bob)).toBe(0)
       expect(await b.hub.notifications.unread(bob)).toBe(0)
+    }, timeout)
+
+    it('the per-address connection limit holds across hubs (IPv6 counted by /64), and a place is freed when a connection closes', async () => {
+      const { hubs, settle, user } = await cluster(3, { limits: { maxConnectionsPerAddress: 2 } })
+      const [a, b, c] = hubs
+      const ip = `2001:db8:${Math.floor(Math.random() * 0xffff).toString(16)}:1::` // a /64 of its own (a shared database)
+      const first = await a.connect({ userId: user('alice'), ip: `${ip}1` })
+      await b.connect({ userId: user('bob'), ip: `${ip}2` })
+      expect((await refusal(c.connect({ userId: user('carol'), ip: `${ip}3` })))?.code).toBe('RT_001')
+      await c.connect({ userId: user('dave'), ip: '192.0.2.7' }) // another address is not affected
+      first.drop()
+      await settle()
+      await c.connect({ userId: user('carol'), ip: `${ip}3` })
+    }, timeout)
+
+    it('a channel’s publish budget (publishesPerMinute) holds across hubs, and a new minute brings a new budget', async () => {
+      const { hubs, settle, advance, user, channel } = await cluster()
+      const [a, b] = hubs
+      const ch = channel('budget:')
+      const onA = await a.connect({ userId: user('alice') })
+      const onB = await b.connect({ userId: user('bob') })
+      await onA.publish(ch, 'say', { n: 1 })
+      await onB.publish(ch, 'say', { n: 2 })
+      await onA.publish(ch, 'say', { n: 3 })
+      const over = await refusal(onB.publish(ch, 'say', { n: 4 }))
+      expect(over?.code).toBe('RT_006')
+      await settle()
+      await advance(60_000, 10_000)
+      await onB.publish(ch, 'say', { n: 5 })
     }, timeout)
   })
 }

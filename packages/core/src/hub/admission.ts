@@ -10,7 +10,7 @@ import type { ConnectOptions, HubConnections } from './api.js'
 import type { Answers } from './cluster.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
-import { type MaybePromise, isPromise } from '../util.js'
+import { type MaybePromise, addressKey, isPromise } from '../util.js'
 
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
@@ -43,6 +43,9 @@ export interface AdmissionHost {
  */
 export const userConnectionsChannel = (userId: string): string => `$connections:${userId}`
 
+/** The same for the connections of one client address (`limits.maxConnectionsPerAddress`, IPv6 by /64). */
+export const addressConnectionsChannel = (address: string): string => `$addresses:${address}`
+
 /**
  * Who is connected: accepting a session (authentication, expiry, the per-user limit across
  * nodes, refusals answered, logged and emitted), this node's registries by id and by user,
@@ -52,6 +55,8 @@ export const userConnectionsChannel = (userId: string): string => `$connections:
 export class Admission implements HubConnections {
   readonly connections = new Map<string, Connection>()
   readonly byUser = new Map<string, Set<Connection>>()
+  /** Connections on this node per client address key, while `limits.maxConnectionsPerAddress` is set. */
+  private readonly byAddress = new Map<string, number>()
   private seq = 0
 
   constructor(private readonly host: AdmissionHost) {}
@@ -119,28 +124,32 @@ export class Admission implements HubConnections {
 
     const id = `${this.host.nodeId}.${(++this.seq).toString(36)}`
     const now = this.host.clock.now()
-    if (userId !== undefined && this.host.options.clustered && Number.isFinite(max)) {
+    const perAddress = this.host.options.limits.maxConnectionsPerAddress
+    const address = perAddress !== undefined && session.remoteAddress !== undefined ? addressKey(session.remoteAddress) : undefined
+    if (address !== undefined && (this.byAddress.get(address) ?? 0) >= perAddress!) {
+      refuse('RT_001', `address already has ${perAddress} connections`, CloseCode.TooManyConnections)
+    }
+    const places: string[] = []
+    if (this.host.options.clustered) {
       // Across nodes: take a place first, then count, so two nodes admitting at once can both
       // refuse but never both exceed the limit.
-      const store = this.host.options.presenceStore
-      const channel = userConnectionsChannel(userId)
-      try {
-        await store.join({ channel, connectionId: id, userId, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: now, updatedAt: now })
-        const entries = await store.entries(channel)
-        if (entries.length > max) {
-          await store.leave(channel, id, now)
-          refuse('RT_001', `user already has ${max} connections`, CloseCode.TooManyConnections)
+      if (userId !== undefined && Number.isFinite(max)) {
+        if (!(await this.takePlace(userConnectionsChannel(userId), id, userId, max, now))) refuse('RT_001', `user already has ${max} connections`, CloseCode.TooManyConnections)
+        places.push(userConnectionsChannel(userId))
+      }
+      if (address !== undefined) {
+        if (!(await this.takePlace(addressConnectionsChannel(address), id, address, perAddress!, now))) {
+          this.releasePlaces(places, id)
+          refuse('RT_001', `address already has ${perAddress} connections`, CloseCode.TooManyConnections)
         }
-      } catch (err) {
-        if (err instanceof RealtimeError) throw err
-        // The shared count cannot be read: this node's own count (checked above) still holds.
-        this.host.signals.report(err, 'limits.maxConnectionsPerUser')
+        places.push(addressConnectionsChannel(address))
       }
       if (this.host.closing) {
-        this.releasePlace(userId, id)
+        this.releasePlaces(places, id)
         refuse('RT_001', 'server is shutting down', CloseCode.GoingAway)
       }
     }
+    if (address !== undefined) this.byAddress.set(address, (this.byAddress.get(address) ?? 0) + 1)
     const limits = this.host.options.limits
     let maxSubs = typeof limits.maxSubscriptions === 'number' ? limits.maxSubscriptions : 100
     const conn = new Connection(this.host.connectionHost, id, session, identity, codec, now, maxSubs)
@@ -195,7 +204,19 @@ export class Admission implements HubConnections {
       const set = this.byUser.get(conn.userId)
       set?.delete(conn)
       if (set?.size === 0) this.byUser.delete(conn.userId)
-      if (this.host.options.clustered) this.releasePlace(conn.userId, conn.id)
+    }
+    const perAddress = this.host.options.limits.maxConnectionsPerAddress
+    const address = perAddress !== undefined && conn.session.remoteAddress !== undefined ? addressKey(conn.session.remoteAddress) : undefined
+    if (address !== undefined) {
+      const n = (this.byAddress.get(address) ?? 1) - 1
+      if (n > 0) this.byAddress.set(address, n)
+      else this.byAddress.delete(address)
+    }
+    if (this.host.options.clustered) {
+      const places: string[] = []
+      if (conn.userId !== undefined && Number.isFinite(this.host.options.limits.maxConnectionsPerUser)) places.push(userConnectionsChannel(conn.userId))
+      if (address !== undefined) places.push(addressConnectionsChannel(address))
+      this.releasePlaces(places, conn.id)
     }
     this.host.stats.connectionsClosed++
     if (this.host.signals.listenerCount('disconnect') > 0) this.host.signals.emit('disconnect', conn.info(), { code, reason })
@@ -213,28 +234,55 @@ export class Admission implements HubConnections {
 
   /** The shared store lost this node's places: take them again (no count: they were admitted). */
   rejoin(): void {
-    const max = this.host.options.limits.maxConnectionsPerUser
-    if (!this.host.options.clustered || !Number.isFinite(max)) return
+    if (!this.host.options.clustered) return
     const store = this.host.options.presenceStore
     const now = this.host.clock.now()
-    for (const [userId, conns] of this.byUser) {
-      for (const conn of conns) {
-        try {
-          const r = store.join({ channel: userConnectionsChannel(userId), connectionId: conn.id, userId, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: conn.connectedAt, updatedAt: now })
-          if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.rejoin'))
-        } catch (err) {
-          this.host.signals.report(err, 'presence.rejoin')
-        }
+    const perUser = Number.isFinite(this.host.options.limits.maxConnectionsPerUser)
+    const perAddress = this.host.options.limits.maxConnectionsPerAddress !== undefined
+    const join = (channel: string, conn: Connection, holder: string) => {
+      try {
+        const r = store.join({ channel, connectionId: conn.id, userId: holder, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: conn.connectedAt, updatedAt: now })
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.rejoin'))
+      } catch (err) {
+        this.host.signals.report(err, 'presence.rejoin')
+      }
+    }
+    for (const conn of this.connections.values()) {
+      if (perUser && conn.userId !== undefined) join(userConnectionsChannel(conn.userId), conn, conn.userId)
+      if (perAddress && conn.session.remoteAddress !== undefined) {
+        const address = addressKey(conn.session.remoteAddress)
+        join(addressConnectionsChannel(address), conn, address)
       }
     }
   }
 
-  private releasePlace(userId: string, connectionId: string): void {
+
+  /**
+   * A place under a limit across nodes: joined first, then counted; over `max`, given back.
+   * True when it is held. When the shared count cannot be read, this node's own count (checked
+   * before) decides, and the failure is reported.
+   */
+  private async takePlace(channel: string, connectionId: string, holder: string, max: number, now: number): Promise<boolean> {
+    const store = this.host.options.presenceStore
     try {
-      const r = this.host.options.presenceStore.leave(userConnectionsChannel(userId), connectionId, this.host.clock.now())
-      if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.leave'))
+      await store.join({ channel, connectionId, userId: holder, nodeId: this.host.nodeId, state: 'online', data: {}, joinedAt: now, updatedAt: now })
+      if ((await store.entries(channel)).length <= max) return true
+      await store.leave(channel, connectionId, now)
+      return false
     } catch (err) {
-      this.host.signals.report(err, 'presence.leave')
+      this.host.signals.report(err, 'limits.places')
+      return true
+    }
+  }
+
+  private releasePlaces(channels: readonly string[], connectionId: string): void {
+    for (const channel of channels) {
+      try {
+        const r = this.host.options.presenceStore.leave(channel, connectionId, this.host.clock.now())
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.leave'))
+      } catch (err) {
+        this.host.signals.report(err, 'presence.leave')
+      }
     }
   }
 

@@ -534,6 +534,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     }
     try {
       await this.options.store.close?.()
+      await this.options.limitStore.close?.()
     } catch (err) {
       this.report(err, 'store.close')
     }

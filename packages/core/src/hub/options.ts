@@ -10,6 +10,8 @@ import type { MessageStore, Retention } from '../ports/store.js'
 import type { MaybePromise } from '../util.js'
 import { randomId } from '../util.js'
 import { createMemoryBroker } from '../memory/broker.js'
+import { createMemoryLimitStore } from '../memory/limits.js'
+import type { LimitStore } from '../ports/limits.js'
 import { createMemoryPresenceStore } from '../memory/presence.js'
 import { createMemoryStore } from '../memory/store.js'
 import type { ChannelOptions } from './channels.js'
@@ -26,6 +28,12 @@ export interface HubLimits {
   readonly maxSubscriptions?: number | ((identity: Identity, info: ConnectionInfo) => number)
   /** Connections per user id, across nodes on a cluster. Default 10 (`RT_001`, close 4008). `Infinity`: no limit (and, on a cluster, no count kept in the presence store). */
   readonly maxConnectionsPerUser?: number
+  /**
+   * Connections per client address (IPv6 by /64), across nodes on a cluster (counted in the
+   * presence store). Default: none here; the transports' edge guard limits connections per
+   * address on each node (`edge.maxConnectionsPerIp`, 100). `RT_001`, close 4008.
+   */
+  readonly maxConnectionsPerAddress?: number
   /** Session buffered bytes above which frames wait in the hub's per-connection queue. Default 1 MiB. */
   readonly highWaterMark?: number
   /** Queued bytes above which a connection is a slow consumer. Default 8 MiB. */
@@ -119,6 +127,11 @@ export interface HubOptions {
   readonly logger?: Logger
   readonly codec?: Codec
   readonly broker?: Broker
+  /**
+   * Counters shared by the nodes, for rate limits that hold across them (a channel's
+   * `publishesPerMinute` on a cluster). Default: in memory (this node's own).
+   */
+  readonly limitStore?: LimitStore
   readonly store?: MessageStore
   readonly presenceStore?: PresenceStore
   /** Turns credentials into an identity. Without one, only anonymous and trusted (`identity`) connections are possible. */
@@ -165,12 +178,14 @@ export interface ResolvedHubOptions {
   readonly logger: Logger
   readonly codec: Codec
   readonly broker: Broker
+  readonly limitStore: LimitStore
   readonly store: MessageStore
   readonly presenceStore: PresenceStore
   readonly authenticate: Authenticator | undefined
   readonly allowAnonymous: boolean
   readonly authorize: HubOptions['authorize']
-  readonly limits: Required<Omit<HubLimits, 'maxSubscriptions' | 'maxSubscriptionsPerUser' | 'channelPublishesPerMinute'>> & {
+  readonly limits: Required<Omit<HubLimits, 'maxSubscriptions' | 'maxSubscriptionsPerUser' | 'channelPublishesPerMinute' | 'maxConnectionsPerAddress'>> & {
+    maxConnectionsPerAddress: number | undefined
     maxSubscriptions: NonNullable<HubLimits['maxSubscriptions']>
     maxSubscriptionsPerUser: HubLimits['maxSubscriptionsPerUser']
     channelPublishesPerMinute: number | undefined
@@ -195,6 +210,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
     logger: o.logger ?? createConsoleLogger('warn'),
     codec: o.codec ?? jsonCodec,
     broker: o.broker ?? createMemoryBroker(),
+    limitStore: o.limitStore ?? createMemoryLimitStore(),
     store: o.store ?? createMemoryStore(),
     presenceStore: o.presenceStore ?? createMemoryPresenceStore(),
     authenticate: o.authenticate,
@@ -206,6 +222,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       presenceUpdatesPerSecond: o.limits?.presenceUpdatesPerSecond ?? 10,
       maxSubscriptions: o.limits?.maxSubscriptions ?? 100,
       maxConnectionsPerUser: o.limits?.maxConnectionsPerUser ?? 10,
+      maxConnectionsPerAddress: o.limits?.maxConnectionsPerAddress === undefined ? undefined : positiveInt(o.limits.maxConnectionsPerAddress, 1, 'limits.maxConnectionsPerAddress'),
       highWaterMark: o.limits?.highWaterMark ?? 1024 * 1024,
       maxQueuedBytes: o.limits?.maxQueuedBytes ?? 8 * 1024 * 1024,
       maxTotalQueuedBytes: positiveInt(o.limits?.maxTotalQueuedBytes, 64 * 1024 * 1024, 'limits.maxTotalQueuedBytes'),

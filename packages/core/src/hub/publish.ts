@@ -31,7 +31,7 @@ export interface PublisherHost {
   readonly nodeId: string
   readonly clock: Clock
   readonly codec: ResolvedHubOptions['codec']
-  readonly options: Pick<ResolvedHubOptions, 'limits' | 'store' | 'dedupWindowMs' | 'history'>
+  readonly options: Pick<ResolvedHubOptions, 'limits' | 'store' | 'dedupWindowMs' | 'history' | 'clustered' | 'limitStore'>
   readonly stats: Metrics
   readonly live: ReadonlyMap<string, Channel>
   readonly rooms: { readonly rooms: ReadonlyMap<string, Room> }
@@ -86,8 +86,8 @@ export class Publisher {
       if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
       // Charged only to publishes that may go out: a client that may not publish cannot spend
       // the channel's budget.
-      this.takeChannelPublish(frame.channel, resolved.options)
-      return andThen(
+      return andThen(this.takeChannelPublish(frame.channel, resolved.options), () =>
+        andThen(
         this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
           sender: conn.userId,
           exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
@@ -97,15 +97,26 @@ export class Publisher {
         (result) => {
           this.host.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
         },
-      )
+      ))
     })
   }
 
-  /** A channel's client publish rate (`publishesPerMinute`): one token per publish, `RT_006` when none is left. */
-  private takeChannelPublish(channel: string, options: ChannelOptions): void {
+  /**
+   * A channel's client publish rate (`publishesPerMinute`), `RT_006` past it. One node: a token
+   * bucket (a minute's worth of burst, refilled evenly). A cluster: one count per minute window
+   * in the shared limit store, so the budget holds across nodes rather than once per node.
+   */
+  private takeChannelPublish(channel: string, options: ChannelOptions): MaybePromise<void> {
     const perMinute = options.publishesPerMinute ?? this.host.options.limits.channelPublishesPerMinute
     if (perMinute === undefined) return
     const now = this.host.clock.now()
+    if (this.host.options.clustered) {
+      return andThen(this.host.options.limitStore.hit(`publish:${channel}`, 60_000, now), (count) => {
+        if (count <= perMinute) return
+        const retryAfterMs = 60_000 - (now % 60_000)
+        throw new RealtimeError('RT_006', `channel '${channel}' allows ${perMinute} messages per minute`, { limit: perMinute, scope: 'channel', retryAfterMs })
+      })
+    }
     // A live channel holds its own bucket (no churn of other names can reset it); others share a bounded map.
     const live = this.host.live.get(channel)
     let bucket = live?.publishBucket ?? this.channelBuckets.get(channel)
