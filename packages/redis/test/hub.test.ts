@@ -1,7 +1,7 @@
 import { hubConformance } from '@tidings/core/conformance'
 import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll } from 'vitest'
-import { createRedisBroker, createRedisPresenceStore, createRedisStore } from '../src/index.js'
+import { createRedisBroker, createRedisLimitStore, createRedisPresenceStore, createRedisStore } from '../src/index.js'
 import { type RedisCluster, type RedisServer, startCluster, startRedis } from './servers.js'
 
 // The engine's own guarantees (the delivery property on one hub; three hubs as one: order and
@@ -37,7 +37,8 @@ function ports(connect: () => Redis | Cluster) {
     // One store and one presence store client shared by the nodes (as one database), one broker per node.
     const store = createRedisStore({ client: connect(), prefix })
     const presenceStore = createRedisPresenceStore({ client: connect(), prefix })
-    return Array.from({ length: nodes }, () => ({ broker: createRedisBroker({ client: connect(), prefix }), store, presenceStore }))
+    const limitStore = createRedisLimitStore({ client: connect(), prefix })
+    return Array.from({ length: nodes }, () => ({ broker: createRedisBroker({ client: connect(), prefix }), store, presenceStore, limitStore }))
   }
 }
 
