@@ -3,7 +3,7 @@ import { EventEmitter } from 'eventemitter3'
 import type { ClusterQuery } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
-import { type MaybePromise, isoTimestamp } from '../util.js'
+import { type MaybePromise, isPromise, isoTimestamp } from '../util.js'
 import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, HubHealth, PublishOptions, PublishResult, Route } from './api.js'
 import { Channel } from './channel.js'
 import { ChannelPatterns } from './channels.js'
@@ -269,7 +269,11 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       signals,
     })
-    if (this.options.nodes.heartbeatMs > 0) this.started = this.nodes.start()
+    if (this.options.nodes.heartbeatMs > 0) {
+      const started = this.nodes.start()
+      // Once started, connections no longer wait (not even a microtask).
+      if (isPromise(started)) this.started = started.then(() => (this.started = undefined))
+    }
   }
 
   publish(channel: string, event: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
@@ -492,7 +496,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   /** A port's answer, or undefined after `ms` (a store that does not answer must not hold up a shutdown). */
   private within<T>(ms: number, answer: MaybePromise<T>): Promise<T | undefined> {
-    if (!(answer instanceof Promise)) return Promise.resolve(answer)
+    if (!isPromise(answer)) return Promise.resolve(answer)
     return new Promise<T | undefined>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => resolve(undefined), ms)
       answer.then(
