@@ -206,4 +206,14 @@ describe('cluster-wide questions and state (memory ports)', () => {
     await t.settle()
     await t.connect({ userId: 'b', ip: '198.51.100.4' })
   })
+
+  it('connections.list answers at most its limit (default 1,000), so an answer crossing the broker stays bounded', async () => {
+    const t = createTestHub({ limits: { maxConnectionsPerUser: 2_000 } })
+    open.push(t)
+    for (let i = 0; i < 1_005; i++) await t.connect({ userId: `u${i % 3}` })
+    expect(await t.hub.connections.list()).toHaveLength(1_000)
+    expect(await t.hub.connections.list({ limit: 7 })).toHaveLength(7)
+    expect(await t.hub.connections.list({ userId: 'u1', limit: 2 })).toHaveLength(2)
+    expect(t.hub.connections.local()).toHaveLength(1_005)
+  })
 })

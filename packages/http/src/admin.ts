@@ -130,11 +130,16 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
       method: 'GET',
       path: '/connections',
       run: async ({ res, query }) => {
-        const filter: { userId?: string; channel?: string } = {}
+        const filter: { userId?: string; channel?: string; limit?: number } = {}
         const userId = query.get('userId')
         const channel = query.get('channel')
+        const limit = query.get('limit')
         if (userId) filter.userId = userId
         if (channel) filter.channel = channel
+        if (limit !== null) {
+          if (!/^[1-9][0-9]{0,4}$/.test(limit) || Number(limit) > 10_000) throw new RealtimeError('RT_007', 'limit: a whole number from 1 to 10000')
+          filter.limit = Number(limit)
+        }
         const connections = await hub.connections.list(filter)
         sendJson(res, 200, { connections, count: connections.length })
       },

@@ -29,7 +29,7 @@ export function openApiDocument(prefix: string): Record<string, unknown> {
       },
       '/channels/{id}/presence': { get: { summary: 'Who is in a presence channel', parameters: [channel], responses: responses(okJson('`{ users, count }`')) } },
       '/channels/{id}/kick': {
-        post: { summary: 'Unsubscribe a user from a channel (every node)', parameters: [channel], requestBody: { required: true, content: json(kickBody) }, responses: responses(okJson('`{ removed }`: connections removed on this node')) },
+        post: { summary: 'Unsubscribe a user from a channel (every node)', parameters: [channel], requestBody: { required: true, content: json(kickBody) }, responses: responses(okJson('`{ removed }`: subscriptions ended on every node')) },
       },
       '/channels/{id}/history': {
         get: {
@@ -41,12 +41,12 @@ export function openApiDocument(prefix: string): Record<string, unknown> {
       '/broadcast': { post: { summary: 'Broadcast to all, users, connections or channels', requestBody: { required: true, content: json(broadcastBody) }, responses: responses(okJson('`{ messageIds, recipients }`')) } },
       '/connections': {
         get: {
-          summary: 'List connections on this node',
-          parameters: [{ name: 'userId', in: 'query', schema: { type: 'string' } }, { name: 'channel', in: 'query', schema: { type: 'string' } }],
+          summary: 'List connections on every node (each with its nodeId), at most `limit` (default 1000)',
+          parameters: [{ name: 'userId', in: 'query', schema: { type: 'string' } }, { name: 'channel', in: 'query', schema: { type: 'string' } }, { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 10000 } }],
           responses: responses(okJson('`{ connections, count }`')),
         },
       },
-      '/connections/{id}': { delete: { summary: 'Disconnect one connection', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: responses({ 204: { description: 'Disconnected' } }) } },
+      '/connections/{id}': { delete: { summary: 'Disconnect one connection, on whichever node holds it', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: responses({ 204: { description: 'Disconnected' } }) } },
       '/users/{id}/connections': { delete: { summary: "Disconnect every connection of a user (every node)", parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: responses(okJson('`{ disconnected }`')) } },
       '/metrics': { get: { summary: 'Hub metrics (JSON, or Prometheus text with `?format=prometheus`)', parameters: [{ name: 'format', in: 'query', schema: { enum: ['json', 'prometheus'] } }], responses: responses(okJson('A metrics snapshot')) } },
     },

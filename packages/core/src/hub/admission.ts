@@ -12,6 +12,9 @@ import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import { type MaybePromise, addressKey, isPromise } from '../util.js'
 
+/** How many connections `connections.list` answers at most (each node answers at most as many). */
+const DEFAULT_LIST_LIMIT = 1_000
+
 /** The identity of every anonymous connection: one frozen object shared by all. */
 const ANONYMOUS: Identity = Object.freeze({})
 
@@ -289,17 +292,19 @@ export class Admission implements HubConnections {
   // ------------------------------------------------------------------ this node
 
   /** This node's connections matching the filter. */
-  local(filter: { readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined } = {}): ConnectionInfo[] {
+  local(filter: { readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined; readonly limit?: number | undefined } = {}): ConnectionInfo[] {
     let list: Iterable<Connection>
     if (filter.connectionId !== undefined) {
       const one = this.connections.get(filter.connectionId)
       list = one && (filter.userId === undefined || one.userId === filter.userId) ? [one] : []
     } else list = filter.userId !== undefined ? (this.byUser.get(filter.userId) ?? []) : this.connections.values()
-    if (filter.channel !== undefined) {
-      const channel = filter.channel
-      list = [...list].filter((c) => c.subscriptions.has(channel))
+    const limit = filter.limit !== undefined && Number.isFinite(filter.limit) ? Math.max(0, Math.floor(filter.limit)) : Infinity
+    const out: ConnectionInfo[] = []
+    for (const c of list) {
+      if (out.length >= limit) break
+      if (filter.channel === undefined || c.subscriptions.has(filter.channel)) out.push(c.info())
     }
-    return [...list].map((c) => c.info())
+    return out
   }
 
   /** Close this node's connection, or every connection of a user here; how many were closed. */
@@ -318,10 +323,11 @@ export class Admission implements HubConnections {
 
   // ------------------------------------------------------------------ every node
 
-  async list(filter: { readonly userId?: string; readonly channel?: string } = {}): Promise<ConnectionInfo[]> {
-    const local = this.local(filter)
-    const { answers } = await this.host.cluster.ask<ConnectionInfo[]>({ op: 'connections', userId: filter.userId, channel: filter.channel }, local)
-    return answers.flatMap((a) => (Array.isArray(a.result) ? a.result : []))
+  async list(filter: { readonly userId?: string; readonly channel?: string; readonly limit?: number } = {}): Promise<ConnectionInfo[]> {
+    const limit = filter.limit ?? DEFAULT_LIST_LIMIT
+    const local = this.local({ ...filter, limit })
+    const { answers } = await this.host.cluster.ask<ConnectionInfo[]>({ op: 'connections', userId: filter.userId, channel: filter.channel, limit }, local)
+    return answers.flatMap((a) => (Array.isArray(a.result) ? a.result : [])).slice(0, limit)
   }
 
   async get(connectionId: string): Promise<ConnectionInfo | undefined> {

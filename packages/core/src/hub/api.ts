@@ -109,10 +109,11 @@ export interface ChannelHandle {
 /** Connections across every node. */
 export interface HubConnections {
   /**
-   * Connections on every node (each with its `nodeId`), optionally of one user or on one channel.
-   * Waits for each live node's answer up to `nodes.requestTimeoutMs`.
+   * Connections on every node (each with its `nodeId`), optionally of one user or on one channel,
+   * at most `limit` (default 1,000; each node answers at most as many, so an answer crossing the
+   * broker stays bounded). Waits for each live node's answer up to `nodes.requestTimeoutMs`.
    */
-  list(filter?: { readonly userId?: string; readonly channel?: string }): Promise<ConnectionInfo[]>
+  list(filter?: { readonly userId?: string; readonly channel?: string; readonly limit?: number }): Promise<ConnectionInfo[]>
   /** One connection, wherever it is. */
   get(connectionId: string): Promise<ConnectionInfo | undefined>
   /** Close a connection wherever it is (code 4000 with the reason); true when a node had it. */
@@ -120,7 +121,7 @@ export interface HubConnections {
   /** Close every connection of a user on every node; resolves with how many were closed. */
   disconnectUser(userId: string, reason?: string): Promise<number>
   /** This node's connections, synchronously (per-node admin, tests). */
-  local(filter?: { readonly userId?: string; readonly channel?: string }): ConnectionInfo[]
+  local(filter?: { readonly userId?: string; readonly channel?: string; readonly limit?: number }): ConnectionInfo[]
 }
 
 /** Channel patterns and the channels live on this node. */

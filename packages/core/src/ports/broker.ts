@@ -44,7 +44,7 @@ export interface Request {
 /** What a request asks of each node. Every node answers, with what it has (possibly nothing). */
 export type ClusterQuery =
   /** The node's connections matching the filter (all of them without one): answers `ConnectionInfo[]`. */
-  | { readonly op: 'connections'; readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined }
+  | { readonly op: 'connections'; readonly userId?: string | undefined; readonly channel?: string | undefined; readonly connectionId?: string | undefined; readonly limit?: number | undefined }
   /** Close a connection or every connection of a user: answers how many the node closed. */
   | { readonly op: 'disconnect'; readonly userId?: string | undefined; readonly connectionId?: string | undefined; readonly reason: string }
   /** Unsubscribe a user from a channel: answers how many subscriptions the node ended. */
