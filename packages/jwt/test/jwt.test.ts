@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { AuthRequest, Identity, ServerFrameOf } from '@tidings/core'
 import { createTestHub } from '@tidings/core/testing'
-import { base64url, exportJWK, exportPKCS8, exportSPKI, importPKCS8, generateKeyPair, generateSecret, type JWK, type JWTPayload, SignJWT } from 'jose'
+import { base64url, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, generateSecret, importPKCS8, type JWK, type JWTPayload, SignJWT } from 'jose'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createJwtAuthenticator, type JwtAuthenticatorOptions } from '../src/index.js'
 
@@ -15,7 +15,9 @@ const req = (token: string | undefined, headers: AuthRequest['headers'] = {}): A
 
 async function rawSecret(alg: 'HS256' | 'HS384' | 'HS512'): Promise<Uint8Array> {
   const key = await generateSecret(alg, { extractable: true })
-  return new Uint8Array(await crypto.subtle.exportKey('raw', key as CryptoKey))
+  const { k } = await exportJWK(key)
+  if (k === undefined) throw new Error('generateSecret gave no raw secret')
+  return base64url.decode(k)
 }
 
 async function sign(key: Parameters<SignJWT['sign']>[0], alg: string, claims: JWTPayload = {}, header: Record<string, unknown> = {}): Promise<string> {
