@@ -42,7 +42,7 @@ describe('accepted algorithm families', () => {
       expect(id?.claims).toMatchObject({ sub: 'alice', iat: nowSec })
     })
   }
-  for (const alg of ['RS256', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const) {
+  for (const alg of ['RS256', 'RS512', 'PS256', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const) {
     it(`${alg}: a token is accepted with the public key as PEM, JWK and CryptoKey`, async () => {
       const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true })
       const token = await sign(privateKey, alg)
