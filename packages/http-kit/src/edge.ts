@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { BlockList, isIP } from 'node:net'
 import { addressKey } from '@tidings/core'
 
 /*
@@ -33,6 +34,18 @@ export interface EdgeOptions {
    * an `Origin` (not a browser) always pass. `['*']` allows every origin.
    */
   readonly allowedOrigins?: readonly string[]
+  /**
+   * Client addresses allowed to connect: CIDR blocks or single addresses, IPv4 and IPv6
+   * (`['10.0.0.0/8', '2001:db8::/32', '192.0.2.7']`; `::ffff:`-mapped IPv4 counts as IPv4).
+   * When non-empty, every other address is refused with 403 `RT_003`, before the upgrade or the
+   * open. The address is the one `trustProxy` decides. Default: every address.
+   */
+  readonly allowIps?: readonly string[]
+  /**
+   * Client addresses refused with 403 `RT_003` (same forms as `allowIps`), before the upgrade or
+   * the open; checked first, so a denied address stays denied even when `allowIps` lists it.
+   */
+  readonly denyIps?: readonly string[]
 }
 
 export type Admission =
@@ -42,8 +55,13 @@ export type Admission =
 export interface EdgeGuard {
   /** The client's address, as decided by `trustProxy`. */
   clientIp(req: IncomingMessage): string
-  /** Whether the request's `Origin` may connect. */
+  /**
+   * Whether the request may connect: its client address passes `allowIps` / `denyIps`
+   * (`addressAllowed`) and its `Origin` is allowed. The transports refuse with 403 when not.
+   */
   originAllowed(req: IncomingMessage): boolean
+  /** Whether a client address passes `denyIps` and a non-empty `allowIps` (true when neither is set). */
+  addressAllowed(address: string): boolean
   /**
    * CORS headers for a cross-origin request from an allowed origin (undefined when none apply:
    * same-origin, no `Origin`, or a refused origin).
@@ -75,6 +93,8 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
   const allowAny = options.allowedOrigins?.includes('*') === true
   const allowed = options.allowedOrigins === undefined ? undefined : new Set(options.allowedOrigins.map(normalizeOrigin))
   const trust = options.trustProxy ?? false
+  const allowList = compileIpList(options.allowIps, 'allowIps')
+  const denyList = compileIpList(options.denyIps, 'denyIps')
   const open = new Map<string, number>()
   const buckets = new Map<string, { tokens: number; at: number }>()
   const refillPerMs = perMinute / 60_000
@@ -115,7 +135,14 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     }
   }
 
+  function addressAllowed(address: string): boolean {
+    if (allowList === undefined && denyList === undefined) return true
+    if (denyList !== undefined && denyList(address)) return false
+    return allowList === undefined || allowList(address)
+  }
+
   function originAllowed(req: IncomingMessage): boolean {
+    if ((allowList !== undefined || denyList !== undefined) && !addressAllowed(clientIp(req))) return false
     const origin = originOf(req)
     if (origin === undefined || allowAny) return true
     if (allowed?.has(normalizeOrigin(origin))) return true
@@ -206,6 +233,7 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
     clientIp,
     beginBody,
     originAllowed,
+    addressAllowed,
     corsHeaders,
     admit,
     openFrom: (ip) => open.get(addressKey(ip)) ?? 0,
@@ -226,6 +254,64 @@ export function resolveEdgeGuard(edge: EdgeGuard | EdgeOptions | undefined): Edg
 /** `https://App.example.com/` → `https://app.example.com`. */
 export function normalizeOrigin(origin: string): string {
   return origin.trim().toLowerCase().replace(/\/+$/, '')
+}
+
+/**
+ * A matcher for a list of CIDR blocks or single addresses (IPv4, IPv6, `::ffff:`-mapped IPv4 as
+ * IPv4), undefined for an empty list; a malformed entry throws a TypeError naming it. Matching is
+ * Node's own `net.BlockList`, one per family, so an IPv6 block never catches an IPv4 client.
+ */
+export function compileIpList(entries: readonly string[] | undefined, name = 'ip list'): ((address: string) => boolean) | undefined {
+  if (entries === undefined) return undefined
+  if (!Array.isArray(entries)) throw new TypeError(`edge: ${name} must be an array of addresses or CIDR blocks`)
+  if (entries.length === 0) return undefined
+  const v4 = new BlockList()
+  const v6 = new BlockList()
+  for (const entry of entries) {
+    const bad = (): TypeError => new TypeError(`edge: ${name} has an invalid entry ${JSON.stringify(String(entry).slice(0, 100))} (expected an IPv4 or IPv6 address or CIDR block)`)
+    if (typeof entry !== 'string') throw bad()
+    const slash = entry.indexOf('/')
+    const rawAddress = (slash < 0 ? entry : entry.slice(0, slash)).trim()
+    const rawPrefix = slash < 0 ? undefined : entry.slice(slash + 1).trim()
+    let address = rawAddress.toLowerCase()
+    let family = isIP(address)
+    if (family === 0) throw bad()
+    let prefix = family === 4 ? 32 : 128
+    if (rawPrefix !== undefined) {
+      if (!/^\d{1,3}$/.test(rawPrefix) || Number(rawPrefix) > prefix) throw bad()
+      prefix = Number(rawPrefix)
+    }
+    const mapped = family === 6 ? mappedIpv4(address) : undefined
+    if (mapped !== undefined) {
+      if (prefix < 96) throw bad() // wider than the mapped range: not an IPv4 block
+      address = mapped
+      family = 4
+      prefix -= 96
+    }
+    if (family === 4) v4.addSubnet(address, prefix, 'ipv4')
+    else v6.addSubnet(address, prefix, 'ipv6')
+  }
+  return (input: string): boolean => {
+    const address = input.trim().toLowerCase()
+    const family = isIP(address)
+    if (family === 4) return v4.check(address, 'ipv4')
+    if (family !== 6) return false
+    const mapped = mappedIpv4(address)
+    return mapped !== undefined ? v4.check(mapped, 'ipv4') : v6.check(address, 'ipv6')
+  }
+}
+
+/** The IPv4 address of an IPv6 address in `::ffff:0:0/96` (`::ffff:1.2.3.4` or `::ffff:102:304`), else undefined. */
+function mappedIpv4(address: string): string | undefined {
+  const m = /^(?:0{1,4}:){0,5}:?:ffff:(.+)$/.exec(address) ?? /^(?:0{1,4}:){5}ffff:(.+)$/.exec(address)
+  if (m === null) return undefined
+  const tail = m[1]!
+  if (isIP(tail) === 4) return tail
+  const hex = /^([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(tail)
+  if (hex === null) return undefined
+  const hi = parseInt(hex[1]!, 16)
+  const lo = parseInt(hex[2]!, 16)
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
 }
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`, so one client is one key whichever way the socket reports it. */
