@@ -109,6 +109,8 @@ export class SessionRegistry<S extends RegisteredSession> {
    */
   async serve(req: IncomingMessage, res: ServerResponse, handler: () => unknown): Promise<void> {
     try {
+      // An address the allow and deny lists refuse is told so, before its origin is looked at.
+      if (!this.edge.addressAllowed(this.edge.clientIp(req))) return sendError(res, 403, 'RT_003', 'address not allowed')
       if (!this.edge.originAllowed(req)) {
         const origin = (header(req, 'origin') ?? '').slice(0, 200)
         return sendError(res, 403, 'RT_003', `origin ${origin} is not allowed (the server's allowedOrigins does not list it)`)

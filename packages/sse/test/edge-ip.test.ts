@@ -36,7 +36,7 @@ describe('@tidings/sse: allowIps / denyIps', () => {
     const { hub, base } = await serve({ denyIps: ['127.0.0.1/32'] })
     const r = await fetch(`${base}/realtime/sse`)
     expect(r.status).toBe(403)
-    expect(await json(r)).toEqual({ type: 'error', code: 'RT_003', message: expect.any(String) })
+    expect(await json(r)).toEqual({ type: 'error', code: 'RT_003', message: 'address not allowed' })
     expect(hub.connections.local()).toHaveLength(0)
   })
 

@@ -111,9 +111,11 @@ class WsTransportImpl implements WsTransport, SessionHost {
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.closing !== undefined) return refuseHandshake(socket, 503, 'server restarting')
     const edge = this.options.edge
-    // A browser page from another origin would ride on the user's cookies: refused before the upgrade.
-    if (!edge.originAllowed(req)) return refuseHandshake(socket, 403, 'origin not allowed')
     const ip = edge.clientIp(req)
+    // An address the allow and deny lists refuse, then a browser page from another origin (it
+    // would ride on the user's cookies): refused before the upgrade.
+    if (!edge.addressAllowed(ip)) return refuseHandshake(socket, 403, 'address not allowed')
+    if (!edge.originAllowed(req)) return refuseHandshake(socket, 403, 'origin not allowed')
     const admission = edge.admit(ip)
     if (!admission.ok) return refuseHandshake(socket, admission.status, admission.message, { 'Retry-After': String(Math.max(1, Math.ceil(admission.retryAfterMs / 1000))) })
     const free = admission.release
