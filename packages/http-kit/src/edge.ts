@@ -56,8 +56,8 @@ export interface EdgeGuard {
   /** The client's address, as decided by `trustProxy`. */
   clientIp(req: IncomingMessage): string
   /**
-   * Whether the request may connect: its client address passes `allowIps` / `denyIps`
-   * (`addressAllowed`) and its `Origin` is allowed. The transports refuse with 403 when not.
+   * Whether the request's `Origin` is allowed (same-origin, listed, or none). The transports
+   * check `addressAllowed(clientIp(req))` first, then this, and refuse with 403 when either fails.
    */
   originAllowed(req: IncomingMessage): boolean
   /** Whether a client address passes `denyIps` and a non-empty `allowIps` (true when neither is set). */
@@ -142,7 +142,6 @@ export function createEdgeGuard(options: EdgeOptions = {}, now: () => number = D
   }
 
   function originAllowed(req: IncomingMessage): boolean {
-    if ((allowList !== undefined || denyList !== undefined) && !addressAllowed(clientIp(req))) return false
     const origin = originOf(req)
     if (origin === undefined || allowAny) return true
     if (allowed?.has(normalizeOrigin(origin))) return true

@@ -14,7 +14,8 @@ async function judge(options: EdgeOptions, host: string, connectTo: string, head
   const guard = createEdgeGuard(options)
   let seen: { ip: string; allowed: boolean } | undefined
   const server = http.createServer((req: IncomingMessage, res) => {
-    seen = { ip: guard.clientIp(req), allowed: guard.originAllowed(req) }
+    const ip = guard.clientIp(req)
+    seen = { ip, allowed: guard.addressAllowed(ip) }
     res.end()
   })
   await new Promise<void>((r) => server.listen(0, host, r))
