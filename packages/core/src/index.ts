@@ -63,7 +63,7 @@ export type { Broker, BrokerHealth, BrokerHooks, ClusterMessage, ClusterQuery, D
 export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult, ConsumerCursor } from './ports/store.js'
 export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
 export type { LimitStore } from './ports/limits.js'
-export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'
+export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, type ChannelGrant, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'
 export { type Clock, type TimerHandle, systemClock } from './ports/clock.js'
 export { type Logger, type LogLevel, createConsoleLogger, silentLogger } from './ports/logger.js'
 
@@ -93,7 +93,7 @@ export {
 } from './hub/hub.js'
 export type { HubOptions, HubLimits, PresenceOptions, DeliveryOptions, NotificationOptions, CredentialOptions } from './hub/options.js'
 export type { HubEvents } from './hub/events.js'
-export { type ChannelOptions, type EventSchema, BUILT_IN_CHANNELS } from './hub/channels.js'
+export { type ChannelOptions, type ChannelRules, type EventSchema, BUILT_IN_CHANNELS } from './hub/channels.js'
 export type { ConnectionInfo } from './hub/connection.js'
 export type { Rooms, RoomInfo, RoomOptions, RoomAccess } from './hub/rooms.js'
 export type { MetricsSnapshot } from './hub/metrics.js'

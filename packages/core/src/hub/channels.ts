@@ -12,6 +12,20 @@ export interface ChannelOptions {
   readonly subscribe?: ChannelRule
   /** Who may publish from a client (server code always may). Default `'authenticated'`. */
   readonly publish?: ChannelRule
+  /**
+   * Rules per action, in the rules language, as functions or booleans: who may subscribe,
+   * publish, see and join presence, and read history (and replay on resume). `subscribe` and
+   * `publish` here are the same as the top-level `subscribe`/`publish` (which win when both are
+   * given). Unset: presence and history follow `subscribe`.
+   */
+  readonly rules?: ChannelRules
+  /**
+   * End-to-end encrypted: every client publish must carry an encrypted envelope
+   * (`{ e2e: 1, kid, iv, ct }`, see docs/security.md) as its data, anything else is refused with
+   * `RT_007`; the server, the store and the broker relay ciphertext they cannot read. Filters
+   * and event schemas cannot look inside. Default false.
+   */
+  readonly encrypted?: boolean
   /** Track presence (members, join/leave/update, typing). Default false. */
   readonly presence?: boolean
   /** The channel log, for offsets, history and recovery; `false` keeps none (no offsets). */
@@ -49,6 +63,14 @@ export interface ChannelOptions {
   readonly offline?: { readonly maxMessages?: number; readonly ttlMs?: number } | false
   /** Send `receipt` frames to a message's sender when it is delivered (acknowledged) and read. Default false. */
   readonly receipts?: boolean
+}
+
+/** Rules per action of a channel pattern (see `ChannelOptions.rules`). */
+export interface ChannelRules {
+  readonly subscribe?: ChannelRule
+  readonly publish?: ChannelRule
+  readonly presence?: ChannelRule
+  readonly history?: ChannelRule
 }
 
 export interface ResolvedChannel {

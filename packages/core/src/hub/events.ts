@@ -11,6 +11,10 @@ export interface HubEvents {
    * connections, shutting down). Never carries the credentials themselves.
    */
   'connection:refused': (e: { transport: string; remoteAddress: string | undefined; userId: string | undefined; code: ErrorCode; reason: string; closeCode: number }) => void
+  /** A channel got its first subscriber on this node (`nodeId`: this node; on a cluster each node reports its own). */
+  'channel:occupied': (e: { channel: string; nodeId: string }) => void
+  /** A channel's last subscriber on this node left. */
+  'channel:vacated': (e: { channel: string; nodeId: string }) => void
   subscribe: (e: { connectionId: string; userId: string | undefined; channel: string }) => void
   unsubscribe: (e: { connectionId: string; userId: string | undefined; channel: string; reason: string }) => void
   /** A message was published on a channel (by a client of this node, or server code here). */

@@ -108,6 +108,7 @@ export class SubscriptionService {
       // Ask the broker for the channel's dispatches now; the subscription awaits it before reading its position.
       const wanted = this.host.cluster.want(name)
       if (wanted) wanted.catch(() => undefined)
+      this.host.signals.emit('channel:occupied', { channel: name, nodeId: this.host.options.nodeId })
     }
     const history = retentionOf(options, this.host.options.history)
     const sub: Subscription = {
@@ -263,9 +264,12 @@ export class SubscriptionService {
     else if (rule === 'authenticated') {
       if (anonymous) return 'authentication required'
       allowed = true
+    } else if (typeof rule === 'string') {
+      allowed = false // TODO(rules): expressions are compiled at registration
     } else {
       try {
-        allowed = (await this.decideInTime(rule(ctx))) === true
+        const answer = await this.decideInTime(rule(ctx))
+        allowed = answer === true || (typeof answer === 'object' && answer !== null)
       } catch (err) {
         this.host.options.logger.debug('channel rule threw', { channel, error: String(err) })
         allowed = false
@@ -284,10 +288,10 @@ export class SubscriptionService {
   }
 
   /** A rule's answer, or `false` when it takes longer than `limits.ruleTimeoutMs` (a hung rule denies). */
-  private decideInTime(answer: MaybePromise<boolean>): MaybePromise<boolean> {
+  private decideInTime<T>(answer: MaybePromise<T | boolean>): MaybePromise<T | boolean> {
     if (!isPromise(answer)) return answer
     const ms = this.host.options.limits.ruleTimeoutMs
-    return new Promise<boolean>((resolve, reject) => {
+    return new Promise<T | boolean>((resolve, reject) => {
       const timer = this.host.clock.setTimeout(() => {
         this.host.options.logger.warn('channel rule timed out', { ms })
         resolve(false)
@@ -348,6 +352,7 @@ export class SubscriptionService {
     if (channel.subscribers.size === 0) {
       this.host.live.delete(channel.name)
       this.host.cluster.unwant(channel.name)
+      this.host.signals.emit('channel:vacated', { channel: channel.name, nodeId: this.host.options.nodeId })
       if (room) {
         this.host.signals.emit('room:emptied', room.info())
         if (room.deleteWhenEmpty && this.host.rooms.rooms.get(room.channel) === room) this.host.rooms.delete(room.channel)

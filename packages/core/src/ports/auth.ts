@@ -33,7 +33,12 @@ export interface AuthRequest {
  */
 export type Authenticator = (request: AuthRequest) => MaybePromise<Identity | null | undefined>
 
-export type ChannelAction = 'subscribe' | 'publish'
+/**
+ * What a channel rule is asked about: subscribing, publishing from a client, seeing and joining
+ * the channel's presence, and reading its history (a history request, or the replay of a
+ * subscription that resumes from an offset).
+ */
+export type ChannelAction = 'subscribe' | 'publish' | 'presence' | 'history'
 
 /** What a channel rule sees when it decides. */
 export interface AuthorizeContext {
@@ -49,12 +54,25 @@ export interface AuthorizeContext {
 }
 
 /**
- * A channel rule: `true` (anyone), `false` (server only), `'authenticated'` (any identified
- * user), or a function. Only a function result of exactly `true` allows; a function that
- * throws or rejects denies. Publish decisions are cached per subscription until the identity
- * is refreshed or the channel's room changes.
+ * What a rule that allows may add to the subscription it allows: presence data that the client
+ * cannot forge (e.g. from a channel token signed by the app) and an end (ms since the epoch) after
+ * which the subscription is ended with reason `'expired'` unless the client subscribes again
+ * with fresh credentials. Returning a grant means "allowed".
  */
-export type ChannelRule = boolean | 'authenticated' | ((ctx: AuthorizeContext) => MaybePromise<boolean>)
+export interface ChannelGrant {
+  readonly presence?: Readonly<Record<string, unknown>> | undefined
+  readonly expiresAt?: number | undefined
+}
+
+/**
+ * A channel rule: `true` (anyone), `false` (server only), `'authenticated'` (any identified
+ * user), an expression in the rules language (e.g. `"auth.uid != null && data.members.includes(auth.uid)"`,
+ * compiled once when the channel is registered; a syntax error throws there, with its position),
+ * or a function. Only a function result of exactly `true` or a {@link ChannelGrant} object allows;
+ * a function that throws or rejects denies. Publish decisions are cached per subscription until
+ * the identity is refreshed or the channel's room changes.
+ */
+export type ChannelRule = boolean | 'authenticated' | (string & {}) | ((ctx: AuthorizeContext) => MaybePromise<boolean | ChannelGrant>)
 
 /** Accepts connections carrying one of the given API keys, as the identity mapped to it. */
 export function createApiKeyAuthenticator(keys: Readonly<Record<string, Identity>>): Authenticator {
