@@ -55,6 +55,9 @@ export {
   createReceiver,
   type Receiver,
   type ReceiverOptions,
+  type EncryptedEnvelope,
+  isEncryptedEnvelope,
+  envelopeAad,
 } from '@tidings/protocol'
 
 // Ports

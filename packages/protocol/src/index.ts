@@ -11,6 +11,7 @@
  *   codec    Codec, jsonCodec, jsonWithNumber                             (bytes, protocol types)
  *   budget   the decode budget: depth scans, decodeWithin, parseJsonWithin (bytes, codec types)
  *   receiver createReceiver: dedup, hold-until-prev, cumulative acks      (protocol types)
+ *   envelope the end-to-end encrypted envelope: shape check, additional data
  */
 export { type WireData, wireLength, utf8Length } from './bytes.js'
 export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
@@ -54,3 +55,4 @@ export {
   filterSchema,
 } from './filter.js'
 export { createReceiver, type Receiver, type ReceiverOptions } from './receiver.js'
+export { type EncryptedEnvelope, isEncryptedEnvelope, envelopeAad } from './envelope.js'
