@@ -37,17 +37,26 @@ function ensureInstalled() {
   if (code !== 0) process.exit(code)
 }
 
+/** Whether a PostgreSQL server (initdb, pg_ctl) is installed: Debian's versioned directory, or on the PATH. */
+function hasPostgres() {
+  for (const v of ['15', '16', '17']) if (existsSync(`/usr/lib/postgresql/${v}/bin/pg_ctl`)) return true
+  return spawnSync('pg_ctl', ['--version'], { stdio: 'ignore' }).status === 0
+}
+
 /**
  * System packages the tests use (Debian): Chromium for the browser tests, redis-server (and
- * redis-cli) for the Redis adapter's tests against a real Redis and a local Redis Cluster.
- * Installed when missing.
+ * redis-cli) for the Redis adapter's tests against a real Redis and a local Redis Cluster,
+ * PostgreSQL for the SQL adapter's tests, Prometheus (with promtool) for the metrics and alert
+ * rules tests. Installed when missing.
  */
 function ensureSystemPackages(only) {
   const wanted = [
-    ['chromium', '/usr/bin/chromium'],
-    ['redis-server', '/usr/bin/redis-server'],
-    ['redis-tools', '/usr/bin/redis-cli'],
-  ].filter(([name, bin]) => !existsSync(bin) && (only === undefined || only.includes(name)))
+    ['chromium', () => existsSync('/usr/bin/chromium')],
+    ['redis-server', () => existsSync('/usr/bin/redis-server')],
+    ['redis-tools', () => existsSync('/usr/bin/redis-cli')],
+    ['postgresql', hasPostgres],
+    ['prometheus', () => existsSync('/usr/bin/prometheus') && existsSync('/usr/bin/promtool')],
+  ].filter(([name, present]) => !present() && (only === undefined || only.includes(name)))
   if (wanted.length === 0) return
   const names = wanted.map(([name]) => name)
   const root = process.getuid?.() === 0
