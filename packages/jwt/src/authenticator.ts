@@ -1,6 +1,7 @@
 import type { Authenticator, AuthRequest, Identity } from '@tidings/core'
 import { jwtVerify, type JWTVerifyOptions } from 'jose'
 import { identityFrom } from './claims.js'
+import { CHANNEL_TOKEN_TYPE } from './channel-tokens.js'
 import { verifyKey } from './keys.js'
 import { checkOptions, type JwtAuthenticatorOptions } from './options.js'
 
@@ -19,7 +20,8 @@ export function bearerToken(request: Pick<AuthRequest, 'token' | 'headers'>): st
  * `claims`, `expiresAt` from `exp` (so the hub's `auth:expiring`, refresh and close 4001 apply).
  * Options are checked here and a mistake throws (a mixed HS/asymmetric allow-list, `none`, a short
  * secret, a private key given as the public one). A token that fails any check answers `null`
- * (the client gets RT_002), never a throw.
+ * (the client gets RT_002), never a throw; so does a channel token (`typ: tidings-channel+jwt`),
+ * even one signed with the same key: it grants one channel, not a connection.
  */
 export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authenticator {
   const algorithms = checkOptions(options)
@@ -51,8 +53,10 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
     if (token === undefined) return null
     try {
       const verifyOptions = now ? { ...base, currentDate: new Date(now()) } : base
-      const { payload } =
+      const { payload, protectedHeader } =
         typeof key === 'function' ? await jwtVerify(token, key, verifyOptions) : await jwtVerify(token, key, verifyOptions)
+      // A channel token grants one channel, not a connection: refused here even when it shares the key.
+      if (typeof protectedHeader.typ === 'string' && protectedHeader.typ.toLowerCase() === CHANNEL_TOKEN_TYPE) return reject('channel token')
       const identity = identityFrom(payload, userIdClaim, rolesClaim)
       return typeof identity === 'string' ? reject(identity) : identity
     } catch (err) {

@@ -1,4 +1,16 @@
 export { bearerToken, createJwtAuthenticator } from './authenticator.js'
+export {
+  CHANNEL_CLAIM,
+  CHANNEL_TOKEN_TYPE,
+  createChannelTokens,
+  INFO_CLAIM,
+  type ChannelTokenClaims,
+  type ChannelTokens,
+  type ChannelTokensOptions,
+  type JwksChannelTokensOptions,
+  type PublicKeyChannelTokensOptions,
+  type SecretChannelTokensOptions,
+} from './channel-tokens.js'
 export { claimAt, identityFrom, rolesFrom } from './claims.js'
 export {
   ASYMMETRIC_ALGORITHMS,
@@ -9,6 +21,7 @@ export {
   type JwksOptions,
   type JwtAlgorithm,
   type JwtAuthenticatorOptions,
+  type KeySourceOptions,
   type PublicKeyOptions,
   type SecretKeyOptions,
   type SymmetricAlgorithm,

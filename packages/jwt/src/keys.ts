@@ -1,5 +1,5 @@
 import { createRemoteJWKSet, importSPKI, importX509, type CryptoKey, type JWK, type JWTVerifyGetKey, type KeyObject } from 'jose'
-import type { JwtAuthenticatorOptions } from './options.js'
+import type { KeySourceOptions } from './options.js'
 
 /** What `jwtVerify` is given: a key, or a function choosing one by the token's header. */
 export type VerifyKey = Uint8Array | JWTVerifyGetKey
@@ -9,7 +9,7 @@ export type VerifyKey = Uint8Array | JWTVerifyGetKey
  * (jose needs the algorithm to import it), lazily, and kept; a JWK, CryptoKey or KeyObject is
  * handed to jose, which checks it fits the token's algorithm; a JWKS is jose's remote key set.
  */
-export function verifyKey(o: JwtAuthenticatorOptions): VerifyKey {
+export function verifyKey(o: KeySourceOptions): VerifyKey {
   if (o.secret !== undefined) return typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret
   if (o.jwksUrl !== undefined) {
     const j = o.jwks ?? {}

@@ -86,43 +86,57 @@ const HASH_BYTES: Record<SymmetricAlgorithm, number> = { HS256: 32, HS384: 48, H
 const isSymmetric = (alg: string): alg is SymmetricAlgorithm => (SYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)
 const isAsymmetric = (alg: string): alg is AsymmetricAlgorithm => (ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)
 
-/** Checks the options when the authenticator is created; throws a TypeError naming what is wrong. */
-export function checkOptions(o: JwtAuthenticatorOptions): JWSAlgorithm[] {
+/** The fields of the options that choose the verification key and the algorithms (shared by the authenticator and channel tokens). */
+export interface KeySourceOptions {
+  readonly secret?: string | Uint8Array | undefined
+  readonly publicKey?: string | JWK | CryptoKey | KeyObject | undefined
+  readonly jwksUrl?: string | URL | undefined
+  readonly jwks?: JwksOptions | undefined
+  readonly algorithms: readonly JwtAlgorithm[]
+  readonly clockToleranceSec?: number | undefined
+  readonly maxTokenAgeSec?: number | undefined
+}
+
+/**
+ * Checks the options when the authenticator (or `caller`) is created; throws a TypeError naming
+ * what is wrong.
+ */
+export function checkOptions(o: KeySourceOptions, caller = 'createJwtAuthenticator'): JWSAlgorithm[] {
   const given = [o.secret !== undefined, o.publicKey !== undefined, o.jwksUrl !== undefined].filter(Boolean).length
-  if (given !== 1) throw new TypeError('createJwtAuthenticator: give exactly one of secret, publicKey or jwksUrl')
+  if (given !== 1) throw new TypeError(`${caller}: give exactly one of secret, publicKey or jwksUrl`)
   const algorithms = o.algorithms as readonly string[] | undefined
   if (!Array.isArray(algorithms) || algorithms.length === 0) {
-    throw new TypeError('createJwtAuthenticator: algorithms is required (a non-empty allow-list)')
+    throw new TypeError(`${caller}: algorithms is required (a non-empty allow-list)`)
   }
   for (const alg of algorithms) {
-    if (typeof alg === 'string' && alg.toLowerCase() === 'none') throw new TypeError('createJwtAuthenticator: the algorithm "none" is never accepted')
-    if (!isSymmetric(alg) && !isAsymmetric(alg)) throw new TypeError(`createJwtAuthenticator: unknown algorithm ${JSON.stringify(alg)}`)
+    if (typeof alg === 'string' && alg.toLowerCase() === 'none') throw new TypeError(`${caller}: the algorithm "none" is never accepted`)
+    if (!isSymmetric(alg) && !isAsymmetric(alg)) throw new TypeError(`${caller}: unknown algorithm ${JSON.stringify(alg)}`)
   }
   const symmetric = algorithms.filter(isSymmetric)
   if (symmetric.length > 0 && symmetric.length < algorithms.length) {
-    throw new TypeError('createJwtAuthenticator: algorithms mixes HMAC (HS*) with asymmetric algorithms; a public key could then be used as an HMAC secret (key confusion)')
+    throw new TypeError(`${caller}: algorithms mixes HMAC (HS*) with asymmetric algorithms; a public key could then be used as an HMAC secret (key confusion)`)
   }
   if (o.secret !== undefined) {
-    if (symmetric.length === 0) throw new TypeError('createJwtAuthenticator: a secret verifies only HS256, HS384 or HS512')
+    if (symmetric.length === 0) throw new TypeError(`${caller}: a secret verifies only HS256, HS384 or HS512`)
     const bytes = typeof o.secret === 'string' ? new TextEncoder().encode(o.secret).byteLength : o.secret.byteLength
     const needed = Math.max(...symmetric.map((a) => HASH_BYTES[a]))
-    if (bytes < needed) throw new TypeError(`createJwtAuthenticator: the secret has ${bytes} bytes; ${symmetric.join(', ')} need at least ${needed} (RFC 7518 §3.2)`)
+    if (bytes < needed) throw new TypeError(`${caller}: the secret has ${bytes} bytes; ${symmetric.join(', ')} need at least ${needed} (RFC 7518 §3.2)`)
   } else if (symmetric.length > 0) {
-    throw new TypeError('createJwtAuthenticator: HS* algorithms need a secret, not a public key or a JWKS')
+    throw new TypeError(`${caller}: HS* algorithms need a secret, not a public key or a JWKS`)
   }
   if (typeof o.publicKey === 'string' && /PRIVATE KEY/.test(o.publicKey)) {
-    throw new TypeError('createJwtAuthenticator: publicKey is a private key; give the public key (SPKI PEM) or a certificate')
+    throw new TypeError(`${caller}: publicKey is a private key; give the public key (SPKI PEM) or a certificate`)
   }
   if (typeof o.publicKey === 'string' && !/-----BEGIN (PUBLIC KEY|CERTIFICATE)-----/.test(o.publicKey)) {
-    throw new TypeError('createJwtAuthenticator: a publicKey string must be a PEM public key (BEGIN PUBLIC KEY) or certificate (BEGIN CERTIFICATE)')
+    throw new TypeError(`${caller}: a publicKey string must be a PEM public key (BEGIN PUBLIC KEY) or certificate (BEGIN CERTIFICATE)`)
   }
   if (o.publicKey !== undefined && typeof o.publicKey === 'object' && 'd' in o.publicKey && (o.publicKey as JWK).d !== undefined) {
-    throw new TypeError('createJwtAuthenticator: publicKey is a private JWK; give its public part')
+    throw new TypeError(`${caller}: publicKey is a private JWK; give its public part`)
   }
   const tolerance = o.clockToleranceSec ?? 5
-  if (!(Number.isFinite(tolerance) && tolerance >= 0)) throw new TypeError('createJwtAuthenticator: clockToleranceSec must be a number >= 0')
+  if (!(Number.isFinite(tolerance) && tolerance >= 0)) throw new TypeError(`${caller}: clockToleranceSec must be a number >= 0`)
   if (o.maxTokenAgeSec !== undefined && !(Number.isFinite(o.maxTokenAgeSec) && o.maxTokenAgeSec > 0)) {
-    throw new TypeError('createJwtAuthenticator: maxTokenAgeSec must be a number > 0')
+    throw new TypeError(`${caller}: maxTokenAgeSec must be a number > 0`)
   }
   return [...algorithms] as JWSAlgorithm[]
 }
