@@ -1,1 +1,27 @@
-export {}
+export {
+  createWebhooks,
+  WebhookError,
+  WEBHOOK_EVENT_NAMES,
+  type WebhookEndpoint,
+  type WebhookEndpointStats,
+  type WebhookEventName,
+  type WebhookReports,
+  type Webhooks,
+  type WebhooksOptions,
+} from './webhooks.js'
+export {
+  computeSignature,
+  MIN_SECRET_BYTES,
+  verifyWebhook,
+  WEBHOOK_ATTEMPT_HEADER,
+  WEBHOOK_ID_HEADER,
+  WEBHOOK_SIGNATURE_HEADER,
+  WEBHOOK_TIMESTAMP_HEADER,
+  WebhookVerificationError,
+  type VerifyWebhookOptions,
+  type WebhookEvent,
+  type WebhookHeaders,
+  type WebhookPayload,
+  type WebhookSecret,
+  type WebhookVerificationReason,
+} from './signature.js'
