@@ -154,6 +154,8 @@ interface Settings {
 }
 
 const USER_AGENT = 'tidings-webhooks/1'
+/** While a queue keeps overflowing, its drops are reported at most this often. */
+const DROP_REPORT_MS = 1_000
 
 /** `*` matches any run of characters; everything else literally. */
 function globMatcher(patterns: readonly string[]): (channel: string) => boolean {
@@ -180,7 +182,9 @@ class EndpointQueue {
   private stopped = false
   private idleWaiters: Array<() => void> = []
   private droppedIds: string[] = []
+  private dropTimer: ReturnType<typeof setTimeout> | null = null
   private dropReportScheduled = false
+  private lastDropReport = -Infinity
   private counts = { requests: 0, retries: 0, acknowledged: 0, failed: 0, dropped: 0 }
 
   constructor(
@@ -243,6 +247,7 @@ class EndpointQueue {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     this.abort?.abort(new Error(reason))
+    this.reportDrops(`queue full (maxQueued ${this.s.maxQueued}): oldest events dropped`)
     const lost = [...(this.inflight?.items ?? []), ...this.pending.slice(this.head)].map((i) => i.id)
     this.inflight = null
     this.pending = []
@@ -259,18 +264,30 @@ class EndpointQueue {
     }
   }
 
+  /**
+   * Drops are reported at once, then at most once per DROP_REPORT_MS while the queue keeps
+   * overflowing (and whenever the endpoint goes idle or stops): one report per burst, not one
+   * per event, and never none.
+   */
   private scheduleDropReport(): void {
-    if (this.dropReportScheduled) return
-    this.dropReportScheduled = true
-    // One report per burst of drops, not one per event.
-    queueMicrotask(() => {
+    if (this.dropReportScheduled || this.dropTimer !== null) return
+    const wait = this.lastDropReport + DROP_REPORT_MS - this.s.now()
+    const fire = () => {
       this.dropReportScheduled = false
+      this.dropTimer = null
       this.reportDrops(`queue full (maxQueued ${this.s.maxQueued}): oldest events dropped`)
-    })
+    }
+    if (wait <= 0) {
+      this.dropReportScheduled = true
+      queueMicrotask(fire)
+    } else this.dropTimer = setTimeout(fire, wait)
   }
 
   private reportDrops(reason: string): void {
+    if (this.dropTimer !== null) clearTimeout(this.dropTimer)
+    this.dropTimer = null
     if (this.droppedIds.length === 0) return
+    this.lastDropReport = this.s.now()
     const ids = this.droppedIds
     this.droppedIds = []
     this.counts.dropped += ids.length
@@ -403,6 +420,7 @@ class EndpointQueue {
   }
 
   private resolveIdle(): void {
+    this.reportDrops(`queue full (maxQueued ${this.s.maxQueued}): oldest events dropped`)
     this.eager = false
     const waiters = this.idleWaiters
     this.idleWaiters = []
