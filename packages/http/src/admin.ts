@@ -2,10 +2,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
 import { z } from 'zod'
 import { drainBody, hasBody } from '@tidings/http-kit'
+import { type ApiKeys, type ApiKeyScope, apiKeyOf, authorizeApiKey } from './api-keys.js'
 import { readJsonBody, sendError, sendJson } from './respond.js'
 
-/** Checks an admin request's API key (header `x-api-key` or `Authorization: Bearer`). */
-export type ApiKeyCheck = (key: string) => boolean
+export type { ApiKeyCheck } from './api-keys.js'
 
 const exclude = z.object({ connections: z.array(z.string()).max(1000).optional(), users: z.array(z.string()).max(1000).optional() }).strict()
 
@@ -47,15 +47,19 @@ interface Route {
   readonly method: string
   /** Path below the prefix, with `:name` parameters. */
   readonly path: string
+  /** The scope a key needs for this route. */
+  readonly scope: ApiKeyScope
   readonly run: (ctx: { req: IncomingMessage; res: ServerResponse; params: Record<string, string>; query: URLSearchParams }) => Promise<void>
 }
 
 /**
  * The REST admin API: broadcast, presence, kick, history, connections, metrics. Every route
- * needs the API key; bodies are validated with zod; errors are `{ type: 'error', code, message }`
- * with the HTTP status that matches the code.
+ * needs an API key with the route's scope (`publish`: broadcasts; `read`: presence, history,
+ * connections, metrics; `admin`: kicks and disconnections, and the rest): no key or an unknown
+ * one is 401 RT_002, a key without the scope 403 RT_003. Bodies are validated with zod; errors
+ * are `{ type: 'error', code, message }` with the HTTP status that matches the code.
  */
-export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxBodyBytes: number) {
+export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes: number) {
   const channelParam = (raw: string): string => {
     const name = decodeParam(raw)
     if (!channelNameSchema.safeParse(name).success) throw new RealtimeError('RT_007', `invalid channel name '${name}'`)
@@ -81,6 +85,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'POST',
       path: '/channels/:id/broadcast',
+      scope: 'publish',
       run: async ({ req, res, params }) => {
         const b = await body(req, broadcastToChannelBody)
         const r = await hub.publish(channelParam(params.id!), b.event, b.data, { exclude: b.exclude, priority: b.priority, idempotencyKey: b.idempotencyKey, sender: b.sender })
@@ -90,11 +95,13 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/channels/:id/presence',
+      scope: 'read',
       run: async ({ res, params }) => sendJson(res, 200, await hub.presence.get(knownChannel(params.id!))),
     },
     {
       method: 'POST',
       path: '/channels/:id/kick',
+      scope: 'admin',
       run: async ({ req, res, params }) => {
         const channel = knownChannel(params.id!)
         const b = await body(req, kickBody)
@@ -105,6 +112,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/channels/:id/history',
+      scope: 'read',
       run: async ({ res, params, query }) => {
         const after = query.get('after')
         const limit = query.get('limit')
@@ -121,6 +129,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'POST',
       path: '/broadcast',
+      scope: 'publish',
       run: async ({ req, res }) => {
         const b = await body(req, broadcastBody)
         sendJson(res, 200, await hub.broadcast(b))
@@ -129,6 +138,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'GET',
       path: '/connections',
+      scope: 'read',
       run: async ({ res, query }) => {
         const filter: { userId?: string; channel?: string; limit?: number } = {}
         const userId = query.get('userId')
@@ -147,6 +157,7 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'DELETE',
       path: '/connections/:id',
+      scope: 'admin',
       run: async ({ res, params }) => {
         if (!(await hub.connections.disconnect(decodeParam(params.id!), 'disconnected by admin'))) throw new RealtimeError('RT_004', 'no such connection on any node')
         res.statusCode = 204
@@ -156,11 +167,13 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
     {
       method: 'DELETE',
       path: '/users/:id/connections',
+      scope: 'admin',
       run: async ({ res, params }) => sendJson(res, 200, { disconnected: await hub.connections.disconnectUser(decodeParam(params.id!), 'disconnected by admin') }),
     },
     {
       method: 'GET',
       path: '/metrics',
+      scope: 'read',
       run: async ({ res, query }) => {
         const m = hub.metrics()
         if (query.get('format') !== 'prometheus') return sendJson(res, 200, m)
@@ -194,14 +207,15 @@ export function createAdminApi(hub: Hub, checkKey: ApiKeyCheck | undefined, maxB
         req.resume()
         throw new RealtimeError('RT_005', `request body over ${maxBodyBytes} bytes`, { limit: maxBodyBytes })
       }
-      if (!checkKey) throw new RealtimeError('RT_003', 'the admin API is disabled: no apiKey configured')
-      const key = apiKeyOf(req)
-      if (key === undefined || !checkKey(key)) throw new RealtimeError('RT_002', 'a valid API key is required (x-api-key or Authorization: Bearer)')
+      if (!keys) throw new RealtimeError('RT_003', 'the admin API is disabled: no apiKey or apiKeys configured')
       if (!route) {
+        const presented = apiKeyOf(req)
+        if (presented === undefined || keys.match(presented) === undefined) throw new RealtimeError('RT_002', 'a valid API key is required (x-api-key or Authorization: Bearer)')
         res.setHeader('allow', matches.map((r) => r.method).join(', '))
         sendJson(res, 405, { type: 'error', code: 'RT_007', message: `method ${req.method} not allowed here` })
         return true
       }
+      authorizeApiKey(keys, req, route.scope, rest)
       const m = route.regex.exec(rest)!
       const params = Object.fromEntries(route.names.map((n, i) => [n, m[i + 1]!]))
       await route.run({ req, res, params, query })
@@ -220,14 +234,6 @@ function decodeParam(raw: string): string {
   } catch {
     throw new RealtimeError('RT_007', 'bad percent-encoding in the path')
   }
-}
-
-function apiKeyOf(req: IncomingMessage): string | undefined {
-  const header = req.headers['x-api-key']
-  if (typeof header === 'string' && header) return header
-  const auth = req.headers.authorization
-  if (auth && /^Bearer\s+/i.test(auth)) return auth.replace(/^Bearer\s+/i, '').trim()
-  return undefined
 }
 
 function prometheus(m: ReturnType<Hub['metrics']>): string {

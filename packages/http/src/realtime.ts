@@ -6,6 +6,7 @@ import { createLongPollTransport, type LongPollTransport, type LongPollTransport
 import { createSseTransport, type SseTransport, type SseTransportOptions } from '@tidings/sse'
 import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDeadline, watchHandshakes, type WsTransport, type WsTransportOptions } from '@tidings/ws'
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
+import { adminApiKeys, type ApiKeys, type ApiKeyTable } from './api-keys.js'
 import { openApiDocument } from './openapi.js'
 import { drainBody, hasBody } from '@tidings/http-kit'
 import { sendJson } from './respond.js'
@@ -28,6 +29,8 @@ export interface RealtimeOptions {
    * This is not client authentication (see `authenticate`): it guards the admin routes only.
    */
   readonly apiKey?: string | readonly string[] | ApiKeyCheck
+  /** Named admin API keys with scopes (`publish`, `read`, `admin`), plaintext or `sha256:<hex>`; see `createApiKeys`. Together with `apiKey`, which is then one more key, named `apiKey`, with every scope. */
+  readonly apiKeys?: ApiKeyTable | ApiKeys
   /**
    * The edge of every transport: browser origins, whether `X-Forwarded-For` is believed, and the
    * per-address connection limits. One guard is made from it and shared by WebSocket, SSE and
@@ -93,7 +96,7 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   const ws: WsTransport | undefined = websocket === undefined ? undefined : createWsTransport(hub, { ...websocket, path: prefix, edge })
   const sse: SseTransport | undefined = options.sse === false ? undefined : createSseTransport(hub, { ...options.sse, prefix, edge })
   const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix, edge })
-  const admin = createAdminApi(hub, checkKey, options.maxBodyBytes ?? 1024 * 1024)
+  const admin = createAdminApi(hub, adminApiKeys(checkKey, options.apiKeys), options.maxBodyBytes ?? 1024 * 1024)
   const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
 
   const ours = (url: string | undefined) => {
