@@ -1,5 +1,6 @@
 import type { ChannelRule } from '../ports/auth.js'
 import type { Retention } from '../ports/store.js'
+import { compileChannelRules } from '../rules/compile.js'
 
 /** Anything with zod's `safeParse` shape validates an event's data. */
 export interface EventSchema {
@@ -8,7 +9,7 @@ export interface EventSchema {
 
 /** Options of a channel pattern. Unset options take the hub's defaults. */
 export interface ChannelOptions {
-  /** Who may subscribe. Default `'authenticated'`. */
+  /** Who may subscribe (a rule: see {@link ChannelRule}). Default `'authenticated'`. */
   readonly subscribe?: ChannelRule
   /** Who may publish from a client (server code always may). Default `'authenticated'`. */
   readonly publish?: ChannelRule
@@ -167,15 +168,8 @@ function compilePattern(pattern: string, options: ChannelOptions): CompiledPatte
 
 /** Options that cannot work together are refused when the pattern is registered, not discovered later. */
 function validateOptions(pattern: string, options: ChannelOptions): void {
-  for (const action of ['subscribe', 'publish'] as const) {
-    const rule: unknown = options[action]
-    if (rule === undefined || rule === true || rule === false || rule === 'authenticated' || typeof rule === 'function') continue
-    const shown = typeof rule === 'string' ? `the string ${JSON.stringify(rule.length > 60 ? `${rule.slice(0, 57)}...` : rule)}` : `a ${typeof rule}`
-    throw new TypeError(
-      `channel pattern '${pattern}': the ${action} rule is ${shown}; a rule is true, false, 'authenticated' or a function (ctx) => boolean` +
-        (typeof rule === 'string' ? ' (expression strings are not evaluated: write the expression as a function)' : ''),
-    )
-  }
+  // Rules are compiled here, once: an expression with a syntax error throws now, with its position.
+  compileChannelRules(pattern, options)
   const rate = options.publishesPerMinute
   if (rate !== undefined && (typeof rate !== 'number' || !(rate > 0))) throw new TypeError(`channel pattern '${pattern}': publishesPerMinute must be a positive number`)
   if (options.history === false && options.delivery === 'at-least-once') {

@@ -17,7 +17,7 @@ export interface CredentialHost {
   readonly patterns: Pick<ChannelPatterns, 'resolve'>
   readonly rooms: Pick<RoomRegistry, 'rooms'>
   /** Decides subscriptions again and ends those no longer allowed. */
-  readonly subscriptions: Pick<SubscriptionService, 'authorize' | 'removeSubscription'>
+  readonly subscriptions: Pick<SubscriptionService, 'recheckSoon' | 'removeSubscription'>
   /** Answers and warns the client (`authenticated`, `auth:expiring`). */
   readonly fanout: Pick<FanOut, 'sendFrame'>
   /** Closes a connection whose credentials expired (4001). */
@@ -69,7 +69,7 @@ export class CredentialWatch {
   /**
    * An `auth` frame: fresh credentials for the same user. The connection's identity, per-identity
    * limits and expiry follow them, and every subscription is decided again (those no longer
-   * allowed end with a reason).
+   * allowed end with reason `'revoked'`).
    */
   async onAuth(conn: Connection, frame: ClientFrameOf<'auth'>): Promise<void> {
     const authenticate = this.host.options.authenticate
@@ -99,15 +99,9 @@ export class CredentialWatch {
     this.host.fanout.sendFrame(conn, { type: 'authenticated', id: frame.id, userId: identity.userId, expiresAt: identity.expiresAt })
     if (identity.expiresAt !== undefined) this.watch(conn, identity.expiresAt)
     else this.forget(conn)
-    // Every subscription is decided again for the new identity; those no longer allowed end.
-    for (const sub of [...conn.subscriptions.values()]) {
-      sub.canPublish = undefined
-      const name = sub.channel.name
-      const resolved = this.host.patterns.resolve(name)
-      const denied = resolved === undefined ? 'channel no longer exists' : await this.host.subscriptions.authorize(conn, 'subscribe', name, resolved, this.host.rooms.rooms.get(name), undefined)
-      if (conn.ended) return
-      if (denied && conn.subscriptions.get(name) === sub) this.host.subscriptions.removeSubscription(sub, `not allowed after re-authentication: ${denied}`, true)
-    }
+    // Every subscription is decided again for the new identity; those no longer allowed end
+    // (`unsubscribed`, reason 'revoked'), and none of them is replayed into meanwhile.
+    this.host.subscriptions.recheckSoon([...conn.subscriptions.values()])
   }
 
   forget(conn: Connection): void {

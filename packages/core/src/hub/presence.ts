@@ -11,6 +11,7 @@ import type { ChannelPatterns } from './channels.js'
 import type { Cluster } from './cluster.js'
 import type { FanOut } from './fanout.js'
 import type { ResolvedHubOptions } from './options.js'
+import { presenceDeniedOf, rightsOf } from '../rules/rights.js'
 
 /** What the presence service needs from the hub. */
 export interface PresenceHost {
@@ -139,7 +140,7 @@ export class PresenceService implements HubPresence {
 
   // ------------------------------------------------------------------ clients' presence frames
 
-  /** The subscribed presence channel a frame refers to, or RT_009. */
+  /** The subscribed presence channel a frame refers to, or RT_009 (RT_003 when the channel's presence rule denies this subscription). */
   private subscribedChannel(conn: Connection, name: string): Channel {
     const sub = conn.subscriptions.get(name)
     if (!sub) {
@@ -149,6 +150,7 @@ export class PresenceService implements HubPresence {
     }
     if (!sub.channel.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
     if (conn.userId === undefined) throw new RealtimeError('RT_009', 'presence needs an authenticated user')
+    if (rightsOf(sub)?.presence === false) throw new RealtimeError('RT_003', `not allowed to use the presence of '${name}'`)
     return sub.channel
   }
 
@@ -157,6 +159,10 @@ export class PresenceService implements HubPresence {
     if (!conn.takePresenceToken(this.host.options.clock.now())) throw new RealtimeError('RT_006', 'too many presence updates per second', { limit: this.host.options.limits.presenceUpdatesPerSecond })
     if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
     if (!this.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
+    // Presence data granted by the channel's rule (a channel token) is not the client's to change.
+    if (frame.data !== undefined && rightsOf(conn.subscriptions.get(frame.channel))?.grant?.presence !== undefined) {
+      throw new RealtimeError('RT_003', `the presence data on '${frame.channel}' is set by the channel's grant`)
+    }
     return andThen(this.update(conn, channel, frame.state, frame.data), (member) => {
       this.host.fanout.sendFrame(conn, { type: 'presence:update', id: frame.id, channel: frame.channel, user: member })
     })
@@ -212,7 +218,7 @@ export class PresenceService implements HubPresence {
       return
     }
     if (!state || !state.active || now - state.lastSentAt >= presence.typingDebounceMs) {
-      this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: true }, { exclude: { users: [userId] }, volatile: true })
+      this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: true }, { exclude: { users: [userId], connections: this.excluded(channel.name, undefined) }, volatile: true })
     }
     if (state?.clear !== undefined) clock.clearTimeout(state.clear as TimerHandle)
     const clear = clock.setTimeout(() => this.stopTyping(channel, userId), presence.typingTimeoutMs)
@@ -230,7 +236,7 @@ export class PresenceService implements HubPresence {
     if (state.clear !== undefined) this.host.options.clock.clearTimeout(state.clear as TimerHandle)
     channel.typing!.delete(userId)
     if (channel.typing!.size === 0) channel.typing = null
-    this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: false }, { exclude: { users: [userId] }, volatile: true })
+    this.host.cluster.deliver({ kind: 'channel', channel: channel.name }, { type: 'typing', channel: channel.name, userId, active: false }, { exclude: { users: [userId], connections: this.excluded(channel.name, undefined) }, volatile: true })
   }
 
   /** A dead node's entries were removed: each user who left with it is announced once (or updated, when another tab stays). */
@@ -239,8 +245,16 @@ export class PresenceService implements HubPresence {
     for (const { channel, change } of changes) if (!channel.startsWith('$')) this.announce(channel, change.edge ? 'presence:leave' : 'presence:update', change.member, undefined)
   }
 
+  /** Connections here whose presence rule denies them: presence frames to the channel leave them out. */
+  private excluded(channel: string, also: string | undefined): string[] | undefined {
+    const denied = presenceDeniedOf(this.host.options).get(channel)
+    if (denied === undefined) return also === undefined ? undefined : [also]
+    return also === undefined ? [...denied] : [also, ...denied]
+  }
+
   private announce(channel: string, type: 'presence:join' | 'presence:leave' | 'presence:update', member: PresenceMember, excludeConnection: string | undefined): void {
-    this.host.cluster.deliver({ kind: 'channel', channel }, { type, channel, user: member }, excludeConnection ? { exclude: { connections: [excludeConnection] } } : {})
+    const connections = this.excluded(channel, excludeConnection)
+    this.host.cluster.deliver({ kind: 'channel', channel }, { type, channel, user: member }, connections ? { exclude: { connections } } : {})
     this.host.signals.emit(type, { channel, member })
   }
 }

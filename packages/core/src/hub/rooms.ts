@@ -32,6 +32,8 @@ export class Room {
   capacity: number | undefined
   permissions: { subscribe: RoomAccess; publish: RoomAccess }
   deleteWhenEmpty: boolean
+  /** Bumped on every change of members, roles, metadata or permissions (rules see a room by revision). */
+  revision = 0
 
   constructor(
     readonly channel: string,
@@ -95,7 +97,7 @@ export interface RoomHooks {
   created(room: Room): void
   deleted(room: Room): void
   memberRemoved(room: Room, userId: string): void
-  /** Membership or permissions changed in a way that may grant or withdraw rights. */
+  /** Membership, roles, metadata or permissions changed (or the room was created): rights are decided again. */
   changed(room: Room): void
 }
 
@@ -114,7 +116,10 @@ export class RoomRegistry implements Rooms {
   create(channel: string, options: RoomOptions = {}): RoomInfo {
     if (!channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `invalid channel name '${channel}'`)
     if (this.rooms.has(channel)) throw new Error(`room '${channel}' already exists`)
-    return this.open(channel, options, false).info()
+    const room = this.open(channel, options, false)
+    // Subscribers of the channel from before the room existed are decided again (rules read `data`).
+    this.hooks.changed(room)
+    return room.info()
   }
 
   get(channel: string): RoomInfo | undefined {
@@ -137,20 +142,26 @@ export class RoomRegistry implements Rooms {
     if (patch.capacity !== undefined) room.capacity = patch.capacity
     if (patch.permissions) room.permissions = { ...room.permissions, ...patch.permissions }
     if (patch.deleteWhenEmpty !== undefined) room.deleteWhenEmpty = patch.deleteWhenEmpty
+    room.revision++
     this.hooks.changed(room)
     return room.info()
   }
 
   addMember(channel: string, userId: string, role = 'member'): RoomInfo {
     const room = this.must(channel)
+    if (room.members.get(userId) === role) return room.info()
     room.members.set(userId, role)
+    room.revision++
     this.hooks.changed(room)
     return room.info()
   }
 
   removeMember(channel: string, userId: string): RoomInfo {
     const room = this.must(channel)
-    if (room.members.delete(userId)) this.hooks.memberRemoved(room, userId)
+    if (room.members.delete(userId)) {
+      room.revision++
+      this.hooks.memberRemoved(room, userId)
+    }
     return room.info()
   }
 

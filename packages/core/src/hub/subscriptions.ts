@@ -1,5 +1,8 @@
 import { type FilterPredicate, type ClientFrameOf, type PresenceSnapshot, type StreamPosition, RealtimeError, compileFilter } from '@tidings/protocol'
+import type { AuthorizeContext, ChannelAction, ChannelGrant } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
+import { type CompiledRule, roomDataOf, rulesOf, scopeOf } from '../rules/compile.js'
+import { type SubscriptionRights, presenceDeniedOf, rightsOf, setRights } from '../rules/rights.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import { Channel } from './channel.js'
 import type { ChannelPatterns, ResolvedChannel } from './channels.js'
@@ -37,6 +40,26 @@ export interface SubscriptionsHost {
  */
 export const seatsChannel = (channel: string): string => `$seats:${channel}`
 
+/** What a rule decided: why it denied, or the grant of a rule that allowed with one. */
+export interface Decision {
+  readonly denied?: string | undefined
+  readonly grant?: ChannelGrant | undefined
+}
+
+/** Timers longer than this fire at once in some runtimes (a 32-bit signed delay). */
+const LONGEST_TIMER = 2 ** 31 - 1
+
+/** A rule's grant as the hub keeps it, or undefined when it is not one (a malformed grant denies). */
+function validGrant(answer: object): ChannelGrant | undefined {
+  const g = answer as { presence?: unknown; expiresAt?: unknown }
+  if (g.presence !== undefined && (g.presence === null || typeof g.presence !== 'object' || Array.isArray(g.presence))) return undefined
+  if (g.expiresAt !== undefined && (typeof g.expiresAt !== 'number' || !Number.isFinite(g.expiresAt))) return undefined
+  const out: { presence?: Readonly<Record<string, unknown>>; expiresAt?: number } = {}
+  if (g.presence !== undefined) out.presence = { ...(g.presence as Record<string, unknown>) }
+  if (g.expiresAt !== undefined) out.expiresAt = g.expiresAt as number
+  return out
+}
+
 /**
  * The subscription lifecycle: resolving a channel, the limits and the rules (with a time limit),
  * rooms and capacity, presence, the start (position, offline queue, recovery) and the end (acks,
@@ -67,7 +90,7 @@ export class SubscriptionService {
         existing.filter = frame.filter === null ? null : this.compileMessageFilter(frame.filter)
         existing.channel.invalidate()
       }
-      const extras = await this.subscribedExtras(existing.channel)
+      const extras = await this.subscribedExtras(existing.channel, rightsOf(existing)?.presence ?? true)
       const at = existing.tracked ? existing.lastSent : Math.max(existing.lastSent, existing.channel.lastOffset)
       this.host.fanout.sendFrame(conn, {
         type: 'subscribed',
@@ -88,9 +111,22 @@ export class SubscriptionService {
     }
     let room = this.host.rooms.rooms.get(name)
     if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
-    const denied = await this.authorize(conn, 'subscribe', name, resolved, room, frame.auth)
-    if (denied) throw new RealtimeError('RT_003', denied)
+    const decidedOn = { room, revision: room?.revision, identity: conn.identity }
+    const decision = await this.decide(conn, 'subscribe', name, resolved, room, frame.auth)
+    if (decision.denied) throw new RealtimeError('RT_003', decision.denied)
     if (conn.ended) return
+    // Presence and history have rules of their own when given (else they follow subscribe).
+    const rules = rulesOf(options)
+    let presenceAllowed = options.presence === true
+    if (presenceAllowed && rules.presence !== undefined) {
+      presenceAllowed = (await this.decide(conn, 'presence', name, resolved, room, frame.auth)).denied === undefined
+      if (conn.ended) return
+    }
+    let historyAllowed = true
+    if (rules.history !== undefined && (frame.since !== undefined || options.offline)) {
+      historyAllowed = (await this.decide(conn, 'history', name, resolved, room, frame.auth)).denied === undefined
+      if (conn.ended) return
+    }
     this.checkSubscriptionLimits(conn, name)
     // The room may have been created or deleted while the rule was deciding.
     const current = this.host.rooms.rooms.get(name)
@@ -132,10 +168,17 @@ export class SubscriptionService {
     const entered = channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
+    const rights: SubscriptionRights = { presence: presenceAllowed, grant: decision.grant, auth: frame.auth, expiry: undefined, generation: 0, checking: 0 }
+    setRights(sub, rights)
+    if (options.presence && !presenceAllowed) this.presenceDenied(name, conn.id, true)
+    if (decision.grant?.expiresAt !== undefined) this.expireAt(sub, rights, decision.grant.expiresAt)
+    // The room or the identity changed while the rules were deciding: decide again now that the
+    // subscription is in place (a re-check that denies ends it before any replay goes out).
+    if (this.host.rooms.rooms.get(name) !== decidedOn.room || room?.revision !== decidedOn.revision || conn.identity !== decidedOn.identity) this.recheckSoon([sub])
     if (entered && room) this.host.signals.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     try {
       if (capacity !== undefined && this.host.options.clustered) await this.takeSeat(sub, capacity)
-      await this.startSubscription(conn, sub, frame)
+      await this.startSubscription(conn, sub, frame, rights, historyAllowed)
     } catch (err) {
       // A store or presence failure must not leave a half-made subscription behind.
       this.removeSubscription(sub, 'failed', false)
@@ -182,7 +225,7 @@ export class SubscriptionService {
   }
 
   /** Presence, position, offline queue or recovery, then the reply and live delivery. */
-  private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>): Promise<void> {
+  private async startSubscription(conn: Connection, sub: Subscription, frame: ClientFrameOf<'subscribe'>, rights: SubscriptionRights, historyAllowed: boolean): Promise<void> {
     const name = frame.channel
     const channel = sub.channel
     const options = channel.options
@@ -194,16 +237,28 @@ export class SubscriptionService {
       await wanted
       if (conn.ended || conn.subscriptions.get(name) !== sub) return
     }
-    if (options.presence && conn.userId !== undefined) await this.host.presence.join(conn, channel, frame.state, frame.presence)
+    // A grant's presence data is the member's, whatever the client sent (it cannot forge it).
+    const presenceData = rights.grant?.presence !== undefined ? { ...rights.grant.presence } : frame.presence
+    if (options.presence && rights.presence && conn.userId !== undefined) await this.host.presence.join(conn, channel, frame.state, presenceData)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    const extras = await this.subscribedExtras(channel)
+    const extras = await this.subscribedExtras(channel, rights.presence)
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     if (extras.position) this.host.recovery.learnEpoch(channel, extras.position.epoch, extras.position.offset, sub)
     const delivery = history ? (sub.tracked ? 'at-least-once' : 'at-most-once') : undefined
     let since = frame.since
     let offline = false
     let lost: string | undefined
-    if (!since && history && options.offline && conn.userId !== undefined && extras.position) {
+    if (since && history && !historyAllowed) {
+      // Resuming needs the history rule: denied, there is no replay (never a partial one); the
+      // subscription goes on from the current position.
+      const start = extras.position?.offset ?? 0
+      sub.lastSent = sub.acked = start
+      this.host.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel: name, ...extras, delivery, recovered: false, reason: `not allowed to read the history of '${name}'` })
+      this.host.recovery.goLive(sub, start)
+      if (conn.subscriptions.get(name) === sub) this.host.signals.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
+      return
+    }
+    if (!since && history && historyAllowed && options.offline && conn.userId !== undefined && extras.position) {
       // The user's offline queue: what was published since it last acknowledged (or all that is kept).
       const cursor = await this.host.options.store.cursor(name, conn.userId)
       if (conn.ended || conn.subscriptions.get(name) !== sub) return
@@ -231,9 +286,9 @@ export class SubscriptionService {
     if (conn.subscriptions.get(name) === sub) this.host.signals.emit('subscribe', { connectionId: conn.id, userId: conn.userId, channel: name })
   }
 
-  async subscribedExtras(channel: Channel): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
+  async subscribedExtras(channel: Channel, presence = true): Promise<{ presence?: PresenceSnapshot; position?: StreamPosition }> {
     const out: { presence?: PresenceSnapshot; position?: StreamPosition } = {}
-    if (channel.options.presence) out.presence = this.host.presence.capSnapshot(await this.host.presence.snapshot(channel.name))
+    if (channel.options.presence && presence) out.presence = this.host.presence.capSnapshot(await this.host.presence.snapshot(channel.name))
     if (retentionOf(channel.options, this.host.options.history)) out.position = await this.host.options.store.position(channel.name)
     return out
   }
@@ -246,36 +301,71 @@ export class SubscriptionService {
     }
   }
 
-  /** Returns why the action is denied, or undefined when it is allowed. */
-  async authorize(conn: Connection, action: 'subscribe' | 'publish', channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined> {
-    const rule = resolved.options[action] ?? 'authenticated'
+  /**
+   * Returns why the action is denied, or undefined when it is allowed. Without an `auth` string,
+   * a subscribed connection's own (the one it subscribed with) is used.
+   */
+  async authorize(conn: Connection, action: ChannelAction, channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined> {
+    return (await this.decide(conn, action, channel, resolved, room, auth ?? rightsOf(conn.subscriptions.get(channel))?.auth)).denied
+  }
+
+  /**
+   * Decide an action with the channel's compiled rule (presence and history without a rule of
+   * their own follow subscribe), the room's permissions and the hub's `authorize`. Only `true`
+   * or a grant allows; a rule that throws, rejects or takes longer than `limits.ruleTimeoutMs` denies.
+   */
+  async decide(conn: Connection, action: ChannelAction, channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<Decision> {
+    const rules = rulesOf(resolved.options)
+    let rule: CompiledRule | undefined = rules[action]
+    let as: ChannelAction = action
+    if (rule === undefined) {
+      rule = rules.subscribe
+      as = 'subscribe'
+    }
     const identity = conn.identity
-    const ctx = {
+    const ctx: AuthorizeContext = {
       identity,
       channel,
-      action,
+      action: as,
       params: resolved.params,
       room: room ? { members: room.members, metadata: room.metadata } : undefined,
       auth,
     }
     const anonymous = identity.userId === undefined
-    let allowed: boolean
-    if (rule === true || rule === false) allowed = rule
-    else if (rule === 'authenticated') {
-      if (anonymous) return 'authentication required'
-      allowed = true
-    } else if (typeof rule === 'string') {
-      allowed = false // TODO(rules): expressions are compiled at registration
-    } else {
-      try {
-        const answer = await this.decideInTime(rule(ctx))
-        allowed = answer === true || (typeof answer === 'object' && answer !== null)
-      } catch (err) {
-        this.host.options.logger.debug('channel rule threw', { channel, error: String(err) })
-        allowed = false
-      }
+    let allowed = false
+    let grant: ChannelGrant | undefined
+    switch (rule.kind) {
+      case 'constant':
+        allowed = rule.value
+        break
+      case 'authenticated':
+        if (anonymous) return { denied: 'authentication required' }
+        allowed = true
+        break
+      case 'expression':
+        try {
+          allowed = rule.run(scopeOf(ctx, this.host.clock.now(), roomDataOf(room))) === true
+        } catch (err) {
+          this.host.options.logger.debug('channel rule failed', { channel, error: String(err) })
+          allowed = false
+        }
+        break
+      case 'function':
+        try {
+          const answer = await this.decideInTime(rule.run(ctx))
+          if (answer === true) allowed = true
+          else if (typeof answer === 'object' && answer !== null) {
+            grant = validGrant(answer)
+            allowed = grant !== undefined
+          }
+        } catch (err) {
+          this.host.options.logger.debug('channel rule threw', { channel, error: String(err) })
+          allowed = false
+        }
+        break
     }
-    if (allowed && room && !room.allows(action, identity.userId)) allowed = false
+    if (allowed && grant?.expiresAt !== undefined && !(grant.expiresAt > this.host.clock.now())) return { denied: `the grant to ${action} on '${channel}' has expired` }
+    if (allowed && room && !room.allows(as === 'publish' ? 'publish' : 'subscribe', identity.userId)) allowed = false
     if (allowed && this.host.options.authorize) {
       try {
         allowed = (await this.decideInTime(this.host.options.authorize(ctx))) === true
@@ -283,8 +373,9 @@ export class SubscriptionService {
         allowed = false
       }
     }
-    if (allowed) return undefined
-    return anonymous && rule !== false ? `authentication required to ${action} on '${channel}'` : `not allowed to ${action} on '${channel}'`
+    if (allowed) return grant === undefined ? {} : { grant }
+    const ruleIsFalse = rule.kind === 'constant' && !rule.value
+    return { denied: anonymous && !ruleIsFalse ? `authentication required to ${action} on '${channel}'` : `not allowed to ${action} on '${channel}'` }
   }
 
   /** A rule's answer, or `false` when it takes longer than `limits.ruleTimeoutMs` (a hung rule denies). */
@@ -314,6 +405,12 @@ export class SubscriptionService {
     const channel = sub.channel
     if (conn.subscriptions.get(channel.name) !== sub) return
     conn.subscriptions.delete(channel.name)
+    const rights = rightsOf(sub)
+    if (rights) {
+      if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
+      rights.expiry = undefined
+      if (!rights.presence) this.presenceDenied(channel.name, conn.id, false)
+    }
     const left = channel.remove(sub)
     this.host.acks.untrack(sub)
     this.host.acks.gone(sub)
@@ -360,10 +457,117 @@ export class SubscriptionService {
     }
   }
 
-  /** Room membership or permissions changed: publish rights are decided again on the next publish. */
+  /**
+   * Room membership, roles or permissions changed: publish rights are decided again on the next
+   * publish, and every subscription to the channel is decided again (those now denied end with
+   * `revoked`). The re-check runs once the caller is done (a member's removal kicks first).
+   */
   forgetPublishDecisions(channelName: string): void {
     const channel = this.host.live.get(channelName)
-    if (channel) for (const sub of channel.subscribers.values()) sub.canPublish = undefined
+    if (!channel) return
+    const subs = [...channel.subscribers.values()]
+    for (const sub of subs) sub.canPublish = undefined
+    this.recheckSoon(subs)
+  }
+
+  /**
+   * Decide these subscriptions again once the caller is done; until the answers are in, a replay
+   * into any of them is refused (`recovered: false`), never sent ahead of a revocation.
+   */
+  recheckSoon(subs: Subscription[]): void {
+    for (const sub of subs) {
+      const rights = rightsOf(sub)
+      if (rights) rights.checking++
+    }
+    void Promise.resolve()
+      .then(() => this.recheck(subs))
+      .finally(() => {
+        for (const sub of subs) {
+          const rights = rightsOf(sub)
+          if (rights) rights.checking--
+        }
+      })
+  }
+
+  /**
+   * Decide the subscribe rule again for these subscriptions (with the `auth` string each
+   * subscribed with): those denied now end with an `unsubscribed` frame, reason `'revoked'`
+   * (and the `unsubscribe` event); the others have their publish decision forgotten, presence
+   * decided again (by its own rule, when there is one) and a new grant's end. Only the latest
+   * re-check of a subscription applies.
+   */
+  async recheck(subs: Iterable<Subscription>): Promise<void> {
+    await Promise.all([...subs].map((sub) => this.recheckOne(sub)))
+  }
+
+  private async recheckOne(sub: Subscription): Promise<void> {
+    const conn = sub.connection
+    const channel = sub.channel
+    const name = channel.name
+    if (conn.ended || conn.subscriptions.get(name) !== sub) return
+    sub.canPublish = undefined
+    const rights = rightsOf(sub)
+    if (!rights) return
+    const generation = ++rights.generation
+    rights.checking++
+    const current = () => rights.generation === generation && !conn.ended && conn.subscriptions.get(name) === sub
+    try {
+      const decision = await this.decide(conn, 'subscribe', name, channel, this.host.rooms.rooms.get(name), rights.auth)
+      if (!current()) return
+      if (decision.denied) {
+        this.removeSubscription(sub, 'revoked', true)
+        return
+      }
+      if (decision.grant !== undefined) {
+        rights.grant = decision.grant
+        if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
+        rights.expiry = undefined
+        if (decision.grant.expiresAt !== undefined) this.expireAt(sub, rights, decision.grant.expiresAt)
+      }
+      if (channel.options.presence && rulesOf(channel.options).presence !== undefined && conn.userId !== undefined) {
+        const allowed = (await this.decide(conn, 'presence', name, channel, this.host.rooms.rooms.get(name), rights.auth)).denied === undefined
+        if (!current() || allowed === rights.presence) return
+        rights.presence = allowed
+        this.presenceDenied(name, conn.id, !allowed)
+        try {
+          if (allowed) {
+            const r = this.host.presence.join(conn, channel, undefined, rights.grant?.presence !== undefined ? { ...rights.grant.presence } : undefined)
+            if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'presence.join'))
+          } else this.host.presence.leave(conn, channel, false)
+        } catch (err) {
+          this.host.signals.report(err, allowed ? 'presence.join' : 'presence.leave')
+        }
+      }
+    } catch (err) {
+      this.host.signals.report(err, 'rules.recheck')
+    } finally {
+      rights.checking--
+    }
+  }
+
+  /** Presence frames to the channel leave out this connection (its presence rule denies). */
+  private presenceDenied(channel: string, connectionId: string, denied: boolean): void {
+    const map = presenceDeniedOf(this.host.options)
+    let set = map.get(channel)
+    if (denied) {
+      if (!set) map.set(channel, (set = new Set()))
+      set.add(connectionId)
+    } else if (set) {
+      set.delete(connectionId)
+      if (set.size === 0) map.delete(channel)
+    }
+  }
+
+  /** The grant ends at `at`: the subscription ends then with reason `'expired'` (the client subscribes again with fresh credentials). */
+  private expireAt(sub: Subscription, rights: SubscriptionRights, at: number): void {
+    const delay = at - this.host.clock.now()
+    const step = Math.max(0, Math.min(delay, LONGEST_TIMER))
+    rights.expiry = this.host.clock.setTimeout(() => {
+      rights.expiry = undefined
+      if (sub.connection.subscriptions.get(sub.channel.name) !== sub) return
+      if (step < delay) this.expireAt(sub, rights, at)
+      else this.removeSubscription(sub, 'expired', true)
+    }, step)
   }
 
   roomDeleted(room: Room): void {

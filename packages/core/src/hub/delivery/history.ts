@@ -19,8 +19,8 @@ export interface HistoryHost {
 }
 
 /**
- * History on demand: the newest messages or pages from a position, read by anyone allowed to
- * subscribe, each reply within `limits.maxReplyBytes` (a page that would pass it ends early with
+ * History on demand: the newest messages or pages from a position, read by anyone the channel's
+ * history rule allows (the subscribe rule when it has none), each reply within `limits.maxReplyBytes` (a page that would pass it ends early with
  * `complete: false`).
  */
 export class History {
@@ -28,10 +28,10 @@ export class History {
 
   async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
     const resolved = this.host.subscriptions.resolve(frame.channel)
-    if (!conn.subscriptions.has(frame.channel)) {
-      const denied = await this.host.subscriptions.authorize(conn, 'subscribe', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
-      if (denied) throw new RealtimeError('RT_003', denied)
-    }
+    // Decided on every request, subscribed or not (with the auth string the subscription was made
+    // with): the history rule, or the subscribe rule when the channel has none.
+    const denied = await this.host.subscriptions.authorize(conn, 'history', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
+    if (denied) throw new RealtimeError('RT_003', denied)
     const result = await this.read(frame.channel, resolved, { after: frame.since?.offset, limit: frame.limit })
     if (frame.since && result.epoch !== frame.since.epoch) {
       throw new RealtimeError('RT_004', 'epoch changed: the channel history was reset; read again without since', { epoch: result.epoch })

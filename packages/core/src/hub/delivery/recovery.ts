@@ -7,9 +7,11 @@ import type { Channel, HeldMessage } from '../channel.js'
 import { type Connection, type Delivery, PRIORITY, type PriorityClass, type Subscription } from '../connection.js'
 import type { ResolvedHubOptions } from '../options.js'
 import { frameFor, REPLAY_PAGE } from '../routing.js'
+import { rightsOf } from '../../rules/rights.js'
 import type { Acks } from './acks.js'
 import type { Signals } from '../events.js'
 import type { FanOut } from '../fanout.js'
+import type { Metrics } from '../metrics.js'
 
 /** What recovery needs from the hub. */
 export interface RecoveryHost {
@@ -19,6 +21,8 @@ export interface RecoveryHost {
   /** Writes replays and notices to connections. */
   readonly fanout: Pick<FanOut, 'encode' | 'write' | 'sendFrame'>
   readonly signals: Signals
+  /** Resumes and gaps reported (metrics). */
+  readonly stats: Metrics
 }
 
 /** Where the sequencer of an at-least-once channel sends what may go out now (the fan-out, which attaches itself). */
@@ -80,6 +84,7 @@ export class Recovery {
       sub.lastSent = sub.acked = offset
       sub.attempts = 0
       this.host.acks.untrack(sub)
+      this.host.stats.gapsReported++
       this.host.fanout.sendFrame(sub.connection, {
         type: 'subscribed',
         channel: channel.name,
@@ -342,9 +347,17 @@ export class Recovery {
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
+    if ((rightsOf(sub)?.checking ?? 0) > 0) {
+      // The channel's rules are being decided again for this subscription (a membership change,
+      // a refreshed identity): nothing is replayed ahead of a revocation, and nothing partially.
+      recovered = false
+      epochChanged = true
+      reason = 'the channel rules are being decided again: nothing was replayed'
+    }
     const replaying = recovered || (partial && !epochChanged)
     const position = replaying ? { epoch: since.epoch, offset: since.offset } : extras.position
     sub.lastSent = sub.acked = position?.offset ?? 0
+    if (!partial) this.host.stats.resumed(conn, recovered)
     this.host.fanout.sendFrame(conn, { type: 'subscribed', id, channel: name, presence: extras.presence, position, delivery: extras.delivery, recovered, reason })
     if (replaying) {
       for (const frame of replay) {
