@@ -1,5 +1,6 @@
-import { type ClientFrame, type MessageFrame, type Receiver, type ServerFrame, type ServerFrameOf, createReceiver } from '@tidings/protocol'
+import { type ClientFrame, type MessageFrame, type Receiver, RealtimeError, type ServerFrame, type ServerFrameOf, createReceiver } from '@tidings/protocol'
 import { Acks } from './acks.js'
+import { backoffDelay } from './backoff.js'
 import { Channel, type ChannelHost, type ChannelOptions } from './channel.js'
 import type { Line, Requests } from './requests.js'
 
@@ -9,7 +10,24 @@ export interface RegistryEvents {
   message(message: MessageFrame): void
   /** An error that belongs to no request (to the channel's listeners, if it has some). */
   error(err: unknown, channel?: Channel): void
+  /** The connection channels subscribe on (for channel `auth` functions). */
+  identity(): { connectionId: string | undefined; userId: string | undefined }
 }
+
+/** Options the registry reads. */
+export interface RegistryOptions {
+  readonly ackIntervalMs?: number | undefined
+  readonly reconnectDelay?: number | undefined
+  readonly maxReconnectDelay?: number | undefined
+  readonly random?: (() => number) | undefined
+}
+
+/** Failures of a channel's `auth` function in a row before the channel stops trying. */
+export const MAX_AUTH_FAILURES = 5
+/** A subscription that expires sooner than this after it was made counts as short-lived (ms). */
+export const SHORT_LIVED_MS = 1000
+/** Short-lived subscriptions in a row before the channel stops subscribing again. */
+export const MAX_SHORT_EXPIRIES = 5
 
 /**
  * The client's channels by name: their subscribes (made again on every connection, resuming
@@ -21,14 +39,16 @@ export class ChannelRegistry {
   private readonly acks: Acks
   private readonly host: ChannelHost
   private readonly keyPrefix = randomKey()
+  private readonly events: RegistryEvents
   private keySeq = 0
 
   constructor(
     private readonly line: Line,
     private readonly requests: Requests,
-    options: { readonly ackIntervalMs?: number | undefined },
+    private readonly options: RegistryOptions,
     events: RegistryEvents,
   ) {
+    this.events = events
     this.acks = new Acks(line, options)
     this.receiver = createReceiver({
       deliver: (m) => {
@@ -53,6 +73,7 @@ export class ChannelRegistry {
       },
       idempotencyKey: () => `${this.keyPrefix}-${(++this.keySeq).toString(36)}`,
       reportError: (err, ch) => events.error(err, ch),
+      identity: () => events.identity(),
       disposed: (ch) => {
         if (this.channels.get(ch.name) === ch) this.channels.delete(ch.name)
       },
@@ -125,13 +146,79 @@ export class ChannelRegistry {
       ch?.handleUnsubscribed(undefined, false)
       return
     }
-    this.receiver.forget(frame.channel)
     this.acks.delete(frame.channel)
+    if (frame.reason === 'expired' && ch?.wanted && !ch.disposed) return this.expired(ch)
+    this.receiver.forget(frame.channel)
     ch?.handleUnsubscribed(frame.reason, true)
   }
 
+  /**
+   * The hub ended the subscription because its grant (e.g. a channel token) expired: authorize
+   * again and subscribe from the receiver's position, so the replay fills what was sent
+   * meanwhile and nothing is processed twice. A subscription that expires right after it was
+   * made (a token endpoint handing out stale tokens, clock skew) makes the next one wait with
+   * backoff; after `MAX_SHORT_EXPIRIES` of them in a row the channel stops.
+   */
+  private expired(ch: Channel): void {
+    ch.subscribeId = undefined
+    ch.shortExpiries = Date.now() - ch.subscribedAt < SHORT_LIVED_MS ? ch.shortExpiries + 1 : 0
+    if (ch.shortExpiries > MAX_SHORT_EXPIRIES) {
+      this.receiver.forget(ch.name)
+      return ch.abandon(new RealtimeError('RT_003', `the grant of '${ch.name}' expired ${ch.shortExpiries} times in a row within ${SHORT_LIVED_MS} ms of subscribing: not subscribing again (is the token endpoint handing out expired tokens, or is a clock off?)`, { channel: ch.name }), 'expired')
+    }
+    ch.handleLost()
+    if (ch.shortExpiries === 0) return this.subscribe(ch)
+    this.later(ch, ch.shortExpiries - 1)
+  }
+
+  /** Subscribe again after a backoff (equal jitter: at least half the cap). */
+  private later(ch: Channel, attempt: number): void {
+    ch.clearRetry()
+    const delay = backoffDelay(attempt, {
+      initialDelay: this.options.reconnectDelay ?? 1000,
+      maxDelay: this.options.maxReconnectDelay ?? 30_000,
+      random: () => 0.5 + (this.options.random ?? Math.random)() / 2,
+    })
+    ch.retryTimer = setTimeout(() => {
+      ch.retryTimer = undefined
+      this.subscribe(ch)
+    }, delay)
+  }
+
+  /**
+   * Subscribe on the current connection. With an `auth` function, it is called first (the one
+   * call in flight is shared); its token is used only on the connection it was made for (a
+   * token may be bound to the connection id), otherwise it is called again.
+   */
   private subscribe(ch: Channel): void {
-    if (!this.line.ready() || ch.subscribeId !== undefined || !ch.wanted) return
+    if (!this.line.ready() || ch.subscribeId !== undefined || !ch.wanted || ch.authPending || ch.retryTimer !== undefined) return
+    if (typeof ch.options.auth !== 'function') return this.send(ch, ch.options.auth)
+    ch.authPending = true
+    ch.authorize().then(
+      (grant) => {
+        ch.authPending = false
+        ch.authFailures = 0
+        if (!this.line.ready() || ch.subscribeId !== undefined || !ch.wanted) return // the next connection calls again
+        if (grant.connectionId !== this.events.identity().connectionId) return this.subscribe(ch)
+        this.send(ch, grant.token)
+      },
+      (err: unknown) => {
+        ch.authPending = false
+        if (!ch.wanted) return
+        const error = new RealtimeError('RT_002', `the auth function of channel '${ch.name}' failed: ${err instanceof Error ? err.message : String(err)}`, { channel: ch.name })
+        // The application is waiting for this subscribe: it decides.
+        if (ch.hasWaiters()) return ch.abandon(error, 'auth-failed')
+        if (++ch.authFailures >= MAX_AUTH_FAILURES) {
+          this.receiver.forget(ch.name)
+          return ch.abandon(new RealtimeError('RT_002', `${error.message} (${ch.authFailures} times in a row: not trying again)`, { channel: ch.name }), 'auth-failed')
+        }
+        this.events.error(error, ch)
+        this.later(ch, ch.authFailures - 1)
+      },
+    )
+  }
+
+  private send(ch: Channel, auth: string | undefined): void {
     const o = ch.options
     const since = this.receiver.position(ch.name)
     const frame: ClientFrame = {
@@ -141,7 +228,7 @@ export class ChannelRegistry {
       ...(o.filter !== undefined ? { filter: o.filter } : {}),
       ...(o.presence !== undefined ? { presence: o.presence } : {}),
       ...(o.state !== undefined ? { state: o.state } : {}),
-      ...(o.auth !== undefined ? { auth: o.auth } : {}),
+      ...(auth !== undefined ? { auth } : {}),
       ...(since ? { since } : {}),
     }
     ch.subscribeId = frame.id as number

@@ -9,7 +9,31 @@ import {
   type ServerFrameOf,
   type StreamPosition,
 } from '@tidings/protocol'
+import { type ChannelEncryption, type ChannelKey, Keyring, OpenError, open, seal } from './e2e.js'
 import { Emitter } from './emitter.js'
+
+/** What a channel's `auth` function is told: the channel, and the connection it subscribes on (tokens may be bound to it). */
+export interface ChannelAuthContext {
+  readonly channel: string
+  readonly connectionId?: string | undefined
+  readonly userId?: string | undefined
+}
+
+/** What a channel's `auth` function gives: a channel token, and with it the channel's key (and older keys still to read). */
+export interface ChannelGrant {
+  readonly token: string
+  /** The channel's current key: new messages are sealed with it. */
+  readonly key?: ChannelKey | undefined
+  /** Older keys, to read messages sealed before a rotation. */
+  readonly keys?: readonly ChannelKey[] | undefined
+}
+
+/**
+ * A channel credential for the channel rules (`ctx.auth` on the server): a fixed string, or a
+ * function called on every (re)subscribe, e.g. to fetch a short-lived channel token from the
+ * app's endpoint. Calls are never concurrent for one channel: callers share the one in flight.
+ */
+export type ChannelAuth = string | ((ctx: ChannelAuthContext) => string | ChannelGrant | Promise<string | ChannelGrant>)
 
 export interface ChannelOptions {
   /** Initial presence data (presence channels); kept and sent again on every resubscribe. */
@@ -20,8 +44,19 @@ export interface ChannelOptions {
   readonly filter?: FilterNode | undefined
   /** Client-side filter: messages it rejects are not emitted (they still count as processed). */
   readonly clientFilter?: ((message: MessageFrame) => boolean) | undefined
-  /** A channel-specific credential for the channel rules (`ctx.auth`). */
-  readonly auth?: string | undefined
+  /**
+   * A channel-specific credential for the channel rules (`ctx.auth`): a string, or a function
+   * called on every (re)subscribe and again when the hub ends the subscription with reason
+   * `'expired'` (then the channel subscribes again from where its stream was).
+   */
+  readonly auth?: ChannelAuth | undefined
+  /**
+   * End-to-end encryption (AES-256-GCM, WebCrypto): sends are sealed, and every message
+   * (live, replayed, from `history()`) is opened before listeners see it; one that cannot be
+   * opened goes to `error` (RT_007, `details.reason`), never to message listeners. `true`: the
+   * keys come only with the `auth` result. See docs/encryption.md.
+   */
+  readonly encryption?: ChannelEncryption | true | undefined
 }
 
 export interface SendOptions {
@@ -57,14 +92,23 @@ export interface ChannelEvents {
   subscribed: (frame: ServerFrameOf<'subscribed'>) => void
   /** The hub could not replay what was missed (`recovered: false`): reload the state by other means. */
   gap: (info: { reason: string | undefined; position: StreamPosition | undefined }) => void
-  /** The server ended the subscription (kicked, room deleted, removed from the room). */
+  /**
+   * The subscription ended and will not be made again by itself: the server ended it (kicked,
+   * room deleted, removed from the room, `'revoked'`: a rule no longer allows it), or the
+   * channel's `auth` function kept failing (`'auth-failed'`). Reason `'expired'` is not emitted:
+   * the channel re-authorizes and subscribes again by itself.
+   */
   unsubscribed: (info: { reason: string | undefined }) => void
   'presence:join': (member: PresenceMember) => void
   'presence:leave': (member: PresenceMember) => void
   'presence:update': (member: PresenceMember) => void
   typing: (info: { userId: string; active: boolean }) => void
   receipt: (receipt: ServerFrameOf<'receipt'>) => void
-  /** Errors about this channel (a refused resubscribe, a refused ack or read, a listener that threw). */
+  /**
+   * Errors about this channel (a refused resubscribe, a refused ack or read, a listener that
+   * threw, a failing `auth` function, a message of an encrypted channel that could not be
+   * opened: `RT_007` with `details: { channel, offset, messageId, event, reason }`).
+   */
   error: (error: Error) => void
   state: (state: ChannelState) => void
 }
@@ -91,6 +135,8 @@ export interface ChannelHost {
   sendQueued(frame: ClientFrame): void
   idempotencyKey(): string
   reportError(error: unknown, channel?: Channel): void
+  /** The connection the channel would subscribe on. */
+  identity(): { connectionId: string | undefined; userId: string | undefined }
   /** The channel was disposed: the client forgets it (the next `rt.channel(name)` makes a new one). */
   disposed(channel: Channel): void
 }
@@ -110,6 +156,12 @@ class ChannelEmitter extends Emitter<ChannelEvents> {
 
 type Waiter = { resolve: (frame: ServerFrameOf<'subscribed'>) => void; reject: (err: Error) => void }
 
+/** What one call of the `auth` function gave, and for which connection. @internal */
+export interface Authorized {
+  readonly token: string | undefined
+  readonly connectionId: string | undefined
+}
+
 /** A channel of a `Realtime` client. Get one with `rt.channel(name, options)`. */
 export class Channel {
   private readonly events: ChannelEmitter
@@ -123,6 +175,22 @@ export class Channel {
   options: ChannelOptions
   /** True once `dispose()` was called: the handle is inert. */
   disposed = false
+  /** @internal Waiting for the `auth` function before sending the subscribe. */
+  authPending = false
+  /** @internal A subscribe scheduled later (backoff after a failing `auth` function or grants that expire at once). */
+  retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** @internal Failures of the `auth` function in a row. */
+  authFailures = 0
+  /** @internal Subscriptions in a row that expired soon after they were made. */
+  shortExpiries = 0
+  /** @internal When the last `subscribed` answer came (ms). */
+  subscribedAt = 0
+  private authorizing: Promise<Authorized> | undefined
+  private keyring: Keyring | undefined
+  /** Messages of an encrypted channel, opened one after the other so listeners see them in order. */
+  private inbox: Promise<void> = Promise.resolve()
+  /** Sends of an encrypted channel, sealed one after the other so they go out in call order. */
+  private outgoing: Promise<unknown> = Promise.resolve()
 
   /** @internal */
   constructor(
@@ -168,6 +236,7 @@ export class Channel {
   dispose(): Promise<void> {
     if (this.disposed) return Promise.resolve()
     this.disposed = true
+    this.clearRetry()
     const done = this.wanted || this.state !== 'unsubscribed' ? this.unsubscribe().catch(() => {}) : Promise.resolve()
     this.events.removeAll()
     this.host.disposed(this)
@@ -196,6 +265,7 @@ export class Channel {
   /** Leave the channel. Messages that arrive afterwards are not emitted. */
   async unsubscribe(): Promise<void> {
     this.wanted = false
+    this.clearRetry()
     this.rejectWaiters(new RealtimeError('RT_001', `unsubscribed from '${this.name}' before the subscription completed`))
     await this.host.unsubscribeChannel(this)
   }
@@ -205,15 +275,23 @@ export class Channel {
   send(event: string, data: unknown, options: SendOptions & { ack: false }): Promise<undefined>
   send(event: string, data?: unknown, options?: SendOptions): Promise<SendResult | undefined>
   async send(event: string, data?: unknown, options: SendOptions = {}): Promise<SendResult | undefined> {
-    const frame: ClientFrame = {
-      type: 'message',
-      channel: this.name,
-      event,
-      data,
-      idempotencyKey: options.idempotencyKey ?? this.host.idempotencyKey(),
-      ...(options.priority ? { priority: options.priority } : {}),
-    }
-    const answer = this.host.request<ServerFrameOf<'published'>>(frame)
+    const request = (payload: unknown) =>
+      this.host.request<ServerFrameOf<'published'>>({
+        type: 'message',
+        channel: this.name,
+        event,
+        data: payload,
+        idempotencyKey: options.idempotencyKey ?? this.host.idempotencyKey(),
+        ...(options.priority ? { priority: options.priority } : {}),
+      })
+    let answer: Promise<ServerFrameOf<'published'>>
+    if (this.options.encryption) {
+      // Sealed in call order (each waits for the one before), then queued like any send.
+      const ring = this.ring()
+      const queued = this.outgoing.then(async () => ({ answer: request(await seal(await ring.forSending(), this.name, event, data)) }))
+      this.outgoing = queued.catch(() => {})
+      answer = queued.then((q) => q.answer)
+    } else answer = request(data)
     if (options.ack === false) {
       answer.catch((err) => this.host.reportError(err, this))
       return undefined
@@ -253,7 +331,53 @@ export class Channel {
   /** Read the channel's log (oldest first): after `since`, or the newest `limit` messages. */
   async history(options: { since?: StreamPosition; limit?: number } = {}): Promise<HistoryPage> {
     const f = await this.host.request<ServerFrameOf<'history'>>({ type: 'history', channel: this.name, ...options })
-    return { messages: f.messages, position: f.position, top: f.top, complete: f.complete }
+    let messages = f.messages
+    if (this.options.encryption) {
+      // Opened; a message that cannot be is left out and reported to `error`.
+      const ring = this.ring()
+      messages = (await Promise.all(messages.map((m) => this.openOne(ring, m)))).filter((m) => m !== undefined)
+    }
+    return { messages, position: f.position, top: f.top, complete: f.complete }
+  }
+
+  /**
+   * Encrypted channels: seal new messages with this key from now on (the app rotated the
+   * channel's key). Messages sealed with older keys stay readable (`encryption.key(kid)`).
+   * Rejects when the key cannot be imported.
+   */
+  async setKey(key: ChannelKey): Promise<void> {
+    await this.ring().add(key, true)
+  }
+
+  /** Encrypted channels: forget the current key, so the next send asks `encryption.key()` (or the `auth` function) again. */
+  refreshKey(): void {
+    this.keyring?.stale()
+  }
+
+  /**
+   * @internal Call the `auth` function: one call at a time, concurrent callers (a reconnect, an
+   * expired grant, a send that needs the key) share it. Keys in its result go to the keyring.
+   */
+  authorize(): Promise<Authorized> {
+    const auth = this.options.auth
+    if (typeof auth !== 'function') return Promise.resolve({ token: auth, connectionId: undefined })
+    if (this.authorizing) return this.authorizing
+    const { connectionId, userId } = this.host.identity()
+    const run = (async (): Promise<Authorized> => {
+      const result = await auth({ channel: this.name, ...(connectionId !== undefined ? { connectionId } : {}), ...(userId !== undefined ? { userId } : {}) })
+      const grant = typeof result === 'string' ? { token: result } : result
+      if (typeof grant?.token !== 'string' || grant.token === '') throw new Error('it gave no token')
+      if (grant.key || grant.keys) {
+        const ring = this.ring()
+        for (const k of grant.keys ?? []) ring.add(k, false)
+        if (grant.key) ring.add(grant.key, true)
+      }
+      return { token: grant.token, connectionId }
+    })().finally(() => {
+      if (this.authorizing === run) this.authorizing = undefined
+    })
+    this.authorizing = run
+    return run
   }
 
   // ---------------------------------------------------------------- called by the client
@@ -261,6 +385,7 @@ export class Channel {
   /** @internal */
   handleSubscribed(frame: ServerFrameOf<'subscribed'>): void {
     this.last = frame
+    this.subscribedAt = Date.now()
     if (this.wanted) this.setState('subscribed')
     const waiters = this.waiters
     this.waiters = []
@@ -272,6 +397,7 @@ export class Channel {
   /** @internal The subscribe was refused. */
   handleRefused(error: RealtimeError): void {
     this.wanted = false
+    this.clearRetry()
     this.setState('unsubscribed')
     if (this.waiters.length > 0) this.rejectWaiters(error)
     else this.events.fire('error', error)
@@ -279,9 +405,37 @@ export class Channel {
 
   /** @internal The server ended the subscription, or an unsubscribe completed. */
   handleUnsubscribed(reason: string | undefined, byServer: boolean): void {
-    if (byServer) this.wanted = false
+    if (byServer) {
+      this.wanted = false
+      this.clearRetry()
+    }
     if (!this.wanted) this.setState('unsubscribed')
     if (byServer) this.events.fire('unsubscribed', { reason })
+  }
+
+  /**
+   * @internal The channel stops trying to subscribe (its `auth` function keeps failing, its
+   * grants keep expiring at once): `subscribe()` calls waiting reject, else `error` and
+   * `unsubscribed` are emitted.
+   */
+  abandon(error: RealtimeError, reason: string): void {
+    this.wanted = false
+    this.clearRetry()
+    this.setState('unsubscribed')
+    if (this.waiters.length > 0) return this.rejectWaiters(error)
+    this.host.reportError(error, this)
+    this.events.fire('unsubscribed', { reason })
+  }
+
+  /** @internal `subscribe()` calls are waiting for this subscription. */
+  hasWaiters(): boolean {
+    return this.waiters.length > 0
+  }
+
+  /** @internal */
+  clearRetry(): void {
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
   }
 
   /** @internal The client gave up connecting: `subscribe()` calls waiting for it fail (the channel stays wanted for a later `connect()`). */
@@ -298,6 +452,15 @@ export class Channel {
   /** @internal A message, once and in order. */
   handleMessage(message: MessageFrame): void {
     if (!this.wanted) return
+    if (!this.options.encryption) return this.emitMessage(message)
+    const ring = this.ring()
+    this.inbox = this.inbox.then(async () => {
+      const opened = await this.openOne(ring, message)
+      if (opened && this.wanted) this.emitMessage(opened)
+    })
+  }
+
+  private emitMessage(message: MessageFrame): void {
     const filter = this.options.clientFilter
     if (filter) {
       let pass: boolean
@@ -321,6 +484,31 @@ export class Channel {
   /** @internal */
   hasErrorListener(): boolean {
     return this.events.listenerCount('error') > 0
+  }
+
+  private ring(): Keyring {
+    return (this.keyring ??= new Keyring({
+      key: () => {
+        const e = this.options.encryption
+        return e === true ? undefined : e?.key
+      },
+      authorize: () => (typeof this.options.auth === 'function' ? this.authorize() : undefined),
+    }))
+  }
+
+  /** The message with its data opened; undefined (and reported to `error`) when it cannot be. */
+  private async openOne(ring: Keyring, m: MessageFrame): Promise<MessageFrame | undefined> {
+    try {
+      return { ...m, data: await open(ring, this.name, m.event, m.data) }
+    } catch (err) {
+      const reason = err instanceof OpenError ? err.reason : 'unknown-key'
+      const why = err instanceof Error ? err.message : String(err)
+      this.host.reportError(
+        new RealtimeError('RT_007', `could not decrypt message ${m.offset ?? m.id} of '${this.name}': ${why}`, { channel: this.name, offset: m.offset, messageId: m.id, event: m.event, reason }),
+        this,
+      )
+      return undefined
+    }
   }
 
   private rejectWaiters(error: Error): void {

@@ -1,6 +1,18 @@
 export { Realtime } from './realtime.js'
 export type { RealtimeOptions, RealtimeEvents, ConnectionState } from './options.js'
-export { Channel, type ChannelOptions, type ChannelEvents, type ChannelState, type SendOptions, type SendResult, type HistoryPage } from './channel.js'
+export {
+  Channel,
+  type ChannelOptions,
+  type ChannelEvents,
+  type ChannelState,
+  type SendOptions,
+  type SendResult,
+  type HistoryPage,
+  type ChannelAuth,
+  type ChannelAuthContext,
+  type ChannelGrant,
+} from './channel.js'
+export type { ChannelKey, ChannelEncryption, DecryptFailure } from './e2e.js'
 export { backoffDelay, type BackoffOptions } from './backoff.js'
 export { WebSocketTransport, SUBPROTOCOL } from './transports/websocket.js'
 export { SseTransport } from './transports/sse.js'

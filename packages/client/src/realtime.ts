@@ -71,6 +71,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.channels = new ChannelRegistry(line, this.requests, options, {
       message: (m) => this.emit('message', m),
       error: (err, ch) => this.reportError(err, ch),
+      identity: () => ({ connectionId: this.connectionId, userId: this.userId }),
     })
     this.credentials = new CredentialSource(options, this.requests, {
       ready: line.ready,
