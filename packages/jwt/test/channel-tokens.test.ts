@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { AuthorizeContext, ChannelGrant } from '@tidings/core'
-import { base64url, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose'
+import { base64url, type CryptoKey, exportJWK, exportPKCS8, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CHANNEL_TOKEN_TYPE, createChannelTokens, createJwtAuthenticator, type ChannelTokensOptions } from '../src/index.js'
 
