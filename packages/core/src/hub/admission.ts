@@ -62,7 +62,10 @@ export class Admission implements HubConnections {
   private readonly byAddress = new Map<string, number>()
   private seq = 0
 
-  constructor(private readonly host: AdmissionHost) {}
+  constructor(private readonly host: AdmissionHost) {
+    // Connection durations and peaks are measured on the hub's clock.
+    host.stats.useClock(host.clock)
+  }
 
   /** Accept a transport session: authenticate, register, send `connected`. Rejects with `RT_002` / `RT_001` (and closes the session). */
   async connect(session: Session, opts: ConnectOptions = {}): Promise<ConnectionHandle> {
@@ -172,7 +175,7 @@ export class Admission implements HubConnections {
       const prefs = this.host.preferences.compiled(userId)
       if (prefs) conn.preferences = prefs
     }
-    this.host.stats.connectionsOpened++
+    this.host.stats.connectionOpened(session.transport, userId, this.host.clock.now())
     this.host.fanout.sendFrame(conn, {
       type: 'connected',
       v: PROTOCOL_VERSION,
@@ -221,7 +224,7 @@ export class Admission implements HubConnections {
       if (address !== undefined) places.push(addressConnectionsChannel(address))
       this.releasePlaces(places, conn.id)
     }
-    this.host.stats.connectionsClosed++
+    this.host.stats.connectionClosed(conn.session.transport, conn.userId, code, conn.connectedAt, conn.sent, this.host.clock.now())
     if (this.host.signals.listenerCount('disconnect') > 0) this.host.signals.emit('disconnect', conn.info(), { code, reason })
   }
 

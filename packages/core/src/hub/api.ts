@@ -9,6 +9,7 @@ import type { ConnectionInfo } from './connection.js'
 import type { AckRecipient } from './delivery/acks.js'
 import type { HubEvents } from './events.js'
 import type { MetricsSnapshot } from './metrics.js'
+import type { AnalyticsOptions, HubAnalytics } from './analytics.js'
 import type { RoomInfo, Rooms } from './rooms.js'
 
 // The public surface of a hub, grouped by concept: `hub.connections`, `hub.channels`,
@@ -206,6 +207,13 @@ export interface Hub extends EventEmitter<HubEvents> {
   /** Add a content-based route; returns a function that removes it. */
   route(route: Route): () => void
   metrics(): MetricsSnapshot
+  /**
+   * This node's activity since the hub started: channel activity and popular channels, peak
+   * concurrent connections (with the time), usage per hour of day (UTC), engagement per user
+   * (messages sent, time connected; at most 10,000 users and channels are remembered, the least
+   * recently active forgotten first). `GET <prefix>/analytics` in `@tidings/http`.
+   */
+  analytics(options?: AnalyticsOptions): HubAnalytics
   /** This node's health, for a load balancer's check (`GET /realtime/health` in `@tidings/http`). */
   health(): HubHealth
   /**

@@ -168,6 +168,10 @@ export class Connection implements ConnectionHandle, Bucket {
   /** Frames queued behind `tail`. */
   waiting = 0
   preferences: CompiledPreferences | undefined
+  /** Publishes accepted from this connection (its user's engagement, `hub.analytics()`). */
+  sent = 0
+  /** Resumed a subscription from its own position at least once (counted once as a reconnection). */
+  resumed = false
   /** Frame rate limit: the connection is its own token bucket. */
   tokens: number
   refilledAt: number

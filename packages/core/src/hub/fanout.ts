@@ -70,6 +70,8 @@ export class FanOut implements SequencedFanOut {
   /** Send one frame to one connection (replies, errors). */
   sendFrame(conn: Connection, frame: ServerFrame, volatile = false): void {
     if (conn.ended) return
+    // Every accepted client publish is answered here: its sender's engagement.
+    if (frame.type === 'published') conn.sent++
     this.write(conn, this.encode(conn.codec, frame), PRIORITY.high, volatile)
   }
 
@@ -86,11 +88,13 @@ export class FanOut implements SequencedFanOut {
   /** A connection's queue is over its limit even after shedding low priority. */
   private slowConsumer(conn: Connection, reason = 'slow consumer: outbound queue over its limit'): void {
     if (this.host.options.limits.slowConsumer === 'drop') {
+      this.host.stats.slowConsumerDrops++
       this.host.stats.dropped += conn.queued
       conn.dropQueued(this.host.stats)
       this.backlog.delete(conn)
       return
     }
+    this.host.stats.slowConsumerDisconnects++
     this.host.admission.closeConnection(conn, CloseCode.SlowConsumer, reason)
   }
 

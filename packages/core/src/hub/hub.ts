@@ -10,6 +10,7 @@ import { ChannelPatterns } from './channels.js'
 import { Connection } from './connection.js'
 import type { HubEvents, Signals } from './events.js'
 import { Metrics, type MetricsSnapshot } from './metrics.js'
+import type { AnalyticsOptions, HubAnalytics } from './analytics.js'
 import { type HubOptions, type ResolvedHubOptions, resolveHubOptions } from './options.js'
 import { NotificationService } from './notifications.js'
 import { PresenceService } from './presence.js'
@@ -172,6 +173,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return hub.fanout
       },
       signals,
+      stats: this.stats,
     })
     this.rooms = new RoomRegistry({
       now: () => this.clock.now(),
@@ -436,32 +438,12 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   }
 
   metrics(): MetricsSnapshot {
+    return this.stats.snapshot({ nodeId: this.nodeId, connections: this.byId.size, channels: this.live.values(), acksPending: this.acks.pending() })
+  }
+
+  analytics(options?: AnalyticsOptions): HubAnalytics {
     const s = this.stats
-    const byChannel: Record<string, number> = {}
-    let subscriptions = 0
-    for (const c of this.live.values()) {
-      byChannel[c.name] = c.subscribers.size
-      subscriptions += c.subscribers.size
-    }
-    return {
-      nodeId: this.nodeId,
-      connections: this.byId.size,
-      channels: this.live.size,
-      subscriptions,
-      subscriptionsByChannel: byChannel,
-      messagesIn: s.messagesIn,
-      messagesOut: s.messagesOut,
-      bytesIn: s.bytesIn,
-      bytesOut: s.bytesOut,
-      published: s.published,
-      dropped: s.dropped,
-      queuedBytes: s.queuedBytes,
-      redelivered: s.redelivered,
-      deliveryFailed: s.deliveryFailed,
-      connectionsOpened: s.connectionsOpened,
-      connectionsClosed: s.connectionsClosed,
-      errors: { ...s.errors },
-    }
+    return s.analytics.report({ nodeId: this.nodeId, now: this.clock.now(), peak: s.peakConnections, peakAt: s.peakConnectionsAt, connections: this.byId.values(), connectionCount: this.byId.size, channels: this.live.values() }, options)
   }
 
   health(): HubHealth {

@@ -171,6 +171,7 @@ export class Publisher {
     const options = resolved.options
     this.validateEvent(options, event, data)
     const now = this.host.clock.now()
+    const start = this.host.stats.start()
     const id = this.host.cluster.messageId()
     const awaitAcks = opts.awaitAcks
     const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
@@ -185,6 +186,7 @@ export class Publisher {
       this.host.stats.published++
       const d = this.host.cluster.dispatchOf({ kind: 'channel', channel }, frame, { exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch })
       const result = awaitAcks === undefined ? { messageId: id, offset: frame.offset, duplicate: false, recipients: this.host.cluster.dispatch(d, out, where) } : undefined
+      if (result !== undefined) this.host.stats.delivered(channel, start)
       if (this.host.signals.listenerCount('publish') > 0) this.host.signals.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)

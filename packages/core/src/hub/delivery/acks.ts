@@ -65,6 +65,13 @@ export class Acks {
     if (waiters) for (const w of [...waiters]) w.gone(sub)
   }
 
+  /** At-least-once subscriptions waiting for acknowledgments, and how many messages they wait for (metrics). */
+  pending(): { subscriptions: number; messages: number } {
+    let messages = 0
+    for (const sub of this.pendingAcks) if (sub.lastSent > sub.acked) messages += sub.lastSent - sub.acked
+    return { subscriptions: this.pendingAcks.size, messages }
+  }
+
   /** Stop the sweeper (hub close). */
   stop(): void {
     if (this.sweepTimer !== undefined) this.host.clock.clearTimeout(this.sweepTimer)
@@ -148,6 +155,8 @@ export class Acks {
   private deliveryFailed(sub: Subscription, from: number, to: number, reason: string): void {
     const conn = sub.connection
     this.host.stats.deliveryFailed++
+    // Offsets that left the log before they reached the subscriber: a gap it is told about.
+    if (reason !== 'not acknowledged') this.host.stats.gapsReported++
     this.host.signals.emit('delivery:failed', { connectionId: conn.id, userId: conn.userId, channel: sub.channel.name, fromOffset: from, toOffset: to, attempts: sub.attempts, reason })
     if (sub.acked < to) sub.acked = to
     if (sub.acked >= sub.lastSent) this.untrack(sub)
