@@ -1,2 +1,16 @@
 export { type MigrateOptions, type MigrationFactory, MIGRATIONS, createMigrator, migrate, migrationProvider } from './migrations/index.js'
 export { DEFAULT_PREFIX, type SchemaContext, schemaContext, table, tables } from './names.js'
+export { type Connection, type SqlDatabase, connect } from './connect.js'
+export {
+  type ChannelDescription,
+  type EraseResult,
+  type MessageVersion,
+  type Receipt,
+  type SqlStore,
+  type SqlStoreOptions,
+  type SweepResult,
+  type UserChannel,
+  createPGliteStore,
+  createSqlStore,
+  describeChannelName,
+} from './store.js'

@@ -63,7 +63,7 @@ export function storeMigration(ctx: SchemaContext): Migration {
         data jsonb,
         data_json text,
         sender text,
-        ts bigint NOT NULL,
+        ts double precision NOT NULL,
         exclude text,
         idempotency_key text,
         size integer NOT NULL,
@@ -81,7 +81,7 @@ export function storeMigration(ctx: SchemaContext): Migration {
         id text NOT NULL,
         event text NOT NULL,
         sender text,
-        ts bigint NOT NULL,
+        ts double precision NOT NULL,
         at bigint NOT NULL,
         PRIMARY KEY (channel, key)
       )`.execute(db)

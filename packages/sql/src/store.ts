@@ -1,0 +1,738 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage, StreamPosition } from '@tidings/core'
+import { utf8Length } from '@tidings/core'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { type Connection, type SqlDatabase, connect } from './connect.js'
+import { migrate } from './migrations/index.js'
+import { type SchemaContext, schemaContext, tables } from './names.js'
+
+/** What the seed-002 columns of a channel row say about it (filled on the channel's first append). */
+export interface ChannelDescription {
+  readonly kind?: string | undefined
+  readonly scope?: string | undefined
+  readonly entity?: string | undefined
+  readonly entityId?: string | undefined
+  readonly createdBy?: string | undefined
+  readonly metadata?: Record<string, unknown> | undefined
+}
+
+export interface SqlStoreOptions {
+  /** The database: the app's Kysely instance, `{ postgres: url | pg.Pool }` or `{ pglite: PGlite | dataDir }`. */
+  readonly db: SqlDatabase
+  /** PostgreSQL schema of the tables. */
+  readonly schema?: string | undefined
+  /** Table name prefix. Default `tidings_`. */
+  readonly prefix?: string | undefined
+  /** Run the package's migrations before the first query (default true). With false, call `migrate(db)` yourself. */
+  readonly migrate?: boolean | undefined
+  /**
+   * Group commit: at most this many appends of one channel are written in one transaction
+   * (default 1,000). Appends queue while their channel's previous batch commits, so the batch
+   * grows with the load and adds no wait when the load is light. 1 turns batching off.
+   */
+  readonly maxBatch?: number | undefined
+  /** The text search configuration of `search()` (a PostgreSQL regconfig name). Default `'simple'`. */
+  readonly searchConfig?: string | undefined
+  /** The seed-002 description of a new channel. Default: from its name, `kind` its first part, `scope:entity:id` for three parts, `createdBy` the first sender. */
+  readonly describeChannel?: ((name: string, firstSender: string | undefined) => ChannelDescription) | undefined
+  /**
+   * Archival: called by `sweep()` with messages that retention dropped, before they are deleted
+   * (oldest first, per channel, in batches). A throw keeps them for the next sweep. With an
+   * archive hook, appends only move the retained range and the sweep deletes.
+   */
+  readonly archive?: ((channel: string, messages: readonly StoredMessage[]) => Promise<void> | void) | undefined
+  /** How often `sweep()` runs by itself, in ms (default 60,000; 0 or false: never, call it yourself). */
+  readonly sweepIntervalMs?: number | false | undefined
+  /** Wall clock of the sweep (default `Date.now`). */
+  readonly now?: (() => number) | undefined
+  /** Errors of the background sweep and of idle pooled connections. Default: ignored. */
+  readonly onError?: ((error: unknown) => void) | undefined
+}
+
+/** One entry of `channelsOf(user)`: the per-user channel list of seed 002. */
+export interface UserChannel {
+  readonly name: string
+  readonly kind: string | null
+  /** Users whose subscription to it is active. */
+  readonly activeUsers: number
+  /** Time of the newest append (ms), or null for a channel with no message yet. */
+  readonly lastActivity: number | null
+  /** Messages retained after the user's cursor (all retained ones when it has none in the current epoch). */
+  readonly unread: number
+  readonly status: string
+  readonly lastSeenOffset: number
+  readonly top: number
+}
+
+export interface MessageVersion {
+  readonly channel: string
+  readonly offset: number
+  /** 1 for the message as appended, +1 per edit or deletion. */
+  readonly version: number
+  /** The data now (null once deleted). */
+  readonly data: unknown
+  readonly editedAt: number | null
+  readonly deletedAt: number | null
+}
+
+export interface EraseResult {
+  /** Messages of the user deleted or redacted. */
+  readonly messages: number
+  readonly receipts: number
+  readonly subscriptions: number
+  /** Idempotency records naming the user as sender. */
+  readonly keys: number
+  /** Channels the user created (their `created_by` cleared). */
+  readonly channels: number
+}
+
+export interface Receipt {
+  readonly userId: string
+  readonly deliveredAt: number | null
+  readonly readAt: number | null
+}
+
+export interface SweepResult {
+  /** Messages deleted (after archiving, when there is an archive hook). */
+  readonly deleted: number
+  readonly archived: number
+  /** Idempotency records past their window. */
+  readonly keys: number
+}
+
+/** The SQL message store: the core `MessageStore` plus what a database adds (documented in docs/storage.md). */
+export interface SqlStore extends MessageStore {
+  readonly db: Kysely<any>
+  /** Resolves once the tables exist (migrations run when `migrate` is not false). */
+  readonly ready: Promise<void>
+  /** Channel logs held and bytes of retained messages (sizes measured at append). */
+  stats(): Promise<{ channels: number; bytes: number; messages: number }>
+  /** Loses every channel's history (messages, channels, keys, receipts): every epoch changes. Subscriptions stay, their cursors in their earlier epoch. */
+  reset(): Promise<void>
+  /** Retention work that is not done per append: age, archival, expired idempotency keys. */
+  sweep(now?: number): Promise<SweepResult>
+  /** A message with its version, edit and deletion times (undefined when not retained). */
+  message(channel: string, offset: number): Promise<(StoredMessage & { version: number; editedAt: number | null; deletedAt: number | null }) | undefined>
+  /** Replaces a retained message's data; undefined when the message is not retained or deleted. */
+  edit(channel: string, offset: number, data: unknown, options?: { now?: number | undefined }): Promise<MessageVersion | undefined>
+  /** Deletes a message's content (a tombstone keeps its offset: data null); undefined when not retained. */
+  delete(channel: string, offset: number, options?: { now?: number | undefined }): Promise<MessageVersion | undefined>
+  /** GDPR erasure of one user: their messages (redacted by default, or deleted), receipts, subscriptions, keys. */
+  eraseUser(userId: string, options?: { mode?: 'redact' | 'delete' | undefined; now?: number | undefined }): Promise<EraseResult>
+  /** Full-text search of a channel's retained history (newest first). */
+  search(channel: string, query: string, options?: { limit?: number | undefined; before?: number | undefined }): Promise<StoredMessage[]>
+  /** Marks a user's subscription to a channel active (membership, for `channelsOf`). */
+  join(channel: string, userId: string, options?: { now?: number | undefined }): Promise<void>
+  /** Marks it left (the cursor is kept). */
+  leave(channel: string, userId: string, options?: { now?: number | undefined }): Promise<void>
+  /** The user's channels with their kind, active users, last activity and unread count, most recently active first. */
+  channelsOf(userId: string, options?: { limit?: number | undefined; includeLeft?: boolean | undefined }): Promise<UserChannel[]>
+  /** Records that messages reached a user (per message). */
+  markDelivered(channel: string, offsets: readonly number[], userId: string, options?: { now?: number | undefined }): Promise<void>
+  /** Records that a user read messages (per message; implies delivered). */
+  markRead(channel: string, offsets: readonly number[], userId: string, options?: { now?: number | undefined }): Promise<void>
+  receipts(channel: string, offset: number): Promise<Receipt[]>
+  close(): Promise<void>
+}
+
+interface Pending {
+  readonly input: Omit<StoredMessage, 'offset' | 'channel'>
+  readonly options: AppendOptions
+  /** The data as JSON (taken at append: later changes to the caller's object change nothing). */
+  readonly json: string
+  readonly size: number
+  resolve(result: AppendResult): void
+  reject(error: unknown): void
+}
+
+interface ChannelQueue {
+  pending: Pending[]
+  running: boolean
+}
+
+interface MessageRow {
+  seq: number | string
+  id: string
+  event: string
+  data: unknown
+  data_json: string | null
+  sender: string | null
+  ts: number | string
+  exclude: string | null
+}
+
+const MESSAGE_COLUMNS = sql.raw('seq, id, event, data, data_json, sender, ts, exclude')
+const DEFAULT_WINDOW = 600_000
+const NUL = '\\u0000'
+
+function nameHash(name: string): string {
+  return createHash('sha256').update(name).digest('hex').slice(0, 12)
+}
+
+function newIdentity(): string {
+  return randomBytes(8).toString('hex')
+}
+
+/** Default description: `kind` is the first part of the name; `scope:entity:id` when it has three parts or more. */
+export function describeChannelName(name: string, firstSender: string | undefined): ChannelDescription {
+  const parts = name.split(':')
+  const kind = parts.length > 1 ? parts[0] : undefined
+  if (parts.length >= 3) return { kind, scope: parts[0], entity: parts[1], entityId: parts.slice(2).join(':'), createdBy: firstSender }
+  return { kind, createdBy: firstSender }
+}
+
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
+const finite = (v: number | undefined): v is number => typeof v === 'number' && Number.isFinite(v)
+
+function toMessage(channel: string, row: MessageRow): StoredMessage {
+  const message: { -readonly [K in keyof StoredMessage]: StoredMessage[K] } = {
+    offset: Number(row.seq),
+    id: row.id,
+    channel,
+    event: row.event,
+    data: row.data_json !== null ? JSON.parse(row.data_json) : row.data,
+    timestamp: Number(row.ts),
+  }
+  if (row.sender !== null) message.sender = row.sender
+  if (row.exclude !== null) message.exclude = JSON.parse(row.exclude)
+  return message
+}
+
+/** The SQL `MessageStore` on PostgreSQL, PGlite or any Kysely PostgreSQL dialect. See docs/storage.md. */
+export function createSqlStore(options: SqlStoreOptions): SqlStore {
+  const ctx: SchemaContext = schemaContext(options)
+  const t = tables(ctx)
+  const onError = options.onError ?? (() => {})
+  const conn: Connection = connect(options.db, onError)
+  const db = conn.db
+  const maxBatch = Math.max(1, Math.floor(options.maxBatch ?? 1_000))
+  const searchConfig = options.searchConfig ?? 'simple'
+  if (!/^[A-Za-z_][A-Za-z0-9_.]*$/.test(searchConfig)) throw new TypeError(`@tidings/sql: searchConfig ${JSON.stringify(searchConfig)} is not a configuration name`)
+  const describe = options.describeChannel ?? describeChannelName
+  const archive = options.archive
+  const wallClock = options.now ?? Date.now
+  const ready: Promise<void> = options.migrate === false ? Promise.resolve() : migrate(db, ctx).then(() => undefined)
+  ready.catch(() => {}) // reported by every call that awaits it
+  const queues = new Map<string, ChannelQueue>()
+  const inFlight = new Set<Promise<void>>()
+  let closed = false
+  let closing: Promise<void> | undefined
+
+  // ------------------------------------------------------------------ identity and epochs
+
+  const ensureIdentity = async () => {
+    await sql`INSERT INTO ${t.store} (id, identity, created_at) VALUES (1, ${newIdentity()}, ${Date.now()}) ON CONFLICT (id) DO NOTHING`.execute(db)
+  }
+
+  /** The channel's row (epoch, top, low…) and the store identity, in one query. */
+  const channelState = async (channel: string, withFirstLive?: number) => {
+    for (let attempt = 0; ; attempt++) {
+      const firstLive =
+        withFirstLive === undefined
+          ? sql`NULL`
+          : sql`(SELECT m.seq FROM ${t.messages} m WHERE m.channel = ${channel} AND m.seq > c.low AND m.ts >= ${withFirstLive}::float8 - c.max_age_ms ORDER BY m.seq LIMIT 1)`
+      const { rows } = await sql<{ identity: string | null; epoch: string | null; top: unknown; low: unknown; max_age_ms: unknown; first_live: unknown }>`
+        SELECT s.identity, c.epoch, c.top, c.low, c.max_age_ms, ${firstLive} AS first_live
+        FROM (SELECT 1) AS one LEFT JOIN ${t.store} s ON s.id = 1 LEFT JOIN ${t.channels} c ON c.name = ${channel}`.execute(db)
+      const row = rows[0]!
+      if (row.epoch === null && row.identity === null && attempt === 0) {
+        await ensureIdentity() // the tables were emptied behind the store's back
+        continue
+      }
+      return row
+    }
+  }
+
+  const emptyEpoch = (identity: string | null, channel: string) => `${identity ?? 'unknown'}.${nameHash(channel)}`
+
+  // ------------------------------------------------------------------ appends (group commit)
+
+  const measure = (input: Pending['input'], json: string, size: number | undefined) =>
+    finite(size) && size >= 0 ? size : utf8Length(json) + utf8Length(input.id) + utf8Length(input.event) + (input.sender !== undefined ? utf8Length(input.sender) : 0) + 16
+
+  const writeBatch = async (channel: string, batch: Pending[]): Promise<AppendResult[]> => {
+    const last = batch.at(-1)!
+    const now = Math.round(Math.max(...batch.map((p) => p.options.now)))
+    const description = describe(channel, batch[0]!.input.sender)
+    return db.transaction().execute(async (trx) => {
+      // Locks the channel's row: appends of other processes to this channel wait here.
+      const head = await sql<{ epoch: string | null; top: unknown; low: unknown; bytes: unknown }>`
+        INSERT INTO ${t.channels} AS c (name, kind, scope, entity, entity_id, created_by, created_at, last_activity, metadata, epoch)
+        VALUES (${channel}, ${description.kind ?? null}, ${description.scope ?? null}, ${description.entity ?? null}, ${description.entityId ?? null},
+          ${description.createdBy ?? null}, ${now}, ${now}, ${JSON.stringify(description.metadata ?? {})}::jsonb,
+          (SELECT identity FROM ${t.store} WHERE id = 1) || '.' || ${nameHash(channel)})
+        ON CONFLICT (name) DO UPDATE SET last_activity = GREATEST(c.last_activity, EXCLUDED.last_activity)
+        RETURNING c.epoch, c.top, c.low, c.bytes`.execute(trx)
+      const state = head.rows[0]!
+      const epoch = state.epoch!
+      const top = num(state.top)
+      const low = num(state.low)
+
+      // Idempotency: keys seen within their window answer the earlier message.
+      const keys = [...new Set(batch.map((p) => p.options.idempotencyKey).filter((k): k is string => k !== undefined))]
+      const known = new Map<string, { seq: number; id: string; event: string; sender: string | null; ts: number; at: number }>()
+      if (keys.length > 0) {
+        const { rows } = await sql<{ key: string; seq: unknown; id: string; event: string; sender: string | null; ts: unknown; at: unknown }>`
+          SELECT key, seq, id, event, sender, ts, at FROM ${t.idempotency} WHERE channel = ${channel} AND key = ANY(${keys}::text[])`.execute(trx)
+        for (const r of rows) known.set(r.key, { seq: num(r.seq), id: r.id, event: r.event, sender: r.sender, ts: num(r.ts), at: num(r.at) })
+      }
+      const results: Array<AppendResult | { duplicateOf: number }> = []
+      const fresh: Array<{ p: Pending; seq: number }> = []
+      const firstInBatch = new Map<string, number>()
+      let next = top
+      for (const p of batch) {
+        const key = p.options.idempotencyKey
+        if (key !== undefined) {
+          const window = p.options.dedupWindowMs ?? DEFAULT_WINDOW
+          const seen = known.get(key)
+          if (seen && p.options.now - seen.at < window) {
+            results.push({ duplicateOf: seen.seq })
+            continue
+          }
+        }
+        const seq = ++next
+        fresh.push({ p, seq })
+        if (key !== undefined) {
+          known.set(key, { seq, id: p.input.id, event: p.input.event, sender: p.input.sender ?? null, ts: p.input.timestamp, at: p.options.now })
+          firstInBatch.set(key, seq)
+        }
+        results.push({
+          message: { ...toMessage(channel, { seq, id: p.input.id, event: p.input.event, data: null, data_json: p.json, sender: p.input.sender ?? null, ts: p.input.timestamp, exclude: null }), ...(p.input.exclude !== undefined ? { exclude: JSON.parse(JSON.stringify(p.input.exclude)) } : {}) },
+          epoch,
+          duplicate: false,
+        })
+      }
+
+      const retention: Retention = last.options.retention
+      let newLow = low
+      if (fresh.length > 0) {
+        const jsonb = (p: Pending) => (p.json.includes(NUL) ? null : p.json)
+        const cols = {
+          seq: fresh.map((f) => f.seq),
+          id: fresh.map((f) => f.p.input.id),
+          event: fresh.map((f) => f.p.input.event),
+          data: fresh.map((f) => jsonb(f.p)),
+          dataJson: fresh.map((f) => (jsonb(f.p) === null ? f.p.json : null)),
+          sender: fresh.map((f) => f.p.input.sender ?? null),
+          ts: fresh.map((f) => f.p.input.timestamp),
+          exclude: fresh.map((f) => (f.p.input.exclude !== undefined ? JSON.stringify(f.p.input.exclude) : null)),
+          key: fresh.map((f) => f.p.options.idempotencyKey ?? null),
+          size: fresh.map((f) => Math.round(f.p.size)),
+          expires: fresh.map((f) => (finite(f.p.options.retention.maxAgeMs) ? Math.round(f.p.options.now + f.p.options.retention.maxAgeMs) : null)),
+        }
+        await sql`
+          INSERT INTO ${t.messages} (channel, seq, epoch, id, event, data, data_json, sender, ts, exclude, idempotency_key, size, expires_at)
+          SELECT ${channel}, u.seq, ${epoch}, u.id, u.event, u.data::jsonb, u.data_json, u.sender, u.ts, u.exclude, u.key, u.size, u.expires
+          FROM unnest(${cols.seq}::bigint[], ${cols.id}::text[], ${cols.event}::text[], ${cols.data}::text[], ${cols.dataJson}::text[], ${cols.sender}::text[],
+            ${cols.ts}::float8[], ${cols.exclude}::text[], ${cols.key}::text[], ${cols.size}::bigint[], ${cols.expires}::bigint[])
+            AS u(seq, id, event, data, data_json, sender, ts, exclude, key, size, expires)`.execute(trx)
+        if (firstInBatch.size > 0) {
+          const rows = [...firstInBatch].map(([key]) => ({ key, ...known.get(key)! }))
+          await sql`
+            INSERT INTO ${t.idempotency} AS k (channel, key, seq, id, event, sender, ts, at)
+            SELECT ${channel}, u.key, u.seq, u.id, u.event, u.sender, u.ts, u.at
+            FROM unnest(${rows.map((r) => r.key)}::text[], ${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.event)}::text[],
+              ${rows.map((r) => r.sender)}::text[], ${rows.map((r) => r.ts)}::float8[], ${rows.map((r) => Math.round(r.at))}::bigint[]) AS u(key, seq, id, event, sender, ts, at)
+            ON CONFLICT (channel, key) DO UPDATE SET seq = EXCLUDED.seq, id = EXCLUDED.id, event = EXCLUDED.event, sender = EXCLUDED.sender, ts = EXCLUDED.ts, at = EXCLUDED.at`.execute(trx)
+        }
+
+        // Retention of the channel (the last append's), once per batch.
+        const newTop = next
+        const added = cols.size.reduce((a, b) => a + b, 0)
+        const bytes = num(state.bytes) + added
+        const floor = Math.max(low, finite(retention.maxCount) ? newTop - Math.max(0, retention.maxCount) : low)
+        const cutoff = finite(retention.maxAgeMs) ? last.options.now - retention.maxAgeMs : undefined
+        const maxBytes = finite(retention.maxBytes) ? retention.maxBytes : undefined
+        newLow = floor
+        if (floor < newTop && (cutoff !== undefined || (maxBytes !== undefined && bytes > maxBytes))) {
+          const { rows } = await sql<{ first_live: unknown; bytes_low: unknown }>`SELECT
+            ${cutoff !== undefined ? sql`(SELECT seq FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor} AND ts >= ${cutoff} ORDER BY seq LIMIT 1)` : sql`NULL`} AS first_live,
+            ${
+              maxBytes !== undefined && bytes > maxBytes
+                ? sql`(SELECT w.seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS cum FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor}) w WHERE w.cum > ${maxBytes} ORDER BY w.seq DESC LIMIT 1)`
+                : sql`NULL`
+            } AS bytes_low`.execute(trx)
+          const r = rows[0]!
+          if (cutoff !== undefined) newLow = Math.max(newLow, r.first_live === null ? newTop : num(r.first_live) - 1)
+          if (r.bytes_low !== null) newLow = Math.max(newLow, num(r.bytes_low))
+        }
+        const dropped: RawBuilder<unknown> =
+          newLow > low
+            ? archive
+              ? sql`SELECT size FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= ${newLow}`
+              : sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= ${newLow} RETURNING size`
+            : sql`SELECT 0::bigint AS size WHERE false`
+        await sql`WITH d AS (${dropped})
+          UPDATE ${t.channels} SET top = ${newTop}, low = ${newLow}, bytes = ${bytes} - (SELECT coalesce(sum(size), 0) FROM d),
+            max_count = ${finite(retention.maxCount) ? retention.maxCount : null}, max_age_ms = ${cutoff !== undefined ? retention.maxAgeMs : null},
+            max_bytes = ${maxBytes ?? null}
+          WHERE name = ${channel}`.execute(trx)
+      }
+
+      // Duplicates answer the earlier message: whole while the log holds it, without data once dropped.
+      const dupSeqs = [...new Set(results.flatMap((r) => ('duplicateOf' in r ? [r.duplicateOf] : [])))]
+      const held = new Map<number, StoredMessage>()
+      if (dupSeqs.length > 0) {
+        const { rows } = await sql<MessageRow>`SELECT ${MESSAGE_COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq = ANY(${dupSeqs}::bigint[]) AND seq > ${newLow}`.execute(trx)
+        for (const r of rows) held.set(Number(r.seq), toMessage(channel, r))
+      }
+      const bySeq = new Map<number, StoredMessage>()
+      for (const r of results) if (!('duplicateOf' in r)) bySeq.set(r.message.offset, r.message)
+      const slim = (seq: number): StoredMessage => {
+        const k = [...known.values()].find((v) => v.seq === seq)
+        return k ? { offset: seq, id: k.id, channel, event: k.event, data: undefined, ...(k.sender !== null ? { sender: k.sender } : {}), timestamp: k.ts } : { offset: seq, id: '', channel, event: '', data: undefined, timestamp: 0 }
+      }
+      return results.map((r) => ('duplicateOf' in r ? { message: held.get(r.duplicateOf) ?? bySeq.get(r.duplicateOf) ?? slim(r.duplicateOf), epoch, duplicate: true } : r))
+    })
+  }
+
+  const flush = async (channel: string, queue: ChannelQueue) => {
+    try {
+      await ready
+    } catch (error) {
+      for (const p of queue.pending.splice(0)) p.reject(error)
+    }
+    while (queue.pending.length > 0) {
+      const batch = queue.pending.splice(0, maxBatch)
+      try {
+        const results = await writeBatch(channel, batch)
+        for (const [i, p] of batch.entries()) p.resolve(results[i]!)
+      } catch (error) {
+        for (const p of batch) p.reject(error)
+      }
+    }
+    queue.running = false
+    if (queues.get(channel) === queue) queues.delete(channel)
+  }
+
+  const append = (channel: string, input: Pending['input'], opts: AppendOptions): Promise<AppendResult> => {
+    if (closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
+    let json: string
+    try {
+      json = JSON.stringify(input.data) ?? 'null'
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return new Promise<AppendResult>((resolve, reject) => {
+      let queue = queues.get(channel)
+      if (!queue) {
+        queue = { pending: [], running: false }
+        queues.set(channel, queue)
+      }
+      queue.pending.push({ input: { ...input }, options: opts, json, size: measure(input, json, opts.size), resolve, reject })
+      if (!queue.running) {
+        queue.running = true
+        const q = queue
+        const done = flush(channel, q).finally(() => inFlight.delete(done))
+        inFlight.add(done)
+      }
+    })
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  const read = async (channel: string, opts: ReadOptions): Promise<ReadResult> => {
+    await ready
+    const state = await channelState(channel, opts.now)
+    if (state.epoch === null) return { epoch: emptyEpoch(state.identity, channel), messages: [], top: 0, complete: true }
+    const top = num(state.top)
+    let low = num(state.low)
+    if (state.max_age_ms !== null) low = Math.max(low, state.first_live === null ? top : num(state.first_live) - 1)
+    const after = Math.max(0, Math.floor(opts.after))
+    const complete = after >= top || after >= low
+    const from = Math.max(after, low)
+    const limit = Math.max(0, Math.floor(opts.limit))
+    if (from >= top || limit === 0) return { epoch: state.epoch, messages: [], top, complete }
+    const { rows } = await sql<MessageRow>`SELECT ${MESSAGE_COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq > ${from} AND seq <= ${top} ORDER BY seq LIMIT ${limit}`.execute(db)
+    return { epoch: state.epoch, messages: rows.map((r) => toMessage(channel, r)), top, complete }
+  }
+
+  const position = async (channel: string): Promise<StreamPosition> => {
+    await ready
+    const state = await channelState(channel)
+    return state.epoch === null ? { epoch: emptyEpoch(state.identity, channel), offset: 0 } : { epoch: state.epoch, offset: num(state.top) }
+  }
+
+  const cursor = async (channel: string, consumer: string): Promise<ConsumerCursor | undefined> => {
+    await ready
+    const { rows } = await sql<{ last_seen_offset: unknown; epoch: string | null }>`
+      SELECT last_seen_offset, epoch FROM ${t.subscriptions} WHERE channel = ${channel} AND user_id = ${consumer}`.execute(db)
+    const row = rows[0]
+    return row && row.epoch !== null ? { offset: num(row.last_seen_offset), epoch: row.epoch } : undefined
+  }
+
+  const commit = async (channel: string, consumer: string, offset: number): Promise<void> => {
+    await ready
+    const now = Math.round(wallClock())
+    await sql`
+      INSERT INTO ${t.subscriptions} AS s (channel, user_id, last_seen_offset, epoch, status, subscribed_at, updated_at)
+      SELECT c.name, ${consumer}, GREATEST(LEAST(${Math.floor(offset)}::bigint, c.top), 0), c.epoch, 'active', ${now}, ${now} FROM ${t.channels} c WHERE c.name = ${channel}
+      ON CONFLICT (channel, user_id) DO UPDATE SET
+        last_seen_offset = CASE WHEN s.epoch IS NOT DISTINCT FROM EXCLUDED.epoch THEN GREATEST(s.last_seen_offset, EXCLUDED.last_seen_offset) ELSE EXCLUDED.last_seen_offset END,
+        epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at`.execute(db)
+  }
+
+  const cursors = async (channel: string): Promise<Record<string, number>> => {
+    await ready
+    const { rows } = await sql<{ user_id: string; last_seen_offset: unknown }>`
+      SELECT s.user_id, s.last_seen_offset FROM ${t.subscriptions} s JOIN ${t.channels} c ON c.name = s.channel AND c.epoch = s.epoch WHERE s.channel = ${channel}`.execute(db)
+    const out: Record<string, number> = {}
+    for (const r of rows) out[r.user_id] = num(r.last_seen_offset)
+    return out
+  }
+
+  // ------------------------------------------------------------------ what a database adds
+
+  const stats = async () => {
+    await ready
+    const { rows } = await sql<{ channels: unknown; bytes: unknown; messages: unknown }>`
+      SELECT (SELECT count(*) FROM ${t.channels}) AS channels, (SELECT coalesce(sum(bytes), 0) FROM ${t.channels}) AS bytes,
+        (SELECT coalesce(sum(top - low), 0) FROM ${t.channels}) AS messages`.execute(db)
+    const r = rows[0]!
+    return { channels: num(r.channels), bytes: num(r.bytes), messages: num(r.messages) }
+  }
+
+  const reset = async () => {
+    await ready
+    await db.transaction().execute(async (trx) => {
+      await sql`TRUNCATE ${t.messages}, ${t.channels}, ${t.idempotency}, ${t.receipts}`.execute(trx)
+      await sql`INSERT INTO ${t.store} (id, identity, created_at) VALUES (1, ${newIdentity()}, ${Date.now()})
+        ON CONFLICT (id) DO UPDATE SET identity = EXCLUDED.identity, created_at = EXCLUDED.created_at`.execute(trx)
+    })
+  }
+
+  const sweep = async (at?: number): Promise<SweepResult> => {
+    await ready
+    const now = Math.round(at ?? wallClock())
+    let deleted = 0
+    let archived = 0
+    // Age: move the retained range of each channel past what expired (a prefix, as reads see it),
+    // one channel at a time under its row lock, so a concurrent append is never cut.
+    const { rows: aged } = await sql<{ name: string }>`
+      SELECT c.name FROM ${t.channels} c
+      WHERE c.max_age_ms IS NOT NULL AND c.top > c.low
+        AND EXISTS (SELECT 1 FROM ${t.messages} m WHERE m.channel = c.name AND m.seq = c.low + 1 AND m.ts < ${now}::float8 - c.max_age_ms)`.execute(db)
+    for (const { name } of aged) {
+      await db.transaction().execute(async (trx) => {
+        const { rows } = await sql<{ top: unknown; low: unknown; max_age_ms: unknown }>`SELECT top, low, max_age_ms FROM ${t.channels} WHERE name = ${name} FOR UPDATE`.execute(trx)
+        const c = rows[0]
+        if (!c || c.max_age_ms === null) return
+        const low = num(c.low)
+        const top = num(c.top)
+        const first = await sql<{ seq: unknown }>`SELECT seq FROM ${t.messages} WHERE channel = ${name} AND seq > ${low} AND ts >= ${now - num(c.max_age_ms)}::float8 ORDER BY seq LIMIT 1`.execute(trx)
+        const newLow = first.rows[0] ? num(first.rows[0].seq) - 1 : top
+        if (newLow <= low) return
+        await sql`UPDATE ${t.channels} SET low = ${newLow}, bytes = GREATEST(0, bytes - (SELECT coalesce(sum(size), 0) FROM ${t.messages} WHERE channel = ${name} AND seq > ${low} AND seq <= ${newLow}))
+          WHERE name = ${name}`.execute(trx)
+      })
+    }
+    // Rows below each channel's retained range: archived (when asked), then deleted with their bytes.
+    for (;;) {
+      const { rows } = await sql<MessageRow & { channel: string; low: unknown }>`
+        SELECT m.channel, c.low, ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude')}
+        FROM ${t.channels} c JOIN ${t.messages} m ON m.channel = c.name AND m.seq <= c.low
+        ORDER BY m.channel, m.seq LIMIT 1000`.execute(db)
+      if (rows.length === 0) break
+      const byChannel = new Map<string, MessageRow[]>()
+      for (const r of rows) (byChannel.get(r.channel) ?? byChannel.set(r.channel, []).get(r.channel)!).push(r)
+      for (const [channel, list] of byChannel) {
+        if (archive) {
+          await archive(channel, list.map((r) => toMessage(channel, r)))
+          archived += list.length
+        }
+        const upTo = Number(list.at(-1)!.seq)
+        const from = Number(list[0]!.seq)
+        // Their bytes were retired when `low` passed them.
+        const r = await sql`DELETE FROM ${t.messages} m USING ${t.channels} c WHERE m.channel = ${channel} AND m.seq >= ${from} AND m.seq <= ${upTo} AND c.name = m.channel AND m.seq <= c.low`.execute(db)
+        deleted += Number(r.numAffectedRows ?? 0)
+      }
+      if (rows.length < 1000) break
+    }
+    const keys = await sql`DELETE FROM ${t.idempotency} WHERE at < ${now} - ${DEFAULT_WINDOW * 6}`.execute(db)
+    return { deleted, archived, keys: Number(keys.numAffectedRows ?? 0) }
+  }
+
+  const messageRow = async (channel: string, offset: number) => {
+    await ready
+    const { rows } = await sql<MessageRow & { version: unknown; edited_at: unknown; deleted_at: unknown }>`
+      SELECT ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude, m.version, m.edited_at, m.deleted_at')}
+      FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel WHERE m.channel = ${channel} AND m.seq = ${offset} AND m.seq > c.low`.execute(db)
+    const r = rows[0]
+    if (!r) return undefined
+    return { ...toMessage(channel, r), version: num(r.version), editedAt: r.edited_at === null ? null : num(r.edited_at), deletedAt: r.deleted_at === null ? null : num(r.deleted_at) }
+  }
+
+  const change = async (channel: string, offset: number, data: unknown, now: number, remove: boolean): Promise<MessageVersion | undefined> => {
+    await ready
+    const json = remove ? null : (JSON.stringify(data) ?? 'null')
+    const jsonb = json !== null && !json.includes(NUL) ? json : null
+    const { rows } = await sql<{ version: unknown; edited_at: unknown; deleted_at: unknown }>`
+      UPDATE ${t.messages} m SET data = ${jsonb}::jsonb, data_json = ${json !== null && jsonb === null ? json : null}, version = m.version + 1,
+        ${remove ? sql`deleted_at = ${now}` : sql`edited_at = ${now}`}
+      FROM ${t.channels} c
+      WHERE m.channel = ${channel} AND m.seq = ${offset} AND c.name = m.channel AND m.seq > c.low AND m.deleted_at IS NULL
+      RETURNING m.version, m.edited_at, m.deleted_at`.execute(db)
+    const r = rows[0]
+    if (!r) return undefined
+    return {
+      channel,
+      offset,
+      version: num(r.version),
+      data: remove ? null : JSON.parse(json!),
+      editedAt: r.edited_at === null ? null : num(r.edited_at),
+      deletedAt: r.deleted_at === null ? null : num(r.deleted_at),
+    }
+  }
+
+  const eraseUser = async (userId: string, o: { mode?: 'redact' | 'delete' | undefined; now?: number | undefined } = {}): Promise<EraseResult> => {
+    await ready
+    const now = Math.round(o.now ?? wallClock())
+    return db.transaction().execute(async (trx) => {
+      const count = (r: { numAffectedRows?: bigint | undefined }) => Number(r.numAffectedRows ?? 0)
+      let messages: number
+      if (o.mode === 'delete') {
+        const r = await sql<{ n: unknown }>`
+          WITH d AS (DELETE FROM ${t.messages} m USING ${t.channels} c WHERE m.sender = ${userId} AND c.name = m.channel RETURNING m.channel, m.size, m.seq > c.low AS retained),
+          per AS (SELECT channel, sum(size) FILTER (WHERE retained) AS size FROM d GROUP BY channel),
+          u AS (UPDATE ${t.channels} c SET bytes = GREATEST(0, c.bytes - coalesce(per.size, 0)) FROM per WHERE c.name = per.channel)
+          SELECT count(*) AS n FROM d`.execute(trx)
+        messages = num(r.rows[0]?.n)
+      } else {
+        const r = await sql`UPDATE ${t.messages} SET data = NULL, data_json = NULL, sender = NULL, exclude = NULL, version = version + 1, deleted_at = coalesce(deleted_at, ${now})
+          WHERE sender = ${userId}`.execute(trx)
+        messages = count(r)
+      }
+      const receipts = count(await sql`DELETE FROM ${t.receipts} WHERE user_id = ${userId}`.execute(trx))
+      const subscriptions = count(await sql`DELETE FROM ${t.subscriptions} WHERE user_id = ${userId}`.execute(trx))
+      const keys = count(await sql`DELETE FROM ${t.idempotency} WHERE sender = ${userId}`.execute(trx))
+      const channels = count(await sql`UPDATE ${t.channels} SET created_by = NULL WHERE created_by = ${userId}`.execute(trx))
+      return { messages, receipts, subscriptions, keys, channels }
+    })
+  }
+
+  const search = async (channel: string, query: string, o: { limit?: number | undefined; before?: number | undefined } = {}): Promise<StoredMessage[]> => {
+    await ready
+    const config = sql.lit(searchConfig)
+    const limit = Math.max(1, Math.min(1_000, Math.floor(o.limit ?? 50)))
+    const { rows } = await sql<MessageRow>`
+      SELECT ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude')}
+      FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel
+      WHERE m.channel = ${channel} AND m.seq > c.low AND m.deleted_at IS NULL AND m.data IS NOT NULL
+        ${o.before !== undefined ? sql`AND m.seq < ${o.before}` : sql``}
+        AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ websearch_to_tsquery(${config}::regconfig, ${query})
+      ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
+    return rows.map((r) => toMessage(channel, r))
+  }
+
+  const setStatus = async (channel: string, userId: string, status: 'active' | 'left', now: number) => {
+    await ready
+    await sql`INSERT INTO ${t.subscriptions} AS s (channel, user_id, last_seen_offset, epoch, status, subscribed_at, updated_at)
+      VALUES (${channel}, ${userId}, 0, NULL, ${status}, ${now}, ${now})
+      ON CONFLICT (channel, user_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at`.execute(db)
+  }
+
+  const channelsOf = async (userId: string, o: { limit?: number | undefined; includeLeft?: boolean | undefined } = {}): Promise<UserChannel[]> => {
+    await ready
+    const limit = Math.max(1, Math.min(10_000, Math.floor(o.limit ?? 100)))
+    const { rows } = await sql<{ name: string; kind: string | null; active_users: unknown; last_activity: unknown; unread: unknown; status: string; last_seen: unknown; top: unknown }>`
+      SELECT s.channel AS name, c.kind, c.last_activity, s.status, coalesce(c.top, 0) AS top,
+        CASE WHEN s.epoch = c.epoch THEN s.last_seen_offset ELSE 0 END AS last_seen,
+        (SELECT count(*) FROM ${t.subscriptions} a WHERE a.channel = s.channel AND a.status = 'active') AS active_users,
+        GREATEST(coalesce(c.top, 0) - GREATEST(CASE WHEN s.epoch = c.epoch THEN s.last_seen_offset ELSE 0 END, coalesce(c.low, 0)), 0) AS unread
+      FROM ${t.subscriptions} s LEFT JOIN ${t.channels} c ON c.name = s.channel
+      WHERE s.user_id = ${userId} ${o.includeLeft ? sql`` : sql`AND s.status = 'active'`}
+      ORDER BY c.last_activity DESC NULLS LAST, s.channel LIMIT ${limit}`.execute(db)
+    return rows.map((r) => ({
+      name: r.name,
+      kind: r.kind ?? describe(r.name, undefined).kind ?? null,
+      activeUsers: num(r.active_users),
+      lastActivity: r.last_activity === null ? null : num(r.last_activity),
+      unread: num(r.unread),
+      status: r.status,
+      lastSeenOffset: num(r.last_seen),
+      top: num(r.top),
+    }))
+  }
+
+  const receiptsUpsert = async (channel: string, offsets: readonly number[], userId: string, now: number, readToo: boolean) => {
+    await ready
+    if (offsets.length === 0) return
+    await sql`INSERT INTO ${t.receipts} AS r (channel, seq, user_id, delivered_at, read_at)
+      SELECT ${channel}, u.seq, ${userId}, ${now}, ${readToo ? sql`${now}::bigint` : sql`NULL::bigint`} FROM unnest(${[...new Set(offsets.map(Math.floor))]}::bigint[]) AS u(seq)
+      ON CONFLICT (channel, seq, user_id) DO UPDATE SET delivered_at = coalesce(r.delivered_at, EXCLUDED.delivered_at)
+        ${readToo ? sql`, read_at = coalesce(r.read_at, EXCLUDED.read_at)` : sql``}`.execute(db)
+  }
+
+  const receipts = async (channel: string, offset: number): Promise<Receipt[]> => {
+    await ready
+    const { rows } = await sql<{ user_id: string; delivered_at: unknown; read_at: unknown }>`
+      SELECT user_id, delivered_at, read_at FROM ${t.receipts} WHERE channel = ${channel} AND seq = ${offset} ORDER BY user_id`.execute(db)
+    return rows.map((r) => ({ userId: r.user_id, deliveredAt: r.delivered_at === null ? null : num(r.delivered_at), readAt: r.read_at === null ? null : num(r.read_at) }))
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  const interval = options.sweepIntervalMs === undefined ? 60_000 : options.sweepIntervalMs
+  let sweeping = false
+  const timer =
+    interval && interval > 0
+      ? setInterval(() => {
+          if (sweeping || closed) return
+          sweeping = true
+          sweep()
+            .catch(onError)
+            .finally(() => {
+              sweeping = false
+            })
+        }, interval)
+      : undefined
+  timer?.unref?.()
+
+  const close = () => {
+    closing ??= (async () => {
+      closed = true
+      if (timer) clearInterval(timer)
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight])
+      await ready.catch(() => {})
+      await conn.close()
+    })()
+    return closing
+  }
+
+  const nowOf = (o?: { now?: number | undefined }) => Math.round(o?.now ?? wallClock())
+
+  return {
+    db,
+    ready,
+    append,
+    read,
+    position,
+    cursor,
+    commit,
+    cursors,
+    stats,
+    reset,
+    sweep,
+    message: messageRow,
+    edit: (channel, offset, data, o) => change(channel, offset, data, nowOf(o), false),
+    delete: (channel, offset, o) => change(channel, offset, null, nowOf(o), true),
+    eraseUser,
+    search,
+    join: (channel, userId, o) => setStatus(channel, userId, 'active', nowOf(o)),
+    leave: (channel, userId, o) => setStatus(channel, userId, 'left', nowOf(o)),
+    channelsOf,
+    markDelivered: (channel, offsets, userId, o) => receiptsUpsert(channel, offsets, userId, nowOf(o), false),
+    markRead: (channel, offsets, userId, o) => receiptsUpsert(channel, offsets, userId, nowOf(o), true),
+    receipts,
+    close,
+  }
+}
+
+/**
+ * The embedded default: a SQL store on PGlite (PostgreSQL in the process, no server). With a
+ * `dataDir` the history survives a restart; without one it lives in memory.
+ */
+export function createPGliteStore(options: Omit<SqlStoreOptions, 'db'> & { readonly dataDir?: string | undefined } = {}): SqlStore {
+  const { dataDir, ...rest } = options
+  return createSqlStore({ ...rest, db: { pglite: dataDir ?? 'memory://' } })
+}
