@@ -35,7 +35,19 @@ export interface HubEvents {
    */
   'delivery:failed': (e: { connectionId: string; userId: string | undefined; channel: string; fromOffset: number; toOffset: number; attempts: number; reason: string }) => void
   /** A client frame was rejected with an error code (the connection stays open). */
-  'client:error': (e: { connectionId: string; userId: string | undefined; code: ErrorCode; message: string; frameType: string | undefined }) => void
+  'client:error': (e: { connectionId: string; userId: string | undefined; code: ErrorCode; message: string; frameType: string | undefined; channel?: string | undefined }) => void
+  /**
+   * A connection's outbound queue went over its limit (or it held the largest queue when the
+   * hub-wide budget was spent): `action` says whether it was closed (4009) or its queue dropped.
+   */
+  'connection:slow': (e: { connectionId: string; userId: string | undefined; queuedBytes: number; action: 'disconnect' | 'drop' }) => void
+  /**
+   * The content filter (`HubOptions.content`) flagged a client's message: it was delivered, and
+   * the app may review it (`messageId`, `offset` when the channel keeps history). Never carries the data.
+   */
+  'content:flagged': (e: { channel: string; event: string; userId: string | undefined; connectionId: string; reason: string; messageId: string; offset: number | undefined }) => void
+  /** The content filter refused a client's message (`RT_006` or `RT_007` to the publisher; nothing stored or delivered). Never carries the data. */
+  'content:refused': (e: { channel: string; event: string; userId: string | undefined; connectionId: string; code: 'RT_006' | 'RT_007'; reason: string }) => void
   /** An internal failure (store, broker, listener); also passed to `options.onError`. */
   error: (error: unknown, context: { stage: string }) => void
 }

@@ -22,6 +22,7 @@ import { FanOut } from './fanout.js'
 import { Cluster } from './cluster.js'
 import { Publisher } from './publish.js'
 import { Inbound } from './inbound.js'
+import { attachLogging } from './logging.js'
 import { Admission } from './admission.js'
 import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
@@ -271,6 +272,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       },
       signals,
     })
+    attachLogging(this, this.options.logger, this.clock)
     if (this.options.nodes.heartbeatMs > 0) {
       const started = this.nodes.start()
       // Once started, connections no longer wait (not even a microtask).

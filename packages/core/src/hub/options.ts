@@ -3,7 +3,7 @@ import type { Authenticator, AuthorizeContext, Identity } from '../ports/auth.js
 import type { Broker } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import { systemClock } from '../ports/clock.js'
-import type { Logger } from '../ports/logger.js'
+import type { Log, Logger } from '../ports/logger.js'
 import { createConsoleLogger } from '../ports/logger.js'
 import type { PresenceStore } from '../ports/presence.js'
 import type { MessageStore, Retention } from '../ports/store.js'
@@ -16,6 +16,8 @@ import { createMemoryPresenceStore } from '../memory/presence.js'
 import { createMemoryStore } from '../memory/store.js'
 import type { ChannelOptions } from './channels.js'
 import type { ConnectionInfo } from './connection.js'
+import type { ContentFilter } from './content.js'
+import { createLog } from './logging.js'
 
 export interface HubLimits {
   /** Largest inbound frame and largest message, in bytes. Default 128 KiB (`RT_005`). */
@@ -73,6 +75,11 @@ export interface HubLimits {
   readonly channelPublishesPerMinute?: number
   /** How long a channel rule (or the hub's `authorize`) may take; a rule that has not answered by then denies. Default 10 000. */
   readonly ruleTimeoutMs?: number
+  /**
+   * How long an asynchronous content filter (`HubOptions.content`) may take; one that has not
+   * answered by then refuses the message with `RT_006` (fail closed). Default 2 000.
+   */
+  readonly contentTimeoutMs?: number
 }
 
 export interface CredentialOptions {
@@ -124,6 +131,11 @@ export interface HubOptions {
   /** This node's id in a cluster. Random by default. */
   readonly nodeId?: string
   readonly clock?: Clock
+  /**
+   * Where the hub logs: a pino instance as it is, or any logger of that shape
+   * (`info(fields, message)`). Default: the console at `warn`. Secrets are redacted and message
+   * or presence data never logged; see docs/logging.md.
+   */
   readonly logger?: Logger
   readonly codec?: Codec
   readonly broker?: Broker
@@ -170,12 +182,21 @@ export interface HubOptions {
   readonly credentials?: CredentialOptions
   /** Called with every internal failure (store, broker, a throwing listener); never throws into a publisher. */
   readonly onError?: (error: unknown, context: { stage: string; [key: string]: unknown }) => void
+  /**
+   * A content filter run on every client publish before it is stored or delivered (after
+   * authorization and the size limit): it allows, flags (`content:flagged`) or refuses
+   * (`RT_006` / `RT_007`) the message. Not run for server publishes (`hub.publish`, broadcasts,
+   * routes: server code is trusted) nor on `encrypted` channels (ciphertext). `createSpamFilter()`
+   * is a ready-made one. Default `false`: no filter, and no work at all. See docs/moderation.md.
+   */
+  readonly content?: ContentFilter | false
 }
 
 export interface ResolvedHubOptions {
   readonly nodeId: string
   readonly clock: Clock
-  readonly logger: Logger
+  /** The app's logger as the hub calls it (message first, secrets redacted). */
+  readonly logger: Log
   readonly codec: Codec
   readonly broker: Broker
   readonly limitStore: LimitStore
@@ -201,13 +222,16 @@ export interface ResolvedHubOptions {
   readonly delivery: Required<DeliveryOptions>
   readonly notifications: Required<NotificationOptions>
   readonly onError: HubOptions['onError']
+  readonly content: ContentFilter | undefined
 }
 
 export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
+  const nodeId = o.nodeId ?? randomId()
+  if (o.content !== undefined && o.content !== false && typeof o.content !== 'function') throw new TypeError('content must be a function (a content filter) or false')
   return {
-    nodeId: o.nodeId ?? randomId(),
+    nodeId,
     clock: o.clock ?? systemClock,
-    logger: o.logger ?? createConsoleLogger('warn'),
+    logger: createLog(o.logger ?? createConsoleLogger('warn'), { nodeId }),
     codec: o.codec ?? jsonCodec,
     broker: o.broker ?? createMemoryBroker(),
     limitStore: o.limitStore ?? createMemoryLimitStore(),
@@ -232,6 +256,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       maxSubscriptionsPerUser: o.limits?.maxSubscriptionsPerUser,
       channelPublishesPerMinute: o.limits?.channelPublishesPerMinute,
       ruleTimeoutMs: positiveInt(o.limits?.ruleTimeoutMs, 10_000, 'limits.ruleTimeoutMs'),
+      contentTimeoutMs: positiveInt(o.limits?.contentTimeoutMs, 2_000, 'limits.contentTimeoutMs'),
     },
     nodes: {
       heartbeatMs: o.nodes?.heartbeatMs ?? (o.broker !== undefined ? 5_000 : 0),
@@ -266,6 +291,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       batchWindowMs: o.notifications?.batchWindowMs ?? 1000,
     },
     onError: o.onError,
+    content: o.content === false ? undefined : o.content,
   }
 }
 

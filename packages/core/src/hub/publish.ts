@@ -1,4 +1,4 @@
-import { RealtimeError, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrameOf, type MessageFrame, channelNameSchema } from '@tidings/protocol'
+import { RealtimeError, isEncryptedEnvelope, type FilterNode, type FilterPredicate, RECIPIENT_FILTER_ROOTS, compileFilter, type ClientFrameOf, type MessageFrame, channelNameSchema } from '@tidings/protocol'
 import type { LRUCache } from 'lru-cache'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
@@ -8,6 +8,7 @@ import { type MaybePromise, andThen, boundedMap, isPromise, isoTimestamp } from 
 import type { Channel } from './channel.js'
 import type { ChannelOptions, ResolvedChannel } from './channels.js'
 import type { Connection, Subscription } from './connection.js'
+import { ContentCheck } from './content.js'
 import type { Cluster } from './cluster.js'
 import type { AckRecipient, Acks } from './delivery/acks.js'
 import type { Signals } from './events.js'
@@ -31,7 +32,7 @@ export interface PublisherHost {
   readonly nodeId: string
   readonly clock: Clock
   readonly codec: ResolvedHubOptions['codec']
-  readonly options: Pick<ResolvedHubOptions, 'limits' | 'store' | 'dedupWindowMs' | 'history' | 'clustered' | 'limitStore'>
+  readonly options: Pick<ResolvedHubOptions, 'limits' | 'store' | 'dedupWindowMs' | 'history' | 'clustered' | 'limitStore' | 'content'>
   readonly stats: Metrics
   readonly live: ReadonlyMap<string, Channel>
   readonly rooms: { readonly rooms: ReadonlyMap<string, Room> }
@@ -45,6 +46,10 @@ export interface PublisherHost {
   /** Channels resolved (live ones keep their options; `RT_004` when no pattern matches) and publishes authorized. */
   readonly subscriptions: Pick<SubscriptionService, 'resolve' | 'authorize'>
   readonly signals: Signals
+}
+
+function notAnEnvelope(channel: string): RealtimeError {
+  return new RealtimeError('RT_007', `channel '${channel}' is end-to-end encrypted: data must be an encrypted envelope ({ e2e: 1, kid, iv, ct })`)
 }
 
 /** The log retention of a channel: its pattern's `history` over the hub's defaults, narrowed by an offline queue's bounds; null when it keeps none. */
@@ -67,8 +72,13 @@ export class Publisher {
   private readonly volatileKeys: LRUCache<string, { messageId: string; at: number }> = boundedMap(100_000)
   /** Client publish rate per channel not live on this node (live channels hold their own bucket). */
   private readonly channelBuckets: LRUCache<string, Bucket> = boundedMap(100_000)
+  /** The content filter, when the hub has one (none: no work at all). */
+  private readonly content: ContentCheck | undefined
 
-  constructor(private readonly host: PublisherHost) {}
+  constructor(private readonly host: PublisherHost) {
+    const filter = host.options.content
+    this.content = filter === undefined ? undefined : new ContentCheck(filter, { clock: host.clock, timeoutMs: host.options.limits.contentTimeoutMs, signals: host.signals })
+  }
 
   onClientPublish(conn: Connection, frame: ClientFrameOf<'message'>, bytes: number): MaybePromise<void> {
     const resolved = this.host.subscriptions.resolve(frame.channel)
@@ -84,20 +94,34 @@ export class Publisher {
       if (denied) throw new RealtimeError('RT_003', denied)
       const max = resolved.options.maxMessageSize
       if (max !== undefined && bytes > max) throw new RealtimeError('RT_005', `message of ${bytes} bytes is over the channel limit of ${max}`, { limit: max })
+      // An end-to-end encrypted channel carries envelopes only; their ciphertext is not for a
+      // content filter to read.
+      const encrypted = resolved.options.encrypted === true
+      if (encrypted && !isEncryptedEnvelope(frame.data)) throw notAnEnvelope(frame.channel)
+      const flagged =
+        this.content === undefined || encrypted
+          ? undefined
+          : this.content.check({ channel: frame.channel, pattern: resolved.pattern, event: frame.event, data: frame.data, userId: conn.userId, connectionId: conn.id, size: bytes, now: this.host.clock.now() })
       // Charged only to publishes that may go out: a client that may not publish cannot spend
       // the channel's budget.
-      return andThen(this.takeChannelPublish(frame.channel, resolved.options), () =>
-        andThen(
-        this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
-          sender: conn.userId,
-          exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
-          priority: frame.priority,
-          idempotencyKey: frame.idempotencyKey,
-        }, conn.id),
-        (result) => {
-          this.host.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
-        },
-      ))
+      return andThen(flagged, (flag) =>
+        andThen(this.takeChannelPublish(frame.channel, resolved.options), () =>
+          andThen(
+            this.publishResolved(frame.channel, resolved, frame.event, frame.data, {
+              sender: conn.userId,
+              exclude: resolved.options.echo ? undefined : { connections: [conn.id] },
+              priority: frame.priority,
+              idempotencyKey: frame.idempotencyKey,
+            }, conn.id),
+            (result) => {
+              this.host.fanout.sendFrame(conn, { type: 'published', id: frame.id, channel: frame.channel, messageId: result.messageId, offset: result.offset, duplicate: result.duplicate || undefined })
+              if (flag !== undefined && !result.duplicate && this.host.signals.listenerCount('content:flagged') > 0) {
+                this.host.signals.emit('content:flagged', { channel: frame.channel, event: frame.event, userId: conn.userId, connectionId: conn.id, reason: flag, messageId: result.messageId, offset: result.offset })
+              }
+            },
+          ),
+        ),
+      )
     })
   }
 
@@ -145,6 +169,8 @@ export class Publisher {
       if (options.strictEvents && options.events) throw new RealtimeError('RT_007', `event '${event}' is not allowed on this channel`)
       return
     }
+    // On an encrypted channel the data is ciphertext: the event name is checked, the schema cannot be.
+    if (options.encrypted === true) return
     const result = schema.safeParse(data)
     if (!result.success) {
       const issues = (result.error as { issues?: Array<{ path: PropertyKey[]; message: string }> } | undefined)?.issues
@@ -169,6 +195,8 @@ export class Publisher {
     routed = false,
   ): MaybePromise<PublishResult> {
     const options = resolved.options
+    // Server code too: plaintext must never reach an encrypted channel's store or subscribers.
+    if (options.encrypted === true && !isEncryptedEnvelope(data)) throw notAnEnvelope(channel)
     this.validateEvent(options, event, data)
     const now = this.host.clock.now()
     const start = this.host.stats.start()
