@@ -335,7 +335,12 @@ export class Channel {
     if (this.options.encryption) {
       // Opened; a message that cannot be is left out and reported to `error`.
       const ring = this.ring()
-      messages = (await Promise.all(messages.map((m) => this.openOne(ring, m)))).filter((m) => m !== undefined)
+      const opened = await Promise.all(messages.map((m) => this.tryOpen(ring, m)))
+      messages = []
+      for (const m of opened) {
+        if (m instanceof RealtimeError) this.host.reportError(m, this)
+        else messages.push(m)
+      }
     }
     return { messages, position: f.position, top: f.top, complete: f.complete }
   }
@@ -455,8 +460,9 @@ export class Channel {
     if (!this.options.encryption) return this.emitMessage(message)
     const ring = this.ring()
     this.inbox = this.inbox.then(async () => {
-      const opened = await this.openOne(ring, message)
-      if (opened && this.wanted) this.emitMessage(opened)
+      const opened = await this.tryOpen(ring, message)
+      if (opened instanceof RealtimeError) this.host.reportError(opened, this)
+      else if (this.wanted) this.emitMessage(opened)
     })
   }
 
@@ -496,18 +502,14 @@ export class Channel {
     }))
   }
 
-  /** The message with its data opened; undefined (and reported to `error`) when it cannot be. */
-  private async openOne(ring: Keyring, m: MessageFrame): Promise<MessageFrame | undefined> {
+  /** The message with its data opened, or the error that says why it cannot be (for `error`, in order). */
+  private async tryOpen(ring: Keyring, m: MessageFrame): Promise<MessageFrame | RealtimeError> {
     try {
       return { ...m, data: await open(ring, this.name, m.event, m.data) }
     } catch (err) {
       const reason = err instanceof OpenError ? err.reason : 'unknown-key'
       const why = err instanceof Error ? err.message : String(err)
-      this.host.reportError(
-        new RealtimeError('RT_007', `could not decrypt message ${m.offset ?? m.id} of '${this.name}': ${why}`, { channel: this.name, offset: m.offset, messageId: m.id, event: m.event, reason }),
-        this,
-      )
-      return undefined
+      return new RealtimeError('RT_007', `could not decrypt message ${m.offset ?? m.id} of '${this.name}': ${why}`, { channel: this.name, offset: m.offset, messageId: m.id, event: m.event, reason })
     }
   }
 

@@ -96,8 +96,12 @@ export class Keyring {
   /** A key handed over (by the `auth` result, `setKey`, or `key()`); `current`: new sends use it. */
   add(k: ChannelKey, current: boolean): Promise<ReadyKey> {
     const ready = importKey(k)
-    ready.catch(() => {})
-    this.remember(k.id, ready)
+    ready.catch(() => {
+      // Not a key: forgotten, so it is neither used nor standing in for a good one.
+      if (this.current === ready) this.current = undefined
+      if (this.keys.get(k?.id) === ready) this.keys.delete(k.id)
+    })
+    this.remember(k?.id, ready)
     if (current) this.current = ready
     return ready
   }
