@@ -1,4 +1,8 @@
+import { createManualClock, createMemoryBus, createMemoryPresenceStore, createMemoryStore } from '@tidings/core'
 import { createTestHub, type TestHub } from '@tidings/core/testing'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import {
   computeSignature,
@@ -392,5 +396,82 @@ describe('bounded queue and close', () => {
     // No timer is left: nothing more is sent.
     await new Promise((r) => setTimeout(r, 300))
     expect(receiver.requests.length).toBe(requests)
+  })
+})
+
+describe('on a cluster', () => {
+  it('occupancy is per node (each node reports its own subscribers, with its node id); a member is added and removed once for the cluster', async () => {
+    const receiver = await Receiver.start()
+    const clock = createManualClock(0)
+    const bus = createMemoryBus()
+    const store = createMemoryStore()
+    const presenceStore = createMemoryPresenceStore()
+    const make = (nodeId: string) => createTestHub({ nodeId, clock, broker: bus.broker(), store, presenceStore, limits: { messagesPerSecond: 100_000 } })
+    const a = make('node-a')
+    const b = make('node-b')
+    open.push(receiver, a, b)
+    const hooks = [a, b].map((t) =>
+      createWebhooks(t.hub, { endpoints: { url: receiver.url, secret: SECRET, events: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }, batchMs: 5 }),
+    )
+    open.push(...hooks)
+    const onA = await a.connect({ userId: 'alice' })
+    const onB = await b.connect({ userId: 'alice' })
+    await onA.subscribe('presence:lobby')
+    await a.settle()
+    await onB.subscribe('presence:lobby')
+    await b.settle()
+    await onA.unsubscribe('presence:lobby')
+    await a.settle()
+    await onB.unsubscribe('presence:lobby')
+    await b.settle()
+    await a.settle()
+    await Promise.all(hooks.map((h) => h.flush()))
+    const seen = receiver.events().map((e) => `${e.name} ${e.node}`)
+    expect(seen.filter((e) => e.startsWith('channel_')).sort()).toEqual(['channel_occupied node-a', 'channel_occupied node-b', 'channel_vacated node-a', 'channel_vacated node-b'])
+    // Alice's two tabs are one member: added when the first subscribed, removed when the last left.
+    expect(seen.filter((e) => e.startsWith('member_'))).toEqual(['member_added node-a', 'member_removed node-b'])
+    // Per node, occupied comes before vacated.
+    for (const node of ['node-a', 'node-b']) {
+      const mine = seen.filter((e) => e.endsWith(node) && e.startsWith('channel_'))
+      expect(mine).toEqual([`channel_occupied ${node}`, `channel_vacated ${node}`])
+    }
+  })
+})
+
+describe('receiving with Express', () => {
+  it('the docs example (express.raw + verifyWebhook + dedupe by event id) accepts the real requests and answers 400 to a forged one', async () => {
+    const t = createTestHub({ limits: { messagesPerSecond: 100_000 } })
+    // As in docs/webhooks.md:
+    const app = express()
+    const seen = new Set<string>()
+    const handled: string[] = []
+    app.post('/hooks/tidings', express.raw({ type: 'application/json' }), (req, res) => {
+      let payload
+      try {
+        payload = verifyWebhook({ body: req.body as Buffer, headers: req.headers, secrets: [SECRET, OLD_SECRET] })
+      } catch (err) {
+        if (err instanceof WebhookVerificationError) return void res.status(400).send(err.reason)
+        throw err
+      }
+      for (const event of payload.events) {
+        if (seen.has(event.id)) continue
+        seen.add(event.id)
+        handled.push(event.name)
+      }
+      res.sendStatus(204)
+    })
+    const server = app.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/tidings`
+    open.push({ close: async () => void server.close() }, t)
+    const webhooks = createWebhooks(t.hub, { endpoints: { url, secret: SECRET, events: ['client_event'] }, batchMs: 5 })
+    open.push(webhooks)
+    await publishMany(t, 3)
+    await webhooks.flush()
+    expect(handled).toEqual(['client_event', 'client_event', 'client_event'])
+    expect(webhooks.stats()[0]).toMatchObject({ acknowledged: 3, failed: 0 })
+    const forged = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'tidings-webhook-id': 'x', 'tidings-timestamp': String(Math.floor(Date.now() / 1000)), 'tidings-signature': `v1=${'0'.repeat(64)}` }, body: '{"id":"x","time_ms":0,"events":[]}' })
+    expect(forged.status).toBe(400)
+    expect(await forged.text()).toBe('bad-signature')
   })
 })
