@@ -476,6 +476,7 @@ export class SubscriptionService {
    */
   recheckSoon(subs: Subscription[]): void {
     for (const sub of subs) {
+      sub.canPublish = undefined
       const rights = rightsOf(sub)
       if (rights) rights.checking++
     }
