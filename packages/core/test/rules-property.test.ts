@@ -141,6 +141,9 @@ describe('rules property', () => {
                   await client.unsubscribe(o.c)
                   subscribed.delete(key)
                 }
+                // Something to replay: a server publish (reaches no one this user may not read).
+                const published = await t.hub.publish(o.c, 'srv', {})
+                log[o.c].push({ offset: published.offset!, by: '' })
                 await t.settle()
                 newMessages(o.u)
                 const { epoch } = await store.position(o.c)
