@@ -53,7 +53,7 @@ const ROUTES: Route[] = [
   { method: 'GET', path: '/channels/public:news/presence', scope: 'read' },
   { method: 'GET', path: '/channels/public:news/history', scope: 'read' },
   { method: 'GET', path: '/connections', scope: 'read' },
-  { method: 'GET', path: '/metrics', scope: 'read' },
+  { method: 'GET', path: '/metrics?format=json', scope: 'read' },
   { method: 'POST', path: '/channels/public:news/kick', scope: 'admin', body: { userId: 'u1' } },
   { method: 'DELETE', path: '/connections/no-such-connection', scope: 'admin' },
   { method: 'DELETE', path: '/users/u1/connections', scope: 'admin' },
