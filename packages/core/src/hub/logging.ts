@@ -32,14 +32,14 @@ export function isSecretKey(key: string): boolean {
 
 /** JWT-looking strings (three base64url parts, the first a JSON header), bearer credentials and passwords in URLs. Each pattern is linear (no nested quantifiers). */
 const JWT = /eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g
-const BEARER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/gi
+const BEARER = /\b(Bearer|Basic) +[A-Za-z0-9._~+/=-]{8,}/g
 const URL_PASSWORD = /(\/\/[^\s/@:]*):[^\s/@]*@/g
 
 /** A string with JWTs, bearer credentials and URL passwords taken out, cut at `MAX_STRING`. */
 export function scrub(value: string): string {
   let s = value.length > MAX_STRING ? `${value.slice(0, MAX_STRING)}…` : value
   if (s.includes('eyJ')) s = s.replace(JWT, REDACTED)
-  if (s.includes('earer') || s.includes('asic')) s = s.replace(BEARER, `$1 ${REDACTED}`)
+  if (s.includes('Bearer') || s.includes('Basic')) s = s.replace(BEARER, `$1 ${REDACTED}`)
   if (s.includes('@')) s = s.replace(URL_PASSWORD, `$1:${REDACTED}@`)
   return s
 }
