@@ -2,3 +2,4 @@ export { createRealtime, type Realtime, type RealtimeOptions } from './realtime.
 export { openApiDocument } from './openapi.js'
 export { HTTP_STATUS } from './respond.js'
 export type { ApiKeyCheck } from './admin.js'
+export { createMetricsRegistry, serveMetrics, type MetricsOptions } from './metrics.js'

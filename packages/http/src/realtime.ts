@@ -8,6 +8,8 @@ import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDea
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { adminApiKeys, type ApiKeys, type ApiKeyTable } from './api-keys.js'
 import { openApiDocument } from './openapi.js'
+import { bearerCheck, createMetricsRegistry, type MetricsOptions, serveMetrics } from './metrics.js'
+import type { Registry } from 'prom-client'
 import { drainBody, hasBody } from '@tidings/http-kit'
 import { sendJson } from './respond.js'
 
@@ -44,6 +46,13 @@ export interface RealtimeOptions {
   readonly longPoll?: Omit<LongPollTransportOptions, 'prefix' | 'edge'> | false
   /** Largest admin request body. Default 1 MiB. */
   readonly maxBodyBytes?: number
+  /**
+   * `GET <prefix>/metrics` in the Prometheus text format (prom-client), read from `hub.metrics()`
+   * and `hub.health()` when scraped. A scrape presents `metrics.token` (bearer), or the endpoint
+   * is `metrics.open`; any other request is an admin API request (API key: a JSON snapshot, or
+   * `?format=prometheus`). `false` leaves the route to the admin API alone.
+   */
+  readonly metrics?: MetricsOptions | false
 }
 
 type Next = (err?: unknown) => void
@@ -52,6 +61,8 @@ type Next = (err?: unknown) => void
 export interface Realtime {
   readonly hub: Hub
   readonly prefix: string
+  /** The Prometheus registry behind `GET <prefix>/metrics` (add your own metrics to it), undefined with `metrics: false`. */
+  readonly metrics: Registry | undefined
   /** Serve a request if it is ours (resolves true), else leave it alone (false). */
   handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
   /** Serve a WebSocket upgrade if it is ours (true), else leave it alone (false). */
@@ -98,6 +109,9 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix, edge })
   const admin = createAdminApi(hub, adminApiKeys(checkKey, options.apiKeys), options.maxBodyBytes ?? 1024 * 1024)
   const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
+  const metricsOptions = options.metrics === false ? undefined : { store: ownHub ? options.hubOptions?.store : undefined, ...options.metrics }
+  const metrics = metricsOptions === undefined ? undefined : createMetricsRegistry(hub, metricsOptions)
+  const scraper = metricsOptions?.open === true ? () => true : metricsOptions?.token !== undefined ? bearerCheck(metricsOptions.token) : undefined
 
   const ours = (url: string | undefined) => {
     const path = (url ?? '/').split('?')[0]!
@@ -110,6 +124,11 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
     if (poll && (await poll.handle(req, res))) return true
     const url = new URL(req.url ?? '/', 'http://localhost')
     const rest = url.pathname.slice(prefix.length) || '/'
+    if (metrics !== undefined && scraper !== undefined && rest === '/metrics' && prometheusWanted(req, url.searchParams) && scraper(req)) {
+      if (hasBody(req)) await drainBody(req)
+      await serveMetrics(metrics, req, res)
+      return true
+    }
     if (await admin(req, res, rest, url.searchParams)) return true
     // The answers below read no body: drain one first, so the answer is not lost to a reset.
     if (hasBody(req)) await drainBody(req)
@@ -168,6 +187,7 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   return {
     hub,
     prefix,
+    metrics,
     handle,
     handleUpgrade,
     attach(server) {
@@ -235,6 +255,17 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
       if (ownHub) await hub.close()
     },
   }
+}
+
+/**
+ * A scrape of `GET /metrics` rather than an admin API call: not `?format=json`, and no
+ * `x-api-key` header unless `?format=prometheus` (admin callers keep their JSON snapshot).
+ */
+function prometheusWanted(req: IncomingMessage, query: URLSearchParams): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false
+  const format = query.get('format')
+  if (format === 'prometheus') return true
+  return format === null && req.headers['x-api-key'] === undefined
 }
 
 /** The admin API key check: keys compared in constant time (SHA-256 digests, `timingSafeEqual`). */
