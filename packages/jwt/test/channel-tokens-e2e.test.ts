@@ -98,7 +98,7 @@ async function app() {
 }
 
 describe('channel tokens through a real hub, the ws transport and an Express endpoint', () => {
-  it('the presence the subscriber joins with is the one the app signed, not the one the client sends', async () => {
+  it('the presence the subscriber joins with is the one the app signed, not the one the client sends or updates', async () => {
     const a = await app()
     const { token, status } = await a.channelToken('sid-ada', 'private:orders-42')
     expect(status).toBe(200)
@@ -109,6 +109,10 @@ describe('channel tokens through a real hub, the ws transport and an Express end
     expect(members).toHaveLength(1)
     expect(members[0]).toMatchObject({ id: 'ada', data: { name: 'Ada Lovelace' } })
     expect(members[0]!.data).not.toHaveProperty('role')
+    // Nor can it be changed afterwards with a presence update.
+    ada.ws.send(JSON.stringify({ type: 'presence:update', v: 1, id: 'p1', channel: 'private:orders-42', data: { name: 'Admin (forged)' } }))
+    expect(await ada.wait((f) => f.id === 'p1')).toMatchObject({ type: 'error', code: 'RT_003' })
+    expect((await a.hub.presence.get('private:orders-42')).users[0]).toMatchObject({ id: 'ada', data: { name: 'Ada Lovelace' } })
   })
 
   it('the endpoint refuses another user the token; a stolen token, a token for another channel and no token are refused by the hub (RT_003)', async () => {
