@@ -383,8 +383,10 @@ describe('bounded queue and close', () => {
     const started = performance.now()
     await webhooks.close({ timeoutMs: 300 })
     const took = performance.now() - started
-    expect(took).toBeGreaterThanOrEqual(290)
+    expect(took).toBeGreaterThanOrEqual(280)
     expect(took).toBeLessThan(1_000)
+    // A request aborted at the deadline may still reach the receiver a moment later.
+    await new Promise((r) => setTimeout(r, 50))
     const requests = receiver.requests.length
     expect(requests).toBeGreaterThanOrEqual(2)
     expect(errors.map((e) => e.kind)).toEqual(['dropped'])
