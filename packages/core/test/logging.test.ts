@@ -114,10 +114,10 @@ describe('createLog over a pino-compatible logger', () => {
     expect(lines).toEqual([{ level: 'warn', message: 'something happened', fields: { nodeId: 'n1', channel: 'c', token: '[redacted]' } }])
   })
 
-  it('without child, the bindings are added to every line', () => {
+  it('without child, lines carry only their own fields (a plain logger gets exactly what the hub says)', () => {
     const { logger, lines } = capture('debug', false)
-    createLog(logger, { nodeId: 'n1' }).info('hello')
-    expect(lines).toEqual([{ level: 'info', message: 'hello', fields: { nodeId: 'n1' } }])
+    createLog(logger, { nodeId: 'n1' }).info('hello', { channel: 'c' })
+    expect(lines).toEqual([{ level: 'info', message: 'hello', fields: { channel: 'c' } }])
   })
 
   it('levels: isLevelEnabled first, else the level name, else everything', () => {

@@ -85,16 +85,14 @@ function levelEnabled(logger: Logger, level: LogLevel): boolean {
 }
 
 /**
- * The hub's `Log` over the app's logger: pino argument order, secrets redacted, `nodeId` bound
- * (through `child` when the logger has it), and never a throw into the hub.
+ * The hub's `Log` over the app's logger: pino argument order, secrets redacted, `bindings`
+ * (the hub's `nodeId`) bound through `child` when the logger has one, and never a throw into the hub.
  */
 export function createLog(logger: Logger, bindings: LogFields = {}): Log {
   let target = logger
-  let extra: LogFields | undefined = Object.keys(bindings).length > 0 ? bindings : undefined
-  if (extra !== undefined && typeof logger.child === 'function') {
+  if (Object.keys(bindings).length > 0 && typeof logger.child === 'function') {
     try {
-      target = logger.child(redact(extra))
-      extra = undefined
+      target = logger.child(redact(bindings)) ?? logger
     } catch {
       target = logger
     }
@@ -110,8 +108,7 @@ export function createLog(logger: Logger, bindings: LogFields = {}): Log {
     (message: string, fields?: LogFields): void => {
       if (!enabled[level]) return
       try {
-        const safe = redact(extra === undefined ? (fields ?? {}) : { ...extra, ...fields })
-        target[level](safe, scrub(message))
+        target[level](redact(fields ?? {}), scrub(message))
       } catch {
         // a logger MUST NOT throw; one that does must not break the hub either
       }

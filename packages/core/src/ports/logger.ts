@@ -12,7 +12,7 @@ export type LogFields = Record<string, unknown>
  *   listens only to the events whose lines the logger would write (a `warn` logger costs nothing
  *   on the subscribe and publish paths). Without either, every level is taken as enabled.
  * - `child(bindings)` (optional): when present the hub logs through `child({ nodeId })`; without
- *   it, `nodeId` is added to each line.
+ *   it, each line carries only its own fields.
  *
  * The hub never hands a logger tokens, keys, message data or presence data: fields whose names
  * look like secrets are replaced by `'[redacted]'` before they reach it (see docs/logging.md).
