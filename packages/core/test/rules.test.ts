@@ -256,6 +256,43 @@ describe('revocation', () => {
     expect(alice.received('unsubscribed')).toEqual([{ type: 'unsubscribed', channel: 'slow:1', reason: 'revoked' }])
   })
 
+  it('a room metadata update that the rule no longer allows revokes the subscription', async () => {
+    const t = makeHub({ channels: { 'doc:{id}': { subscribe: '!data.metadata.archived' } } })
+    t.hub.rooms.create('doc:1', { metadata: { archived: false } })
+    const c = await t.connect({ userId: 'a' })
+    await c.subscribe('doc:1')
+    t.hub.rooms.update('doc:1', { metadata: { archived: true } })
+    await t.settle()
+    expect(c.received('unsubscribed')).toEqual([{ type: 'unsubscribed', channel: 'doc:1', reason: 'revoked' }])
+  })
+
+  it('a refresh that loses the presence rule leaves presence (others see the leave, requests get RT_003); regaining it joins again', async () => {
+    const t = makeHub({
+      authenticate: createTokenAuthenticator({
+        pro: { userId: 'alice', claims: { plan: 'pro' } },
+        free: { userId: 'alice', claims: { plan: 'free' } },
+        bob: { userId: 'bob', claims: { plan: 'pro' } },
+      }),
+      channels: { 'lobby:*': { presence: true, subscribe: 'authenticated', rules: { presence: "auth.plan == 'pro'" } } },
+    })
+    const bob = await t.connect({ token: 'bob' })
+    await bob.subscribe('lobby:1')
+    const alice = await t.connect({ token: 'pro' })
+    await alice.subscribe('lobby:1')
+    await t.settle()
+    expect(bob.received('presence:join').map((f) => f.user.id)).toEqual(['alice'])
+    await alice.request({ type: 'auth', token: 'free' })
+    await t.settle()
+    expect(bob.received('presence:leave').map((f) => f.user.id)).toEqual(['alice'])
+    expect(alice.received('unsubscribed')).toEqual([])
+    await rejectsWith(alice.getPresence('lobby:1'), 'RT_003')
+    expect((await t.hub.presence.get('lobby:1')).users.map((u) => u.id)).toEqual(['bob'])
+    await alice.request({ type: 'auth', token: 'pro' })
+    await t.settle()
+    expect(bob.received('presence:join').map((f) => f.user.id)).toEqual(['alice', 'alice'])
+    await expect(alice.getPresence('lobby:1')).resolves.toMatchObject({ count: 2 })
+  })
+
   it('a resume allowed by a decision that went stale while it was made is not replayed, and is revoked', async () => {
     let holdNext = false
     let release: ((v: boolean) => void) | undefined

@@ -482,6 +482,7 @@ export class SubscriptionService {
     }
     void Promise.resolve()
       .then(() => this.recheck(subs))
+      .catch((err: unknown) => this.host.signals.report(err, 'rules.recheck'))
       .finally(() => {
         for (const sub of subs) {
           const rights = rightsOf(sub)
