@@ -3,7 +3,7 @@ import type { Broker, BrokerHooks, ClusterMessage } from '@tidings/core'
 import pg from 'pg'
 import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
 import { schemaContext } from './names.js'
-import { type Envelope, NOTIFY_PAYLOAD_LIMIT, type OutboxEnvelope, checkChannelPrefix, messageProblem, notifyChannel, parseEnvelope } from './notify.js'
+import { type Envelope, type FenceEnvelope, NOTIFY_PAYLOAD_LIMIT, type OutboxEnvelope, checkChannelPrefix, messageProblem, notifyChannel, parseEnvelope } from './notify.js'
 
 /**
  * The broker on PostgreSQL LISTEN/NOTIFY, for a cluster that has PostgreSQL and nothing else.
@@ -50,6 +50,12 @@ export interface PostgresBrokerOptions {
   readonly probeIntervalMs?: number | undefined
   /** Delays between reconnection attempts of the LISTEN connection: doubling from `minMs` up to `maxMs` (ms). Default 100 and 5,000. */
   readonly reconnect?: { readonly minMs?: number | undefined; readonly maxMs?: number | undefined } | undefined
+  /**
+   * A publish answers once its NOTIFY committed and the node's own LISTEN connection received
+   * the fence sent in the same statement (so the other nodes' connections have been signalled
+   * too), or after this many ms (ms; also at once while the LISTEN connection is down). Default 1,000.
+   */
+  readonly fenceTimeoutMs?: number | undefined
   /** Messages per publishing statement at most (publishes made while one is in flight go together). Default 500. */
   readonly maxBatch?: number | undefined
   /** Where the broker reports failures outside the hub's calls (besides the hub's own `error` hook). Default: `console.warn` when there is no hub hook. */
@@ -138,6 +144,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   const minDelay = options.reconnect?.minMs ?? 100
   const maxDelay = options.reconnect?.maxMs ?? 5_000
   const maxBatch = options.maxBatch ?? 500
+  const fenceTimeoutMs = options.fenceTimeoutMs ?? 1_000
   const now = options.now ?? Date.now
   const ownPool = !options.pool
   const pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 4 })
@@ -368,6 +375,10 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
       return
     }
     const e = parsed.envelope
+    if ('f' in e) {
+      if (nodeId !== undefined && e.t === nodeTopic(nodeId) && identOf(e.t) === channel) fenceSeen(e)
+      return
+    }
     if (identOf(e.t) !== channel) {
       stats.malformed++
       report(new PostgresBrokerError(`dropped a message for ${e.t} that arrived on ${channel}`, 'misrouted'))
@@ -482,6 +493,22 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
 
   const queue: Pending[] = []
   let sending: Promise<void> | undefined
+  let fenceNo = 0
+  /** Batches waiting for their fence's echo: number → answer its publishes. */
+  const fences = new Map<number, () => void>()
+  const fenceSeen = (e: FenceEnvelope) => {
+    for (const [n, done] of fences) {
+      if (n > e.f) break
+      fences.delete(n)
+      done()
+    }
+  }
+  /** Resolves when the fence `n` comes back (registered before its statement is sent: the echo may beat the answer). */
+  const expectFence = (n: number): Promise<void> => new Promise<void>((resolve) => fences.set(n, resolve))
+  const within = (p: Promise<void>, ms: number): Promise<void> => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    return Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer))
+  }
 
   /** One statement per batch, one batch at a time: NOTIFYs of one publisher commit in publish order. */
   const flush = () => {
@@ -509,6 +536,14 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
         rows.push(p.outbox.payload)
       } else payloads.push(p.inline!)
     }
+    // The fence: only while this node listens (its echo is how the publishes are answered).
+    const fence = nodeId !== undefined && listening && fenceTimeoutMs > 0 ? ++fenceNo : 0
+    if (fence > 0) {
+      const t = nodeTopic(nodeId!)
+      chans.push(identOf(t))
+      payloads.push(JSON.stringify({ t, s: 0, f: fence }))
+    }
+    const echo = fence > 0 ? expectFence(fence) : undefined
     try {
       if (ids.length > 0) {
         await ensureTables()
@@ -522,8 +557,17 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
         await pool.query('SELECT count(pg_notify(c, p)) AS sent FROM unnest($1::text[], $2::text[]) AS t(c, p)', [chans, payloads])
       }
       stats.published += batch.length
-      for (const p of batch) p.resolve()
+      const answer = () => {
+        for (const p of batch) p.resolve()
+      }
+      if (echo && !closed)
+        void within(echo, fenceTimeoutMs).then(() => {
+          fences.delete(fence)
+          answer()
+        })
+      else answer()
     } catch (err) {
+      fences.delete(fence)
       stats.rejected += batch.length
       const e = new PostgresBrokerError(`publishing ${batch.length} message(s) failed: ${asError(err).message}`, 'unavailable', { cause: err })
       for (const p of batch) p.reject(e)
@@ -635,6 +679,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
       inbox.length = 0
       // Not sent yet: dropped (a closed broker delivers nothing).
       for (const p of queue.splice(0)) p.resolve()
+      for (const done of [...fences.values()]) done()
       refresh()
       const client = listener
       listener = undefined

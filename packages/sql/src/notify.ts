@@ -13,7 +13,8 @@ import { type ClusterMessage, filterSchema, serverFrameSchema } from '@tidings/c
  * `{ "t": topic, "s": seq, "o": origin, "x": outboxId }` when the message is larger than the
  * inline limit and was written to the outbox table in the same transaction as the NOTIFY.
  * `s` (a per-broker counter) keeps two equal messages from being folded into one by
- * PostgreSQL (it drops duplicate notifications of one transaction).
+ * PostgreSQL (it drops duplicate notifications of one transaction). `{ "t": "node:<id>", "s": 0, "f": n }`
+ * is a broker's fence to itself (see broker.ts).
  */
 
 /** NOTIFY refuses payloads of 8,000 bytes or more (BLCKSZ − NAMEDATALEN − 128 on a default build). */
@@ -45,7 +46,13 @@ export interface OutboxEnvelope {
   /** The outbox row's id. */
   readonly x: string
 }
-export type Envelope = InlineEnvelope | OutboxEnvelope
+/** A broker's fence: sent to its own node topic with each publishing statement; its echo on the LISTEN connection answers the publishes. */
+export interface FenceEnvelope {
+  readonly t: string
+  readonly s: number
+  readonly f: number
+}
+export type Envelope = InlineEnvelope | OutboxEnvelope | FenceEnvelope
 
 export type Parsed = { readonly ok: true; readonly envelope: Envelope } | { readonly ok: false; readonly reason: string }
 
@@ -64,6 +71,7 @@ export function parseEnvelope(payload: string): Parsed {
     return { ok: false, reason: 'not JSON' }
   }
   if (!isObject(e) || !isString(e['t']) || typeof e['s'] !== 'number') return { ok: false, reason: 'not an envelope' }
+  if (typeof e['f'] === 'number') return { ok: true, envelope: e as unknown as FenceEnvelope }
   if ('m' in e) return isObject(e['m']) ? { ok: true, envelope: e as unknown as InlineEnvelope } : { ok: false, reason: 'not a message' }
   if (nonEmpty(e['o']) && nonEmpty(e['x'])) return { ok: true, envelope: e as unknown as OutboxEnvelope }
   return { ok: false, reason: 'neither a message nor an outbox reference' }

@@ -1,0 +1,38 @@
+import { hubConformance } from '@tidings/core/conformance'
+import { afterAll, afterEach, beforeAll } from 'vitest'
+import { createPostgresBroker } from '../src/broker.js'
+import { type PostgresPresenceStore, createPostgresPresenceStore } from '../src/presence.js'
+import { type PostgresServer, startPostgres } from './postgres.js'
+
+// The engine's own guarantees (the delivery property on one hub; three hubs as one: order and
+// offsets across nodes, resume on another node, dedup, presence across hubs, broadcasts, the
+// cluster-wide operations) over the PostgreSQL broker and presence store: each node its own
+// broker (its own pool and LISTEN connection) and its own presence store (its own pool) on one
+// database. The message store is the suite's shared memory one.
+
+let server: PostgresServer
+let url: string
+beforeAll(async () => {
+  server = await startPostgres()
+  url = await server.createDatabase()
+}, 60_000)
+afterAll(async () => {
+  await server?.stop()
+})
+
+// The hub closes its broker; presence stores have no close in the port: closed after each test.
+const presence: PostgresPresenceStore[] = []
+afterEach(async () => {
+  for (const p of presence.splice(0)) await p.close()
+})
+
+hubConformance(
+  'PostgreSQL broker and presence store',
+  (nodes) =>
+    Array.from({ length: nodes }, () => {
+      const presenceStore = createPostgresPresenceStore({ connectionString: url })
+      presence.push(presenceStore)
+      return { broker: createPostgresBroker({ connectionString: url }), presenceStore }
+    }),
+  { timeoutMs: 30_000, deliveryRuns: 8, deliveryTimeoutMs: 180_000, prefix: 'pg' },
+)
