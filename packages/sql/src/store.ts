@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage, StreamPosition } from '@tidings/core'
 import { utf8Length } from '@tidings/core'
-import { type Kysely, type RawBuilder, sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { type Connection, type SqlDatabase, connect } from './connect.js'
 import { migrate } from './migrations/index.js'
 import { type SchemaContext, schemaContext, tables } from './names.js'
@@ -43,6 +43,8 @@ export interface SqlStoreOptions {
   readonly archive?: ((channel: string, messages: readonly StoredMessage[]) => Promise<void> | void) | undefined
   /** How often `sweep()` runs by itself, in ms (default 60,000; 0 or false: never, call it yourself). */
   readonly sweepIntervalMs?: number | false | undefined
+  /** How long `sweep()` keeps idempotency keys (ms; default 3,600,000): set it above the longest `dedupWindowMs` in use. */
+  readonly idempotencyRetentionMs?: number | undefined
   /** Wall clock of the sweep (default `Date.now`). */
   readonly now?: (() => number) | undefined
   /** Errors of the background sweep and of idle pooled connections. Default: ignored. */
@@ -211,6 +213,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   const describe = options.describeChannel ?? describeChannelName
   const archive = options.archive
   const wallClock = options.now ?? Date.now
+  const keyRetention = options.idempotencyRetentionMs ?? 3_600_000
   const ready: Promise<void> = options.migrate === false ? Promise.resolve() : migrate(db, ctx).then(() => undefined)
   ready.catch(() => {}) // reported by every call that awaits it
   const queues = new Map<string, ChannelQueue>()
@@ -320,53 +323,52 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
           size: fresh.map((f) => Math.round(f.p.size)),
           expires: fresh.map((f) => (finite(f.p.options.retention.maxAgeMs) ? Math.round(f.p.options.now + f.p.options.retention.maxAgeMs) : null)),
         }
-        await sql`
+        // The messages and their idempotency keys in one statement.
+        const keyRows = [...firstInBatch].map(([key]) => ({ key, ...known.get(key)! }))
+        const keysInsert =
+          keyRows.length > 0
+            ? sql`WITH k AS (
+                INSERT INTO ${t.idempotency} AS k (channel, key, seq, id, event, sender, ts, at)
+                SELECT ${channel}, u.key, u.seq, u.id, u.event, u.sender, u.ts, u.at
+                FROM unnest(${keyRows.map((r) => r.key)}::text[], ${keyRows.map((r) => r.seq)}::bigint[], ${keyRows.map((r) => r.id)}::text[], ${keyRows.map((r) => r.event)}::text[],
+                  ${keyRows.map((r) => r.sender)}::text[], ${keyRows.map((r) => r.ts)}::float8[], ${keyRows.map((r) => Math.round(r.at))}::bigint[]) AS u(key, seq, id, event, sender, ts, at)
+                ON CONFLICT (channel, key) DO UPDATE SET seq = EXCLUDED.seq, id = EXCLUDED.id, event = EXCLUDED.event, sender = EXCLUDED.sender, ts = EXCLUDED.ts, at = EXCLUDED.at)`
+            : sql``
+        await sql`${keysInsert}
           INSERT INTO ${t.messages} (channel, seq, epoch, id, event, data, data_json, sender, ts, exclude, idempotency_key, size, expires_at)
           SELECT ${channel}, u.seq, ${epoch}, u.id, u.event, u.data::jsonb, u.data_json, u.sender, u.ts, u.exclude, u.key, u.size, u.expires
           FROM unnest(${cols.seq}::bigint[], ${cols.id}::text[], ${cols.event}::text[], ${cols.data}::text[], ${cols.dataJson}::text[], ${cols.sender}::text[],
             ${cols.ts}::float8[], ${cols.exclude}::text[], ${cols.key}::text[], ${cols.size}::bigint[], ${cols.expires}::bigint[])
             AS u(seq, id, event, data, data_json, sender, ts, exclude, key, size, expires)`.execute(trx)
-        if (firstInBatch.size > 0) {
-          const rows = [...firstInBatch].map(([key]) => ({ key, ...known.get(key)! }))
-          await sql`
-            INSERT INTO ${t.idempotency} AS k (channel, key, seq, id, event, sender, ts, at)
-            SELECT ${channel}, u.key, u.seq, u.id, u.event, u.sender, u.ts, u.at
-            FROM unnest(${rows.map((r) => r.key)}::text[], ${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.event)}::text[],
-              ${rows.map((r) => r.sender)}::text[], ${rows.map((r) => r.ts)}::float8[], ${rows.map((r) => Math.round(r.at))}::bigint[]) AS u(key, seq, id, event, sender, ts, at)
-            ON CONFLICT (channel, key) DO UPDATE SET seq = EXCLUDED.seq, id = EXCLUDED.id, event = EXCLUDED.event, sender = EXCLUDED.sender, ts = EXCLUDED.ts, at = EXCLUDED.at`.execute(trx)
-        }
 
-        // Retention of the channel (the last append's), once per batch.
+        // Retention of the channel (the last append's), once per batch, in one statement: the new
+        // low end (count in JS; age and bytes from the rows), the rows it drops (deleted, or left
+        // for the sweep to archive) and the channel's row.
         const newTop = next
         const added = cols.size.reduce((a, b) => a + b, 0)
         const bytes = num(state.bytes) + added
         const floor = Math.max(low, finite(retention.maxCount) ? newTop - Math.max(0, retention.maxCount) : low)
         const cutoff = finite(retention.maxAgeMs) ? last.options.now - retention.maxAgeMs : undefined
         const maxBytes = finite(retention.maxBytes) ? retention.maxBytes : undefined
-        newLow = floor
-        if (floor < newTop && (cutoff !== undefined || (maxBytes !== undefined && bytes > maxBytes))) {
-          const { rows } = await sql<{ first_live: unknown; bytes_low: unknown }>`SELECT
-            ${cutoff !== undefined ? sql`(SELECT seq FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor} AND ts >= ${cutoff} ORDER BY seq LIMIT 1)` : sql`NULL`} AS first_live,
-            ${
-              maxBytes !== undefined && bytes > maxBytes
-                ? sql`(SELECT w.seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS cum FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor}) w WHERE w.cum > ${maxBytes} ORDER BY w.seq DESC LIMIT 1)`
-                : sql`NULL`
-            } AS bytes_low`.execute(trx)
-          const r = rows[0]!
-          if (cutoff !== undefined) newLow = Math.max(newLow, r.first_live === null ? newTop : num(r.first_live) - 1)
-          if (r.bytes_low !== null) newLow = Math.max(newLow, num(r.bytes_low))
-        }
-        const dropped: RawBuilder<unknown> =
-          newLow > low
-            ? archive
-              ? sql`SELECT size FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= ${newLow}`
-              : sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= ${newLow} RETURNING size`
-            : sql`SELECT 0::bigint AS size WHERE false`
-        await sql`WITH d AS (${dropped})
-          UPDATE ${t.channels} SET top = ${newTop}, low = ${newLow}, bytes = ${bytes} - (SELECT coalesce(sum(size), 0) FROM d),
+        const byAge =
+          cutoff !== undefined && floor < newTop
+            ? sql`coalesce((SELECT seq - 1 FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor} AND ts >= ${cutoff}::float8 ORDER BY seq LIMIT 1), ${newTop}::bigint)`
+            : sql`0::bigint`
+        const byBytes =
+          maxBytes !== undefined && bytes > maxBytes && floor < newTop
+            ? sql`coalesce((SELECT w.seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS cum FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor}) w
+                WHERE w.cum > ${maxBytes} ORDER BY w.seq DESC LIMIT 1), 0::bigint)`
+            : sql`0::bigint`
+        const dropped = archive
+          ? sql`SELECT size FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= (SELECT low FROM nl)`
+          : sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= (SELECT low FROM nl) RETURNING size`
+        const updated = await sql<{ low: unknown }>`
+          WITH nl AS (SELECT GREATEST(${floor}::bigint, ${byAge}, ${byBytes}) AS low), d AS (${dropped})
+          UPDATE ${t.channels} SET top = ${newTop}, low = (SELECT low FROM nl), bytes = ${bytes}::bigint - (SELECT coalesce(sum(size), 0) FROM d),
             max_count = ${finite(retention.maxCount) ? retention.maxCount : null}, max_age_ms = ${cutoff !== undefined ? retention.maxAgeMs : null},
             max_bytes = ${maxBytes ?? null}
-          WHERE name = ${channel}`.execute(trx)
+          WHERE name = ${channel} RETURNING low`.execute(trx)
+        newLow = num(updated.rows[0]?.low)
       }
 
       // Duplicates answer the earlier message: whole while the log holds it, without data once dropped.
@@ -548,7 +550,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
       }
       if (rows.length < 1000) break
     }
-    const keys = await sql`DELETE FROM ${t.idempotency} WHERE at < ${now} - ${DEFAULT_WINDOW * 6}`.execute(db)
+    const keys = await sql`DELETE FROM ${t.idempotency} WHERE at < ${now - keyRetention}::bigint`.execute(db)
     return { deleted, archived, keys: Number(keys.numAffectedRows ?? 0) }
   }
 
@@ -598,7 +600,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
           SELECT count(*) AS n FROM d`.execute(trx)
         messages = num(r.rows[0]?.n)
       } else {
-        const r = await sql`UPDATE ${t.messages} SET data = NULL, data_json = NULL, sender = NULL, exclude = NULL, version = version + 1, deleted_at = coalesce(deleted_at, ${now})
+        const r = await sql`UPDATE ${t.messages} SET data = NULL, data_json = NULL, sender = NULL, exclude = NULL, idempotency_key = NULL, version = version + 1, deleted_at = coalesce(deleted_at, ${now})
           WHERE sender = ${userId}`.execute(trx)
         messages = count(r)
       }

@@ -4,6 +4,7 @@ import { Kysely } from 'kysely'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll } from 'vitest'
 import { createSqlStore, migrate } from '../src/index.js'
+import { storeExtras } from './store-extras.js'
 
 // One PGlite for the file (a fresh instance takes seconds and much memory).
 let pglite: PGlite
@@ -24,3 +25,5 @@ storeConformance('sql on PGlite', () => createSqlStore({ db, migrate: false, swe
   reset: (s) => s.reset(),
   timeoutMs: 30_000,
 })
+
+storeExtras('PGlite', () => db)

@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import { afterAll, beforeAll } from 'vitest'
 import { createSqlStore, migrate } from '../src/index.js'
+import { storeExtras } from './store-extras.js'
 import { type PostgresServer, startPostgres } from './postgres.js'
 
 let server: PostgresServer
@@ -24,3 +25,5 @@ storeConformance('sql on PostgreSQL', () => createSqlStore({ db, migrate: false,
   channelPrefix: 'pg',
   reset: (s) => s.reset(),
 })
+
+storeExtras('PostgreSQL', () => db)
