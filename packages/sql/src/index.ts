@@ -14,3 +14,7 @@ export {
   createSqlStore,
   describeChannelName,
 } from './store.js'
+export { type PostgresBroker, type PostgresBrokerHealth, type PostgresBrokerOptions, type PostgresBrokerStats, PostgresBrokerError, createPostgresBroker } from './broker.js'
+export { type PostgresPresenceStore, type PostgresPresenceStoreOptions, createPostgresPresenceStore } from './presence.js'
+export { type ClusterTables, clusterMigration, clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
+export { NOTIFY_PAYLOAD_LIMIT, notifyChannel } from './notify.js'

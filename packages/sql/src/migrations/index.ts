@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely'
 import { type Migration, type MigrationProvider, type MigrationResultSet, Migrator } from 'kysely/migration'
 import { type SchemaContext, schemaContext } from '../names.js'
 import { storeMigration } from './0001_store.js'
+import { clusterMigration } from './0002_cluster.js'
 
 /** A migration module: given where the tables live (schema, prefix), its `up` and `down`. */
 export type MigrationFactory = (ctx: SchemaContext) => Migration
@@ -12,6 +13,7 @@ export type MigrationFactory = (ctx: SchemaContext) => Migration
  */
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: MigrationFactory]> = [
   ['0001_store', storeMigration],
+  ['0002_cluster', clusterMigration],
 ]
 
 /** Kysely's `MigrationProvider` over the static list above (no file system). */
