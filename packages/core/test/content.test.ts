@@ -23,7 +23,8 @@ describe('createSpamFilter', () => {
   it('repeats: the 4th identical message within the window is refused with RT_006, a different one and a later one pass', () => {
     const f = createSpamFilter({ repeats: { max: 3, windowMs: 1000 }, burst: false })
     for (let i = 0; i < 3; i++) expect(f(ctx({ now: i }))).toBeUndefined()
-    expect(f(ctx({ now: 3 }))).toMatchObject({ refuse: 'RT_006' })
+    // refused without retryAfterMs: the client SDK must not resend the same message by itself
+    expect(f(ctx({ now: 3 }))).toEqual({ refuse: 'RT_006', reason: 'the same message more than 3 times in 1000 ms' })
     expect(f(ctx({ now: 4, data: { text: 'hello' } }))).toBeUndefined()
     // same data under another event is another message
     expect(f(ctx({ now: 5, event: 'edit' }))).toBeUndefined()

@@ -117,7 +117,8 @@ function safeString(v: unknown): string {
 export interface SpamFilterOptions {
   /**
    * Identical messages (same event and data) from one user: more than `max` of them among the
-   * user's last 16 messages within `windowMs` is spam (`RT_006`). Default `{ max: 3, windowMs: 30_000 }`.
+   * user's last 16 messages within `windowMs` is spam (`RT_006`, without `retryAfterMs`, so the
+   * client SDK does not send it again by itself). Default `{ max: 3, windowMs: 30_000 }`.
    */
   readonly repeats?: { readonly max?: number; readonly windowMs?: number } | false
   /** Messages per user (all channels, all connections of the user on this node): at most `max` per `windowMs` (token bucket; `RT_006`). Default `{ max: 30, windowMs: 10_000 }`. */
@@ -197,7 +198,8 @@ export function createSpamFilter(options: SpamFilterOptions = {}): ContentFilter
       user.hashes[user.next] = h
       user.times[user.next] = now
       user.next = (user.next + 1) % RECENT
-      if (same >= repeats.max) return spam('RT_006', `the same message more than ${repeats.max} times in ${repeats.windowMs} ms`, repeats.windowMs)
+      // No retryAfterMs: the client SDK would send the same message again once the window passed.
+      if (same >= repeats.max) return spam('RT_006', `the same message more than ${repeats.max} times in ${repeats.windowMs} ms`)
     }
     return undefined
   }
