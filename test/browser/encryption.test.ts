@@ -19,7 +19,8 @@ const KEY = { id: 'k1', key: randomBytes(32).toString('base64url') }
 
 /** The SDK as one browser module, from source (esbuild as tsup brings it: the workspace does not list it at the top). */
 async function clientModule(): Promise<string> {
-  const esbuild = createRequire(createRequire(join(root, 'package.json')).resolve('tsup'))('esbuild') as typeof import('esbuild')
+  type Build = (o: Record<string, unknown>) => Promise<{ outputFiles: Array<{ text: string }> }>
+  const esbuild = createRequire(createRequire(join(root, 'package.json')).resolve('tsup'))('esbuild') as { build: Build }
   const out = await esbuild.build({
     entryPoints: [join(root, 'packages/client/src/index.ts')],
     bundle: true,
@@ -77,21 +78,21 @@ describe('end-to-end encryption in Chromium', () => {
 
     const secureContext = await page.evaluate(
       async ({ url, key, marker }) => {
-        const w = window as unknown as { sdk: typeof import('@tidings/client'); got: unknown[] }
+        const w = globalThis as unknown as { sdk: typeof import('@tidings/client'); got: unknown[]; isSecureContext: boolean }
         const rt = new w.sdk.Realtime({ url, auth: 'user:page', transports: ['websocket'] })
         const c = rt.channel('e2e:room', { encryption: { key: () => key } })
         w.got = []
         c.on('chat', (d: unknown) => w.got.push(d))
         await c.subscribe()
         await c.send('chat', { text: `${marker} from the page` })
-        return globalThis.isSecureContext && typeof crypto.subtle?.encrypt === 'function'
+        return w.isSecureContext && typeof crypto.subtle?.encrypt === 'function'
       },
       { url: server.url, key: KEY, marker: MARKER },
     )
     expect(secureContext).toBe(true)
     await ch.send('chat', { text: `${MARKER} from node` })
     await expect.poll(() => fromPage, { timeout: 5000 }).toEqual([{ text: `${MARKER} from the page` }])
-    await expect.poll(() => page.evaluate(() => (window as unknown as { got: unknown[] }).got), { timeout: 5000 }).toEqual([{ text: `${MARKER} from node` }])
+    await expect.poll(() => page.evaluate(() => (globalThis as unknown as { got: unknown[] }).got), { timeout: 5000 }).toEqual([{ text: `${MARKER} from node` }])
     const stored = await server.hub.channel('e2e:room').history()
     expect(stored.messages).toHaveLength(2)
     for (const m of stored.messages) expect(isEncryptedEnvelope(m.data)).toBe(true)

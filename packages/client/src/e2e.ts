@@ -1,12 +1,32 @@
 import { type EncryptedEnvelope, RealtimeError, envelopeAad, isEncryptedEnvelope } from '@tidings/protocol'
 
 /**
+ * A WebCrypto key (the global `CryptoKey` of browsers and Node 20), described by its shape so
+ * that the types need no DOM library.
+ */
+export interface WebCryptoKey {
+  readonly algorithm: { readonly name: string }
+  readonly type: string
+  readonly extractable: boolean
+  readonly usages: readonly string[]
+}
+
+/** What the client uses of `crypto.subtle`. */
+interface Subtle {
+  importKey(format: 'raw', data: Uint8Array, algorithm: 'AES-GCM', extractable: boolean, usages: string[]): Promise<WebCryptoKey>
+  encrypt(algorithm: AesGcm, key: WebCryptoKey, data: Uint8Array): Promise<ArrayBuffer>
+  decrypt(algorithm: AesGcm, key: WebCryptoKey, data: Uint8Array): Promise<ArrayBuffer>
+}
+type AesGcm = { name: 'AES-GCM'; iv: Uint8Array; additionalData: Uint8Array }
+type WebCrypto = { subtle?: Subtle; getRandomValues<T extends Uint8Array>(array: T): T }
+
+/**
  * A channel key: an id (it travels with every message it seals, so keys can rotate) and the
  * key itself: a WebCrypto AES-GCM `CryptoKey`, 32 raw bytes, or those bytes in base64url.
  */
 export interface ChannelKey {
   readonly id: string
-  readonly key: CryptoKey | Uint8Array | string
+  readonly key: WebCryptoKey | Uint8Array | string
 }
 
 /**
@@ -23,7 +43,7 @@ export type DecryptFailure = 'not-encrypted' | 'unknown-key' | 'authentication-f
 
 interface ReadyKey {
   readonly id: string
-  readonly key: CryptoKey
+  readonly key: WebCryptoKey
 }
 
 const encoder = new TextEncoder()
@@ -33,8 +53,10 @@ const NEGATIVE_TTL = 5000
 /** Most key ids remembered per channel. */
 const MAX_KEYS = 64
 
-function subtle(): SubtleCrypto {
-  const s = globalThis.crypto?.subtle
+const webCrypto = (): WebCrypto | undefined => (globalThis as { crypto?: WebCrypto }).crypto
+
+function subtle(): Subtle {
+  const s = webCrypto()?.subtle
   if (!s) throw new RealtimeError('RT_007', 'end-to-end encryption needs WebCrypto (crypto.subtle): browsers give it to secure contexts only (https, localhost); Node 20 has it')
   return s
 }
@@ -58,10 +80,10 @@ async function importKey(k: ChannelKey): Promise<ReadyKey> {
   if (typeof raw === 'string') raw = fromBase64url(raw)
   if (ArrayBuffer.isView(raw)) {
     if (raw.byteLength !== 32) throw new TypeError(`channel key '${k.id}' has ${raw.byteLength} bytes: AES-256 needs 32`)
-    return { id: k.id, key: await subtle().importKey('raw', raw as Uint8Array<ArrayBuffer>, 'AES-GCM', false, ['encrypt', 'decrypt']) }
+    return { id: k.id, key: await subtle().importKey('raw', raw as Uint8Array, 'AES-GCM', false, ['encrypt', 'decrypt']) }
   }
-  if ((raw as CryptoKey)?.algorithm?.name !== 'AES-GCM') throw new TypeError(`channel key '${k.id}' is not an AES-GCM CryptoKey`)
-  return { id: k.id, key: raw as CryptoKey }
+  if (raw?.algorithm?.name !== 'AES-GCM') throw new TypeError(`channel key '${k.id}' is not an AES-GCM CryptoKey`)
+  return { id: k.id, key: raw }
 }
 
 /** A message that could not be opened, and why. */
@@ -182,7 +204,7 @@ export class Keyring {
 export async function seal(key: ReadyKey, channel: string, event: string, data: unknown): Promise<EncryptedEnvelope> {
   const json = data === undefined ? undefined : JSON.stringify(data)
   const plaintext = json === undefined ? new Uint8Array(0) : encoder.encode(json)
-  const iv = globalThis.crypto.getRandomValues(new Uint8Array(12))
+  const iv = webCrypto()!.getRandomValues(new Uint8Array(12))
   const ct = await subtle().encrypt({ name: 'AES-GCM', iv, additionalData: encoder.encode(envelopeAad(channel, event)) }, key.key, plaintext)
   return { e2e: 1, kid: key.id, iv: toBase64url(iv), ct: toBase64url(new Uint8Array(ct)) }
 }
@@ -195,9 +217,9 @@ export async function open(keys: Keyring, channel: string, event: string, data: 
   let plaintext: ArrayBuffer
   try {
     plaintext = await subtle().decrypt(
-      { name: 'AES-GCM', iv: fromBase64url(data.iv) as Uint8Array<ArrayBuffer>, additionalData: encoder.encode(envelopeAad(channel, event)) },
+      { name: 'AES-GCM', iv: fromBase64url(data.iv), additionalData: encoder.encode(envelopeAad(channel, event)) },
       key.key,
-      fromBase64url(data.ct) as Uint8Array<ArrayBuffer>,
+      fromBase64url(data.ct),
     )
   } catch {
     throw new OpenError('authentication-failed', `the message does not authenticate under key '${data.kid}': tampered with, sealed with another key, or sealed for another channel or event`)

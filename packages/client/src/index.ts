@@ -12,7 +12,7 @@ export {
   type ChannelAuthContext,
   type ChannelGrant,
 } from './channel.js'
-export type { ChannelKey, ChannelEncryption, DecryptFailure } from './e2e.js'
+export type { ChannelKey, ChannelEncryption, DecryptFailure, WebCryptoKey } from './e2e.js'
 export { backoffDelay, type BackoffOptions } from './backoff.js'
 export { WebSocketTransport, SUBPROTOCOL } from './transports/websocket.js'
 export { SseTransport } from './transports/sse.js'

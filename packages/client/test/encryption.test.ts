@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type Broker, createHub, createMemoryBus, createMemoryStore, type HubOptions, isEncryptedEnvelope, silentLogger } from '@tidings/core'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type ChannelKey, type MessageFrame, Realtime, type RealtimeOptions, RealtimeError, type TransportName } from '../src/index.js'
+import { type ChannelGrant, type ChannelKey, type MessageFrame, Realtime, type RealtimeOptions, RealtimeError, type TransportName } from '../src/index.js'
 import { toBase64url } from '../src/e2e.js'
 import { sleep, until } from './memory-network.js'
 import { rawSubscriber, type RealServer, recordingWebSocket, startRealServer, userTokenAuth } from './real-hub.js'
@@ -63,14 +63,14 @@ class KeyService {
 /** Channel options of the SDK that get the channel token and keys from the app's endpoints, as a browser would. */
 function viaEndpoints(base: string, user: string, withKeyFunction = true) {
   const app = base.replace(/\/realtime$/, '/app')
-  const get = async (path: string) => {
+  const get = async <T>(path: string): Promise<T> => {
     const r = await fetch(`${app}${path}`, { headers: { authorization: `user:${user}` } })
     if (!r.ok) throw new Error(`${path}: ${r.status}`)
-    return r.json()
+    return (await r.json()) as T
   }
   return {
-    auth: ({ channel }: { channel: string }) => get(`/channel-auth?channel=${encodeURIComponent(channel)}`),
-    encryption: withKeyFunction ? { key: (kid?: string) => get(`/channel-key${kid ? `?kid=${encodeURIComponent(kid)}` : ''}`) } : (true as const),
+    auth: ({ channel }: { channel: string }) => get<ChannelGrant>(`/channel-auth?channel=${encodeURIComponent(channel)}`),
+    encryption: withKeyFunction ? { key: (kid?: string) => get<ChannelKey>(`/channel-key${kid ? `?kid=${encodeURIComponent(kid)}` : ''}`) } : (true as const),
   }
 }
 
