@@ -49,7 +49,10 @@ export interface AuthorizeContext {
   readonly params: Readonly<Record<string, string>>
   /** The room record, when the channel has one. */
   readonly room?: { readonly members: ReadonlyMap<string, string>; readonly metadata: Readonly<Record<string, unknown>> } | undefined
-  /** The `auth` string the client sent with `subscribe`, if any. */
+  /**
+   * The `auth` string the client sent with `subscribe`, if any (e.g. a channel token). Later
+   * decisions on that subscription (publish, history, re-checks) see the same string.
+   */
   readonly auth?: string | undefined
 }
 
