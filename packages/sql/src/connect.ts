@@ -27,6 +27,9 @@ export function connect(database: SqlDatabase, onError: (error: unknown) => void
     const owned = typeof given === 'string'
     const pool = owned ? new pg.Pool({ connectionString: given, max: database.poolSize ?? 10 }) : given
     if (owned) pool.on('error', onError)
+    // A client checked out between two statements of a transaction has no listener when the server
+    // goes away: without one, its 'error' would crash the process. The next statement fails instead.
+    pool.on('connect', (client) => client.on('error', onError))
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) })
     return {
       db,
