@@ -164,7 +164,7 @@ export class ChannelRegistry {
     ch.shortExpiries = Date.now() - ch.subscribedAt < SHORT_LIVED_MS ? ch.shortExpiries + 1 : 0
     if (ch.shortExpiries > MAX_SHORT_EXPIRIES) {
       this.receiver.forget(ch.name)
-      return ch.abandon(new RealtimeError('RT_003', `the grant of '${ch.name}' expired ${ch.shortExpiries} times in a row within ${SHORT_LIVED_MS} ms of subscribing: not subscribing again (is the token endpoint handing out expired tokens, or is a clock off?)`, { channel: ch.name }), 'expired')
+      return ch.abandon(new RealtimeError('RT_003', `the grant of '${ch.name}' expired ${ch.shortExpiries} times in a row right after subscribing: not subscribing again (expired tokens? a clock off?)`, { channel: ch.name }), 'expired')
     }
     ch.handleLost()
     if (ch.shortExpiries === 0) return this.subscribe(ch)

@@ -57,7 +57,7 @@ const webCrypto = (): WebCrypto | undefined => (globalThis as { crypto?: WebCryp
 
 function subtle(): Subtle {
   const s = webCrypto()?.subtle
-  if (!s) throw new RealtimeError('RT_007', 'end-to-end encryption needs WebCrypto (crypto.subtle): browsers give it to secure contexts only (https, localhost); Node 20 has it')
+  if (!s) throw new RealtimeError('RT_007', 'end-to-end encryption needs WebCrypto (crypto.subtle; browsers: https or localhost only)')
   return s
 }
 
@@ -222,7 +222,7 @@ export async function open(keys: Keyring, channel: string, event: string, data: 
       fromBase64url(data.ct),
     )
   } catch {
-    throw new OpenError('authentication-failed', `the message does not authenticate under key '${data.kid}': tampered with, sealed with another key, or sealed for another channel or event`)
+    throw new OpenError('authentication-failed', `key '${data.kid}' does not open it: tampered with, another key, or sealed for another channel or event`)
   }
   if (plaintext.byteLength === 0) return undefined
   try {

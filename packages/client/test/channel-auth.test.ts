@@ -6,6 +6,7 @@
  * grants that expire at once do not make the client spin.
  */
 import type { HubOptions } from '@tidings/core'
+import { createChannelTokens } from '@tidings/jwt'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ChannelAuthContext, type ChannelState, type MessageFrame, Realtime, type RealtimeOptions, RealtimeError } from '../src/index.js'
@@ -154,6 +155,46 @@ describe('channel auth functions', () => {
     expect(w.got.map((m) => m.data)).toEqual([1, 2])
     expect(w.ended).toEqual([])
     expect(subscribes(sent, 'grant:g').map((f) => f['auth'])).toEqual(['ch:grant:g:alice:1', 'ch:grant:g:alice:2'])
+  })
+
+  it('expired channel JWT (@tidings/jwt) signed by the app endpoint: renewed with a freshly signed one, the stream goes on', async () => {
+    const tokens = createChannelTokens({ secret: 'a-channel-token-secret-of-32-bytes!!', algorithms: ['HS256'], clockToleranceSec: 0 })
+    server = await startRealServer({
+      options: { channels: { 'orders:{id}': { subscribe: tokens.rule } } },
+      app: async (req, res) => {
+        const u = new URL(req.url ?? '/', 'http://x')
+        if (u.pathname !== '/app/channel-token') return false
+        // The app's own checks go here (session cookie, order ownership); the user comes from its session.
+        const token = await tokens.sign({ channel: u.searchParams.get('channel')!, userId: String(req.headers['x-user']), ttlSeconds: 2 })
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token }))
+        return true
+      },
+    })
+    const s = server
+    const sent: Array<Record<string, unknown>> = []
+    const rt = client('alice', sent)
+    const calls: ChannelAuthContext[] = []
+    const ch = rt.channel('orders:42', {
+      auth: async (ctx) => {
+        calls.push(ctx)
+        const r = await fetch(`${s.url.replace(/\/realtime$/, '')}/app/channel-token?channel=${encodeURIComponent(ctx.channel)}`, { headers: { 'x-user': ctx.userId ?? '' } })
+        return ((await r.json()) as { token: string }).token
+      },
+    })
+    const w = watch(ch)
+    await ch.subscribe()
+    await s.hub.channel('orders:42').publish('status', 'paid')
+    await until(() => calls.length === 2 && ch.state === 'subscribed', 5000, 'the renewal after the token expired')
+    await s.hub.channel('orders:42').publish('status', 'shipped')
+    await until(() => w.got.length === 2, 3000, 'the message after the renewal')
+    expect(w.got.map((m) => m.data)).toEqual(['paid', 'shipped'])
+    expect(w.ended).toEqual([])
+    const tokensSent = subscribes(sent, 'orders:42').map((f) => f['auth'])
+    expect(tokensSent).toHaveLength(2)
+    expect(tokensSent[0]).not.toBe(tokensSent[1])
+    // A token for another channel is refused by the rule.
+    const other = await tokens.sign({ channel: 'orders:42', userId: 'alice' })
+    await expect(rt.channel('orders:43', { auth: other }).subscribe()).rejects.toMatchObject({ code: 'RT_003' })
   })
 
   it("'revoked' is final: 'unsubscribed' with the reason, no auth call, no resubscribe, not even after a reconnect", async () => {
