@@ -293,6 +293,21 @@ describe('revocation', () => {
     await expect(alice.getPresence('lobby:1')).resolves.toMatchObject({ count: 2 })
   })
 
+  it('a resume that creates its auto room on the way is replayed (its own room is not a stale decision)', async () => {
+    const t = makeHub({ channels: { 'chat:{id}': { room: 'auto', subscribe: 'authenticated' } } })
+    const alice = await t.connect({ userId: 'alice' })
+    const first = await alice.subscribe('chat:1')
+    await alice.unsubscribe('chat:1')
+    await t.settle()
+    expect(t.hub.rooms.get('chat:1')).toBeUndefined()
+    await t.hub.publish('chat:1', 'a', 1)
+    await t.hub.publish('chat:1', 'b', 2)
+    const resumed = await alice.subscribe('chat:1', { since: first.position! })
+    await t.settle()
+    expect(resumed.recovered).toBe(true)
+    expect(alice.messages('chat:1').map((m) => m.event)).toEqual(['a', 'b'])
+  })
+
   it('a resume allowed by a decision that went stale while it was made is not replayed, and is revoked', async () => {
     let holdNext = false
     let release: ((v: boolean) => void) | undefined

@@ -130,6 +130,8 @@ export class SubscriptionService {
     this.checkSubscriptionLimits(conn, name)
     // The room may have been created or deleted while the rule was deciding.
     const current = this.host.rooms.rooms.get(name)
+    // The room (or the identity) changed while the rules were deciding: the decision is stale.
+    const stale = current !== decidedOn.room || current?.revision !== decidedOn.revision || conn.identity !== decidedOn.identity
     if (room && current !== room) throw new RealtimeError('RT_004', `room '${name}' was deleted`)
     room = current
     if (!room && options.room === 'required') throw new RealtimeError('RT_004', `room '${name}' does not exist`)
@@ -172,9 +174,9 @@ export class SubscriptionService {
     setRights(sub, rights)
     if (options.presence && !presenceAllowed) this.presenceDenied(name, conn.id, true)
     if (decision.grant?.expiresAt !== undefined) this.expireAt(sub, rights, decision.grant.expiresAt)
-    // The room or the identity changed while the rules were deciding: decide again now that the
-    // subscription is in place (a re-check that denies ends it before any replay goes out).
-    if (this.host.rooms.rooms.get(name) !== decidedOn.room || room?.revision !== decidedOn.revision || conn.identity !== decidedOn.identity) this.recheckSoon([sub])
+    // A stale decision is made again now that the subscription is in place (a re-check that
+    // denies ends it before any replay goes out; none goes out while it decides).
+    if (stale) this.recheckSoon([sub])
     if (entered && room) this.host.signals.emit('room:member-joined', { room: room.info(), userId: conn.userId, connectionId: conn.id })
     try {
       if (capacity !== undefined && this.host.options.clustered) await this.takeSeat(sub, capacity)
