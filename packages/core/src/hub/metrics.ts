@@ -169,13 +169,11 @@ export class Metrics {
   readonly publishLatency = new Histogram(LATENCY_BOUNDS_US, 1_000_000)
   /** Activity, popularity, peaks by hour and engagement per user (`hub.analytics()`). */
   readonly analytics = new Analytics()
-  private clock: Clock = systemClock
   /** A monotonic high-resolution time in ms for latencies with the system clock; the hub's clock otherwise (tests drive it). */
   private hr: () => number = highResolution()
 
   /** The hub's clock: latencies use it when it is not the system clock (a manual clock in tests). */
   useClock(clock: Clock): void {
-    this.clock = clock
     this.hr = clock === systemClock ? highResolution() : () => clock.now()
     this.analytics.since = clock.now()
   }
@@ -185,10 +183,13 @@ export class Metrics {
     return this.hr()
   }
 
-  /** A publish's frames were handed to this node's sessions: its latency, its channel's activity. */
-  delivered(channel: string, start: number): void {
+  /**
+   * A publish's frames were handed to this node's sessions: its latency, its channel's activity
+   * (`now`: the hub clock's time the publish already read, so no second read of the clock).
+   */
+  delivered(channel: string, start: number, now: number): void {
     this.publishLatency.observe(Math.round((this.hr() - start) * 1_000))
-    this.analytics.published(channel, this.clock.now())
+    this.analytics.published(channel, now)
   }
 
   connectionOpened(transport: string, userId: string | undefined, now: number): void {

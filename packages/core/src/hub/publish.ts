@@ -214,7 +214,7 @@ export class Publisher {
       this.host.stats.published++
       const d = this.host.cluster.dispatchOf({ kind: 'channel', channel }, frame, { exclude: opts.exclude, priority: opts.priority, volatile: opts.volatile, where: opts.where, epoch })
       const result = awaitAcks === undefined ? { messageId: id, offset: frame.offset, duplicate: false, recipients: this.host.cluster.dispatch(d, out, where) } : undefined
-      if (result !== undefined) this.host.stats.delivered(channel, start)
+      if (result !== undefined) this.host.stats.delivered(channel, start, now)
       if (this.host.signals.listenerCount('publish') > 0) this.host.signals.emit('publish', { channel, message: frame, connectionId })
       if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
       return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)
