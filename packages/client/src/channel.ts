@@ -256,6 +256,11 @@ export class Channel {
     if (this.wanted && this.state === 'subscribed' && this.last) return Promise.resolve(this.last)
     return new Promise((resolve, reject) => {
       this.waiters.push({ resolve, reject })
+      if (!this.wanted) {
+        // The application asks again (after giving up, a refusal or an unsubscribe): a fresh start.
+        this.authFailures = 0
+        this.shortExpiries = 0
+      }
       this.wanted = true
       if (this.state === 'unsubscribed') this.setState('subscribing')
       this.host.wantSubscribed(this)
@@ -459,11 +464,14 @@ export class Channel {
     if (!this.wanted) return
     if (!this.options.encryption) return this.emitMessage(message)
     const ring = this.ring()
-    this.inbox = this.inbox.then(async () => {
-      const opened = await this.tryOpen(ring, message)
-      if (opened instanceof RealtimeError) this.host.reportError(opened, this)
-      else if (this.wanted) this.emitMessage(opened)
-    })
+    this.inbox = this.inbox
+      .then(async () => {
+        const opened = await this.tryOpen(ring, message)
+        if (opened instanceof RealtimeError) this.host.reportError(opened, this)
+        else if (this.wanted) this.emitMessage(opened)
+      })
+      // Whatever happens to one message, the next ones are still opened.
+      .catch((err: unknown) => this.host.reportError(err, this))
   }
 
   private emitMessage(message: MessageFrame): void {

@@ -146,15 +146,17 @@ export class Keyring {
     if (known) return known.catch(() => undefined)
     const failed = this.failedAt.get(kid)
     if (failed !== undefined && Date.now() - failed < NEGATIVE_TTL) return undefined
-    // A key id not seen yet: keys may have rotated, so the current key is asked for again before the next send.
-    this.current = undefined
     const fn = this.source.key()
     if (fn) {
       const p = Promise.resolve()
         .then(() => fn(kid))
-        .then((k) => {
+        .then(async (k) => {
           if (k?.id !== kid) throw new Error(`key('${kid}') gave key '${k?.id}'`)
-          return importKey(k)
+          const ready = await importKey(k)
+          // A real key id this client had not seen: keys may have rotated, so the current key is
+          // asked for again before the next send. (A made-up id, which the app cannot give, changes nothing.)
+          this.current = undefined
+          return ready
         })
       this.remember(kid, p)
       return p.catch(() => {

@@ -386,4 +386,21 @@ describe('encryption errors at the edges', () => {
     expect(r.offset).toBe(1)
     expect((await ch.history()).messages.map((m) => m.data)).toEqual(['sealed with a CryptoKey'])
   })
+
+  it('a made-up key id injected by the server does not make the client drop its current key (sends keep working)', async () => {
+    const s = await server()
+    const alice = client(s.url, 'alice')
+    const ch = alice.channel('other:k', { encryption: true })
+    const errors: RealtimeError[] = []
+    ch.on('error', (e) => errors.push(e as RealtimeError))
+    await ch.setKey({ id: 'only', key: new Uint8Array(randomBytes(32)) })
+    await ch.subscribe()
+    await ch.send('m', 1)
+    const base = (await s.hub.channel('other:k').history()).messages[0]!.data as object
+    await s.hub.channel('other:k').publish('m', { ...base, kid: 'made-up' })
+    await until(() => errors.length === 1, 3000, 'the unknown-key error')
+    expect(errors[0]!.details?.['reason']).toBe('unknown-key')
+    const r = await ch.send('m', 2)
+    expect(r.offset).toBe(3)
+  })
 })
