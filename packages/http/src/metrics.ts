@@ -1,7 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { ABNORMAL_CLOSE_CODES, type Hub, type HistogramSnapshot, type MessageStore, type MetricsSnapshot } from '@tidings/core'
+import { ABNORMAL_CLOSE_CODES, type Hub, type HistogramSnapshot, type MessageStore, type MetricsSnapshot, RealtimeError } from '@tidings/core'
 import { collectDefaultMetrics, type Metric, Registry } from 'prom-client'
+import { type ApiKeys, authorizeApiKey } from './api-keys.js'
+import { sendError, sendJson } from './respond.js'
 
 /** `createRealtime({ metrics })`: the Prometheus endpoint `GET <prefix>/metrics`. */
 export interface MetricsOptions {
@@ -215,6 +217,29 @@ export async function serveMetrics(registry: Registry, req: IncomingMessage, res
   res.setHeader('content-type', registry.contentType)
   res.setHeader('cache-control', 'no-store')
   res.end(req.method === 'HEAD' ? undefined : body)
+}
+
+/**
+ * `GET <prefix>/analytics?limit=`: `hub.analytics()` for an admin API key with scope `read`
+ * (401 RT_002 without a valid key, 403 RT_003 without the scope or without any key configured).
+ */
+export function createAnalyticsRoute(hub: Hub, keys: ApiKeys | undefined): (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => void {
+  return (req, res, query) => {
+    try {
+      if (!keys) throw new RealtimeError('RT_003', 'the admin API is disabled: no apiKey or apiKeys configured')
+      authorizeApiKey(keys, req, 'read', '/analytics')
+      if (req.method !== 'GET') {
+        res.setHeader('allow', 'GET')
+        sendJson(res, 405, { type: 'error', code: 'RT_007', message: `method ${req.method} not allowed here` })
+        return
+      }
+      const raw = query.get('limit')
+      if (raw !== null && (!/^[1-9][0-9]{0,3}$/.test(raw) || Number(raw) > 1000)) throw new RealtimeError('RT_007', 'limit: a whole number from 1 to 1000')
+      sendJson(res, 200, hub.analytics(raw === null ? {} : { limit: Number(raw) }))
+    } catch (err) {
+      sendError(res, err)
+    }
+  }
 }
 
 function digest(s: string): Buffer {

@@ -8,7 +8,7 @@ import { createEdgeGuard, createWsTransport, type EdgeOptions, type HandshakeDea
 import { type ApiKeyCheck, createAdminApi } from './admin.js'
 import { adminApiKeys, type ApiKeys, type ApiKeyTable } from './api-keys.js'
 import { openApiDocument } from './openapi.js'
-import { bearerCheck, createMetricsRegistry, type MetricsOptions, serveMetrics } from './metrics.js'
+import { bearerCheck, createAnalyticsRoute, createMetricsRegistry, type MetricsOptions, serveMetrics } from './metrics.js'
 import type { Registry } from 'prom-client'
 import { drainBody, hasBody } from '@tidings/http-kit'
 import { sendJson } from './respond.js'
@@ -107,7 +107,9 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   const ws: WsTransport | undefined = websocket === undefined ? undefined : createWsTransport(hub, { ...websocket, path: prefix, edge })
   const sse: SseTransport | undefined = options.sse === false ? undefined : createSseTransport(hub, { ...options.sse, prefix, edge })
   const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix, edge })
-  const admin = createAdminApi(hub, adminApiKeys(checkKey, options.apiKeys), options.maxBodyBytes ?? 1024 * 1024)
+  const keys = adminApiKeys(checkKey, options.apiKeys)
+  const admin = createAdminApi(hub, keys, options.maxBodyBytes ?? 1024 * 1024)
+  const analytics = createAnalyticsRoute(hub, keys)
   const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
   const metricsOptions = options.metrics === false ? undefined : { store: ownHub ? options.hubOptions?.store : undefined, ...options.metrics }
   const metrics = metricsOptions === undefined ? undefined : createMetricsRegistry(hub, metricsOptions)
@@ -132,6 +134,10 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
     if (await admin(req, res, rest, url.searchParams)) return true
     // The answers below read no body: drain one first, so the answer is not lost to a reset.
     if (hasBody(req)) await drainBody(req)
+    if (rest === '/analytics') {
+      analytics(req, res, url.searchParams)
+      return true
+    }
     if (rest === '/health' && (req.method === 'GET' || req.method === 'HEAD')) {
       // For load balancers: no key, nothing private; 503 when this node should not get traffic.
       const health = hub.health()

@@ -182,3 +182,36 @@ describe('GET /realtime/metrics (Prometheus)', () => {
     expect((await scrape(base)).status).toBe(401)
   })
 })
+
+describe('GET /realtime/analytics (admin, scope read)', () => {
+  it('answers hub.analytics() for a read key: peak connections, channel activity, per-user engagement; 401 without a key, 403 with a publish-only key', async () => {
+    const { base } = await serve({
+      hubOptions: { logger: silentLogger, authenticate: (r) => (r.token ? { userId: r.token } : null) },
+      apiKeys: { reader: { key: 'reader-key-0123456789', scopes: ['read'] }, publisher: { key: 'publisher-key-0123456789', scopes: ['publish'] } },
+    })
+    const ada = new WebSocket(`${base.replace('http', 'ws')}/realtime?token=ada`, 'tidings.v1.json')
+    cleanups.push(() => ada.terminate())
+    const frames: Array<Record<string, unknown>> = []
+    ada.on('message', (d) => frames.push(JSON.parse(String(d)) as Record<string, unknown>))
+    const until = async (type: string, n = 1) => {
+      for (let i = 0; i < 200 && frames.filter((f) => f.type === type).length < n; i++) await new Promise((r) => setTimeout(r, 10))
+    }
+    await until('connected')
+    ada.send(JSON.stringify({ type: 'subscribe', id: 's', channel: 'public:lobby' }))
+    await until('subscribed')
+    for (let i = 0; i < 3; i++) ada.send(JSON.stringify({ type: 'message', id: `m${i}`, channel: 'public:lobby', event: 'say', data: i }))
+    await until('published', 3)
+    const url = `${base}/realtime/analytics?limit=5`
+    expect((await fetch(url)).status).toBe(401)
+    expect((await fetch(url, { headers: { 'x-api-key': 'publisher-key-0123456789' } })).status).toBe(403)
+    expect((await fetch(`${base}/realtime/analytics?limit=0`, { headers: { 'x-api-key': 'reader-key-0123456789' } })).status).toBe(400)
+    const r = await fetch(url, { headers: { 'x-api-key': 'reader-key-0123456789' } })
+    expect(r.status).toBe(200)
+    const body = (await r.json()) as { connections: { peak: number; peakAt: number }; channels: { mostActive: Array<{ channel: string; messages: number; subscribers: number }> }; users: { top: Array<{ userId: string; messagesSent: number; online: boolean }> }; hours: unknown[] }
+    expect(body.connections.peak).toBe(1)
+    expect(body.connections.peakAt).toBeGreaterThan(0)
+    expect(body.channels.mostActive[0]).toMatchObject({ channel: 'public:lobby', messages: 3, subscribers: 1 })
+    expect(body.users.top[0]).toMatchObject({ userId: 'ada', messagesSent: 3, online: true })
+    expect(body.hours).toHaveLength(24)
+  })
+})
