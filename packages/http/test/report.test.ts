@@ -21,7 +21,7 @@ interface Heard {
 
 async function serve(options: Omit<RealtimeOptions, 'hubOptions'>): Promise<{ port: number; heard: Heard }> {
   const heard: Heard = { onError: [], logged: [], events: [] }
-  const logger: Logger = { debug() {}, info() {}, warn() {}, error: (message, fields) => heard.logged.push({ message, fields }) }
+  const logger: Logger = { debug() {}, info() {}, warn() {}, error: (fields, message) => heard.logged.push({ message: message ?? '', fields }) }
   const rt = createRealtime({ ...options, hubOptions: { logger, onError: (error, { stage }) => heard.onError.push({ error, stage }) } })
   rt.hub.on('error', (error, context) => heard.events.push({ error, stage: context.stage }))
   const server = createServer()

@@ -23,7 +23,7 @@ interface Heard {
 
 async function setup(edge: EdgeGuard | EdgeOptions): Promise<{ url: string; transport: WsTransport; heard: Heard }> {
   const heard: Heard = { onError: [], logged: [], events: [] }
-  const logger: Logger = { debug() {}, info() {}, warn() {}, error: (message, fields) => heard.logged.push({ message, fields }) }
+  const logger: Logger = { debug() {}, info() {}, warn() {}, error: (fields, message) => heard.logged.push({ message: message ?? '', fields }) }
   const hub = createHub({ logger, allowAnonymous: true, onError: (error, { stage }) => heard.onError.push({ error, stage }) })
   hub.on('error', (error, context) => heard.events.push({ error, stage: context.stage }))
   const transport = createWsTransport(hub, { edge })

@@ -2,7 +2,7 @@ import { RECIPIENT_FILTER_ROOTS, compileFilter, type FilterPredicate } from '@ti
 import type { Broker, ClusterMessage, ClusterQuery, Dispatch, DispatchTarget, Reply, Request } from '../ports/broker.js'
 import type { ServerFrame } from '@tidings/protocol'
 import type { Clock, TimerHandle } from '../ports/clock.js'
-import type { Logger } from '../ports/logger.js'
+import type { Log } from '../ports/logger.js'
 import type { Outbound } from '../ports/session.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import type { Subscription } from './connection.js'
@@ -18,7 +18,7 @@ export interface ClusterHost {
   readonly nodeId: string
   readonly broker: Broker
   readonly clock: Clock
-  readonly logger: Logger
+  readonly logger: Log
   /** How long a cluster-wide question waits for the other nodes. */
   readonly requestTimeoutMs: number
   /** A broker was given: there may be other nodes (else every question is answered here alone). */
