@@ -48,7 +48,25 @@ export function openApiDocument(prefix: string): Record<string, unknown> {
       },
       '/connections/{id}': { delete: { summary: 'Disconnect one connection, on whichever node holds it', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: responses({ 204: { description: 'Disconnected' } }) } },
       '/users/{id}/connections': { delete: { summary: "Disconnect every connection of a user (every node)", parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: responses(okJson('`{ disconnected }`')) } },
-      '/metrics': { get: { summary: 'Hub metrics (JSON, or Prometheus text with `?format=prometheus`)', parameters: [{ name: 'format', in: 'query', schema: { enum: ['json', 'prometheus'] } }], responses: responses(okJson('A metrics snapshot')) } },
+      '/metrics': {
+        get: {
+          summary: 'Hub metrics: Prometheus text for a scrape (the `metrics.token` bearer token, or any request when `metrics.open`), else the admin JSON snapshot of `hub.metrics()` (or Prometheus text with `?format=prometheus`)',
+          parameters: [{ name: 'format', in: 'query', schema: { enum: ['json', 'prometheus'] } }],
+          responses: responses({
+            200: {
+              description: 'Prometheus text format 0.0.4 (metric names and labels: docs/operations.md), or a JSON metrics snapshot',
+              content: { 'text/plain': { schema: { type: 'string' } }, 'application/json': { schema: { type: 'object' } } },
+            },
+          }),
+        },
+      },
+      '/analytics': {
+        get: {
+          summary: "This node's analytics (`hub.analytics()`): peak connections with the time, channel activity and popular channels, usage per hour of day (UTC), engagement per user. Scope `read`",
+          parameters: [{ name: 'limit', in: 'query', description: 'Entries per list (default 10)', schema: { type: 'integer', minimum: 1, maximum: 1000 } }],
+          responses: responses(okJson('`{ nodeId, since, at, connections: { current, peak, peakAt }, channels: { live, tracked, mostActive, popular }, hours, busiestHour, peakConnectionsHour, users: { tracked, top } }`')),
+        },
+      },
     },
   }
 }
