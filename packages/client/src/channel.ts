@@ -20,7 +20,7 @@ export interface ChannelAuthContext {
 }
 
 /** What a channel's `auth` function gives: a channel token, and with it the channel's key (and older keys still to read). */
-export interface ChannelGrant {
+export interface ChannelAuthResult {
   readonly token: string
   /** The channel's current key: new messages are sealed with it. */
   readonly key?: ChannelKey | undefined
@@ -33,7 +33,7 @@ export interface ChannelGrant {
  * function called on every (re)subscribe, e.g. to fetch a short-lived channel token from the
  * app's endpoint. Calls are never concurrent for one channel: callers share the one in flight.
  */
-export type ChannelAuth = string | ((ctx: ChannelAuthContext) => string | ChannelGrant | Promise<string | ChannelGrant>)
+export type ChannelAuth = string | ((ctx: ChannelAuthContext) => string | ChannelAuthResult | Promise<string | ChannelAuthResult>)
 
 export interface ChannelOptions {
   /** Initial presence data (presence channels); kept and sent again on every resubscribe. */

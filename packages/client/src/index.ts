@@ -10,7 +10,7 @@ export {
   type HistoryPage,
   type ChannelAuth,
   type ChannelAuthContext,
-  type ChannelGrant,
+  type ChannelAuthResult,
 } from './channel.js'
 export type { ChannelKey, ChannelEncryption, DecryptFailure, WebCryptoKey } from './e2e.js'
 export { backoffDelay, type BackoffOptions } from './backoff.js'

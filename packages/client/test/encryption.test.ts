@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type Broker, createHub, createMemoryBus, createMemoryStore, type HubOptions, isEncryptedEnvelope, silentLogger } from '@tidings/core'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type ChannelGrant, type ChannelKey, type MessageFrame, Realtime, type RealtimeOptions, RealtimeError, type TransportName } from '../src/index.js'
+import { type ChannelAuthResult, type ChannelKey, type MessageFrame, Realtime, type RealtimeOptions, RealtimeError, type TransportName } from '../src/index.js'
 import { toBase64url } from '../src/e2e.js'
 import { sleep, until } from './memory-network.js'
 import { rawSubscriber, type RealServer, recordingWebSocket, startRealServer, userTokenAuth } from './real-hub.js'
@@ -69,7 +69,7 @@ function viaEndpoints(base: string, user: string, withKeyFunction = true) {
     return (await r.json()) as T
   }
   return {
-    auth: ({ channel }: { channel: string }) => get<ChannelGrant>(`/channel-auth?channel=${encodeURIComponent(channel)}`),
+    auth: ({ channel }: { channel: string }) => get<ChannelAuthResult>(`/channel-auth?channel=${encodeURIComponent(channel)}`),
     encryption: withKeyFunction ? { key: (kid?: string) => get<ChannelKey>(`/channel-key${kid ? `?kid=${encodeURIComponent(kid)}` : ''}`) } : (true as const),
   }
 }
