@@ -2,6 +2,7 @@ import { RealtimeError, isEncryptedEnvelope, type FilterNode, type FilterPredica
 import type { LRUCache } from 'lru-cache'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
+import { rightsOf } from '../rules/rights.js'
 import type { Retention } from '../ports/store.js'
 import { Outbound } from '../ports/session.js'
 import { type MaybePromise, andThen, boundedMap, isPromise, isoTimestamp } from '../util.js'
@@ -85,8 +86,11 @@ export class Publisher {
     const sub = conn.subscriptions.get(frame.channel)
     const decide = (): MaybePromise<string | undefined> => {
       if (sub?.canPublish === true) return undefined
+      // A re-check (room or identity change) during the await resets the cached decision: keep
+      // this answer only if none started meanwhile.
+      const generation = rightsOf(sub)?.generation
       return this.host.subscriptions.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined).then((denied) => {
-        if (sub && conn.subscriptions.get(frame.channel) === sub) sub.canPublish = denied === undefined
+        if (sub && conn.subscriptions.get(frame.channel) === sub && rightsOf(sub)?.generation === generation) sub.canPublish = denied === undefined
         return denied
       })
     }
