@@ -18,3 +18,6 @@ export { type PostgresBroker, type PostgresBrokerHealth, type PostgresBrokerOpti
 export { type PostgresPresenceStore, type PostgresPresenceStoreOptions, createPostgresPresenceStore } from './presence.js'
 export { type ClusterTables, clusterMigration, clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
 export { NOTIFY_PAYLOAD_LIMIT, notifyChannel } from './notify.js'
+export { type OutboxLocation, type PgQueryable, type TxPublishOptions, type TxPublished, outboxNotifyChannel, publish, publishWithClient } from './publish.js'
+export { type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, createOutboxRelay } from './outbox.js'
+export { outboxMigration, outboxTables } from './migrations/0003_outbox.js'

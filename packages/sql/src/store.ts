@@ -43,6 +43,11 @@ export interface SqlStoreOptions {
   readonly archive?: ((channel: string, messages: readonly StoredMessage[]) => Promise<void> | void) | undefined
   /** How often `sweep()` runs by itself, in ms (default 60,000; 0 or false: never, call it yourself). */
   readonly sweepIntervalMs?: number | false | undefined
+  /**
+   * Rows dropped by retention are deleted off the append path: by a purge of the channel once
+   * this many await it (default 10,000), and by `sweep()`. With an `archive` hook only the sweep deletes.
+   */
+  readonly purgeEvery?: number | undefined
   /** How long `sweep()` keeps idempotency keys (ms; default 3,600,000): set it above the longest `dedupWindowMs` in use. */
   readonly idempotencyRetentionMs?: number | undefined
   /** Wall clock of the sweep (default `Date.now`). */
@@ -214,6 +219,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   const archive = options.archive
   const wallClock = options.now ?? Date.now
   const keyRetention = options.idempotencyRetentionMs ?? 3_600_000
+  const purgeEvery = Math.max(1, options.purgeEvery ?? 10_000)
   const ready: Promise<void> = options.migrate === false ? Promise.resolve() : migrate(db, ctx).then(() => undefined)
   ready.catch(() => {}) // reported by every call that awaits it
   const queues = new Map<string, ChannelQueue>()
@@ -257,7 +263,8 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     const last = batch.at(-1)!
     const now = Math.round(Math.max(...batch.map((p) => p.options.now)))
     const description = describe(channel, batch[0]!.input.sender)
-    return db.transaction().execute(async (trx) => {
+    let purge: { low: number; purged: number; epoch: string } | undefined
+    const out = await db.transaction().execute(async (trx) => {
       // Locks the channel's row: appends of other processes to this channel wait here.
       const head = await sql<{ epoch: string | null; top: unknown; low: unknown; bytes: unknown }>`
         INSERT INTO ${t.channels} AS c (name, kind, scope, entity, entity_id, created_by, created_at, last_activity, metadata, epoch)
@@ -359,15 +366,16 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
             ? sql`coalesce((SELECT w.seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq DESC) AS cum FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor}) w
                 WHERE w.cum > ${maxBytes} ORDER BY w.seq DESC LIMIT 1), 0::bigint)`
             : sql`0::bigint`
-        const dropped = archive
-          ? sql`SELECT size FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= (SELECT low FROM nl)`
-          : sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= (SELECT low FROM nl) RETURNING size`
-        const updated = await sql<{ low: unknown }>`
-          WITH nl AS (SELECT GREATEST(${floor}::bigint, ${byAge}, ${byBytes}) AS low), d AS (${dropped})
+        // Rows retention drops stay until the purge (or the sweep, with an archive hook) deletes
+        // them, off the append path; their bytes leave the channel's count now.
+        const updated = await sql<{ low: unknown; purged: unknown }>`
+          WITH nl AS (SELECT GREATEST(${floor}::bigint, ${byAge}, ${byBytes}) AS low),
+          d AS (SELECT size FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq <= (SELECT low FROM nl))
           UPDATE ${t.channels} SET top = ${newTop}, low = (SELECT low FROM nl), bytes = ${bytes}::bigint - (SELECT coalesce(sum(size), 0) FROM d),
             max_count = ${finite(retention.maxCount) ? retention.maxCount : null}, max_age_ms = ${cutoff !== undefined ? retention.maxAgeMs : null},
             max_bytes = ${maxBytes ?? null}
-          WHERE name = ${channel} RETURNING low`.execute(trx)
+          WHERE name = ${channel} RETURNING low, purged`.execute(trx)
+        purge = { low: num(updated.rows[0]?.low), purged: num(updated.rows[0]?.purged), epoch }
         newLow = num(updated.rows[0]?.low)
       }
 
@@ -386,6 +394,26 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
       }
       return results.map((r) => ('duplicateOf' in r ? { message: held.get(r.duplicateOf) ?? bySeq.get(r.duplicateOf) ?? slim(r.duplicateOf), epoch, duplicate: true } : r))
     })
+    const p = purge as { low: number; purged: number; epoch: string } | undefined
+    if (p && !archive && p.low - p.purged >= purgeEvery) schedulePurge(channel, p.low, p.epoch)
+    return out
+  }
+
+  /** Deletes the rows retention dropped from a channel, outside the append path (one purge per channel at a time). */
+  const purging = new Set<string>()
+  const schedulePurge = (channel: string, low: number, epoch: string) => {
+    if (purging.has(channel) || closed) return
+    purging.add(channel)
+    const done: Promise<void> = (async () => {
+      await sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq <= ${low} AND epoch = ${epoch}`.execute(db)
+      await sql`UPDATE ${t.channels} SET purged = GREATEST(purged, ${low}::bigint) WHERE name = ${channel} AND epoch = ${epoch}`.execute(db)
+    })()
+      .catch(onError)
+      .finally(() => {
+        purging.delete(channel)
+        inFlight.delete(done)
+      })
+    inFlight.add(done)
   }
 
   const flush = async (channel: string, queue: ChannelQueue) => {
@@ -528,27 +556,29 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
           WHERE name = ${name}`.execute(trx)
       })
     }
-    // Rows below each channel's retained range: archived (when asked), then deleted with their bytes.
-    for (;;) {
-      const { rows } = await sql<MessageRow & { channel: string; low: unknown }>`
-        SELECT m.channel, c.low, ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude')}
-        FROM ${t.channels} c JOIN ${t.messages} m ON m.channel = c.name AND m.seq <= c.low
-        ORDER BY m.channel, m.seq LIMIT 1000`.execute(db)
-      if (rows.length === 0) break
-      const byChannel = new Map<string, MessageRow[]>()
-      for (const r of rows) (byChannel.get(r.channel) ?? byChannel.set(r.channel, []).get(r.channel)!).push(r)
-      for (const [channel, list] of byChannel) {
+    // Rows below each channel's retained range: archived (when asked, oldest first, in pages), then
+    // deleted. Their bytes were retired when `low` passed them.
+    const { rows: behind } = await sql<{ name: string; low: unknown; purged: unknown; epoch: string }>`
+      SELECT name, low, purged, epoch FROM ${t.channels} WHERE low > purged ORDER BY name`.execute(db)
+    for (const c of behind) {
+      const low = num(c.low)
+      let from = num(c.purged)
+      while (from < low) {
+        let upTo = low
         if (archive) {
-          await archive(channel, list.map((r) => toMessage(channel, r)))
-          archived += list.length
+          const { rows } = await sql<MessageRow>`SELECT ${MESSAGE_COLUMNS} FROM ${t.messages}
+            WHERE channel = ${c.name} AND seq > ${from} AND seq <= ${low} AND epoch = ${c.epoch} ORDER BY seq LIMIT 1000`.execute(db)
+          if (rows.length > 0) {
+            await archive(c.name, rows.map((r) => toMessage(c.name, r)))
+            archived += rows.length
+          }
+          if (rows.length === 1000) upTo = Number(rows.at(-1)!.seq)
         }
-        const upTo = Number(list.at(-1)!.seq)
-        const from = Number(list[0]!.seq)
-        // Their bytes were retired when `low` passed them.
-        const r = await sql`DELETE FROM ${t.messages} m USING ${t.channels} c WHERE m.channel = ${channel} AND m.seq >= ${from} AND m.seq <= ${upTo} AND c.name = m.channel AND m.seq <= c.low`.execute(db)
+        const r = await sql`DELETE FROM ${t.messages} WHERE channel = ${c.name} AND seq > ${from} AND seq <= ${upTo} AND epoch = ${c.epoch}`.execute(db)
         deleted += Number(r.numAffectedRows ?? 0)
+        await sql`UPDATE ${t.channels} SET purged = GREATEST(purged, ${upTo}::bigint) WHERE name = ${c.name} AND epoch = ${c.epoch}`.execute(db)
+        from = upTo
       }
-      if (rows.length < 1000) break
     }
     const keys = await sql`DELETE FROM ${t.idempotency} WHERE at < ${now - keyRetention}::bigint`.execute(db)
     return { deleted, archived, keys: Number(keys.numAffectedRows ?? 0) }

@@ -14,7 +14,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 it('history on a PGlite data directory survives close and reopen: same epoch, messages, cursors, idempotency keys; appends in flight at close() all land', async () => {
   const first = createPGliteStore({ dataDir, sweepIntervalMs: false })
   const ch = 'room:durable'
-  for (let n = 1; n <= 20; n++) await first.append(ch, { id: `m${n}`, event: 'chat', data: { n }, sender: 'alice', timestamp: T0 + n }, { retention: KEEP, now: T0 + n, idempotencyKey: `k${n}`, dedupWindowMs: 3_600_000 })
+  await Promise.all(
+    Array.from({ length: 20 }, (_, i) => i + 1).map((n) =>
+      first.append(ch, { id: `m${n}`, event: 'chat', data: { n }, sender: 'alice', timestamp: T0 + n }, { retention: KEEP, now: T0 + n, idempotencyKey: `k${n}`, dedupWindowMs: 3_600_000 }),
+    ),
+  )
   await first.commit(ch, 'bob', 15)
   // 30 more appends not awaited before close(): close() waits for them
   const late = Array.from({ length: 30 }, (_, i) => first.append(ch, { id: `late${i}`, event: 'chat', data: { i }, timestamp: T0 + 100 }, { retention: KEEP, now: T0 + 100 }))

@@ -11,7 +11,8 @@ import { type SchemaContext, indexName, tables } from '../names.js'
  *   epoch is `<identity>.<hash of the name>`, so a lost history never comes back in its old epoch.
  * - `channels`: name, kind, scope, entity, entity id, created by, created at, last activity,
  *   metadata (seed 002), and the log's state: epoch, `top` (newest offset), `low` (offsets up to
- *   it were dropped by retention), `bytes` (sizes of the retained messages, measured at append)
+ *   it were dropped by retention), `purged` (rows up to it are deleted; those between `purged`
+ *   and `low` wait for the purge or the archive), `bytes` (sizes of the retained messages, measured at append)
  *   and the retention of the last append.
  * - `messages`: the log; `seq` is the message's offset (unique per channel). `data` is jsonb;
  *   the rare value jsonb cannot hold (a string with U+0000) is kept as JSON text in `data_json`.
@@ -48,6 +49,7 @@ export function storeMigration(ctx: SchemaContext): Migration {
         epoch text NOT NULL,
         top bigint NOT NULL DEFAULT 0,
         low bigint NOT NULL DEFAULT 0,
+        purged bigint NOT NULL DEFAULT 0,
         bytes bigint NOT NULL DEFAULT 0,
         max_count bigint,
         max_age_ms bigint,

@@ -3,6 +3,7 @@ import { type Migration, type MigrationProvider, type MigrationResultSet, Migrat
 import { type SchemaContext, schemaContext } from '../names.js'
 import { storeMigration } from './0001_store.js'
 import { clusterMigration } from './0002_cluster.js'
+import { outboxMigration } from './0003_outbox.js'
 
 /** A migration module: given where the tables live (schema, prefix), its `up` and `down`. */
 export type MigrationFactory = (ctx: SchemaContext) => Migration
@@ -14,6 +15,7 @@ export type MigrationFactory = (ctx: SchemaContext) => Migration
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: MigrationFactory]> = [
   ['0001_store', storeMigration],
   ['0002_cluster', clusterMigration],
+  ['0003_outbox', outboxMigration],
 ]
 
 /** Kysely's `MigrationProvider` over the static list above (no file system). */
