@@ -167,6 +167,27 @@ describe('the LISTEN connection', () => {
     expect(b.errors.filter((e) => (e as PostgresBrokerError).reason === 'listener')).toHaveLength(1)
   })
 
+  it('while its own LISTEN connection is down a publish answers at commit (no fence to wait for), and the others still get it', async () => {
+    const a = await node({ reconnect: { minMs: 3_000, maxMs: 3_000 }, fenceTimeoutMs: 10_000 })
+    const b = await node({}, ['fenced'])
+    const db = await admin()
+    await db.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`tidings-broker:${a.id}`])
+    await until(() => expect(a.broker.health().state).toBe('down'))
+    const t0 = Date.now()
+    await a.broker.publish(say(a.id, 'fenced', 1))
+    expect(Date.now() - t0).toBeLessThan(2_000)
+    await until(() => expect(b.got.map(dataOf)).toEqual([1]))
+  })
+
+  it('health is down before start and after close, with the reason', async () => {
+    const broker = createPostgresBroker({ connectionString: url })
+    expect(broker.health()).toMatchObject({ state: 'down', reason: 'not started' })
+    await broker.start(`own-${process.pid}-h`, () => undefined)
+    expect(broker.health().state).toBe('up')
+    await broker.close()
+    expect(broker.health()).toMatchObject({ state: 'down', reason: 'closed' })
+  })
+
   it('a publish that PostgreSQL refuses (no outbox table) rejects with the cause, and later publishes still go out', async () => {
     const a = await node({ createTables: false, tablePrefix: 'missing_' })
     const b = await node({}, ['r'])
