@@ -507,7 +507,11 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   const expectFence = (n: number): Promise<void> => new Promise<void>((resolve) => fences.set(n, resolve))
   const within = (p: Promise<void>, ms: number): Promise<void> => {
     let timer: ReturnType<typeof setTimeout> | undefined
-    return Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer))
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms)
+      timer.unref?.()
+    })
+    return Promise.race([p, late]).finally(() => clearTimeout(timer))
   }
 
   /** One statement per batch, one batch at a time: NOTIFYs of one publisher commit in publish order. */

@@ -158,7 +158,10 @@ describe('the package’s migrations', () => {
     expect((await pool.query(`SELECT count(*)::int AS n FROM mig.m_broker_outbox`)).rows[0].n).toBe(1)
     await a.close()
     await b.close()
-    await createMigrator(db, where).migrateDown()
+    // down to the store's migration: 0002_cluster (and whatever follows it) undone
+    const down = await createMigrator(db, where).migrateTo('0001_store')
+    expect(down.error).toBeUndefined()
+    expect(down.results?.map((r) => [r.migrationName, r.direction, r.status])).toContainEqual(['0002_cluster', 'Down', 'Success'])
     expect((await pool.query(`SELECT to_regclass('mig.m_presence') AS t, to_regclass('mig.m_broker_outbox') AS o`)).rows).toEqual([{ t: null, o: null }])
     await db.destroy()
   })
