@@ -147,7 +147,8 @@ describe('hub analytics', () => {
     expect(r.connections).toEqual({ current: 1, peak: 2, peakAt })
     expect(r.hours).toHaveLength(24)
     expect(r.hours[9]).toMatchObject({ connections: 2, peakConnections: 2, messages: 0 })
-    expect(r.hours[11]).toMatchObject({ messages: 5 })
+    // No connection opened at 11:00, but two stayed open through it.
+    expect(r.hours[11]).toMatchObject({ messages: 5, connections: 0, peakConnections: 2 })
     expect(r.busiestHour).toBe(11)
     expect(r.peakConnectionsHour).toBe(9)
     expect(r.channels.mostActive.map((c) => [c.channel, c.messages])).toEqual([

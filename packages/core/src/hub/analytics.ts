@@ -132,12 +132,15 @@ export class Analytics {
   private readonly users: LRUCache<string, UserCount> = boundedMap(ANALYTICS_MAX_USERS)
   private readonly hours: Hour[] = Array.from({ length: 24 }, () => ({ connections: 0, messages: 0, peak: 0 }))
 
-  published(channel: string, now: number): void {
+  /** `open`: connections open now, so an hour without new connections still shows how many stayed. */
+  published(channel: string, now: number, open: number): void {
     let c = this.channels.get(channel)
     if (c === undefined) this.channels.set(channel, (c = { messages: 0, lastAt: now }))
     c.messages++
     c.lastAt = now
-    this.hours[hourOf(now)]!.messages++
+    const h = this.hours[hourOf(now)]!
+    h.messages++
+    if (open > h.peak) h.peak = open
   }
 
   connected(open: number, now: number, userId?: string): void {
@@ -198,6 +201,9 @@ export class Analytics {
       .slice(0, limit)
       .map(([userId, u]) => ({ userId, ...u }))
 
+    // The connections open now were open during this hour too.
+    const current = this.hours[hourOf(s.now)]!
+    if (s.connectionCount > current.peak) current.peak = s.connectionCount
     const hours = this.hours.map((h, hour) => ({ hour, connections: h.connections, messages: h.messages, peakConnections: h.peak }))
     const argmax = (value: (h: HourFigures) => number): number | undefined => {
       let best: HourFigures | undefined

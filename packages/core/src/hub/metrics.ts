@@ -189,7 +189,7 @@ export class Metrics {
    */
   delivered(channel: string, start: number, now: number): void {
     this.publishLatency.observe(Math.round((this.hr() - start) * 1_000))
-    this.analytics.published(channel, now)
+    this.analytics.published(channel, now, this.open)
   }
 
   connectionOpened(transport: string, userId: string | undefined, now: number): void {
