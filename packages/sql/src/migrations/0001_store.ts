@@ -75,7 +75,8 @@ export function storeMigration(ctx: SchemaContext): Migration {
         deleted_at bigint,
         PRIMARY KEY (channel, seq)
       )`.execute(db)
-      await sql`CREATE INDEX ${indexName(ctx, 'messages_sender')} ON ${t.messages} (sender) WHERE sender IS NOT NULL`.execute(db)
+      // No index on sender: it would cost every append an index insertion for the sake of the rare
+      // erasure (eraseUser scans). An app erasing often on a large history can add one.
       await sql`CREATE TABLE ${t.idempotency} (
         channel text NOT NULL,
         key text NOT NULL,
