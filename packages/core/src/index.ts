@@ -107,3 +107,31 @@ export { type HubAnalytics, type AnalyticsOptions, type ChannelActivity, type Ho
 export { type RuleScope, type RoomData, type CompiledExpression, RuleSyntaxError, compileExpression, MAX_EXPRESSION_LENGTH, MAX_EXPRESSION_DEPTH } from './rules/expression.js'
 export type { LogFields } from './ports/logger.js'
 export { createSpamFilter, type ContentFilter, type ContentContext, type ContentVerdict, type ContentRefusal, type SpamFilterOptions } from './hub/content.js'
+
+// Live queries: the query shape and result changes (from @tidings/protocol), the provider port
+export {
+  LIVE_QUERY_LIMITS,
+  LIVE_QUERY_OPERATORS,
+  type LiveQueryOperator,
+  type LiveFieldCapability,
+  type LiveScalar,
+  type LiveCondition,
+  type LiveWhere,
+  type LiveQuery,
+  type NormalizedLiveQuery,
+  type LiveDoc,
+  type LiveChange,
+  type LiveResume,
+  liveQuerySchema,
+  liveChangeSchema,
+  liveDocSchema,
+  liveResumeSchema,
+  normalizeLiveQuery,
+  liveQueryKey,
+  parseLiveQuery,
+  conditionsOf,
+  isCondition,
+  diffLiveResults,
+  applyLiveChanges,
+} from '@tidings/protocol'
+export type { LiveQueryProvider, LiveQueryContext, LiveQuerySubscription, LiveQueryUpdate } from './ports/live.js'

@@ -12,6 +12,7 @@
  *   budget   the decode budget: depth scans, decodeWithin, parseJsonWithin (bytes, codec types)
  *   receiver createReceiver: dedup, hold-until-prev, cumulative acks      (protocol types)
  *   envelope the end-to-end encrypted envelope: shape check, additional data
+ *   live-query live query shape (zod), normal form and key, result diffs (zod)
  */
 export { type WireData, wireLength, utf8Length } from './bytes.js'
 export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
@@ -56,3 +57,28 @@ export {
 } from './filter.js'
 export { createReceiver, type Receiver, type ReceiverOptions } from './receiver.js'
 export { type EncryptedEnvelope, isEncryptedEnvelope, envelopeAad } from './envelope.js'
+export {
+  LIVE_QUERY_LIMITS,
+  LIVE_QUERY_OPERATORS,
+  type LiveQueryOperator,
+  type LiveFieldCapability,
+  type LiveScalar,
+  type LiveCondition,
+  type LiveWhere,
+  type LiveQuery,
+  type NormalizedLiveQuery,
+  type LiveDoc,
+  type LiveChange,
+  type LiveResume,
+  liveQuerySchema,
+  liveChangeSchema,
+  liveDocSchema,
+  liveResumeSchema,
+  normalizeLiveQuery,
+  liveQueryKey,
+  parseLiveQuery,
+  conditionsOf,
+  isCondition,
+  diffLiveResults,
+  applyLiveChanges,
+} from './live-query.js'

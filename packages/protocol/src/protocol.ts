@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { ALL_ERROR_CODES, type ErrorCode } from './errors.js'
 import { filterSchema } from './filter.js'
+import { liveChangeSchema, liveDocSchema, liveQuerySchema, liveResumeSchema } from './live-query.js'
 
 /**
  * The Tidings wire protocol, version 1. `docs/protocol.md` is the human spec of these shapes;
@@ -48,6 +49,14 @@ export const clientFrameSchema = z.discriminatedUnion('type', [
     /** Initial presence data for presence channels. */
     presence: presenceData.optional(),
     state: presenceState.optional(),
+    /**
+     * Live query channels (`db:collection:<name>[:<tag>]`) only: the query whose result the
+     * subscription follows (`query:snapshot`, then `query:changes`). On a repeated subscribe,
+     * replaces the current query (a new snapshot follows).
+     */
+    query: liveQuerySchema.optional(),
+    /** Live query channels: the version and hash of the last result the client holds, to resume without a full reload. */
+    resume: liveResumeSchema.optional(),
   }).strict(),
   z.object({ type: z.literal('unsubscribe'), v: version, id: requestId.optional(), channel: channelNameSchema }).strict(),
   z.object({
@@ -200,6 +209,33 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
    * with fresh ones before `closesAt`, or every subscription ends and the connection closes with 4001.
    */
   z.object({ type: z.literal('auth:expiring'), expiresAt: z.number(), closesAt: z.number() }),
+  /**
+   * A live query's whole result, after `subscribed` (and after a repeated subscribe that changed
+   * the query). `reset: true` when the client asked to resume but the server no longer had its
+   * result: this snapshot replaces whatever the client held.
+   */
+  z.object({
+    type: z.literal('query:snapshot'), id: requestId.optional(), channel: z.string(),
+    /** The field that identifies a doc (the collection's key). */
+    key: z.string(),
+    version: z.number().int().nonnegative(),
+    /** Identifies this result: present it with `resume` (and `version`) when subscribing again. */
+    hash: z.string(),
+    docs: z.array(liveDocSchema),
+    reset: z.literal(true).optional(),
+  }),
+  /**
+   * A live query's result changed: apply `changes` in order (see `applyLiveChanges`) to the result
+   * of the previous version. `resumed: true` on the first frame of a resumed subscription (the
+   * changes since the result the client presented).
+   */
+  z.object({
+    type: z.literal('query:changes'), channel: z.string(),
+    version: z.number().int().nonnegative(),
+    hash: z.string(),
+    changes: z.array(liveChangeSchema),
+    resumed: z.literal(true).optional(),
+  }),
 ])
 
 export type ServerFrame = z.infer<typeof serverFrameSchema>

@@ -12,6 +12,7 @@ import { randomId } from '../util.js'
 import { createMemoryBroker } from '../memory/broker.js'
 import { createMemoryLimitStore } from '../memory/limits.js'
 import type { LimitStore } from '../ports/limits.js'
+import type { LiveQueryProvider } from '../ports/live.js'
 import { createMemoryPresenceStore } from '../memory/presence.js'
 import { createMemoryStore } from '../memory/store.js'
 import type { ChannelOptions } from './channels.js'
@@ -190,6 +191,13 @@ export interface HubOptions {
    * is a ready-made one. Default `false`: no filter, and no work at all. See docs/moderation.md.
    */
   readonly content?: ContentFilter | false
+  /**
+   * Serves live query channels (`db:collection:<name>[:<tag>]`): a subscribe with a `query`
+   * gets the query's result (`query:snapshot`) and then its changes (`query:changes`). Without
+   * one, such channels answer `RT_004`. `@tidings/sql`'s `createLiveQueries(...)` is one; see
+   * docs/live-queries.md.
+   */
+  readonly liveQueries?: LiveQueryProvider
 }
 
 export interface ResolvedHubOptions {
@@ -223,6 +231,7 @@ export interface ResolvedHubOptions {
   readonly notifications: Required<NotificationOptions>
   readonly onError: HubOptions['onError']
   readonly content: ContentFilter | undefined
+  readonly liveQueries: LiveQueryProvider | undefined
 }
 
 export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
@@ -292,6 +301,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
     },
     onError: o.onError,
     content: o.content === false ? undefined : o.content,
+    liveQueries: liveQueriesOf(o.liveQueries),
   }
 }
 
@@ -305,4 +315,10 @@ function nonNegativeMs(value: number | undefined, fallback: number, name: string
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new TypeError(`${name} must be a non-negative number of milliseconds`)
   return value
+}
+
+function liveQueriesOf(p: LiveQueryProvider | undefined): LiveQueryProvider | undefined {
+  if (p === undefined) return undefined
+  if (p === null || typeof p !== 'object' || typeof p.open !== 'function') throw new TypeError('liveQueries must be a live query provider (an object with open())')
+  return p
 }

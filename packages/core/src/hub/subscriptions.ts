@@ -12,6 +12,7 @@ import type { Recovery } from './delivery/recovery.js'
 import type { Signals } from './events.js'
 import type { Cluster } from './cluster.js'
 import type { FanOut } from './fanout.js'
+import { LiveQueries } from './live.js'
 import type { ResolvedHubOptions } from './options.js'
 import type { PresenceService } from './presence.js'
 import { retentionOf } from './publish.js'
@@ -66,7 +67,12 @@ function validGrant(answer: object): ChannelGrant | undefined {
  * cursors, presence, rooms, the live channel), kicks.
  */
 export class SubscriptionService {
-  constructor(private readonly host: SubscriptionsHost) {}
+  /** Live query subscriptions (`db:collection:*`), served through `HubOptions.liveQueries`. */
+  readonly liveQueries: LiveQueries
+
+  constructor(private readonly host: SubscriptionsHost) {
+    this.liveQueries = new LiveQueries(host, this)
+  }
 
   /**
    * A channel's pattern and options: those it was opened with while it is live on this node
@@ -74,15 +80,24 @@ export class SubscriptionService {
    */
   resolve(name: string): ResolvedChannel {
     const live = this.host.live.get(name)
-    if (live !== undefined) return live
-    const resolved = this.host.patterns.resolve(name)
+    const resolved = live ?? this.host.patterns.resolve(name)
     if (!resolved) throw new RealtimeError('RT_004', `no channel pattern matches '${name}'`)
-    if (resolved.options.liveQuery) throw new RealtimeError('RT_004', `'${name}' is a live query channel and no live query provider is installed`)
+    // Live query channels carry query results only: no publishes, no history.
+    if (resolved.options.liveQuery) throw new RealtimeError('RT_004', this.host.options.liveQueries ? `'${name}' is a live query channel: only subscribe with a query` : `'${name}' is a live query channel and no live query provider is installed`)
     return resolved
+  }
+
+  /** The channel's pattern when it is a live query channel (live here or by its pattern). */
+  private liveQueryChannel(name: string): ResolvedChannel | undefined {
+    const resolved = this.host.live.get(name) ?? this.host.patterns.resolve(name)
+    return resolved?.options.liveQuery ? resolved : undefined
   }
 
   async onSubscribe(conn: Connection, frame: ClientFrameOf<'subscribe'>): Promise<void> {
     const name = frame.channel
+    const lq = this.liveQueryChannel(name)
+    if (lq) return this.liveQueries.subscribe(conn, frame, lq)
+    if (frame.query !== undefined || frame.resume !== undefined) throw new RealtimeError('RT_007', `'${name}' is not a live query channel (db:collection:<name>): query and resume do not apply`)
     const existing = conn.subscriptions.get(name)
     if (existing) {
       // Subscribing again changes the filter; it is not an error.
@@ -189,7 +204,7 @@ export class SubscriptionService {
   }
 
   /** `RT_006` when the connection, or its user across connections, has all the subscriptions it may. */
-  private checkSubscriptionLimits(conn: Connection, channel: string): void {
+  checkSubscriptionLimits(conn: Connection, channel: string): void {
     if (conn.subscriptions.size >= conn.maxSubscriptions) {
       throw new RealtimeError('RT_006', `subscription limit of ${conn.maxSubscriptions} reached`, { limit: conn.maxSubscriptions })
     }
@@ -407,6 +422,7 @@ export class SubscriptionService {
     const channel = sub.channel
     if (conn.subscriptions.get(channel.name) !== sub) return
     conn.subscriptions.delete(channel.name)
+    if (channel.options.liveQuery) this.liveQueries.ended(sub)
     const rights = rightsOf(sub)
     if (rights) {
       if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
@@ -450,7 +466,8 @@ export class SubscriptionService {
     this.host.signals.emit('unsubscribe', { connectionId: conn.id, userId: conn.userId, channel: channel.name, reason })
     if (channel.subscribers.size === 0) {
       this.host.live.delete(channel.name)
-      this.host.cluster.unwant(channel.name)
+      // Live query channels take no dispatches: the broker was never asked for them.
+      if (!channel.options.liveQuery) this.host.cluster.unwant(channel.name)
       this.host.signals.emit('channel:vacated', { channel: channel.name, nodeId: this.host.options.nodeId })
       if (room) {
         this.host.signals.emit('room:emptied', room.info())
