@@ -13,7 +13,7 @@
  * Prints per-phase lines, then, last:
  *   bench-sql: postgres-batched=<msg/s> postgres-unbatched=<msg/s> pglite-batched=<msg/s> pglite-unbatched=<msg/s>
  *
- * Environment: N (batched appends per phase, 50,000), N_UNBATCHED (5,000), INFLIGHT (1,000),
+ * Environment: N (batched appends per phase, 50,000), N_UNBATCHED (2,000), INFLIGHT (1,000),
  * ROUNDS (3), PG_URL (use this PostgreSQL instead of a private one).
  */
 import { performance } from 'node:perf_hooks'
@@ -23,7 +23,7 @@ import { startPostgres } from '../packages/sql/test/postgres.js'
 const env = process.env
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback)
 const N = num('N', 50_000)
-const N_UNBATCHED = num('N_UNBATCHED', 5_000)
+const N_UNBATCHED = num('N_UNBATCHED', 2_000)
 const INFLIGHT = num('INFLIGHT', 1_000)
 const ROUNDS = num('ROUNDS', 3)
 const retention = { maxCount: 10_000, maxAgeMs: 3_600_000 }
