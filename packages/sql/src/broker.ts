@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import type { Broker, BrokerHooks, ClusterMessage } from '@tidings/core'
 import pg from 'pg'
 import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
@@ -28,6 +28,14 @@ export interface PostgresBrokerOptions {
   readonly listen?: pg.ClientConfig | undefined
   /** First part of every NOTIFY channel: `[a-z][a-z0-9_]{0,19}`. Default `'tidings'`. Brokers share messages only with the same prefix. */
   readonly channelPrefix?: string | undefined
+  /**
+   * Hash hub channels into this many NOTIFY channels (`0`: one NOTIFY channel per hub channel,
+   * the default). A node then LISTENs to at most this many channel topics however many channels
+   * it has subscribers for, and drops on arrival the dispatches of channels it does not want:
+   * fewer LISTENs (PostgreSQL checks each notification against a backend's channels one by one)
+   * for more traffic per node. Every node of a cluster must use the same value.
+   */
+  readonly channelBuckets?: number | undefined
   /**
    * Largest envelope (bytes of UTF-8 JSON) sent inline in the NOTIFY payload; larger ones go
    * through the outbox. At most 7,999 (NOTIFY's limit is 8,000). Default 7,000.
@@ -144,6 +152,8 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   const minDelay = options.reconnect?.minMs ?? 100
   const maxDelay = options.reconnect?.maxMs ?? 5_000
   const maxBatch = options.maxBatch ?? 500
+  const buckets = options.channelBuckets ?? 0
+  if (!Number.isInteger(buckets) || buckets < 0 || buckets > 65_536) throw new RangeError('channelBuckets must be an integer in [0, 65536]')
   const fenceTimeoutMs = options.fenceTimeoutMs ?? 1_000
   const now = options.now ?? Date.now
   const ownPool = !options.pool
@@ -170,7 +180,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
 
   const allTopic = 'all'
   const nodeTopic = (id: string) => `node:${id}`
-  const channelTopic = (channel: string) => `ch:${channel}`
+  const channelTopic = (channel: string) => (buckets > 0 ? `chb:${createHash('sha256').update(channel).digest().readUInt32BE(0) % buckets}` : `ch:${channel}`)
   const topicOf = (m: ClusterMessage): string => {
     if (m.kind === 'reply') return nodeTopic(m.to)
     if (m.kind === 'dispatch' && m.target.kind === 'channel') return channelTopic(m.target.channel)
@@ -195,8 +205,17 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   let closed = false
   /** The hub channels this node wants: kept across reconnects. */
   const channels = new Set<string>()
-  /** The last LISTEN/UNLISTEN of a channel still in flight (a second subscribe answers when the first took effect). */
+  /** How many wanted channels each channel topic carries (one each, unless channels share buckets). */
+  const topicUse = new Map<string, number>()
+  /** The last LISTEN/UNLISTEN of a topic still in flight (a second subscribe answers when the first took effect). */
   const inFlight = new Map<string, Promise<void>>()
+  const track = (topic: string, p: Promise<void>): Promise<void> => {
+    const tracked = p.finally(() => {
+      if (inFlight.get(topic) === tracked) inFlight.delete(topic)
+    })
+    inFlight.set(topic, tracked)
+    return tracked
+  }
 
   let listener: pg.Client | undefined
   /** Queries on the LISTEN connection run one after the other, in call order (pg deprecates overlapping queries on a client). */
@@ -254,7 +273,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
 
   // ------------------------------------------------------------------ the LISTEN connection
 
-  const wantedTopics = (): string[] => [allTopic, nodeTopic(nodeId!), ...[...channels].map(channelTopic)]
+  const wantedTopics = (): string[] => [allTopic, nodeTopic(nodeId!), ...topicUse.keys()]
 
   const lost = (client: pg.Client, err: Error | undefined) => {
     if (client !== listener) return
@@ -636,46 +655,55 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
 
     subscribe(channel) {
       if (closed) return
-      if (channels.has(channel)) return inFlight.get(channel)
+      const topic = channelTopic(channel)
+      if (channels.has(channel)) return inFlight.get(topic)
       channels.add(channel)
+      const uses = (topicUse.get(topic) ?? 0) + 1
+      topicUse.set(topic, uses)
+      if (uses > 1) return inFlight.get(topic) // its topic is listened to already (a shared bucket)
       const client = listener
       if (!started || !client) return // listened to on the next (re)connect
-      const p = onListener(client, listenSql(channelTopic(channel))).then(
+      const p = onListener(client, listenSql(topic)).then(
         () => undefined,
         (err: unknown) => {
           // The connection dropped: the reconnect listens to it with everything else.
           if (closed || client !== listener) return
           channels.delete(channel)
+          const left = (topicUse.get(topic) ?? 1) - 1
+          if (left > 0) topicUse.set(topic, left)
+          else topicUse.delete(topic)
           throw new PostgresBrokerError(`LISTEN for ${channel} failed: ${asError(err).message}`, 'listen', { cause: err })
         },
       )
-      const tracked = p.finally(() => {
-        if (inFlight.get(channel) === tracked) inFlight.delete(channel)
-      })
-      inFlight.set(channel, tracked)
-      return tracked
+      return track(topic, p)
     },
 
     unsubscribe(channel) {
       if (!channels.delete(channel)) return
+      const topic = channelTopic(channel)
+      const left = (topicUse.get(topic) ?? 1) - 1
+      if (left > 0) {
+        topicUse.set(topic, left) // other wanted channels share its bucket: still listened to
+        return
+      }
+      topicUse.delete(topic)
       const client = listener
       if (closed || !started || !client) return
       // A failure leaves a LISTEN in place: its messages are dropped on arrival.
-      const p = onListener(client, unlistenSql(channelTopic(channel))).then(
-        () => undefined,
-        () => undefined,
+      return track(
+        topic,
+        onListener(client, unlistenSql(topic)).then(
+          () => undefined,
+          () => undefined,
+        ),
       )
-      inFlight.set(channel, p)
-      void p.finally(() => {
-        if (inFlight.get(channel) === p) inFlight.delete(channel)
-      })
-      return p
     },
 
     async close() {
       if (closed) return
       closed = true
       channels.clear()
+      topicUse.clear()
       if (probeTimer !== undefined) clearInterval(probeTimer)
       if (cleanupTimer !== undefined) clearInterval(cleanupTimer)
       if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)

@@ -28,6 +28,9 @@ brokerConformance('PostgreSQL LISTEN/NOTIFY', (n) => Array.from({ length: n }, (
 // The same with a tiny inline limit: every message travels through the outbox.
 brokerConformance('PostgreSQL LISTEN/NOTIFY, everything through the outbox', (n) => Array.from({ length: n }, () => createPostgresBroker({ connectionString: url, inlineLimit: 64, onError: (e) => reported.push(e) })), { prefix: 'pg-outbox', timeoutMs: 15_000 })
 
+// Hub channels hashed into 4 NOTIFY channels: interest holds by filtering on arrival.
+brokerConformance('PostgreSQL LISTEN/NOTIFY, channels in 4 buckets', (n) => Array.from({ length: n }, () => createPostgresBroker({ connectionString: url, channelBuckets: 4, onError: (e) => reported.push(e) })), { prefix: 'pg-buckets', timeoutMs: 15_000 })
+
 // ---------------------------------------------------------------------- the broker's own guarantees
 
 interface Node {
@@ -134,6 +137,24 @@ describe('what arrives on a NOTIFY channel is checked', () => {
     await until(() => expect(b.got.map(dataOf)).toContain('after'))
     await sleep(100)
     expect(b.got.filter((m) => dataOf(m) === 'after')).toHaveLength(1)
+  })
+
+  it('with channelBuckets a node listens per bucket: another channel of its bucket arrives and is dropped, and the last unsubscribe of the bucket stops it', async () => {
+    const b = await node({ channelBuckets: 1 }, ['x', 'z'])
+    const a = await node({ channelBuckets: 1 })
+    await a.broker.publish(say(a.id, 'y', 'unwanted'))
+    await a.broker.publish(say(a.id, 'x', 'wanted'))
+    await until(() => expect(b.got.map(dataOf)).toEqual(['wanted']))
+    expect(b.broker.stats()).toMatchObject({ received: 2, ignored: 1, delivered: 1 })
+    await b.broker.unsubscribe('x')
+    await a.broker.publish(say(a.id, 'x', 'still listened (z shares the bucket), dropped'))
+    await until(() => expect(b.broker.stats().ignored).toBe(2))
+    await b.broker.unsubscribe('z')
+    await a.broker.publish(say(a.id, 'x', 'not listened'))
+    await a.broker.publish({ kind: 'request', origin: a.id, id: 'q', query: { op: 'kick', channel: 'x', userId: 'u', reason: 'r' } })
+    await until(() => expect(b.got).toHaveLength(2))
+    // the request on the all-nodes channel arrived; the dispatch to the unlistened bucket never did
+    expect(b.broker.stats().received).toBe(4)
   })
 
   it('brokers with another channelPrefix are another cluster: they never hear each other', async () => {
