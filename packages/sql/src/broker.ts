@@ -32,7 +32,7 @@ export interface PostgresBrokerOptions {
    * Hash hub channels into this many NOTIFY channels (`0`: one NOTIFY channel per hub channel,
    * the default). A node then LISTENs to at most this many channel topics however many channels
    * it has subscribers for, and drops on arrival the dispatches of channels it does not want:
-   * fewer LISTENs (PostgreSQL checks each notification against a backend's channels one by one)
+   * fewer LISTENs (PostgreSQL 15–17 check each notification against a backend's channels one by one)
    * for more traffic per node. Every node of a cluster must use the same value.
    */
   readonly channelBuckets?: number | undefined
