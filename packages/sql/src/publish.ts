@@ -29,6 +29,11 @@ export interface TxPublishOptions extends OutboxLocation {
   readonly idempotencyKey?: string | undefined
   /** Shown to recipients as `sender`. */
   readonly sender?: string | undefined
+  /**
+   * NOTIFY the relay at commit (default true). PostgreSQL serializes the commits of transactions
+   * that sent a NOTIFY (one global queue lock); with false the row waits for the relay's poll.
+   */
+  readonly notify?: boolean | undefined
 }
 
 /** The outbox row written. */
@@ -68,6 +73,8 @@ interface Prepared {
   readonly json: string
   readonly sender: string | null
   readonly key: string | null
+  /** The NOTIFY channel, or null for none (pg_notify of NULL is not called: the CASE below). */
+  readonly notify: string | null
 }
 
 function prepare(channel: string, event: string, data: unknown, options: TxPublishOptions): Prepared {
@@ -76,7 +83,7 @@ function prepare(channel: string, event: string, data: unknown, options: TxPubli
   // Taken now: later changes to the caller's object change nothing (a throw here, e.g. a BigInt, fails the publish, not the relay).
   const json = JSON.stringify(data ?? null)
   if (options.idempotencyKey !== undefined && (typeof options.idempotencyKey !== 'string' || options.idempotencyKey.length === 0)) throw new TypeError('@tidings/sql publish: idempotencyKey must be a non-empty string')
-  return { channel, event, json, sender: options.sender ?? null, key: options.idempotencyKey ?? null }
+  return { channel, event, json, sender: options.sender ?? null, key: options.idempotencyKey ?? null, notify: options.notify === false ? null : outboxNotifyChannel(options) }
 }
 
 /**
@@ -102,7 +109,7 @@ export async function publish(trx: Kysely<any>, channel: string, event: string, 
       INSERT INTO ${t.outbox} (txid, channel, event, data, sender, idempotency_key)
       VALUES (pg_current_xact_id(), ${p.channel}, ${p.event}, ${p.json}, ${p.sender}, ${p.key})
       RETURNING id, txid)
-    SELECT r.id::text AS id, r.txid::text AS txid, pg_notify(${outboxNotifyChannel(options)}, '') FROM r`.execute(trx)
+    SELECT r.id::text AS id, r.txid::text AS txid, CASE WHEN ${p.notify}::text IS NOT NULL THEN pg_notify(${p.notify}::text, '') END AS notified FROM r`.execute(trx)
   const row = rows[0]!
   return { id: row.id, txid: row.txid }
 }
@@ -122,10 +129,10 @@ export async function publishWithClient(client: PgQueryable, channel: string, ev
   if (text === undefined) {
     const name = (ctx.schema !== undefined ? `${quoteIdent(ctx.schema)}.` : '') + quoteIdent(`${ctx.prefix}outbox`)
     text = `WITH r AS (INSERT INTO ${name} (txid, channel, event, data, sender, idempotency_key) VALUES (pg_current_xact_id(), $1, $2, $3, $4, $5) RETURNING id, txid)
-      SELECT r.id::text AS id, r.txid::text AS txid, pg_notify($6, '') FROM r`
+      SELECT r.id::text AS id, r.txid::text AS txid, CASE WHEN $6::text IS NOT NULL THEN pg_notify($6::text, '') END AS notified FROM r`
     if (texts.size < 100) texts.set(cacheKey, text)
   }
-  const { rows } = await client.query(text, [p.channel, p.event, p.json, p.sender, p.key, outboxNotifyChannel(options)])
+  const { rows } = await client.query(text, [p.channel, p.event, p.json, p.sender, p.key, p.notify])
   const row = rows[0] as { id: string; txid: string }
   return { id: row.id, txid: row.txid }
 }

@@ -322,6 +322,38 @@ describe('transactional publish on PostgreSQL', () => {
       await store.close()
     }
   }, 30_000)
+  it('in a schema with a prefix, a relay on the app\'s Kysely (LISTEN on a connection of its own) is woken by NOTIFY, and a publish without NOTIFY is found by the poll', async () => {
+    const where = { schema: 'app', prefix: 'rt_' }
+    await migrate(db, where)
+    const store = createSqlStore({ db, ...where, migrate: false, sweepIntervalMs: false })
+    const hub = makeHub(store)
+    const relay = createOutboxRelay({ db, listen: url, hub, store, ...where, migrate: false, pollIntervalMs: 300 })
+    try {
+      await relay.ready
+      expect(relay.active).toBe(true)
+      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
+      await client.subscribe('orders:schema')
+      await db.transaction().execute((trx) => publish(trx, 'orders:schema', 'order', { n: 1 }, where))
+      await until(() => expect(client.messages('orders:schema').map((m) => m.data)).toEqual([{ n: 1 }]), 5_000)
+      expect(relay.stats().notifications).toBe(1)
+      const raw = await pool.connect()
+      try {
+        await raw.query('BEGIN')
+        await publishWithClient(raw, 'orders:schema', 'order', { n: 2 }, { ...where, notify: false })
+        await raw.query('COMMIT')
+      } finally {
+        raw.release()
+      }
+      await until(() => expect(client.messages('orders:schema').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]), 5_000)
+      expect(relay.stats().notifications).toBe(1)
+      const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM app.rt_messages WHERE channel = 'orders:schema'`.execute(db)
+      expect(rows[0]!.n).toBe('2')
+    } finally {
+      await relay.close()
+      await hub.close()
+      await store.close()
+    }
+  }, 30_000)
 })
 
 describe('transactional publish on PGlite', () => {
