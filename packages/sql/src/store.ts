@@ -109,6 +109,13 @@ export interface SweepResult {
 
 /** The SQL message store: the core `MessageStore` plus what a database adds (documented in docs/storage.md). */
 export interface SqlStore extends MessageStore {
+  // The port's methods, always asynchronous here.
+  append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): Promise<AppendResult>
+  read(channel: string, options: ReadOptions): Promise<ReadResult>
+  position(channel: string): Promise<StreamPosition>
+  cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
+  commit(channel: string, consumer: string, offset: number): Promise<void>
+  cursors(channel: string): Promise<Record<string, number>>
   readonly db: Kysely<any>
   /** Resolves once the tables exist (migrations run when `migrate` is not false). */
   readonly ready: Promise<void>
