@@ -475,10 +475,10 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     const top = num(state.top)
     let low = num(state.low)
     if (state.max_age_ms !== null) low = Math.max(low, state.first_live === null ? top : num(state.first_live) - 1)
-    const after = Math.max(0, Math.floor(opts.after))
+    const after = Number.isFinite(opts.after) ? Math.max(0, Math.floor(opts.after)) : 0
     const complete = after >= top || after >= low
     const from = Math.max(after, low)
-    const limit = Math.max(0, Math.floor(opts.limit))
+    const limit = Number.isFinite(opts.limit) ? Math.max(0, Math.floor(opts.limit)) : 1_000
     if (from >= top || limit === 0) return { epoch: state.epoch, messages: [], top, complete }
     const { rows } = await sql<MessageRow>`SELECT ${MESSAGE_COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq > ${from} AND seq <= ${top} ORDER BY seq LIMIT ${limit}`.execute(db)
     return { epoch: state.epoch, messages: rows.map((r) => toMessage(channel, r)), top, complete }
@@ -548,7 +548,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     const { rows: aged } = await sql<{ name: string }>`
       SELECT c.name FROM ${t.channels} c
       WHERE c.max_age_ms IS NOT NULL AND c.top > c.low
-        AND EXISTS (SELECT 1 FROM ${t.messages} m WHERE m.channel = c.name AND m.seq = c.low + 1 AND m.ts < ${now}::float8 - c.max_age_ms)`.execute(db)
+        AND (SELECT m.ts FROM ${t.messages} m WHERE m.channel = c.name AND m.seq > c.low ORDER BY m.seq LIMIT 1) < ${now}::float8 - c.max_age_ms`.execute(db)
     for (const { name } of aged) {
       await db.transaction().execute(async (trx) => {
         const { rows } = await sql<{ top: unknown; low: unknown; max_age_ms: unknown }>`SELECT top, low, max_age_ms FROM ${t.channels} WHERE name = ${name} FOR UPDATE`.execute(trx)
