@@ -52,10 +52,23 @@ function makeHub(store: SqlStore): Hub {
   return createHub({ store, logger: silentLogger, channels: { 'orders:*': { history: { maxCount: 1_000_000, maxAgeMs: 3_600_000 } }, 'small:*': { maxMessageSize: 200 } } })
 }
 
+/** When each message (`tx.k`) reached the subscriber (performance.now()). */
+const arrivals = new Map<string, number>()
+
 async function subscriber(hub: Hub): Promise<MemoryClient> {
   const client = await createMemoryTransport(hub).connect({ userId: 'watcher' })
   for (const ch of CHANNELS) await client.subscribe(ch)
+  arrivals.clear()
+  client.on('message', (frame) => {
+    const d = (frame as { data?: { tx?: number; k?: number } }).data
+    if (d?.tx !== undefined) arrivals.set(`${d.tx}.${d.k}`, performance.now())
+  })
   return client
+}
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
 }
 
 class Rollback extends Error {}
@@ -198,9 +211,10 @@ async function check(label: string, txs: Tx[], client: MemoryClient, store: SqlS
     expect(new Set(ids)).toEqual(seen)
   }
   const stats = relay.stats()
+  const latencies = committed.flatMap((t) => t.msgs.map((m) => (arrivals.get(`${t.i}.${m.k}`) ?? Number.NaN) - t.after)).filter((v) => Number.isFinite(v))
   console.log(`txpublish: transactions=${txs.length} committed=${committed.length} delivered=${delivered} phantom=${phantom} lost=${lost} out-of-order=${outOfOrder}`)
   console.log(
-    `txpublish (${label}): messages expected=${expected} duplicates=${duplicates} stored-twice=${storedTwice} offset-gaps=${offsetGaps} relay relayed=${stats.relayed} batches=${stats.batches} waits=${stats.waits} notifications=${stats.notifications}`,
+    `txpublish (${label}): messages expected=${expected} duplicates=${duplicates} stored-twice=${storedTwice} offset-gaps=${offsetGaps} relay relayed=${stats.relayed} batches=${stats.batches} waits=${stats.waits} notifications=${stats.notifications} commit→delivery ms p50=${percentile(latencies, 50).toFixed(1)} p95=${percentile(latencies, 95).toFixed(1)} max=${percentile(latencies, 100).toFixed(1)}`,
   )
   expect({ phantom, lost, outOfOrder, duplicates, storedTwice, offsetGaps, delivered }).toEqual({ phantom: 0, lost: 0, outOfOrder: 0, duplicates: 0, storedTwice: 0, offsetGaps: 0, delivered: expected })
   expect(await relay.backlog()).toEqual({ pending: 0, failed: 0 })
