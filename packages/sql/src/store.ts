@@ -271,7 +271,9 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     const now = Math.round(Math.max(...batch.map((p) => p.options.now)))
     const description = describe(channel, batch[0]!.input.sender)
     let purge: { low: number; purged: number; epoch: string } | undefined
-    const out = await db.transaction().execute(async (trx) => {
+    // Read committed (whatever the database's default): after waiting for another node's batch on
+    // the channel's row, the next statements see what that batch committed (its keys, its rows).
+    const out = await db.transaction().setIsolationLevel('read committed').execute(async (trx) => {
       // Locks the channel's row: appends of other processes to this channel wait here.
       const head = await sql<{ epoch: string | null; top: unknown; low: unknown; bytes: unknown }>`
         INSERT INTO ${t.channels} AS c (name, kind, scope, entity, entity_id, created_by, created_at, last_activity, metadata, epoch)

@@ -48,6 +48,23 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       for (const s of nodes) await s.close()
     }, 60_000)
 
+    it('one idempotency key appended at once on several stores (nodes) stores one message; every node answers it', async () => {
+      const nodes = Array.from({ length: options.nodes ?? 3 }, () => open())
+      const ch = fresh('dedup-nodes')
+      const results = await Promise.all(
+        nodes.flatMap((store, node) =>
+          Array.from({ length: 5 }, (_, i) =>
+            store.append(ch, { id: `n${node}-${i}`, event: 'e', data: { node, i }, timestamp: T0 }, { retention: KEEP, now: T0, idempotencyKey: 'order-1', dedupWindowMs: 60_000 }),
+          ),
+        ),
+      )
+      expect(results.filter((r) => !r.duplicate)).toHaveLength(1)
+      const winner = results.find((r) => !r.duplicate)!.message
+      for (const r of results) expect(r.message).toEqual(winner)
+      expect((await nodes[1]!.position(ch)).offset).toBe(1)
+      for (const s of nodes) await s.close()
+    })
+
     it('group commit: appends in flight together are written in batches and each resolves with its own offset, in call order', async () => {
       const store = open()
       const ch = fresh('batch')
