@@ -44,6 +44,13 @@ export interface SqlStoreOptions {
   /** How often `sweep()` runs by itself, in ms (default 60,000; 0 or false: never, call it yourself). */
   readonly sweepIntervalMs?: number | false | undefined
   /**
+   * A byte budget for the whole store (sizes measured at append): after each batch, while all
+   * channels together hold more, the oldest messages (by timestamp, across channels) are dropped,
+   * as retention (epochs unchanged). Each trim scans the retained messages in timestamp order
+   * (no index): meant for a small embedded store (PGlite on a device), not a large PostgreSQL.
+   */
+  readonly maxBytes?: number | undefined
+  /**
    * Rows dropped by retention are deleted off the append path: by a purge of the channel once
    * this many await it (default 10,000), and by `sweep()`. With an `archive` hook only the sweep deletes.
    */
@@ -227,6 +234,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   const wallClock = options.now ?? Date.now
   const keyRetention = options.idempotencyRetentionMs ?? 3_600_000
   const purgeEvery = Math.max(1, options.purgeEvery ?? 10_000)
+  const budget = finite(options.maxBytes) && options.maxBytes >= 0 ? options.maxBytes : undefined
   const ready: Promise<void> = options.migrate === false ? Promise.resolve() : migrate(db, ctx).then(() => undefined)
   ready.catch(() => {}) // reported by every call that awaits it
   const queues = new Map<string, ChannelQueue>()
@@ -405,7 +413,46 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     })
     const p = purge as { low: number; purged: number; epoch: string } | undefined
     if (p && !archive && p.low - p.purged >= purgeEvery) schedulePurge(channel, p.low, p.epoch)
+    if (budget !== undefined && p) await trimToBudget()
     return out
+  }
+
+  /**
+   * The store-wide byte budget: while the retained messages of all channels hold more than
+   * `maxBytes`, the oldest (by timestamp) go first, each channel's `low` moving past them (retention:
+   * epochs unchanged). One trim at a time per store; each channel row is updated on its own, so
+   * it never waits on two channel locks at once.
+   */
+  let trimming: Promise<void> = Promise.resolve()
+  const trimToBudget = (): Promise<void> => {
+    const run = async () => {
+      {
+        for (let round = 0; round < 100; round++) {
+          const { rows: total } = await sql<{ bytes: unknown }>`SELECT coalesce(sum(bytes), 0) AS bytes FROM ${t.channels}`.execute(db)
+          let excess = num(total[0]?.bytes) - budget!
+          if (excess <= 0) return
+          const { rows } = await sql<{ channel: string; seq: unknown; size: unknown }>`
+            SELECT m.channel, m.seq, m.size FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel AND m.seq > c.low
+            ORDER BY m.ts, m.channel, m.seq LIMIT 1000`.execute(db)
+          if (rows.length === 0) return
+          const upTo = new Map<string, number>()
+          for (const r of rows) {
+            if (excess <= 0) break
+            upTo.set(r.channel, Math.max(upTo.get(r.channel) ?? 0, num(r.seq)))
+            excess -= num(r.size)
+          }
+          for (const [channel, seq] of [...upTo].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+            await sql`UPDATE ${t.channels} AS c SET low = GREATEST(c.low, ${seq}::bigint),
+                bytes = GREATEST(0, c.bytes - (SELECT coalesce(sum(size), 0) FROM ${t.messages} m WHERE m.channel = ${channel} AND m.seq > c.low AND m.seq <= ${seq}))
+              WHERE c.name = ${channel}`.execute(db)
+          }
+        }
+      }
+    }
+    // After the trims already asked for (each sees the batches committed before it started).
+    const next = trimming.then(run, run)
+    trimming = next.catch(() => {})
+    return next
   }
 
   /** Deletes the rows retention dropped from a channel, outside the append path (one purge per channel at a time). */

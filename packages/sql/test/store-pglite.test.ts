@@ -9,6 +9,7 @@ import { storeExtras } from './store-extras.js'
 // One PGlite for the file (a fresh instance takes seconds and much memory).
 let pglite: PGlite
 let db: Kysely<any>
+let budgets = 0
 
 beforeAll(async () => {
   pglite = new PGlite()
@@ -23,6 +24,8 @@ afterAll(async () => {
 storeConformance('sql on PGlite', () => createSqlStore({ db, migrate: false, sweepIntervalMs: false }), {
   channelPrefix: 'pglite',
   reset: (s) => s.reset(),
+  // the store-wide budget applies to a store's tables: a fresh prefix, so the suite's other channels are not in it
+  makeBudgetStore: (maxBytes) => createSqlStore({ db, prefix: `budget${++budgets}_`, maxBytes, sweepIntervalMs: false }),
   timeoutMs: 30_000,
 })
 
