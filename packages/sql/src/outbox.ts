@@ -242,44 +242,49 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
     }
     if (listenConfig) {
       const config = listenConfig
+      // One connection: a standby keeps it and asks for the lock again on it.
       let client: pg.Client | undefined
+      let connected = false
       let alive = false
       return {
         async acquire() {
           if (client && alive) return true
-          client = undefined
-          const c = new pg.Client(config)
-          c.on('error', () => {
-            alive = false
-            active = false
-            wake()
-          })
-          c.on('end', () => {
-            alive = false
-            active = false
-            wake()
-          })
-          c.on('notification', onNotify)
-          try {
-            await c.connect()
-            const { rows } = await c.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`)
-            if (rows[0]?.ok !== true) {
-              await c.end().catch(() => {})
-              return false
+          if (!client || !connected) {
+            const c = new pg.Client(config)
+            const lost = () => {
+              if (client === c) {
+                connected = false
+                alive = false
+                active = false
+                client = undefined
+                wake()
+              }
             }
-            await c.query(`LISTEN "${channelName}"`)
+            c.on('error', lost)
+            c.on('end', lost)
+            c.on('notification', onNotify)
             client = c
-            alive = true
-            return true
-          } catch (error) {
-            await c.end().catch(() => {})
-            throw error
+            try {
+              await c.connect()
+              connected = true
+            } catch (error) {
+              client = undefined
+              await c.end().catch(() => {})
+              throw error
+            }
           }
+          const c = client!
+          const { rows } = await c.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`)
+          if (rows[0]?.ok !== true) return false
+          await c.query(`LISTEN "${channelName}"`)
+          alive = true
+          return true
         },
         holding: () => alive,
         async release() {
           const c = client
           client = undefined
+          connected = false
           alive = false
           if (c) await c.end().catch(() => {})
         },
@@ -306,7 +311,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
             if (rows[0]?.ok !== true) return answer(false)
             alive = true
             answer(true)
-            await released
+            // A pooled connection tells nobody when it drops: ask it something every few seconds.
+            let done = false
+            void released.then(() => (done = true))
+            while (!done) {
+              await Promise.race([released, new Promise((r) => setTimeout(r, 2_000).unref?.())])
+              if (!done) await sql`SELECT 1`.execute(conn)
+            }
             await sql`SELECT pg_advisory_unlock(${key}::bigint)`.execute(conn).catch(() => {})
           })
           .catch((error) => fail(error))
@@ -386,7 +397,13 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         } catch (error) {
           return Promise.reject(new RealtimeError('RT_007', `outbox row ${row.id}: data is not JSON`))
         }
-        return hub.publish(row.channel, row.event, data, { idempotencyKey: keyOf(row), sender: row.sender ?? undefined }).then((r) => {
+        let published: Promise<{ duplicate: boolean }>
+        try {
+          published = hub.publish(row.channel, row.event, data, { idempotencyKey: keyOf(row), sender: row.sender ?? undefined })
+        } catch (error) {
+          published = Promise.reject(error) // a synchronous refusal is the same refusal
+        }
+        return published.then((r) => {
           if (r.duplicate) stats.duplicates++
           else stats.relayed++
           return 'published' as const

@@ -311,6 +311,32 @@ describe('transactional publish on PostgreSQL', () => {
     }
   }, 30_000)
 
+  it('on the app\'s Kysely alone (no LISTEN connection) the relay holds its lock on a pooled connection, polls, and a second one stays a standby until it closes', async () => {
+    const store = createSqlStore({ db, migrate: false, sweepIntervalMs: false })
+    const hub = makeHub(store)
+    const first = createOutboxRelay({ db, hub, store, migrate: false, pollIntervalMs: 50 })
+    await first.ready
+    const second = createOutboxRelay({ db, hub, store, migrate: false, pollIntervalMs: 50, takeoverIntervalMs: 50 })
+    try {
+      await second.ready
+      expect([first.active, second.active]).toEqual([true, false])
+      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
+      await client.subscribe('orders:poll')
+      await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 1 }))
+      await until(() => expect(client.messages('orders:poll').map((m) => m.data)).toEqual([{ n: 1 }]))
+      expect(first.stats().notifications).toBe(0)
+      await first.close()
+      await until(() => expect(second.active).toBe(true))
+      await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 2 }))
+      await until(() => expect(client.messages('orders:poll').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
+    } finally {
+      await first.close()
+      await second.close()
+      await hub.close()
+      await store.close()
+    }
+  }, 30_000)
+
   it('a row the hub refuses for good (too large for its channel) is set aside and does not block the ones after it', async () => {
     const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
     const hub = makeHub(store)
