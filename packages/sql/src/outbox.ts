@@ -101,6 +101,7 @@ const PERMANENT = new Set(['RT_003', 'RT_004', 'RT_005', 'RT_007'])
 
 interface Row {
   id: string
+  txid: string
   seq: string
   channel: string
   event: string
@@ -115,7 +116,8 @@ function lockKey(ctx: SchemaContext): string {
   return BigInt.asIntN(64, BigInt(`0x${createHash('sha256').update(`tidings.outbox\u0000${ctx.schema ?? ''}\u0000${ctx.prefix}`).digest('hex').slice(0, 16)}`)).toString()
 }
 
-const keyOf = (row: Pick<Row, 'id' | 'idempotency_key'>) => row.idempotency_key ?? `outbox:${row.id}`
+/** The key a row is published with: the app's, or `outbox:<txid>:<id>` (the txid keeps a recreated outbox's ids from meeting old keys in the store). */
+const keyOf = (row: Pick<Row, 'id' | 'txid' | 'idempotency_key'>) => row.idempotency_key ?? `outbox:${row.txid}:${row.id}`
 
 /** Holds the lock (and listens) for the relay: a dedicated client, PGlite itself, or a pooled connection of the app's Kysely. */
 interface Holder {
@@ -375,7 +377,7 @@ export function createOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
         WHERE seq IS NOT NULL AND failed_at IS NULL AND seq <= ${hi.toString()}::bigint
           AND txid < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY seq LIMIT ${maxBatch})
-      RETURNING id::text AS id, seq::text AS seq, channel, event, data, sender, idempotency_key, attempts`.execute(db)
+      RETURNING id::text AS id, txid::text AS txid, seq::text AS seq, channel, event, data, sender, idempotency_key, attempts`.execute(db)
     if (taken.length === 0) return 0
     stats.batches++
     const rows = taken.sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))

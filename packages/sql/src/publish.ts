@@ -22,7 +22,7 @@ export interface OutboxLocation {
 
 export interface TxPublishOptions extends OutboxLocation {
   /**
-   * The idempotency key the relay publishes with (default `outbox:<row id>`). Give your own to
+   * The idempotency key the relay publishes with (default `outbox:<txid>:<row id>`). Give your own to
    * fold repeats of one logical event, e.g. a transaction the app retried after a commit whose
    * outcome it could not learn: the hub stores and delivers the first, answers the others as duplicates.
    */
@@ -38,7 +38,7 @@ export interface TxPublishOptions extends OutboxLocation {
 
 /** The outbox row written. */
 export interface TxPublished {
-  /** The row's id (insert order); the default idempotency key is `outbox:<id>`. */
+  /** The row's id (insert order); the default idempotency key is `outbox:<txid>:<id>`. */
   readonly id: string
   /** The writing transaction's id (xid8, as text). */
   readonly txid: string

@@ -20,7 +20,7 @@ export function outboxSequenceName(ctx: SchemaContext): string {
 /**
  * The outbox of `publish(trx, …)`.
  *
- * - `id`: insert order (bigserial); the relay's idempotency key is `outbox:<id>` unless the app gives one.
+ * - `id`: insert order (bigserial); the relay's idempotency key is `outbox:<txid>:<id>` unless the app gives one.
  * - `txid`: the writing transaction (`pg_current_xact_id()`, xid8).
  * - `seq`: the commit-order key, NULL until the writing transaction commits: a deferred constraint
  *   trigger (`…outbox_commit_seq`) takes `nextval` of `…outbox_seq` (CACHE 1, so values grow in
