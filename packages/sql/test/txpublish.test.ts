@@ -337,6 +337,31 @@ describe('transactional publish on PostgreSQL', () => {
     }
   }, 30_000)
 
+  it('the relay\'s lock connection killed by the server (pg_terminate_backend): it stops, takes the lock again and goes on relaying', async () => {
+    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
+    const hub = makeHub(store)
+    const errors: unknown[] = []
+    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false, takeoverIntervalMs: 50, onError: (e) => errors.push(e) })
+    try {
+      await relay.ready
+      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
+      await client.subscribe('orders:kill')
+      await db.transaction().execute((trx) => publish(trx, 'orders:kill', 'order', { n: 1 }))
+      await until(() => expect(client.messages('orders:kill')).toHaveLength(1))
+      const { rows } = await sql<{ killed: boolean }>`
+        SELECT pg_terminate_backend(pid) AS killed FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()`.execute(db)
+      expect(rows.map((r) => r.killed)).toEqual([true])
+      await until(() => expect(relay.stats().takeovers).toBe(2))
+      expect(relay.active).toBe(true)
+      await db.transaction().execute((trx) => publish(trx, 'orders:kill', 'order', { n: 2 }))
+      await until(() => expect(client.messages('orders:kill').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
+    } finally {
+      await relay.close()
+      await hub.close()
+      await store.close()
+    }
+  }, 30_000)
+
   it('a row the hub refuses for good (too large for its channel) is set aside and does not block the ones after it', async () => {
     const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
     const hub = makeHub(store)
