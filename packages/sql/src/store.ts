@@ -527,7 +527,8 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     const after = Number.isFinite(opts.after) ? Math.max(0, Math.floor(opts.after)) : 0
     const complete = after >= top || after >= low
     const from = Math.max(after, low)
-    const limit = Number.isFinite(opts.limit) ? Math.max(0, Math.floor(opts.limit)) : 1_000
+    // An infinite limit (every message) is no LIMIT.
+    const limit = Number.isFinite(opts.limit) ? Math.max(0, Math.floor(opts.limit)) : opts.limit > 0 ? null : 0
     if (from >= top || limit === 0) return { epoch: state.epoch, messages: [], top, complete }
     const { rows } = await sql<MessageRow>`SELECT ${MESSAGE_COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq > ${from} AND seq <= ${top} ORDER BY seq LIMIT ${limit}`.execute(db)
     return { epoch: state.epoch, messages: rows.map((r) => toMessage(channel, r)), top, complete }

@@ -71,6 +71,8 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       const results = await Promise.all(Array.from({ length: 300 }, (_, i) => append(store, ch, i)))
       expect(results.map((r) => r.message.offset)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1))
       expect(results.map((r) => r.message.id)).toEqual(Array.from({ length: 300 }, (_, i) => `m${i}`))
+      // an infinite limit reads them all (no LIMIT), not a default page
+      expect((await store.read(ch, { after: 0, limit: Number.POSITIVE_INFINITY, now: T0 })).messages).toHaveLength(300)
       await store.close()
     })
 
