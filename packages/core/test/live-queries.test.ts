@@ -85,8 +85,8 @@ describe('live queries in the hub', () => {
     const [, snap, u6, u7] = frames(c, 'db:collection:messages') as ServerFrame[]
     expect(snap).toMatchObject({ type: 'query:snapshot', key: 'id', version: 5, hash: 'h5', docs: [{ id: 'a' }] })
     expect(snap).not.toHaveProperty('reset')
-    expect(u6).toMatchObject({ version: 6, changes: [{ doc: { id: 'b' } }] })
-    expect(u7).toMatchObject({ version: 7, changes: [{ doc: { id: 'c' } }] })
+    expect(u6).toMatchObject({ version: 6, prev: 5, changes: [{ doc: { id: 'b' } }] })
+    expect(u7).toMatchObject({ version: 7, prev: 6, changes: [{ doc: { id: 'c' } }] })
   })
 
   it('one connection follows two queries on one collection under tagged names; each ends on its own', async () => {

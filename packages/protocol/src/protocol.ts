@@ -232,6 +232,11 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('query:changes'), channel: z.string(),
     version: z.number().int().nonnegative(),
+    /**
+     * The version these changes apply to (the one the client should hold). A client holding
+     * another one missed a frame (a slow consumer's queue dropped): it subscribes again with `resume`.
+     */
+    prev: z.number().int().nonnegative().optional(),
     hash: z.string(),
     changes: z.array(liveChangeSchema),
     resumed: z.literal(true).optional(),

@@ -41,6 +41,7 @@ export class LiveViews {
       if (!view) throw new Error(`query:changes on ${channel} before any snapshot`)
       const version = f['version'] as number
       if (!f['resumed'] && !(version > view.version)) throw new Error(`version went from ${view.version} to ${version} on ${channel}`)
+      if (f['prev'] !== undefined && f['prev'] !== view.version) throw new Error(`changes for version ${String(f['prev'])} on ${channel}, which holds ${view.version}`)
       const changes = f['changes'] as LiveChange[]
       view.docs = applyLiveChanges(view.docs, changes)
       view.changes.push(...changes)

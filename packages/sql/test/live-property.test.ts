@@ -43,19 +43,19 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 function matches(row: Row, w: LiveWhere): boolean {
   if (isCondition(w)) {
     const [field, o, value] = w
-    const v = row[field as keyof Row] as string | number | null
+    const v = row[field as keyof Row] as number | null
     if (o === '==' && value === null) return v === null
     if (o === '!=' && value === null) return v !== null
     if (v === null) return false
     switch (o) {
-      case '==': return v === value
-      case '!=': return v !== value
+      case '==': return v === (value as unknown)
+      case '!=': return v !== (value as unknown)
       case '<': return v < (value as number)
       case '<=': return v <= (value as number)
       case '>': return v > (value as number)
       case '>=': return v >= (value as number)
-      case 'in': return (value as unknown[]).includes(v)
-      case 'not-in': return !(value as unknown[]).includes(v)
+      case 'in': return (value as unknown[]).includes(v as unknown)
+      case 'not-in': return !(value as unknown[]).includes(v as unknown)
     }
   }
   return 'and' in w ? w.and.every((c) => matches(row, c)) : w.or.some((c) => matches(row, c))
@@ -153,7 +153,7 @@ describe('live query row rule (property, PGlite)', () => {
           await quiet()
           for (const { user, channel, q } of opened) {
             const c = clients.get(user)!
-            const rooms = new Set(membership[user as keyof typeof membership])
+            const rooms = new Set<string>(membership[user as keyof typeof membership])
             // Every doc the user was ever sent on this channel: snapshots and changes.
             const sent: LiveDoc[] = c.seen
               .filter((f) => f['channel'] === channel)

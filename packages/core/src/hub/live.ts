@@ -202,20 +202,22 @@ export class LiveQueries {
   /** One update to one subscriber (older versions than it holds are dropped). */
   private send(conn: Connection, sub: Subscription, state: LiveState, update: LiveQueryUpdate): void {
     if (update.version <= state.version || conn.ended) return
+    const prev = state.version
     state.version = update.version
-    this.host.fanout.write(conn, this.encoded(conn, sub.channel.name, update), PRIORITY.high, false)
+    this.host.fanout.write(conn, this.encoded(conn, sub.channel.name, prev, update), PRIORITY.high, false)
   }
 
   private readonly frames = new WeakMap<LiveQueryUpdate, Map<string, Outbound>>()
 
   /** The `query:changes` frame of an update on a channel, encoded once for every subscriber on the hub's codec. */
-  private encoded(conn: Connection, channel: string, update: LiveQueryUpdate): Outbound {
-    const frame: ServerFrame = { type: 'query:changes', channel, version: update.version, hash: update.hash, changes: [...update.changes] }
+  private encoded(conn: Connection, channel: string, prev: number, update: LiveQueryUpdate): Outbound {
+    const frame: ServerFrame = { type: 'query:changes', channel, version: update.version, prev, hash: update.hash, changes: [...update.changes] }
     if (conn.codec !== this.host.options.codec) return this.host.fanout.encode(conn.codec, frame)
     let byChannel = this.frames.get(update)
     if (!byChannel) this.frames.set(update, (byChannel = new Map()))
-    let out = byChannel.get(channel)
-    if (!out) byChannel.set(channel, (out = this.host.fanout.encode(conn.codec, frame)))
+    const key = `${prev}\n${channel}`
+    let out = byChannel.get(key)
+    if (!out) byChannel.set(key, (out = this.host.fanout.encode(conn.codec, frame)))
     return out
   }
 
