@@ -362,6 +362,32 @@ describe('transactional publish on PostgreSQL', () => {
     }
   }, 30_000)
 
+  it('a publish undone by ROLLBACK TO SAVEPOINT is never delivered; the ones around it in the same transaction are, in call order', async () => {
+    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
+    const hub = makeHub(store)
+    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false })
+    try {
+      await relay.ready
+      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
+      await client.subscribe('orders:savepoint')
+      await db.transaction().execute(async (trx) => {
+        await publish(trx, 'orders:savepoint', 'order', { n: 1 })
+        await sql`SAVEPOINT s1`.execute(trx)
+        await publish(trx, 'orders:savepoint', 'order', { n: 'undone' })
+        await sql`ROLLBACK TO SAVEPOINT s1`.execute(trx)
+        await publish(trx, 'orders:savepoint', 'order', { n: 2 })
+      })
+      await relay.flush()
+      await until(() => expect(client.messages('orders:savepoint').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
+      await sleep(100)
+      expect(client.messages('orders:savepoint').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }])
+    } finally {
+      await relay.close()
+      await hub.close()
+      await store.close()
+    }
+  }, 30_000)
+
   it('a row the hub refuses for good (too large for its channel) is set aside and does not block the ones after it', async () => {
     const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
     const hub = makeHub(store)
