@@ -9,6 +9,7 @@ import {
   type NormalizedLiveQuery,
   type ServerFrame,
   RealtimeError,
+  createTokenAuthenticator,
 } from '@tidings/core'
 import { type MemoryClient, type TestHub, createTestHub } from '@tidings/core/testing'
 
@@ -199,5 +200,44 @@ describe('live queries in the hub', () => {
     }
     expect(c.closeCode).toBe(4009)
     expect(s.opened[0]!.closed).toBe(1)
+  })
+
+  it('a refreshed identity (auth frame) reopens the query for it: the row rule sees new roles, same scope sends nothing, a refusing rule revokes', async () => {
+    const opened: Array<{ roles: readonly string[]; closed: number }> = []
+    const provider: LiveQueryProvider = {
+      open(ctx, _query, _emit, resume) {
+        const roles = ctx.identity.roles ?? []
+        if (roles.includes('banned')) throw new RealtimeError('RT_003', "not allowed to read 'm'")
+        const admin = roles.includes('admin')
+        const docs = admin ? [{ id: 'a' }, { id: 'secret' }] : [{ id: 'a' }]
+        const hash = admin ? 'hA' : 'h1'
+        const rec = { roles, closed: 0 }
+        opened.push(rec)
+        const resumed: LiveChange[] | undefined =
+          resume === undefined ? undefined : resume.hash === hash ? [] : resume.hash === 'h1' && admin ? [{ type: 'added', doc: { id: 'secret' }, oldIndex: -1, newIndex: 1 }] : undefined
+        return { key: 'id', version: opened.length, hash, docs: resumed ? [] : docs, resumed, close: () => void rec.closed++ }
+      },
+    }
+    await using t = createTestHub({
+      liveQueries: provider,
+      authenticate: createTokenAuthenticator({ t1: { userId: 'ada' }, t2: { userId: 'ada', roles: ['admin'] }, t3: { userId: 'ada', roles: ['admin'] }, t4: { userId: 'ada', roles: ['banned'] } }),
+    })
+    const c = await t.connect({ token: 't1' })
+    const ch = 'db:collection:m'
+    await c.request({ type: 'subscribe', channel: ch, query: {} } as never)
+    await c.request({ type: 'auth', token: 't2' } as never)
+    await t.settle()
+    expect(opened.map((o) => [o.roles, o.closed])).toEqual([[[], 1], [['admin'], 0]])
+    expect(frames(c, ch).at(-1)).toMatchObject({ type: 'query:changes', resumed: true, hash: 'hA', changes: [{ type: 'added', doc: { id: 'secret' } }] })
+    const before = frames(c, ch).length
+    await c.request({ type: 'auth', token: 't3' } as never)
+    await t.settle()
+    expect(opened).toHaveLength(3)
+    expect(frames(c, ch)).toHaveLength(before)
+    await c.request({ type: 'auth', token: 't4' } as never)
+    await t.settle()
+    expect(frames(c, ch).at(-1)).toMatchObject({ type: 'unsubscribed', reason: 'revoked' })
+    expect(opened.every((o) => o.closed === 1)).toBe(true)
+    expect(t.hub.channels.list()).toEqual([])
   })
 })

@@ -1,4 +1,4 @@
-import { type ClientFrameOf, type LiveResume, type ServerFrame, RealtimeError, normalizeLiveQuery } from '@tidings/protocol'
+import { type ClientFrameOf, type LiveResume, type NormalizedLiveQuery, type RequestId, type ServerFrame, RealtimeError, isRealtimeError, normalizeLiveQuery } from '@tidings/protocol'
 import type { LiveQueryProvider, LiveQuerySubscription, LiveQueryUpdate } from '../ports/live.js'
 import type { Outbound } from '../ports/session.js'
 import { setRights } from '../rules/rights.js'
@@ -32,8 +32,20 @@ interface LiveState {
   /** The query whose updates go to the client. */
   current: number
   handle: LiveQuerySubscription | undefined
-  /** The version the client holds. */
+  /** The version and hash of the result the client holds. */
   version: number
+  hash: string
+  /** What the current query was opened with (a refreshed identity opens it again). */
+  ctx: LiveCtx
+  query: NormalizedLiveQuery
+}
+
+type LiveCtx = { readonly identity: Connection['identity']; readonly channel: string; readonly collection: string; readonly auth: string | undefined }
+/** What opening a query answers: the subscribe's id and resume, and whether a `subscribed` reply goes first. */
+interface OpenRequest {
+  readonly id?: RequestId | undefined
+  readonly resume?: LiveResume | undefined
+  readonly reply: boolean
 }
 
 const states = new WeakMap<Subscription, LiveState>()
@@ -92,7 +104,7 @@ export class LiveQueries {
       // meanwhile, and stays when the new one is refused), then the current one stops.
       const state = states.get(existing)
       if (!state) throw new RealtimeError('RT_007', `'${name}' is not a live query subscription`)
-      await this.open(provider, conn, existing, state, ++state.latest, ctx, query, frame)
+      await this.open(provider, conn, existing, state, ++state.latest, ctx, query, { id: frame.id, resume: frame.resume, reply: true })
       return
     }
     this.subs.checkSubscriptionLimits(conn, name)
@@ -126,14 +138,14 @@ export class LiveQueries {
       pending: false,
       seated: false,
     }
-    const state: LiveState = { latest: 0, current: -1, handle: undefined, version: 0 }
+    const state: LiveState = { latest: 0, current: -1, handle: undefined, version: 0, hash: '', ctx, query }
     states.set(sub, state)
     channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
     setRights(sub, { presence: false, grant: undefined, auth: frame.auth, expiry: undefined, generation: 0, checking: 0 })
     try {
-      await this.open(provider, conn, sub, state, 0, ctx, query, frame)
+      await this.open(provider, conn, sub, state, 0, ctx, query, { id: frame.id, resume: frame.resume, reply: true })
     } catch (err) {
       this.subs.removeSubscription(sub, 'failed', false)
       throw err
@@ -152,9 +164,9 @@ export class LiveQueries {
     sub: Subscription,
     state: LiveState,
     generation: number,
-    ctx: { identity: Connection['identity']; channel: string; collection: string; auth: string | undefined },
-    query: ReturnType<typeof normalizeLiveQuery>,
-    frame: ClientFrameOf<'subscribe'>,
+    ctx: LiveCtx,
+    query: NormalizedLiveQuery,
+    frame: OpenRequest,
   ): Promise<void> {
     let waiting: LiveQueryUpdate[] | null = []
     const emit = (update: LiveQueryUpdate): void => {
@@ -172,15 +184,20 @@ export class LiveQueries {
     const old = state.handle
     state.handle = handle
     state.current = generation
+    state.ctx = ctx
+    state.query = query
     try {
       old?.close()
     } catch (err) {
       this.host.signals.report(err, 'liveQueries.close')
     }
     const channel = sub.channel.name
-    this.host.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel })
+    if (frame.reply) this.host.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel })
     if (handle.resumed !== undefined) {
-      this.host.fanout.sendFrame(conn, { type: 'query:changes', channel, version: handle.version, hash: handle.hash, changes: [...handle.resumed], resumed: true })
+      // Reopened for a refreshed identity with the same result: nothing to tell the client.
+      if (frame.reply || handle.resumed.length > 0 || handle.hash !== state.hash) {
+        this.host.fanout.sendFrame(conn, { type: 'query:changes', channel, version: handle.version, hash: handle.hash, changes: [...handle.resumed], resumed: true })
+      }
     } else {
       this.host.fanout.sendFrame(conn, {
         type: 'query:snapshot',
@@ -194,6 +211,7 @@ export class LiveQueries {
       })
     }
     state.version = handle.version
+    state.hash = handle.hash
     const queued = waiting
     waiting = null
     for (const update of queued) this.send(conn, sub, state, update)
@@ -204,6 +222,7 @@ export class LiveQueries {
     if (update.version <= state.version || conn.ended) return
     const prev = state.version
     state.version = update.version
+    state.hash = update.hash
     this.host.fanout.write(conn, this.encoded(conn, sub.channel.name, prev, update), PRIORITY.high, false)
   }
 
@@ -219,6 +238,27 @@ export class LiveQueries {
     let out = byChannel.get(key)
     if (!out) byChannel.set(key, (out = this.host.fanout.encode(conn.codec, frame)))
     return out
+  }
+
+  /**
+   * The subscription's rule was decided again and still allows it: when the connection's identity
+   * changed since the query was opened (an `auth` frame: new roles or claims), the query is opened
+   * again for it, since the collection's row rule may see the user differently. The client's
+   * result is resumed (no frame when nothing changed, `query:changes` with `resumed` when the
+   * result differs and the provider can diff it, else a `query:snapshot` with `reset`). A rule
+   * that now refuses the user ends the subscription (`revoked`).
+   */
+  rechecked(sub: Subscription): void {
+    const state = states.get(sub)
+    const provider = this.provider
+    const conn = sub.connection
+    if (!state || !provider || state.ctx.identity === conn.identity || !sub.active) return
+    const ctx: LiveCtx = { ...state.ctx, identity: conn.identity }
+    this.open(provider, conn, sub, state, ++state.latest, ctx, state.query, { resume: { version: state.version, hash: state.hash || '-' }, reply: false }).catch((err: unknown) => {
+      if (states.get(sub) !== state || conn.subscriptions.get(sub.channel.name) !== sub) return
+      if (!isRealtimeError(err) || err.code !== 'RT_003') this.host.signals.report(err, 'liveQueries.reopen')
+      this.subs.removeSubscription(sub, isRealtimeError(err) && err.code === 'RT_003' ? 'revoked' : 'failed', true)
+    })
   }
 
   /** The subscription ended (unsubscribe, revoked, disconnected…): its query stops. */

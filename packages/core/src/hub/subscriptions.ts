@@ -539,6 +539,8 @@ export class SubscriptionService {
         this.removeSubscription(sub, 'revoked', true)
         return
       }
+      // A live query follows the identity (its row rule may see a refreshed one differently).
+      if (channel.options.liveQuery) this.liveQueries.rechecked(sub)
       if (decision.grant !== undefined) {
         rights.grant = decision.grant
         if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
