@@ -75,8 +75,14 @@ export interface LiveQueries extends LiveQueryProvider {
    * advisory lock). Without triggers, call `notify()` after each write.
    */
   install(): Promise<void>
-  /** Tell the provider a row changed (writes on dialects without triggers, or made where no trigger sees them). */
+  /** Tell this node's provider a row changed (writes on dialects without triggers, or made where no trigger sees them), after the write committed. */
   notify(change: LiveRowChange | string): void
+  /**
+   * PostgreSQL and PGlite: `pg_notify` the change inside the app's transaction (`trx`), so every
+   * node listening hears it when, and only if, the transaction commits (for tables without the
+   * trigger). On other dialects call `notify()` after the commit instead.
+   */
+  notifyIn(trx: Kysely<any>, change: LiveRowChange | string): Promise<void>
   /** Starts listening (done by the first `open` too); resolves when the LISTEN is in place. */
   start(): Promise<void>
   /** Resolves when no evaluation is running or due (tests, benchmarks). */
@@ -418,6 +424,11 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
     start,
     notify(change) {
       changed(typeof change === 'string' ? { table: change } : change)
+    },
+    async notifyIn(trx, change) {
+      const c = typeof change === 'string' ? { table: change } : change
+      const payload = JSON.stringify({ t: c.table, k: c.key ?? null, op: c.op ?? 'UPDATE' })
+      await sql`SELECT pg_notify(${channel}, ${payload})`.execute(trx)
     },
     idle() {
       if (running === 0) return Promise.resolve()
