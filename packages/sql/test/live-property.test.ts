@@ -173,7 +173,7 @@ describe('live query row rule (property, PGlite)', () => {
           expect(live.stats().subscribers).toBe(0)
         },
       ),
-      { numRuns: 25, seed: 20261203, endOnFailure: true },
+      { numRuns: 40, seed: 20261203, endOnFailure: true },
     )
   }, 120_000)
 })

@@ -351,6 +351,41 @@ export function liveQuerySuite(name: string, make: () => Promise<LiveFixture>): 
       expect(t.hub.channels.list().filter((c) => c.name.endsWith(':bad'))).toEqual([])
     })
 
+    it('a change no query can see costs no evaluation: the trigger sends the row before and after, and only queries whose where holds for either run again', async () => {
+      for (const u of Object.values(users)) for (const ch of u.views.views.keys()) await u.client.unsubscribe(ch)
+      await fx.kysely.deleteFrom('messages').execute()
+      await quiet()
+      expect(live.stats().queries).toBe(0)
+      const ada = users['ada']!
+      await ada.query('db:collection:messages:r1', { where: [['roomId', '==', 'r1']], orderBy: [['createdAt', 'asc']] })
+      await ada.query('db:collection:messages:r2', { where: [['roomId', '==', 'r2']], orderBy: [['createdAt', 'asc']] })
+      await ada.query('db:collection:messages:high', { where: [['roomId', 'in', ['r1', 'r2']], ['score', '>=', 100]], orderBy: [['createdAt', 'asc']] })
+      const count = async (write: () => Promise<unknown>) => {
+        await quiet()
+        const before = live.stats().evaluations
+        await write()
+        await quiet()
+        return live.stats().evaluations - before
+      }
+      const [id] = await insert([{ roomId: 'r3', createdAt: 1, score: 1 }])
+      await quiet()
+      // Only r1 sees an r1 row of score 5 (the high query needs score >= 100).
+      expect(await count(() => insert([{ roomId: 'r1', createdAt: 2, score: 5 }]))).toBe(1)
+      // A row moving from r3 (no query) to r2 with a high score: r2 and high.
+      expect(await count(() => fx.kysely.updateTable('messages').set({ roomId: 'r2', score: 150 }).where('id', '=', id!).execute())).toBe(2)
+      expect(ada.ids('db:collection:messages:high')).toEqual([id])
+      // Leaving r2 for r3 again: the queries it leaves run (old row), the result loses it.
+      expect(await count(() => fx.kysely.updateTable('messages').set({ roomId: 'r3' }).where('id', '=', id!).execute())).toBe(2)
+      expect(ada.ids('db:collection:messages:high')).toEqual([])
+      expect(ada.ids('db:collection:messages:r2')).toEqual([])
+      // Rows of r3 and deletes of them: nobody.
+      expect(await count(() => insert([{ roomId: 'r3', createdAt: 3 }]))).toBe(0)
+      expect(await count(() => fx.kysely.deleteFrom('messages').where('roomId', '=', 'r3').execute())).toBe(0)
+      // notify() without the row cannot tell: every query on the table runs.
+      expect(await count(async () => live.notify('messages'))).toBe(3)
+      for (const ch of [...ada.views.views.keys()]) await ada.client.unsubscribe(ch)
+    })
+
     it('1,000 live queries over 10 distinct shapes cost exactly 10 evaluations per relevant change', async () => {
       await fx.kysely.deleteFrom('messages').execute()
       // The other tests' queries end first, so every evaluation counted here is of this test's.

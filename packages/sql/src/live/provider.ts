@@ -18,6 +18,7 @@ import { LRUCache } from 'lru-cache'
 import pg from 'pg'
 import { type SqlDatabase, connect } from '../connect.js'
 import { type LiveCollection, type ResolvedCollection, checkQuery, compileQuery, resolveCollection } from './compile.js'
+import { whereHolds } from './relevance.js'
 
 /** The NOTIFY channel the triggers installed by `install()` use, unless told otherwise. */
 export const LIVE_NOTIFY_CHANNEL = 'tidings_live'
@@ -29,6 +30,12 @@ export interface LiveRowChange {
   /** The row's key, when known. */
   readonly key?: string | number | null | undefined
   readonly op?: 'INSERT' | 'UPDATE' | 'DELETE' | 'TRUNCATE' | undefined
+  /**
+   * The queryable fields of the row before and after the change (`null`: there was no row), as
+   * the installed triggers send them. When both are given, queries whose `where` holds for
+   * neither are not evaluated again. Absent: every query on the table is.
+   */
+  readonly rows?: { readonly old: Readonly<Record<string, unknown>> | null; readonly new: Readonly<Record<string, unknown>> | null } | undefined
 }
 
 export interface LiveQueriesOptions {
@@ -100,6 +107,7 @@ interface Group {
   readonly id: string
   readonly collection: ResolvedCollection
   readonly compiled: CompiledQuery
+  readonly query: NormalizedLiveQuery
   readonly subscribers: Set<Subscriber>
   docs: readonly LiveDoc[]
   version: number
@@ -160,9 +168,11 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
   function onPayload(payload: string): void {
     let change: LiveRowChange
     try {
-      const v = JSON.parse(payload) as { t?: unknown; k?: unknown; op?: unknown }
+      const v = JSON.parse(payload) as { t?: unknown; k?: unknown; op?: unknown; o?: unknown; n?: unknown }
       if (typeof v.t !== 'string') return
-      change = { table: v.t, key: typeof v.k === 'string' || typeof v.k === 'number' ? v.k : null, op: typeof v.op === 'string' ? (v.op as LiveRowChange['op']) : undefined }
+      const rowOf = (x: unknown) => (x !== null && typeof x === 'object' && !Array.isArray(x) ? (x as Record<string, unknown>) : null)
+      const rows = 'o' in v && 'n' in v && (v.o === null || rowOf(v.o)) && (v.n === null || rowOf(v.n)) ? { old: rowOf(v.o), new: rowOf(v.n) } : undefined
+      change = { table: v.t, key: typeof v.k === 'string' || typeof v.k === 'number' ? v.k : null, op: typeof v.op === 'string' ? (v.op as LiveRowChange['op']) : undefined, rows }
     } catch {
       return
     }
@@ -247,7 +257,16 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
     changes++
     const set = byTable.get(change.table)
     if (!set) return
-    for (const g of set) schedule(g)
+    for (const g of set) if (relevant(g, change)) schedule(g)
+  }
+
+  /** False only when the change cannot touch the group's result (see relevance.ts). */
+  function relevant(g: Group, change: LiveRowChange): boolean {
+    const rows = change.rows
+    if (rows === undefined || change.table !== g.collection.tableName || g.query.where === null) return true
+    if (rows.old !== null && whereHolds(rows.old, g.query.where) !== false) return true
+    if (rows.new !== null && whereHolds(rows.new, g.query.where) !== false) return true
+    return false
   }
 
   function everything(): void {
@@ -343,7 +362,7 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
     let g = groups.get(id)
     if (!g) {
       if (groups.size >= maxQueries) throw new RealtimeError('RT_008', `too many distinct live queries (${maxQueries})`)
-      const group: Group = { id, collection: c, compiled, subscribers: new Set(), docs: [], version: 0, hash: '', ready: Promise.resolve(), running: false, dirty: false, closed: false }
+      const group: Group = { id, collection: c, compiled, query, subscribers: new Set(), docs: [], version: 0, hash: '', ready: Promise.resolve(), running: false, dirty: false, closed: false }
       g = group
       groups.set(id, group)
       for (const t of tables(c)) {
@@ -390,27 +409,48 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${`${channel}_install`}))`.execute(trx)
       await sql`
         CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE k text;
+        DECLARE
+          k text;
+          fields text[] := string_to_array(coalesce(TG_ARGV[2], ''), ',');
+          o jsonb := NULL;
+          n jsonb := NULL;
+          payload text;
         BEGIN
-          IF TG_OP = 'DELETE' THEN k := to_jsonb(OLD) ->> TG_ARGV[0];
-          ELSIF TG_OP = 'TRUNCATE' THEN k := NULL;
-          ELSE k := to_jsonb(NEW) ->> TG_ARGV[0];
+          IF TG_OP = 'TRUNCATE' THEN
+            PERFORM pg_notify(TG_ARGV[1], json_build_object('t', TG_TABLE_NAME, 'k', NULL, 'op', TG_OP)::text);
+            RETURN NULL;
           END IF;
-          PERFORM pg_notify(TG_ARGV[1], json_build_object('t', TG_TABLE_NAME, 'k', k, 'op', TG_OP)::text);
-          IF TG_OP = 'UPDATE' AND (to_jsonb(OLD) ->> TG_ARGV[0]) IS DISTINCT FROM k THEN
-            PERFORM pg_notify(TG_ARGV[1], json_build_object('t', TG_TABLE_NAME, 'k', to_jsonb(OLD) ->> TG_ARGV[0], 'op', 'DELETE')::text);
+          IF TG_OP <> 'INSERT' THEN
+            o := coalesce((SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(to_jsonb(OLD)) e WHERE e.key = ANY(fields)), '{}'::jsonb);
           END IF;
+          IF TG_OP <> 'DELETE' THEN
+            n := coalesce((SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(to_jsonb(NEW)) e WHERE e.key = ANY(fields)), '{}'::jsonb);
+            k := to_jsonb(NEW) ->> TG_ARGV[0];
+          ELSE
+            k := to_jsonb(OLD) ->> TG_ARGV[0];
+          END IF;
+          payload := json_build_object('t', TG_TABLE_NAME, 'k', k, 'op', TG_OP, 'o', o, 'n', n)::text;
+          -- NOTIFY takes less than 8000 bytes: without the row values every query on the table is evaluated.
+          IF octet_length(payload) > 7900 THEN
+            payload := json_build_object('t', TG_TABLE_NAME, 'k', left(k, 200), 'op', TG_OP)::text;
+          END IF;
+          PERFORM pg_notify(TG_ARGV[1], payload);
           RETURN NULL;
         END $$`.execute(trx)
-      const done = new Set<string>()
+      // Per table: its key and the fields any collection on it filters by (sent with each change).
+      const targets = new Map<string, { key: string; fields: Set<string> }>()
       for (const c of collections.values()) {
-        for (const [table, key] of [[c.table, c.key] as const, ...c.watch.map((t) => [t, 'id'] as const)]) {
-          if (done.has(table)) continue
-          done.add(table)
+        const t = targets.get(c.table) ?? { key: c.key, fields: new Set<string>() }
+        for (const f of c.fields.keys()) t.fields.add(f)
+        targets.set(c.table, t)
+      }
+      for (const c of collections.values()) for (const w of c.watch) if (![...targets.keys()].some((t) => t.split('.').pop() === w)) targets.set(w, { key: 'id', fields: new Set() })
+      for (const [table, { key, fields }] of targets) {
+        {
           const trigger = sql.raw(`${channel}_${table.split('.').pop()}`)
           const target = sql.raw(table.split('.').map((p) => `"${p}"`).join('.'))
           await sql`DROP TRIGGER IF EXISTS ${trigger} ON ${target}`.execute(trx)
-          await sql`CREATE TRIGGER ${trigger} AFTER INSERT OR UPDATE OR DELETE ON ${target} FOR EACH ROW EXECUTE FUNCTION ${fn}(${sql.lit(key)}, ${sql.lit(channel)})`.execute(trx)
+          await sql`CREATE TRIGGER ${trigger} AFTER INSERT OR UPDATE OR DELETE ON ${target} FOR EACH ROW EXECUTE FUNCTION ${fn}(${sql.lit(key)}, ${sql.lit(channel)}, ${sql.lit([...fields].join(','))})`.execute(trx)
           await sql`DROP TRIGGER IF EXISTS ${sql.raw(`${channel}_${table.split('.').pop()}_truncate`)} ON ${target}`.execute(trx)
           await sql`CREATE TRIGGER ${sql.raw(`${channel}_${table.split('.').pop()}_truncate`)} AFTER TRUNCATE ON ${target} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}(${sql.lit(key)}, ${sql.lit(channel)})`.execute(trx)
         }
