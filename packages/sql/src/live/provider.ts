@@ -56,6 +56,8 @@ export interface LiveQueriesOptions {
   readonly channel?: string | undefined
   /** Past results kept (per query and scope) so reconnecting clients can resume with a diff. Default 1,000. */
   readonly cacheSize?: number | undefined
+  /** Docs kept in those results together (the least recently used go first). Default 100,000. */
+  readonly cacheDocs?: number | undefined
   /** Distinct queries (query and authorization scope) evaluated at once; more are refused with `RT_008`. Default 10,000. */
   readonly maxQueries?: number | undefined
   /** Failures outside a caller's stack (an evaluation, the LISTEN connection). */
@@ -146,7 +148,11 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
   /** Table name → groups to re-evaluate when it changes. */
   const byTable = new Map<string, Set<Group>>()
   const groups = new Map<string, Group>()
-  const cache = new LRUCache<string, readonly LiveDoc[]>({ max: options.cacheSize ?? 1000 })
+  const cache = new LRUCache<string, readonly LiveDoc[]>({
+    max: options.cacheSize ?? 1000,
+    maxSize: options.cacheDocs ?? 100_000,
+    sizeCalculation: (docs) => Math.max(1, docs.length),
+  })
   let evaluations = 0
   let changes = 0
   let versions = 0
