@@ -133,5 +133,10 @@ export {
   isCondition,
   diffLiveResults,
   applyLiveChanges,
+  type LiveResultState,
+  type LiveResultFrame,
+  type LiveResultStep,
+  applyLiveFrame,
+  resumeOf,
 } from '@tidings/protocol'
 export type { LiveQueryProvider, LiveQueryContext, LiveQuerySubscription, LiveQueryUpdate } from './ports/live.js'

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { type LiveDoc, LIVE_QUERY_LIMITS, applyLiveChanges, diffLiveResults, liveQueryKey, parseLiveQuery, parseClientFrame, serverFrameSchema } from '@tidings/core'
+import { type LiveDoc, LIVE_QUERY_LIMITS, applyLiveChanges, applyLiveFrame, resumeOf, diffLiveResults, liveQueryKey, parseLiveQuery, parseClientFrame, serverFrameSchema } from '@tidings/core'
 
 // The wire side of live queries: the query's shape and bounds, its normal form and key, and
 // result diffs that a client can apply.
@@ -80,3 +80,27 @@ describe('live result diffs', () => {
     expect(serverFrameSchema.safeParse({ type: 'query:changes', channel: 'db:collection:m', version: 2, hash: 'h2', changes: [{ type: 'moved', doc: {}, oldIndex: 0, newIndex: 0 }] }).success).toBe(false)
   })
 })
+
+describe('applyLiveFrame (the client side)', () => {
+  const snap = { type: 'query:snapshot' as const, key: 'id', version: 3, hash: 'h3', docs: [{ id: 'a' }, { id: 'b' }] }
+  it('a snapshot lists its docs as added; changes that follow apply; resumeOf gives what to present', () => {
+    const s1 = applyLiveFrame(undefined, snap)
+    expect(s1).toMatchObject({ ok: true, fromScratch: true, changes: [{ type: 'added', newIndex: 0 }, { type: 'added', newIndex: 1 }] })
+    if (!s1.ok) throw new Error()
+    const s2 = applyLiveFrame(s1.state, { type: 'query:changes', version: 5, prev: 3, hash: 'h5', changes: [{ type: 'removed', doc: { id: 'a' }, oldIndex: 0, newIndex: -1 }] })
+    expect(s2).toMatchObject({ ok: true, fromScratch: false, state: { docs: [{ id: 'b' }], version: 5, hash: 'h5' } })
+    if (!s2.ok) throw new Error()
+    expect(resumeOf(s2.state)).toEqual({ version: 5, hash: 'h5' })
+  })
+  it('a missed frame (prev is not the version held), an older version, changes that do not fit or come first are refused, never thrown', () => {
+    const s1 = applyLiveFrame(undefined, snap)
+    if (!s1.ok) throw new Error()
+    expect(applyLiveFrame(s1.state, { type: 'query:changes', version: 9, prev: 7, hash: 'x', changes: [] })).toMatchObject({ ok: false, reason: expect.stringMatching(/version 7/) })
+    expect(applyLiveFrame(s1.state, { type: 'query:changes', version: 2, hash: 'x', changes: [] })).toMatchObject({ ok: false })
+    expect(applyLiveFrame(s1.state, { type: 'query:changes', version: 4, prev: 3, hash: 'x', changes: [{ type: 'removed', doc: { id: 'z' }, oldIndex: 7, newIndex: -1 }] })).toMatchObject({ ok: false })
+    expect(applyLiveFrame(undefined, { type: 'query:changes', version: 4, hash: 'x', changes: [] })).toMatchObject({ ok: false })
+    // A resumed frame follows the presented result whatever its version number (another node's).
+    expect(applyLiveFrame(s1.state, { type: 'query:changes', version: 1, hash: 'h1', changes: [], resumed: true })).toMatchObject({ ok: true, state: { version: 1 } })
+  })
+})
+

@@ -81,4 +81,9 @@ export {
   isCondition,
   diffLiveResults,
   applyLiveChanges,
+  type LiveResultState,
+  type LiveResultFrame,
+  type LiveResultStep,
+  applyLiveFrame,
+  resumeOf,
 } from './live-query.js'

@@ -309,3 +309,57 @@ export function applyLiveChanges(docs: readonly LiveDoc[], changes: readonly Liv
   }
   return out
 }
+
+// ---------------------------------------------------------------- the client's side
+
+/** A live query result as a client holds it. */
+export interface LiveResultState {
+  readonly key: string
+  readonly docs: readonly LiveDoc[]
+  readonly version: number
+  readonly hash: string
+}
+
+/** The `query:snapshot` and `query:changes` frames as far as a result needs them. */
+export type LiveResultFrame =
+  | { readonly type: 'query:snapshot'; readonly key: string; readonly version: number; readonly hash: string; readonly docs: readonly LiveDoc[]; readonly reset?: true | undefined }
+  | { readonly type: 'query:changes'; readonly version: number; readonly hash: string; readonly changes: readonly LiveChange[]; readonly prev?: number | undefined; readonly resumed?: true | undefined }
+
+export type LiveResultStep =
+  /** The new result and what changed (a snapshot lists every doc as `added`; `fromScratch` then). */
+  | { readonly ok: true; readonly state: LiveResultState; readonly changes: readonly LiveChange[]; readonly fromScratch: boolean }
+  /** The frame does not follow the result held (a frame was missed): subscribe again with `resumeOf(state)`. */
+  | { readonly ok: false; readonly reason: string }
+
+/**
+ * What a client SDK does with each live query frame: a snapshot replaces the result, changes
+ * apply to it when they follow it (`prev` is the version held; a resumed frame follows the
+ * result presented with `resume`). Pure; never throws.
+ */
+export function applyLiveFrame(state: LiveResultState | undefined, frame: LiveResultFrame): LiveResultStep {
+  if (frame.type === 'query:snapshot') {
+    const docs = [...frame.docs]
+    return {
+      ok: true,
+      state: { key: frame.key, docs, version: frame.version, hash: frame.hash },
+      changes: docs.map((doc, i) => ({ type: 'added' as const, doc, oldIndex: -1, newIndex: i })),
+      fromScratch: true,
+    }
+  }
+  if (state === undefined) return { ok: false, reason: 'changes before any snapshot' }
+  if (!frame.resumed && frame.prev !== undefined && frame.prev !== state.version) {
+    return { ok: false, reason: `changes follow version ${frame.prev}, the result held is version ${state.version}` }
+  }
+  if (!frame.resumed && !(frame.version > state.version)) return { ok: false, reason: `version ${frame.version} is not newer than ${state.version}` }
+  try {
+    const docs = applyLiveChanges(state.docs, frame.changes)
+    return { ok: true, state: { key: state.key, docs, version: frame.version, hash: frame.hash }, changes: frame.changes, fromScratch: false }
+  } catch (err) {
+    return { ok: false, reason: err instanceof Error ? err.message : 'changes do not fit the result held' }
+  }
+}
+
+/** What to send as `resume` when subscribing again with the same query. */
+export function resumeOf(state: LiveResultState): LiveResume {
+  return { version: state.version, hash: state.hash }
+}

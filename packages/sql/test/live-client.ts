@@ -4,7 +4,7 @@
  * applying `query:snapshot` and `query:changes`, and checks what a client SDK must check
  * (versions only grow, every change fits the result it applies to).
  */
-import { type LiveChange, type LiveDoc, applyLiveChanges } from '@tidings/core'
+import { type LiveChange, type LiveDoc, type LiveResultFrame, applyLiveFrame } from '@tidings/core'
 import WebSocket from 'ws'
 
 export type Frame = Record<string, unknown> & { type: string }
@@ -27,30 +27,19 @@ export class LiveViews {
 
   apply(f: Frame): void {
     const channel = f['channel'] as string
-    if (f.type === 'query:snapshot') {
-      const v = this.views.get(channel)
-      const view: LiveView = v ?? { docs: [], version: 0, hash: '', key: f['key'] as string, changes: [], snapshots: 0, resumed: 0 }
-      view.docs = [...(f['docs'] as LiveDoc[])]
-      view.version = f['version'] as number
-      view.hash = f['hash'] as string
-      view.key = f['key'] as string
-      view.snapshots++
-      this.views.set(channel, view)
-    } else if (f.type === 'query:changes') {
-      const view = this.views.get(channel)
-      if (!view) throw new Error(`query:changes on ${channel} before any snapshot`)
-      const version = f['version'] as number
-      if (!f['resumed'] && !(version > view.version)) throw new Error(`version went from ${view.version} to ${version} on ${channel}`)
-      if (f['prev'] !== undefined && f['prev'] !== view.version) throw new Error(`changes for version ${String(f['prev'])} on ${channel}, which holds ${view.version}`)
-      const changes = f['changes'] as LiveChange[]
-      view.docs = applyLiveChanges(view.docs, changes)
-      view.changes.push(...changes)
-      view.version = version
-      view.hash = f['hash'] as string
-      if (f['resumed']) view.resumed++
-    } else if (f.type === 'unsubscribed') {
-      // The view stays (a client may resume from it).
-    }
+    if (f.type !== 'query:snapshot' && f.type !== 'query:changes') return
+    const view = this.views.get(channel)
+    const step = applyLiveFrame(view, f as unknown as LiveResultFrame)
+    if (!step.ok) throw new Error(`${channel}: ${step.reason}`)
+    const next: LiveView = view ?? { docs: [], version: 0, hash: '', key: step.state.key, changes: [], snapshots: 0, resumed: 0 }
+    next.docs = [...step.state.docs]
+    next.version = step.state.version
+    next.hash = step.state.hash
+    next.key = step.state.key
+    if (step.fromScratch) next.snapshots++
+    else next.changes.push(...step.changes)
+    if (f['resumed']) next.resumed++
+    this.views.set(channel, next)
   }
 }
 

@@ -62,4 +62,16 @@ describe('live queries without triggers', () => {
     await t.close()
     await live.close()
   })
+
+  it('a query the database cannot run (a collection over a missing table) is refused with RT_008 and leaves nothing open', async () => {
+    const live = createLiveQueries({ db: { pglite }, listen: false, collections: { ghost: { table: 'no_such_table', fields: { x: ['=='] } } } })
+    await using t = createTestHub({ liveQueries: live })
+    const c = await t.connect({ userId: 'ada' })
+    const err = await c.request({ type: 'subscribe', channel: 'db:collection:ghost', query: {} } as never).then(() => undefined, (e: unknown) => e)
+    expect(err).toMatchObject({ code: 'RT_008', message: expect.stringMatching(/could not be evaluated.*no_such_table/) })
+    expect(t.hub.channels.list()).toEqual([])
+    expect(live.stats()).toMatchObject({ queries: 0, subscribers: 0 })
+    await live.close()
+  })
 })
+
