@@ -104,6 +104,9 @@ describe('live queries in the hub', () => {
     await t.settle()
     expect(types(c, 'db:collection:messages:inbox')).toEqual(['subscribed', 'query:snapshot', 'unsubscribed'])
     expect(types(c, 'db:collection:messages:sent')).toEqual(['subscribed', 'query:snapshot', 'query:changes'])
+    // Closing the hub ends the queries still open.
+    await t.close()
+    expect(s.opened.map((o) => o.closed)).toEqual([1, 1])
   })
 
   it('the query ends exactly once when the connection closes, when a kick ends the subscription, and when the provider refuses', async () => {
