@@ -38,6 +38,9 @@ interface LiveState {
   /** What the current query was opened with (a refreshed identity opens it again). */
   ctx: LiveCtx
   query: NormalizedLiveQuery
+  /** The subscribe's id, until its `subscribed` reply is out (a reopen may be the one to send it). */
+  replyId: RequestId | undefined
+  replied: boolean
 }
 
 type LiveCtx = { readonly identity: Connection['identity']; readonly channel: string; readonly collection: string; readonly auth: string | undefined }
@@ -138,7 +141,7 @@ export class LiveQueries {
       pending: false,
       seated: false,
     }
-    const state: LiveState = { latest: 0, current: -1, handle: undefined, version: 0, hash: '', ctx, query }
+    const state: LiveState = { latest: 0, current: -1, handle: undefined, version: 0, hash: '', ctx, query, replyId: frame.id, replied: false }
     states.set(sub, state)
     channel.add(sub)
     conn.subscriptions.add(sub)
@@ -192,16 +195,25 @@ export class LiveQueries {
       this.host.signals.report(err, 'liveQueries.close')
     }
     const channel = sub.channel.name
-    if (frame.reply) this.host.fanout.sendFrame(conn, { type: 'subscribed', id: frame.id, channel })
+    // Whichever query of the subscription becomes current first answers the subscribe (frames of
+    // a connection are handled in order, so a reopen cannot overtake the first open today; this
+    // keeps the reply if that ever changes).
+    const reply = frame.reply || !state.replied
+    const id = frame.reply ? frame.id : state.replyId
+    if (reply) {
+      this.host.fanout.sendFrame(conn, { type: 'subscribed', id, channel })
+      state.replied = true
+      state.replyId = undefined
+    }
     if (handle.resumed !== undefined) {
       // Reopened for a refreshed identity with the same result: nothing to tell the client.
-      if (frame.reply || handle.resumed.length > 0 || handle.hash !== state.hash) {
+      if (reply || handle.resumed.length > 0 || handle.hash !== state.hash) {
         this.host.fanout.sendFrame(conn, { type: 'query:changes', channel, version: handle.version, hash: handle.hash, changes: [...handle.resumed], resumed: true })
       }
     } else {
       this.host.fanout.sendFrame(conn, {
         type: 'query:snapshot',
-        id: frame.id,
+        id,
         channel,
         key: handle.key,
         version: handle.version,
