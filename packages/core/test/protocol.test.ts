@@ -190,6 +190,13 @@ describe('serverFrameSchema', () => {
       authenticate: createTokenAuthenticator({ 'tok-alice': { userId: 'alice' }, 'tok-alice-2': { userId: 'alice' }, 'tok-bob': { userId: 'bob' } }),
       limits: { presenceUpdatesPerSecond: 3, maxMessageSize: 4096, maxConnectionsPerUser: 2 },
       channels: { 'quiet:*': { subscribe: true, publish: true, history: false }, 'cap:*': { subscribe: true, capacity: 1 } },
+      // a scripted live query provider: a snapshot, then one change
+      liveQueries: {
+        open: (_ctx, _query, emit) => {
+          queueMicrotask(() => emit({ version: 2, hash: 'h2', changes: [{ type: 'added', doc: { id: 'b' }, oldIndex: -1, newIndex: 0 }] }))
+          return { key: 'id', version: 1, hash: 'h1', docs: [{ id: 'a' }], close: () => {} }
+        },
+      },
     })
     const alice = await t.connect({ token: 'tok-alice' })
     const bob = await t.connect({ token: 'tok-bob' })
@@ -251,6 +258,10 @@ describe('serverFrameSchema', () => {
     alice2.close()
     await t.settle()
     await alice.unsubscribe('presence:lobby') // presence:leave
+
+    // live queries: query:snapshot, query:changes
+    await bob.request({ type: 'subscribe', channel: 'db:collection:things', query: { where: [['kind', '==', 'x']], limit: 5 } })
+    await t.settle()
 
     // auth, ping
     await alice.request({ type: 'auth', token: 'tok-alice' })
