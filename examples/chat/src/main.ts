@@ -1,12 +1,20 @@
+import { join } from 'node:path'
+import { createPGliteStore } from '@tidings/sql'
 import { startChatServer } from './server.js'
 
-// With REDIS_URL, one node of a cluster on Redis (npm run demo:cluster); without, the in-memory demo.
+// With REDIS_URL, one node of a cluster on Redis (npm run demo:cluster); without, one node whose
+// history lives in PGlite (in-process PostgreSQL) in .data/chat, so it survives a restart with no
+// database to install (TIDINGS_DATA_DIR moves it; TIDINGS_DATA_DIR=memory keeps it in memory).
 const cluster = process.env.REDIS_URL ? (await import('./cluster.js')).clusterNode(process.env) : undefined
-const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1', cluster?.options)
+const dataDir = process.env.TIDINGS_DATA_DIR ?? join(import.meta.dirname, '..', '..', '..', '.data', 'chat')
+const store = cluster ? undefined : createPGliteStore(dataDir === 'memory' ? {} : { dataDir })
+await store?.ready
+const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1', cluster?.options ?? (store ? { hubOptions: { store } } : undefined))
 if (cluster) {
   console.log(`${cluster.nodeId} on ${chat.url.replace('127.0.0.1', 'localhost')} (pid ${process.pid})`)
 } else {
   console.log(`Tidings chat demo on ${chat.url.replace('127.0.0.1', 'localhost')} — open it in two browser windows.`)
+  console.log(`History is kept in ${dataDir === 'memory' ? 'memory' : dataDir} (PGlite).`)
   console.log(`Admin API: ${chat.url}/realtime/openapi.json (key: ${process.env.TIDINGS_ADMIN_KEY ?? 'demo-admin-key'})`)
 }
 let stopping = false

@@ -34,7 +34,7 @@ describe('npm run demo', () => {
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     it(`the demo server dies with its npm process (${signal} to npm's PID leaves the port free)`, async () => {
       const port = await freePort()
-      const npm = spawn('npm', ['run', 'demo'], { cwd: root, env: { ...process.env, PORT: String(port) }, stdio: 'ignore' })
+      const npm = spawn('npm', ['run', 'demo'], { cwd: root, env: { ...process.env, PORT: String(port), TIDINGS_DATA_DIR: 'memory' }, stdio: 'ignore' })
       try {
         await waitFor(() => answers(port), 30_000, 'the demo to listen')
         npm.kill(signal)
