@@ -1,4 +1,4 @@
-import { type ClientFrame, type MessageFrame, type Receiver, RealtimeError, type ServerFrame, type ServerFrameOf, createReceiver } from '@tidings/protocol'
+import { type ClientFrame, type LiveQuery, type LiveResume, type MessageFrame, type Receiver, RealtimeError, type ServerFrame, type ServerFrameOf, createReceiver } from '@tidings/protocol'
 import { Acks } from './acks.js'
 import { backoffDelay } from './backoff.js'
 import { Channel, type ChannelHost, type ChannelOptions } from './channel.js'
@@ -229,7 +229,8 @@ export class ChannelRegistry {
       ...(o.presence !== undefined ? { presence: o.presence } : {}),
       ...(o.state !== undefined ? { state: o.state } : {}),
       ...(auth !== undefined ? { auth } : {}),
-      ...(since ? { since } : {}),
+      ...(since && o.query === undefined ? { since } : {}),
+      ...(o.query !== undefined ? liveFields(o.query, o.resume?.()) : {}),
     }
     ch.subscribeId = frame.id as number
     this.requests.dispatch({ id: frame.id as number, kind: 'subscribe', frame, channel: ch, resolve: () => {}, reject: () => {}, retries: 0 })
@@ -252,6 +253,11 @@ export class ChannelRegistry {
       this.requests.dispatch({ id, kind: 'unsubscribe', frame: { type: 'unsubscribe', id, channel: ch.name }, channel: ch, resolve: () => resolve(), reject: () => resolve(), lost, retries: 0 })
     })
   }
+}
+
+/** A live query channel's `query` and, when a result is held, `resume`. */
+function liveFields(query: LiveQuery, resume: LiveResume | undefined): { query: LiveQuery; resume?: LiveResume } {
+  return resume ? { query, resume } : { query }
 }
 
 function randomKey(): string {

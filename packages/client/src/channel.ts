@@ -1,6 +1,8 @@
 import {
   type ClientFrame,
   type FilterNode,
+  type LiveQuery,
+  type LiveResume,
   type MessageFrame,
   type PresenceMember,
   type PresenceSnapshot,
@@ -57,6 +59,13 @@ export interface ChannelOptions {
    * keys come only with the `auth` result. See docs/encryption.md.
    */
   readonly encryption?: ChannelEncryption | true | undefined
+  /**
+   * Live query channels (`db:collection:<name>[:<tag>]`): the query sent with every subscribe.
+   * `rt.database().collection(…)…onSnapshot(…)` sets it; see docs/live-queries.md.
+   */
+  readonly query?: LiveQuery | undefined
+  /** Live query channels: called on every subscribe; what it gives is sent as `resume` (the result held). */
+  readonly resume?: (() => LiveResume | undefined) | undefined
 }
 
 export interface SendOptions {

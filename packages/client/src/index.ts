@@ -12,6 +12,7 @@ export {
   type ChannelAuthContext,
   type ChannelAuthResult,
 } from './channel.js'
+export { Database, LiveQueryRef, and, or, type QuerySnapshot, type DocChange, type SnapshotListener, type SnapshotErrorListener } from './database.js'
 export type { ChannelKey, ChannelEncryption, DecryptFailure, WebCryptoKey } from './e2e.js'
 export { backoffDelay, type BackoffOptions } from './backoff.js'
 export { WebSocketTransport, SUBPROTOCOL } from './transports/websocket.js'
@@ -34,4 +35,4 @@ export type {
   FetchInit,
   FetchResponseLike,
 } from './transports/types.js'
-export { RealtimeError, isRealtimeError, type ErrorCode, type MessageFrame, type PresenceMember, type PresenceSnapshot, type StreamPosition, type FilterNode } from '@tidings/protocol'
+export { RealtimeError, isRealtimeError, type ErrorCode, type MessageFrame, type PresenceMember, type PresenceSnapshot, type StreamPosition, type FilterNode, type LiveQuery, type LiveWhere, type LiveCondition, type LiveScalar, type LiveDoc, type LiveChange, type LiveQueryOperator } from '@tidings/protocol'

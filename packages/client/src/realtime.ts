@@ -3,6 +3,7 @@ import { backoffDelay } from './backoff.js'
 import { type Channel, type ChannelOptions, disposeSymbol } from './channel.js'
 import { ChannelRegistry } from './channel-registry.js'
 import { CredentialSource } from './credentials.js'
+import { Database } from './database.js'
 import { Emitter } from './emitter.js'
 import { Heartbeat } from './heartbeat.js'
 import { type Link, Transports } from './link.js'
@@ -50,6 +51,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private upgradeTimer: ReturnType<typeof setTimeout> | undefined
   private warned = false
   private readonly detachPageEvents: (() => void) | undefined
+  private db: Database | undefined
 
   constructor(options: RealtimeOptions) {
     super()
@@ -160,6 +162,15 @@ export class Realtime extends Emitter<RealtimeEvents> {
    */
   channel(name: string, options?: ChannelOptions): Channel {
     return this.channels.channel(name, options)
+  }
+
+  /**
+   * Live database queries over this connection (docs/live-queries.md):
+   * `rt.database().collection('messages').where('roomId', '==', id).orderBy('createdAt', 'desc').limit(50).onSnapshot(…)`.
+   */
+  database(): Database {
+    this.db ??= new Database({ channel: (name, options) => this.channels.channel(name, options), reportError: (err) => this.reportError(err) })
+    return this.db
   }
 
   /** Sends waiting for a connection. */
@@ -406,6 +417,10 @@ export class Realtime extends Emitter<RealtimeEvents> {
         return
       case 'receipt':
         this.channels.get(frame.channel)?.emitEvent('receipt', frame)
+        return
+      case 'query:snapshot':
+      case 'query:changes':
+        this.db?.frame(frame)
         return
       default:
         return this.requests.answer(frame)
