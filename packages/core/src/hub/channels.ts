@@ -22,7 +22,7 @@ export interface ChannelOptions {
   readonly rules?: ChannelRules
   /**
    * End-to-end encrypted: every client publish must carry an encrypted envelope
-   * (`{ e2e: 1, kid, iv, ct }`, see docs/security.md) as its data, anything else is refused with
+   * (`{ e2e: 1, kid, iv, ct }`, see docs/encryption.md) as its data, anything else is refused with
    * `RT_007`; the server, the store and the broker relay ciphertext they cannot read. Filters
    * and event schemas cannot look inside. Default false.
    */
