@@ -9,6 +9,7 @@ import {
   type LiveWhere,
   RealtimeError,
   applyLiveFrame,
+  diffLiveResults,
   resumeOf,
 } from '@tidings/protocol'
 import type { Channel, ChannelOptions } from './channel.js'
@@ -41,8 +42,13 @@ export interface QuerySnapshot<T = LiveDoc> {
   readonly key: string
   /** The result's version on the server (grows with every change). */
   readonly version: number
-  /** The server replaced the whole result: the first snapshot, or a reset after a resume it could not serve. */
+  /** The server sent the whole result: the first snapshot, or a reset. */
   readonly fromScratch: boolean
+  /**
+   * After a reconnect the server no longer had the result held and sent it whole: `changes`
+   * are still relative to the previous snapshot (computed here), so a view that applies them stays right.
+   */
+  readonly reset: boolean
   /** The changes came from resuming after a reconnect (the server still had the result held). */
   readonly resumed: boolean
 }
@@ -240,16 +246,21 @@ export class Database implements DatabaseHost {
           return
         }
         live.resyncing = false
+        const held = live.state
+        const reset = step.fromScratch && held !== undefined
+        // A reset replaces a result the listener already has: tell it what changed, not "everything added".
+        const changes = reset ? diffLiveResults(held.docs, step.state.docs, step.state.key) : step.changes
         live.state = step.state
         const docs = Object.freeze([...step.state.docs]) as readonly T[]
         const snapshot: QuerySnapshot<T> = Object.freeze({
           docs,
-          changes: Object.freeze(step.changes.map((c: LiveChange) => ({ type: c.type, doc: c.doc as T, oldIndex: c.oldIndex, newIndex: c.newIndex }))),
+          changes: Object.freeze(changes.map((c: LiveChange) => ({ type: c.type, doc: c.doc as T, oldIndex: c.oldIndex, newIndex: c.newIndex }))),
           size: docs.length,
           empty: docs.length === 0,
           key: step.state.key,
           version: step.state.version,
           fromScratch: step.fromScratch,
+          reset,
           resumed: frame.type === 'query:changes' && frame.resumed === true,
         })
         try {

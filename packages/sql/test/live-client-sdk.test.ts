@@ -7,6 +7,7 @@
 import { PGlite } from '@electric-sql/pglite'
 import { type LiveQueryRef, type QuerySnapshot, Realtime, type RealtimeError } from '@tidings/client'
 import { Kysely } from 'kysely'
+import type WebSocket from 'ws'
 import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RealServer, recordingWebSocket, startRealServer } from '../../client/test/real-hub.js'
@@ -47,12 +48,24 @@ const until = async (what: string, ok: () => boolean, ms = 8000) => {
   }
 }
 
+/** Frames from the server that match are dropped before the SDK sees them (a lost frame). */
+let dropInbound: ((text: string) => boolean) | undefined
+
+function droppingWebSocket(): typeof WebSocket {
+  return class extends recordingWebSocket(sent) {
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'message' && dropInbound?.(String(args[0]))) return true
+      return super.emit(event, ...args)
+    }
+  } as typeof WebSocket
+}
+
 function connect(user = 'ada'): Realtime {
   const rt = new Realtime({
     url: server.url,
     auth: `user:${user}`,
     transports: ['websocket'],
-    WebSocket: recordingWebSocket(sent) as never,
+    WebSocket: droppingWebSocket() as never,
     heartbeatIntervalMs: 0,
     reconnectDelay: 30,
     maxReconnectDelay: 60,
@@ -288,6 +301,73 @@ describe('client SDK live queries (rt.database()) over WebSocket and PGlite', ()
     const [c] = await insert([{ createdAt: 3 }])
     await q.next(2)
     expect(q.ids()).toEqual([a, b, c])
+    expect(q.errors).toEqual([])
+    q.stop()
+  })
+
+  it('a reconnect to a server that no longer has the result gets it whole (reset), with changes relative to what was held', async () => {
+    // A second hub whose provider caches one result: another query evicts the one held.
+    const small = createLiveQueries({ db: { pglite }, collections: COLLECTIONS, cacheSize: 1 })
+    await small.start()
+    const other = await startRealServer({ options: { liveQueries: small } })
+    try {
+      await db.deleteFrom('messages').execute()
+      const [a, b] = await insert([{ createdAt: 1 }, { createdAt: 2 }])
+      const rt = new Realtime({ url: other.url, auth: 'user:ada', transports: ['websocket'], WebSocket: droppingWebSocket() as never, heartbeatIntervalMs: 0, reconnectDelay: 30, maxReconnectDelay: 60, releaseOnPageHide: false })
+      clients.push(rt)
+      const q = follow(rt.database().collection<Msg>('messages').where('roomId', '==', 'r1').orderBy('createdAt', 'asc').tag('reset'))
+      await q.next(0)
+      expect(q.ids()).toEqual([a, b])
+      rt.disconnect()
+      await db.deleteFrom('messages').where('id', '=', a!).execute()
+      const [c] = await insert([{ createdAt: 3 }])
+      const evictor = new Realtime({ url: other.url, auth: 'user:ada', transports: ['websocket'], WebSocket: droppingWebSocket() as never, heartbeatIntervalMs: 0, releaseOnPageHide: false })
+      clients.push(evictor)
+      const e = follow(evictor.database().collection<Msg>('messages').where('roomId', '==', 'r2'))
+      await e.next(0)
+      rt.connect()
+      const s = await q.next(1)
+      expect(s.resumed).toBe(false)
+      expect(s.fromScratch).toBe(true)
+      expect(s.reset).toBe(true)
+      expect(q.ids()).toEqual([b, c])
+      expect(s.changes.map((x) => [x.type, x.doc.id])).toEqual([
+        ['removed', a],
+        ['added', c],
+      ])
+      expect(idsOf(replay(q.snapshots[0]!.docs, s))).toEqual([b, c])
+      const resubscribe = sent.filter((f) => f['type'] === 'subscribe' && f['channel'] === 'db:collection:messages:reset').at(-1)!
+      expect(resubscribe['resume']).toBeDefined()
+      q.stop()
+      e.stop()
+    } finally {
+      await other.close()
+      await small.close()
+    }
+  })
+
+  it('a lost query:changes frame is detected by prev and the SDK subscribes again with resume to catch up', async () => {
+    await db.deleteFrom('messages').execute()
+    const [a] = await insert([{ createdAt: 1 }])
+    const rt = connect()
+    const q = follow(rt.database().collection<Msg>('messages').where('roomId', '==', 'r1').orderBy('createdAt', 'asc').tag('lossy'))
+    const first = await q.next(0)
+    let dropped = 0
+    dropInbound = (text) => text.includes('"query:changes"') && text.includes('messages:lossy') && dropped++ === 0
+    const [b] = await insert([{ createdAt: 2 }])
+    await quiet()
+    await until('the frame to be dropped', () => dropped > 0)
+    const [c] = await insert([{ createdAt: 3 }])
+    const s = await q.next(1)
+    dropInbound = undefined
+    // The frame after the lost one did not fit (its prev is not the version held): a resume caught up.
+    expect(s.resumed).toBe(true)
+    expect(q.ids()).toEqual([a, b, c])
+    const resubscribe = sent.filter((f) => f['type'] === 'subscribe' && f['channel'] === 'db:collection:messages:lossy').at(-1)!
+    expect(resubscribe['resume']).toEqual({ version: first.version, hash: expect.any(String) })
+    const [d] = await insert([{ createdAt: 4 }])
+    await until('the next change', () => q.ids().length === 4)
+    expect(q.ids()).toEqual([a, b, c, d])
     expect(q.errors).toEqual([])
     q.stop()
   })
