@@ -8,16 +8,14 @@ import {
   type LiveScalar,
   type LiveWhere,
   RealtimeError,
-  applyLiveFrame,
-  diffLiveResults,
-  resumeOf,
 } from '@tidings/protocol'
 import type { Channel, ChannelOptions } from './channel.js'
+import { applyFrame, diffResults, resumeFrom } from './live-result.js'
 
 /**
  * Live queries (docs/live-queries.md): `rt.database().collection('messages').where(…)
  * .orderBy(…).limit(50).onSnapshot((snapshot) => …)`. Each `onSnapshot` is one subscription to
- * `db:collection:<name>:<tag>` carrying the query; its frames are applied with `applyLiveFrame`,
+ * `db:collection:<name>:<tag>` carrying the query; its frames are applied as `applyLiveFrame` does,
  * and after a reconnect (or a missed frame) it subscribes again with `resume`, so the server
  * sends only what changed meanwhile when it still has the result (a full `reset` snapshot otherwise).
  */
@@ -227,7 +225,7 @@ export class Database implements DatabaseHost {
         }
       } else this.client.reportError(error)
     }
-    const channel = this.client.channel(name, { query, resume: () => (live.state && !live.closed ? resumeOf(live.state) : undefined) })
+    const channel = this.client.channel(name, { query, resume: () => (live.state && !live.closed ? resumeFrom(live.state) : undefined) })
     const live: Live = {
       channel,
       state: undefined,
@@ -237,7 +235,7 @@ export class Database implements DatabaseHost {
         if (live.closed) return
         const fresh = frame.type === 'query:snapshot' || frame.resumed === true
         if (live.resyncing && !fresh) return
-        const step = applyLiveFrame(live.state, frame)
+        const step = applyFrame(live.state, frame)
         if (!step.ok) {
           // A frame was missed (or does not fit): subscribe again presenting the result held.
           live.resyncing = true
@@ -249,7 +247,7 @@ export class Database implements DatabaseHost {
         const held = live.state
         const reset = step.fromScratch && held !== undefined
         // A reset replaces a result the listener already has: tell it what changed, not "everything added".
-        const changes = reset ? diffLiveResults(held.docs, step.state.docs, step.state.key) : step.changes
+        const changes = reset ? diffResults(held.docs, step.state.docs, step.state.key) : step.changes
         live.state = step.state
         const docs = Object.freeze([...step.state.docs]) as readonly T[]
         const snapshot: QuerySnapshot<T> = Object.freeze({
