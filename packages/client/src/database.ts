@@ -275,7 +275,11 @@ export class Database implements DatabaseHost {
       },
     }
     this.live.set(name, live)
-    if (onError) channel.on('error', fail)
+    channel.on('error', (error) => {
+      fail(error)
+      // A refused subscribe (e.g. again after a reconnect) leaves the channel unwanted: the query is over.
+      if (!channel.wanted) live.close()
+    })
     channel.on('unsubscribed', ({ reason }) => {
       fail(new RealtimeError('RT_003', `the live query on '${collection}' was ended by the server${reason ? ` (${reason})` : ''}`, { channel: name, ...(reason ? { reason } : {}) }))
       live.close()
