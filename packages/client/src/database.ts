@@ -10,7 +10,7 @@ import {
   RealtimeError,
 } from '@tidings/protocol'
 import type { Channel, ChannelOptions } from './channel.js'
-import { applyFrame, diffResults, resumeFrom } from './live-result.js'
+import { applyLiveFrame, diffLiveResults, resumeOf } from '@tidings/protocol'
 
 /**
  * Live queries (docs/live-queries.md): `rt.database().collection('messages').where(…)
@@ -225,7 +225,7 @@ export class Database implements DatabaseHost {
         }
       } else this.client.reportError(error)
     }
-    const channel = this.client.channel(name, { query, resume: () => (live.state && !live.closed ? resumeFrom(live.state) : undefined) })
+    const channel = this.client.channel(name, { query, resume: () => (live.state && !live.closed ? resumeOf(live.state) : undefined) })
     const live: Live = {
       channel,
       state: undefined,
@@ -235,7 +235,7 @@ export class Database implements DatabaseHost {
         if (live.closed) return
         const fresh = frame.type === 'query:snapshot' || frame.resumed === true
         if (live.resyncing && !fresh) return
-        const step = applyFrame(live.state, frame)
+        const step = applyLiveFrame(live.state, frame)
         if (!step.ok) {
           // A frame was missed (or does not fit): subscribe again presenting the result held.
           live.resyncing = true
@@ -247,7 +247,7 @@ export class Database implements DatabaseHost {
         const held = live.state
         const reset = step.fromScratch && held !== undefined
         // A reset replaces a result the listener already has: tell it what changed, not "everything added".
-        const changes = reset ? diffResults(held.docs, step.state.docs, step.state.key) : step.changes
+        const changes = reset ? diffLiveResults(held.docs, step.state.docs, step.state.key) : step.changes
         live.state = step.state
         const docs = Object.freeze([...step.state.docs]) as readonly T[]
         const snapshot: QuerySnapshot<T> = Object.freeze({

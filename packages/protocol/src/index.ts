@@ -12,7 +12,8 @@
  *   budget   the decode budget: depth scans, decodeWithin, parseJsonWithin (bytes, codec types)
  *   receiver createReceiver: dedup, hold-until-prev, cumulative acks      (protocol types)
  *   envelope the end-to-end encrypted envelope: shape check, additional data
- *   live-query live query shape (zod), normal form and key, result diffs (zod)
+ *   live-result live query results: diffs, applying changes, the client's step (no zod)
+ *   live-query live query shape (zod), normal form and key                 (live-result)
  */
 export { type WireData, wireLength, utf8Length } from './bytes.js'
 export { ErrorCode, ERROR_MESSAGES, ALL_ERROR_CODES, RealtimeError, isRealtimeError, CloseCode, clampCloseReason } from './errors.js'
@@ -67,9 +68,6 @@ export {
   type LiveWhere,
   type LiveQuery,
   type NormalizedLiveQuery,
-  type LiveDoc,
-  type LiveChange,
-  type LiveResume,
   liveQuerySchema,
   liveChangeSchema,
   liveDocSchema,
@@ -79,11 +77,16 @@ export {
   parseLiveQuery,
   conditionsOf,
   isCondition,
-  diffLiveResults,
-  applyLiveChanges,
+} from './live-query.js'
+export {
+  type LiveDoc,
+  type LiveChange,
+  type LiveResume,
   type LiveResultState,
   type LiveResultFrame,
   type LiveResultStep,
+  diffLiveResults,
+  applyLiveChanges,
   applyLiveFrame,
   resumeOf,
-} from './live-query.js'
+} from './live-result.js'

@@ -12,7 +12,6 @@ import { PGliteDialect } from 'kysely-pglite-dialect'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RealServer, recordingWebSocket, startRealServer } from '../../client/test/real-hub.js'
 import { type LiveChange, type LiveDoc, type LiveResultFrame, applyLiveFrame, diffLiveResults, resumeOf } from '@tidings/core'
-import { applyFrame, diffResults, resumeFrom } from '../../client/src/live-result.js'
 import { type LiveQueries, createLiveQueries } from '../src/index.js'
 import { COLLECTIONS, createSchema } from './live-suite.js'
 
@@ -395,35 +394,5 @@ describe('client SDK live queries (rt.database()) over WebSocket and PGlite', ()
     expect(q.errors[0]!.code).toBe('RT_003')
     expect(q.errors[0]!.message).toContain('revoked')
     expect(rt.database().size).toBe(0)
-  })
-})
-
-describe("the client SDK's zod-free copy of the protocol's live result step (packages/client/src/live-result.ts)", () => {
-  // A seeded generator, so a failure reproduces.
-  let seed = 12345
-  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n)
-  const result = (): LiveDoc[] => {
-    const keys = [...new Set(Array.from({ length: rand(8) }, () => `k${rand(10)}`))]
-    return keys.sort(() => rand(3) - 1).map((id) => ({ id, v: rand(3) }))
-  }
-
-  it('diffs like diffLiveResults and applies frames like applyLiveFrame, good frames and ones that do not fit', () => {
-    for (let i = 0; i < 2000; i++) {
-      const before = result()
-      const after = result()
-      const ours = diffResults(before, after, 'id')
-      expect(ours).toEqual(diffLiveResults(before, after, 'id'))
-      const state = { key: 'id', docs: before, version: 5, hash: 'h5' }
-      const changes: LiveChange[] = rand(4) === 0 ? [{ type: 'removed', doc: { id: 'x' }, oldIndex: before.length + rand(3), newIndex: -1 }] : ours
-      const frames: LiveResultFrame[] = [
-        { type: 'query:changes', version: 6 + rand(2) - rand(2), prev: 5 + rand(2) - rand(2), hash: 'h6', changes },
-        { type: 'query:changes', version: 9, hash: 'h9', changes, resumed: true },
-        { type: 'query:snapshot', key: 'id', version: 3, hash: 'h3', docs: after, ...(rand(2) ? { reset: true as const } : {}) },
-      ]
-      for (const f of frames) {
-        for (const s of [state, undefined]) expect(applyFrame(s, f)).toEqual(applyLiveFrame(s, f))
-      }
-      expect(resumeFrom(state)).toEqual(resumeOf(state))
-    }
   })
 })

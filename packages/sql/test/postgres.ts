@@ -60,6 +60,9 @@ export interface PostgresServer {
   createDatabase(name?: string): Promise<string>
   /** Stop with SIGKILL-like immediacy (as a crash looks to clients) and start again. */
   restart(): Promise<void>
+  /** Stop with SIGKILL-like immediacy and stay down until `start()`. */
+  crash(): Promise<void>
+  start(): Promise<void>
   stop(): Promise<void>
 }
 
@@ -99,6 +102,12 @@ export async function startPostgres(): Promise<PostgresServer> {
     },
     async restart() {
       await stop('immediate')
+      await start()
+    },
+    async crash() {
+      await stop('immediate')
+    },
+    async start() {
       await start()
     },
     async stop() {
