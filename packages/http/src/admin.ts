@@ -1,9 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type ErrorCode, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
+import { type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
+import type { Registry } from 'prom-client'
 import { z } from 'zod'
 import { drainBody, hasBody } from '@tidings/http-kit'
 import { type ApiKeys, type ApiKeyScope, apiKeyOf, authorizeApiKey } from './api-keys.js'
 import { readJsonBody, sendError, sendJson } from './respond.js'
+import { createMetricsRegistry } from './metrics.js'
 
 export type { ApiKeyCheck } from './api-keys.js'
 
@@ -59,7 +61,12 @@ interface Route {
  * one is 401 RT_002, a key without the scope 403 RT_003. Bodies are validated with zod; errors
  * are `{ type: 'error', code, message }` with the HTTP status that matches the code.
  */
-export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes: number) {
+/**
+ * `registry`: the Prometheus registry `?format=prometheus` answers from (the one behind
+ * `<prefix>/metrics`), or undefined: a registry made for the admin API on first use.
+ */
+export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes: number, registry?: Registry) {
+  let ownRegistry: Registry | undefined
   const channelParam = (raw: string): string => {
     const name = decodeParam(raw)
     if (!channelNameSchema.safeParse(name).success) throw new RealtimeError('RT_007', `invalid channel name '${name}'`)
@@ -177,9 +184,11 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
       run: async ({ res, query }) => {
         const m = hub.metrics()
         if (query.get('format') !== 'prometheus') return sendJson(res, 200, m)
+        const r = registry ?? (ownRegistry ??= createMetricsRegistry(hub))
+        const text = await r.metrics()
         res.statusCode = 200
-        res.setHeader('content-type', 'text/plain; version=0.0.4')
-        res.end(prometheus(m))
+        res.setHeader('content-type', r.contentType)
+        res.end(text)
       },
     },
   ]
@@ -234,28 +243,4 @@ function decodeParam(raw: string): string {
   } catch {
     throw new RealtimeError('RT_007', 'bad percent-encoding in the path')
   }
-}
-
-function prometheus(m: ReturnType<Hub['metrics']>): string {
-  const lines: string[] = []
-  const gauge = (name: string, help: string, value: number, labels = '') => {
-    lines.push(`# HELP tidings_${name} ${help}`, `# TYPE tidings_${name} gauge`, `tidings_${name}${labels} ${value}`)
-  }
-  const counter = (name: string, help: string, value: number) => {
-    lines.push(`# HELP tidings_${name}_total ${help}`, `# TYPE tidings_${name}_total counter`, `tidings_${name}_total ${value}`)
-  }
-  gauge('connections', 'Open connections on this node.', m.connections)
-  gauge('channels', 'Live channels on this node.', m.channels)
-  gauge('subscriptions', 'Subscriptions on this node.', m.subscriptions)
-  counter('messages_in', 'Frames received from clients.', m.messagesIn)
-  counter('messages_out', 'Frames handed to sessions.', m.messagesOut)
-  counter('bytes_in', 'Bytes received from clients.', m.bytesIn)
-  counter('bytes_out', 'Bytes handed to sessions.', m.bytesOut)
-  counter('published', 'Messages published to channels.', m.published)
-  counter('dropped', 'Frames dropped under backpressure.', m.dropped)
-  counter('redelivered', 'At-least-once messages sent again.', m.redelivered)
-  counter('delivery_failed', 'Delivery ranges given up on.', m.deliveryFailed)
-  lines.push('# HELP tidings_errors_total Errors sent to clients, by code.', '# TYPE tidings_errors_total counter')
-  for (const [code, n] of Object.entries(m.errors)) lines.push(`tidings_errors_total{code="${code as ErrorCode}"} ${n}`)
-  return `${lines.join('\n')}\n`
 }

@@ -108,11 +108,11 @@ export function createRealtime(options: RealtimeOptions = {}): Realtime {
   const sse: SseTransport | undefined = options.sse === false ? undefined : createSseTransport(hub, { ...options.sse, prefix, edge })
   const poll: LongPollTransport | undefined = options.longPoll === false ? undefined : createLongPollTransport(hub, { ...options.longPoll, prefix, edge })
   const keys = adminApiKeys(checkKey, options.apiKeys)
-  const admin = createAdminApi(hub, keys, options.maxBodyBytes ?? 1024 * 1024)
-  const analytics = createAnalyticsRoute(hub, keys)
-  const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
   const metricsOptions = options.metrics === false ? undefined : { store: ownHub ? options.hubOptions?.store : undefined, ...options.metrics }
   const metrics = metricsOptions === undefined ? undefined : createMetricsRegistry(hub, metricsOptions)
+  const admin = createAdminApi(hub, keys, options.maxBodyBytes ?? 1024 * 1024, metrics)
+  const analytics = createAnalyticsRoute(hub, keys)
+  const handshakeTimeoutMs = websocket?.handshakeTimeoutMs ?? 10_000
   const scraper = metricsOptions?.open === true ? () => true : metricsOptions?.token !== undefined ? bearerCheck(metricsOptions.token) : undefined
 
   const ours = (url: string | undefined) => {
