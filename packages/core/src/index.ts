@@ -140,3 +140,4 @@ export {
   resumeOf,
 } from '@tidings/protocol'
 export type { LiveQueryProvider, LiveQueryContext, LiveQuerySubscription, LiveQueryUpdate } from './ports/live.js'
+export { clusterMessageProblem } from './cluster-message.js'

@@ -1,11 +1,9 @@
-import { type ClusterMessage, filterSchema, serverFrameSchema } from '@tidings/core'
+import { type ClusterMessage, clusterMessageProblem } from '@tidings/core'
 
 /**
- * What crosses Redis between brokers: a `ClusterMessage` as JSON, checked when it arrives
- * (anything can be published on a Redis channel: another app, an old version, a typo in
- * `redis-cli`), so the hub only ever sees well-formed messages. The check is by hand for the
- * envelope (kinds, origin, target, ids) and by the protocol's own zod schemas for what is
- * handed on to clients (the frame) or compiled (the recipient filter).
+ * What crosses Redis between brokers: a `ClusterMessage` as JSON, checked when it arrives with
+ * the core's `clusterMessageProblem` (anything can be published on a Redis channel), plus the
+ * broker's own probes.
  */
 
 /** A probe a broker sends to itself to check that its subscriber connection really delivers. */
@@ -19,50 +17,6 @@ export type Decoded =
   | { readonly ok: true; readonly message: ClusterMessage | Probe }
   | { readonly ok: false; readonly reason: string }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const isString = (v: unknown): v is string => typeof v === 'string'
-const nonEmpty = (v: unknown): v is string => typeof v === 'string' && v.length > 0
-const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every(isString)
-const optional = (v: unknown, check: (v: unknown) => boolean) => v === undefined || check(v)
-
-function dispatchProblem(m: Record<string, unknown>, frames: boolean): string | undefined {
-  const t = m['target']
-  if (!isObject(t)) return 'dispatch without a target'
-  if (t['kind'] === 'channel') {
-    if (!nonEmpty(t['channel'])) return 'channel target without a channel'
-  } else if (t['kind'] === 'direct') {
-    if (!strings(t['users']) || !strings(t['connections'])) return 'direct target without users and connections lists'
-  } else if (t['kind'] !== 'all') return 'unknown target kind'
-  if (frames ? !serverFrameSchema.safeParse(m['frame']).success : !isObject(m['frame'])) return 'invalid frame'
-  const ex = m['exclude']
-  if (ex !== undefined && (!isObject(ex) || !optional(ex['connections'], strings) || !optional(ex['users'], strings))) return 'invalid exclude'
-  if (m['where'] !== undefined && !filterSchema.safeParse(m['where']).success) return 'invalid recipient filter'
-  if (!optional(m['priority'], (p) => p === 'high' || p === 'normal' || p === 'low')) return 'invalid priority'
-  if (!optional(m['volatile'], (v) => typeof v === 'boolean')) return 'invalid volatile flag'
-  if (!optional(m['epoch'], isString)) return 'invalid epoch'
-  return undefined
-}
-
-function queryProblem(q: unknown, frames: boolean): string | undefined {
-  if (!isObject(q)) return 'request without a query'
-  switch (q['op']) {
-    case 'connections':
-      return optional(q['userId'], isString) && optional(q['channel'], isString) && optional(q['connectionId'], isString) ? undefined : 'invalid connections query'
-    case 'disconnect':
-      return isString(q['reason']) && optional(q['userId'], isString) && optional(q['connectionId'], isString) ? undefined : 'invalid disconnect query'
-    case 'kick':
-      return isString(q['channel']) && isString(q['userId']) && isString(q['reason']) ? undefined : 'invalid kick query'
-    case 'deliver': {
-      if (typeof q['waitMs'] !== 'number' || !Number.isFinite(q['waitMs'])) return 'invalid deliver query'
-      const d = q['dispatch']
-      if (!isObject(d) || d['kind'] !== 'dispatch' || !nonEmpty(d['origin'])) return 'deliver query without a dispatch'
-      return dispatchProblem(d, frames)
-    }
-    default:
-      return 'unknown query op'
-  }
-}
-
 /** Parse and check one payload from Redis. Never throws. */
 export function decodeEnvelope(payload: string, validateFrames = true): Decoded {
   let m: unknown
@@ -71,24 +25,9 @@ export function decodeEnvelope(payload: string, validateFrames = true): Decoded 
   } catch {
     return { ok: false, reason: 'not JSON' }
   }
-  if (!isObject(m)) return { ok: false, reason: 'not an object' }
-  if (!nonEmpty(m['origin'])) return { ok: false, reason: 'no origin' }
-  let problem: string | undefined
-  switch (m['kind']) {
-    case 'dispatch':
-      problem = dispatchProblem(m, validateFrames)
-      break
-    case 'request':
-      problem = !nonEmpty(m['id']) ? 'request without an id' : queryProblem(m['query'], validateFrames)
-      break
-    case 'reply':
-      problem = !nonEmpty(m['id']) ? 'reply without an id' : !nonEmpty(m['to']) ? 'reply without a recipient' : !('result' in m) ? 'reply without a result' : undefined
-      break
-    case 'probe':
-      problem = typeof m['n'] === 'number' ? undefined : 'invalid probe'
-      break
-    default:
-      problem = 'unknown kind'
-  }
-  return problem === undefined ? { ok: true, message: m as unknown as ClusterMessage | Probe } : { ok: false, reason: problem }
+  const probe = typeof m === 'object' && m !== null && (m as { kind?: unknown }).kind === 'probe'
+  const problem = probe
+    ? typeof (m as { origin?: unknown }).origin === 'string' && (m as { origin: string }).origin.length > 0 && typeof (m as { n?: unknown }).n === 'number' ? undefined : 'invalid probe'
+    : clusterMessageProblem(m, validateFrames)
+  return problem === undefined ? { ok: true, message: m as ClusterMessage | Probe } : { ok: false, reason: problem }
 }
