@@ -9,6 +9,7 @@ import type { Recovery, SequencedFanOut } from './delivery/recovery.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import { admits, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
+import { presenceDeniedOf } from '../rules/rights.js'
 import type { Admission } from './admission.js'
 
 /** What fan-out needs from the hub: its registries (read only), the delivery concepts and the way to close a connection. */
@@ -31,6 +32,9 @@ export interface FanOutHost {
  * encoded frame. Owns the outbound budgets: a connection's queue (`maxQueuedBytes`, slow
  * consumers) and every queue together (`maxTotalQueuedBytes`, the largest go first).
  */
+/** Frames a channel's presence rule governs. */
+const PRESENCE_FRAMES: ReadonlySet<string> = new Set(['presence:join', 'presence:leave', 'presence:update', 'typing'])
+
 export class FanOut implements SequencedFanOut {
   /** Connections with frames in their outbound queue (for the hub-wide budget). */
   private readonly backlog = new Set<Connection>()
@@ -119,6 +123,11 @@ export class FanOut implements SequencedFanOut {
 
   deliverLocal(d: Dispatch, out: Outbound | undefined, where: FilterPredicate | undefined, collect: Subscription[] | null = null): number {
     const frame = d.frame
+    if (d.target.kind === 'channel' && PRESENCE_FRAMES.has(frame.type)) {
+      // Presence from any node leaves out this node's subscribers whose presence rule denies them.
+      const denied = presenceDeniedOf(this.host.options).get(d.target.channel)
+      if (denied !== undefined && denied.size > 0) d = { ...d, exclude: { users: d.exclude?.users, connections: [...(d.exclude?.connections ?? []), ...denied] } }
+    }
     const encoded = out ?? this.encode(this.host.codec, frame)
     let local = NO_EXCLUSIONS
     if (d.exclude !== undefined || where !== undefined || d.priority !== undefined || d.volatile !== undefined || collect !== null) {
