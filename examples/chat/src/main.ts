@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { createPGliteStore } from '@tidings/sql'
 import { startChatServer } from './server.js'
@@ -7,6 +8,7 @@ import { startChatServer } from './server.js'
 // database to install (TIDINGS_DATA_DIR moves it; TIDINGS_DATA_DIR=memory keeps it in memory).
 const cluster = process.env.REDIS_URL ? (await import('./cluster.js')).clusterNode(process.env) : undefined
 const dataDir = process.env.TIDINGS_DATA_DIR ?? join(import.meta.dirname, '..', '..', '..', '.data', 'chat')
+if (!cluster && dataDir !== 'memory') mkdirSync(dataDir, { recursive: true })
 const store = cluster ? undefined : createPGliteStore(dataDir === 'memory' ? {} : { dataDir })
 await store?.ready
 const chat = await startChatServer(Number(process.env.PORT ?? 3000), process.env.HOST ?? '127.0.0.1', cluster?.options ?? (store ? { hubOptions: { store } } : undefined))

@@ -42,8 +42,9 @@ afterAll(() => {
 
 describe('the demo on its embedded default (PGlite)', () => {
   it('keeps a room\'s history across a restart with no configuration but a data directory', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'tidings-demo-data-'))
-    dirs.push(dataDir)
+    const base = mkdtempSync(join(tmpdir(), 'tidings-demo-data-'))
+    dirs.push(base)
+    const dataDir = join(base, 'not-yet-made', 'chat') // the demo makes the folders it needs
     const port = await freePort()
     const channel = encodeURIComponent('presence:room-general')
     let demo = startDemo(port, dataDir)
