@@ -4,7 +4,7 @@ import pg from 'pg'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type PostgresBroker, PostgresBrokerError, createPostgresBroker } from '../src/broker.js'
 import { notifyChannel } from '../src/notify.js'
-import { type PostgresServer, startPostgres } from './postgres.js'
+import { type PostgresServer, sleep, startPostgres, until } from './postgres.js'
 
 let server: PostgresServer
 let url: string
@@ -63,19 +63,6 @@ const say = (origin: string, channel: string, data: unknown, id = 'm'): Dispatch
   frame: { type: 'message', channel, event: 'say', data, id, timestamp: new Date(1_767_225_600_000).toISOString() } as Dispatch['frame'],
 })
 const dataOf = (m: ClusterMessage) => (m.kind === 'dispatch' ? (m.frame as { data: unknown }).data : undefined)
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-async function until(check: () => void | Promise<void>, ms = 10_000) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(20)
-    }
-  }
-}
 const admin = async () => {
   const p = new pg.Pool({ connectionString: url, max: 2 })
   pools.push(p)

@@ -2,7 +2,7 @@ import { type Hub, type HubOptions, createHub, createMemoryStore, createMemoryTr
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createPostgresBroker } from '../src/broker.js'
 import { type PostgresPresenceStore, createPostgresPresenceStore } from '../src/presence.js'
-import { type PostgresServer, startPostgres } from './postgres.js'
+import { type PostgresServer, startPostgres, until } from './postgres.js'
 
 // Two hubs whose broker and presence store are one real PostgreSQL, which crashes and comes back
 // (pg_ctl stop -m immediate, then start) under them. The message store is one both share and
@@ -32,19 +32,6 @@ afterEach(async () => {
   for (const s of stores.splice(0)) await s.close()
 })
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-async function until(check: () => void | Promise<void>, ms = 20_000) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(25)
-    }
-  }
-}
 
 function node(nodeId: string, store: ReturnType<typeof createMemoryStore>, errors: string[]) {
   const presenceStore = createPostgresPresenceStore({ connectionString: url })

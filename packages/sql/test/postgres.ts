@@ -13,6 +13,22 @@ import { promisify } from 'node:util'
 
 const exec = promisify(execFile)
 
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Retries `check` (an assertion) every `everyMs` until it passes, or throws its last failure after `ms`. */
+export async function until(check: () => void | Promise<void>, ms = 20_000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    try {
+      await check()
+      return
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+      await sleep(everyMs)
+    }
+  }
+}
+
 /** A port nobody listens on now. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -8,7 +8,7 @@ import { migrate } from '../src/migrations/index.js'
 import { type OutboxRelay, createOutboxRelay } from '../src/outbox.js'
 import { publish, publishWithClient } from '../src/publish.js'
 import { type SqlStore, createSqlStore } from '../src/store.js'
-import { type PostgresServer, startPostgres } from './postgres.js'
+import { type PostgresServer, sleep, startPostgres, until } from './postgres.js'
 
 // Transactional publish over a real PostgreSQL (and PGlite): hundreds of concurrent app
 // transactions write their own rows and publish in the same transaction, then commit or roll
@@ -17,19 +17,6 @@ import { type PostgresServer, startPostgres } from './postgres.js'
 // in the order the relay guarantees (commit order within a channel: a transaction whose COMMIT
 // returned before another's began is delivered first; a transaction's messages in call order).
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-async function until(check: () => void | Promise<void>, ms = 20_000) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    try {
-      await check()
-      return
-    } catch (err) {
-      if (Date.now() > deadline) throw err
-      await sleep(20)
-    }
-  }
-}
 
 const CHANNELS = ['orders:a', 'orders:b', 'orders:c', 'orders:d']
 
