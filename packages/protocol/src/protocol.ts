@@ -94,6 +94,26 @@ export const clientFrameSchema = z.discriminatedUnion('type', [
     since: streamPositionSchema.optional(),
     limit: z.number().int().min(1).max(1000).optional(),
   }).strict(),
+  /** Replace the data of one of your own messages (channels with `revisions: 'own'`); answered by `revised`. */
+  z.object({
+    type: z.literal('edit'), v: version, id: requestId.optional(),
+    channel: channelNameSchema,
+    offset: z.number().int().positive(),
+    data: z.unknown().optional(),
+  }).strict(),
+  /** Delete one of your own messages (its offset stays, as a tombstone); answered by `revised`. */
+  z.object({ type: z.literal('delete'), v: version, id: requestId.optional(), channel: channelNameSchema, offset: z.number().int().positive() }).strict(),
+  /** Full-text search of a channel's history (a subscribed channel, or one the history rule allows); answered by `search`. */
+  z.object({
+    type: z.literal('search'), v: version, id: requestId.optional(),
+    channel: channelNameSchema,
+    query: z.string().min(1).max(256),
+    limit: z.number().int().min(1).max(100).optional(),
+    /** Only messages with offsets below this (the next page of a newest-first search). */
+    before: z.number().int().positive().optional(),
+  }).strict(),
+  /** The connection's user's channels (those keeping an offline queue for it) with unread counts; answered by `channels`. */
+  z.object({ type: z.literal('channels'), v: version, id: requestId.optional(), limit: z.number().int().min(1).max(500).optional() }).strict(),
   z.object({ type: z.literal('ping'), v: version, id: requestId.optional() }).strict(),
   z.object({ type: z.literal('auth'), v: version, id: requestId.optional(), token: z.string().min(1).max(8192) }).strict(),
 ])
@@ -141,6 +161,16 @@ export const messageFrameSchema = z.object({
   prev: z.number().int().nonnegative().optional(),
   /** The receiver must acknowledge it (`ack` frame): on at-least-once channels, or when the publisher waits for acks. */
   ack: z.literal(true).optional(),
+  /**
+   * A revision event: this message edits (`data` is the new data) or deletes (`deleted`, data
+   * null) the message at `revises.offset`, which is now at `revises.version`. A receiver holding
+   * that message at a lower version applies it; otherwise ignores it (a revision is idempotent).
+   */
+  revises: z.object({ offset: z.number().int().positive(), version: z.number().int().min(2), deleted: z.literal(true).optional() }).optional(),
+  /** The message's version when it was revised since it was published (history, replays). */
+  version: z.number().int().min(2).optional(),
+  /** The message was deleted (history, replays): its data is null. */
+  deleted: z.literal(true).optional(),
 })
 
 const errorCode = z.enum(ALL_ERROR_CODES as [ErrorCode, ...ErrorCode[]])
@@ -185,6 +215,27 @@ export const serverFrameSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('published'), id: requestId.optional(), channel: z.string(),
     messageId: z.string(), offset: z.number().int().optional(), duplicate: z.boolean().optional(),
+  }),
+  /** The answer to `edit` / `delete`: the message at `offset` is now at `version`; `revision` is the offset of the revision event. */
+  z.object({
+    type: z.literal('revised'), id: requestId.optional(), channel: z.string(),
+    offset: z.number().int().positive(), version: z.number().int().min(2),
+    revision: z.number().int().positive(), messageId: z.string(), deleted: z.literal(true).optional(),
+  }),
+  /** The answer to `search`: matching messages as they are now, newest first. */
+  z.object({ type: z.literal('search'), id: requestId.optional(), channel: z.string(), messages: z.array(messageFrameSchema) }),
+  /** The answer to `channels`: the user's channels, most recently active first. */
+  z.object({
+    type: z.literal('channels'), id: requestId.optional(),
+    channels: z.array(z.object({
+      name: z.string(),
+      unread: z.number().int().nonnegative(),
+      lastSeenOffset: z.number().int().nonnegative(),
+      top: z.number().int().nonnegative(),
+      lastActivity: z.number().nullable(),
+      kind: z.string().nullable().optional(),
+      activeUsers: z.number().int().nonnegative().optional(),
+    })),
   }),
   z.object({ type: z.literal('presence:join'), channel: z.string(), user: presenceMemberSchema }),
   z.object({ type: z.literal('presence:leave'), channel: z.string(), user: presenceMemberSchema }),

@@ -11,6 +11,9 @@ export const PORT_METHODS: ReadonlySet<PropertyKey> = new Set([
   'cursor',
   'commit',
   'cursors',
+  'revise',
+  'search',
+  'channelsOf',
   // Broker
   'start',
   'publish',

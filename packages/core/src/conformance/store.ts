@@ -3,6 +3,7 @@ import type { AppendOptions, MessageStore, Retention, StoredMessage } from '../p
 import { streamPositionSchema } from '@tidings/protocol'
 import { randomId } from '../util.js'
 import { byteBudgetTests } from './store-budget.js'
+import { optionalMethodTests, type StoreCapability } from './store-optional.js'
 import { KEEP, T0, type Input } from './store-shared.js'
 
 export interface StoreConformanceOptions<S extends MessageStore = MessageStore> {
@@ -37,6 +38,11 @@ export interface StoreConformanceOptions<S extends MessageStore = MessageStore> 
    * its consumer cursors with their epoch, and that reads never evict.
    */
   readonly makeBoundedStore?: ((maxChannels: number) => S | Promise<S>) | undefined
+  /**
+   * The optional methods of the port the store has (`revise`, `search`, `channelsOf`). The suite
+   * checks that it has exactly these, and checks each. Default none.
+   */
+  readonly capabilities?: readonly StoreCapability[] | undefined
 }
 
 /** What a store holds, as `StoreConformanceOptions.sizes` reports it. */
@@ -556,6 +562,10 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
     // ---------------------------------------------------------------- byte budget
 
     byteBudgetTests({ store: () => store, fresh, msg, append, appendN, read, offsetsOf, options, timeout, sizesOption, sizesOf })
+
+    // ---------------------------------------------------------------- optional methods
+
+    optionalMethodTests({ store: () => store, fresh, msg, append, appendN, read, offsetsOf, options, timeout, sizesOption, sizesOf }, options.capabilities ?? [])
 
     // ---------------------------------------------------------------- data
 

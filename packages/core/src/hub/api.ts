@@ -3,7 +3,7 @@ import type { EventEmitter } from 'eventemitter3'
 import type { Identity } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
-import type { StoredMessage } from '../ports/store.js'
+import type { ConsumerChannel, StoredMessage } from '../ports/store.js'
 import type { ChannelOptions } from './channels.js'
 import type { ConnectionInfo } from './connection.js'
 import type { AckRecipient } from './delivery/acks.js'
@@ -105,6 +105,39 @@ export interface ChannelHandle {
   history(options?: { after?: number; limit?: number }): Promise<{ epoch: string; messages: StoredMessage[]; top: number; complete: boolean }>
   /** Users whose cursor on this channel (kept for offline channels) has passed an offset. */
   deliveredTo(offset: number): Promise<string[]>
+  /**
+   * Replace the data of a stored message: the store makes it the next version, and a revision
+   * event (a message with `revises`) goes to the channel's subscribers, is kept in the log and
+   * replayed like any message. `RT_004` when the message is not retained (or deleted); `RT_007`
+   * when the channel keeps no history or the store has no `revise`.
+   */
+  edit(offset: number, data: unknown, options?: RevisionOptions): Promise<RevisionResult>
+  /** Delete a stored message (its data becomes null; its offset stays as a tombstone), as `edit` does. */
+  delete(offset: number, options?: RevisionOptions): Promise<RevisionResult>
+  /**
+   * Full-text search of the channel's retained history, newest first (default limit 20, at most
+   * 100); `before` pages on. `RT_007` when the store has no `search`.
+   */
+  search(query: string, options?: { limit?: number; before?: number }): Promise<StoredMessage[]>
+}
+
+export interface RevisionOptions {
+  /** Revise on behalf of this user: `RT_003` unless the message's sender is this user. Shown as the revision's `sender`. */
+  readonly by?: string | undefined
+}
+
+export interface RevisionResult {
+  /** The revised message's offset. */
+  readonly offset: number
+  /** Its version now (2 after the first revision). */
+  readonly version: number
+  readonly deleted: boolean
+  /** The offset of the revision event in the channel's log. */
+  readonly revision: number
+  /** The revision event's message id. */
+  readonly messageId: string
+  /** Connections on this node that the revision event was written or queued to. */
+  readonly recipients: number
 }
 
 /** Connections across every node. */
@@ -139,6 +172,12 @@ export interface HubChannels {
    * named parts, or undefined when no pattern matches (clients get `RT_004` for such names).
    */
   resolve(name: string): { readonly pattern: string; readonly params: Readonly<Record<string, string>> } | undefined
+  /**
+   * A user's channels: those where the store keeps a cursor for the user (channels with an
+   * `offline` queue it has subscribed to), with unread counts and last activity, most recently
+   * active first (default limit 100, at most 500). `RT_007` when the store has no `channelsOf`.
+   */
+  forUser(userId: string, options?: { readonly limit?: number }): Promise<ConsumerChannel[]>
 }
 
 /** Presence across nodes (the presence store). */

@@ -64,6 +64,12 @@ export interface ChannelOptions {
   readonly offline?: { readonly maxMessages?: number; readonly ttlMs?: number } | false
   /** Send `receipt` frames to a message's sender when it is delivered (acknowledged) and read. Default false. */
   readonly receipts?: boolean
+  /**
+   * `'own'`: a client may edit and delete its own messages (`edit` / `delete` frames; its publish
+   * rule must still allow it). Needs history and a store with `revise` (memory, SQL, Redis).
+   * Server code may always revise (`hub.channel(name).edit` / `.delete`). Default false.
+   */
+  readonly revisions?: 'own' | false
 }
 
 /** Rules per action of a channel pattern (see `ChannelOptions.rules`). */

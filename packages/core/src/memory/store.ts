@@ -1,5 +1,5 @@
 import type { StreamPosition } from '@tidings/protocol'
-import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage } from '../ports/store.js'
+import type { AppendOptions, AppendResult, ConsumerChannel, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, ReviseResult, Revision, StoredMessage } from '../ports/store.js'
 import { boundedMap, cloneData, randomId } from '../util.js'
 import { LRUCache } from 'lru-cache'
 
@@ -27,6 +27,8 @@ interface ChannelLog {
   lost: Map<string, ConsumerCursor> | null
   /** Set when the log was evicted or reset: queue entries pointing at it are stale. */
   dead: boolean
+  /** `now` of the newest append. */
+  active: number
 }
 
 /** What the store remembers of a channel whose log was evicted. */
@@ -87,6 +89,9 @@ export interface MemoryMessageStore extends MessageStore {
   /** How many channel logs are held. */
   readonly size: number
   stats(): MemoryStoreStats
+  revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): ReviseResult | undefined
+  search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): StoredMessage[]
+  channelsOf(consumer: string, options: { readonly limit: number }): ConsumerChannel[]
 }
 
 const EMPTY: readonly StoredMessage[] = Object.freeze([])
@@ -147,6 +152,28 @@ function estimateSize(value: unknown): number {
   return total
 }
 
+/** Strings a search looks at in one message's data at most (a bound on the walk). */
+const MAX_SEARCH_STRINGS = 10_000
+
+/** The words of a text, lower-cased (letters and digits of any script). */
+function wordsOf(text: string): string[] {
+  return text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []
+}
+
+/** Whether the strings in `data` (nested ones too) hold every word of `wanted`. */
+function holdsWords(data: unknown, wanted: readonly string[]): boolean {
+  const found = new Set<string>()
+  const stack: unknown[] = [data]
+  let walked = 0
+  while (stack.length > 0 && walked++ < MAX_SEARCH_STRINGS) {
+    const v = stack.pop()
+    if (typeof v === 'string') for (const w of wordsOf(v)) found.add(w)
+    else if (Array.isArray(v)) stack.push(...v)
+    else if (v !== null && typeof v === 'object') for (const key in v) if (Object.hasOwn(v, key)) stack.push((v as Record<string, unknown>)[key])
+  }
+  return wanted.every((w) => found.has(w))
+}
+
 function measure(input: Omit<StoredMessage, 'offset' | 'channel'>, hint: number | undefined): number {
   if (hint !== undefined && Number.isFinite(hint) && hint >= 0) return MESSAGE_OVERHEAD + hint
   return MESSAGE_OVERHEAD + input.id.length + input.event.length + (input.sender?.length ?? 0) + estimateSize(input.data)
@@ -201,6 +228,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
       },
     })
   let logs = makeLogs()
+  /** Consumer → the logs where it has a cursor (entries of dropped logs are removed when the log goes, or met). */
+  let consumers = new Map<string, Set<ChannelLog>>()
   let keys = boundedMap<string, { offset: number; message: StoredMessage; at: number; epoch: string }>(options.maxIdempotencyKeys ?? 100_000)
 
   /** The log's current and lost cursors, all as cursors of earlier epochs (the log is going). */
@@ -217,8 +246,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
   /** A log is gone: its messages leave the budget. */
   const drop = (l: ChannelLog) => {
     l.dead = true
+    forget(l)
     totalBytes -= l.bytes
     totalMessages -= l.messages.length - l.head
+  }
+
+  /** A log goes: its consumers no longer list it. */
+  const forget = (l: ChannelLog) => {
+    if (l.cursors === null) return
+    for (const consumer of l.cursors.keys()) {
+      const mine = consumers.get(consumer)
+      mine?.delete(l)
+      if (mine?.size === 0) consumers.delete(consumer)
+    }
   }
 
   /** The epoch of a channel that has no log: stable, and kept by its first append. */
@@ -228,7 +268,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
     const gone = evicted.get(channel)
     const epoch = gone?.epoch ?? `${storeEpoch}.${generation.toString(36)}.${nameHash(channel)}`
     if (gone) evicted.delete(channel)
-    const l: ChannelLog = { channel, epoch, messages: [], sizes: [], head: 0, first: 1, top: 0, bytes: 0, retention, cursors: null, lost: gone?.lost ?? null, dead: false }
+    const l: ChannelLog = { channel, epoch, messages: [], sizes: [], head: 0, first: 1, top: 0, bytes: 0, retention, cursors: null, lost: gone?.lost ?? null, dead: false, active: 0 }
     logs.set(channel, l)
     return l
   }
@@ -344,7 +384,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
         sender: input.sender,
         timestamp: input.timestamp,
         exclude: input.exclude,
+        ...(input.revises !== undefined ? { revises: { offset: input.revises.offset, version: input.revises.version, ...(input.revises.deleted ? { deleted: true as const } : {}) } } : {}),
       }
+      l.active = Math.max(l.active, opts.now)
       l.messages.push(message)
       l.sizes.push(size)
       l.bytes += size
@@ -391,7 +433,61 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
         return
       }
       l.lost?.delete(consumer)
-      if (offset > (l.cursors?.get(consumer) ?? 0) && l.top > 0) (l.cursors ??= new Map()).set(consumer, Math.min(offset, l.top))
+      const current = l.cursors?.get(consumer)
+      if (l.top > 0 && (current === undefined || offset > current)) {
+        ;(l.cursors ??= new Map()).set(consumer, Math.max(0, Math.min(offset, l.top)))
+        if (current === undefined) {
+          let mine = consumers.get(consumer)
+          if (mine === undefined) consumers.set(consumer, (mine = new Set()))
+          mine.add(l)
+        }
+      }
+    },
+    revise(channel, offset, revision, opts): ReviseResult | undefined {
+      const l = logs.peek(channel)
+      if (!l || offset < l.first || offset > l.top) return undefined
+      trim(l, opts.now)
+      if (offset < l.first) return undefined
+      const i = l.head + offset - l.first
+      const old = l.messages[i]!
+      if (old.deleted) return undefined
+      const version = (old.version ?? 1) + 1
+      const { deleted: _d, version: _v, ...rest } = old
+      const message: StoredMessage & { version: number } =
+        revision.deleted === true ? { ...rest, data: null, version, deleted: true } : { ...rest, data: cloneData(revision.data) ?? null, version }
+      l.messages[i] = message
+      return { message }
+    },
+    search(channel, query, opts): StoredMessage[] {
+      const l = logs.peek(channel)
+      const wanted = [...new Set(wordsOf(query))]
+      if (!l || wanted.length === 0) return []
+      trim(l, opts.now)
+      const out: StoredMessage[] = []
+      const limit = Math.max(1, Math.floor(opts.limit))
+      const last = Math.min(l.top, opts.before !== undefined ? opts.before - 1 : l.top)
+      for (let offset = last; offset >= l.first && out.length < limit; offset--) {
+        const m = l.messages[l.head + offset - l.first]!
+        if (m.deleted || m.revises !== undefined) continue
+        if (holdsWords(m.data, wanted)) out.push(m)
+      }
+      return out
+    },
+    channelsOf(consumer, opts): ConsumerChannel[] {
+      const mine = consumers.get(consumer)
+      if (mine === undefined) return []
+      const out: ConsumerChannel[] = []
+      for (const l of mine) {
+        const offset = l.cursors?.get(consumer)
+        if (l.dead || offset === undefined) {
+          mine.delete(l)
+          continue
+        }
+        out.push({ name: l.channel, lastSeenOffset: offset, top: l.top, unread: Math.max(0, l.top - Math.max(offset, l.first - 1)), lastActivity: l.top > 0 ? l.active : null, activeUsers: l.cursors!.size })
+      }
+      if (mine.size === 0) consumers.delete(consumer)
+      out.sort((a, b) => (b.lastActivity ?? 0) - (a.lastActivity ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      return out.slice(0, Math.max(1, Math.floor(opts.limit)))
     },
     cursors(channel) {
       const cursors = logs.peek(channel)?.cursors
@@ -412,6 +508,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
         if (gone.lost && gone.lost.size > 0 && !evicted.has(channel)) evicted.set(channel, { epoch: `${storeEpoch}.0.${nameHash(channel)}`, lost: gone.lost })
       }
       logs = makeLogs()
+      consumers = new Map()
       keys = boundedMap(options.maxIdempotencyKeys ?? 100_000)
       totalBytes = 0
       totalMessages = 0

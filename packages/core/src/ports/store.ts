@@ -16,6 +16,52 @@ export interface StoredMessage {
    * publish's `exclude`), so replays and redeliveries leave them out as live delivery did.
    */
   readonly exclude?: { readonly connections?: readonly string[] | undefined; readonly users?: readonly string[] | undefined } | undefined
+  /**
+   * Set on a revision event: this message edits (new `data`) or deletes (`deleted`, data null) the
+   * message at `revises.offset` of the same channel, making it `revises.version`. A store MUST keep
+   * it as appended, like `exclude`.
+   */
+  readonly revises?: Revises | undefined
+  /**
+   * The message's version when it was revised since its append (2 after one edit; absent: as
+   * appended). Set by reads of a store that has `revise`.
+   */
+  readonly version?: number | undefined
+  /** Set by reads once the message was deleted by `revise` (its data is then null). */
+  readonly deleted?: true | undefined
+}
+
+/** What a revision event revises: a message of the same channel, and the version it makes it. */
+export interface Revises {
+  readonly offset: number
+  readonly version: number
+  /** A deletion (the event's data is null). */
+  readonly deleted?: true | undefined
+}
+
+/** A revision to apply to a stored message: new data, or a deletion. */
+export type Revision = { readonly data: unknown; readonly deleted?: undefined } | { readonly deleted: true; readonly data?: undefined }
+
+export interface ReviseResult {
+  /** The message as it is now: its offset, id, event, sender and timestamp unchanged, the new data (null when deleted), `version` set. */
+  readonly message: StoredMessage & { readonly version: number }
+}
+
+/** One channel of a consumer's list (`channelsOf`): where its cursor is and what is unread. */
+export interface ConsumerChannel {
+  readonly name: string
+  /** The consumer's cursor in the channel's current epoch (0 when its cursor is of an earlier epoch). */
+  readonly lastSeenOffset: number
+  /** The channel's newest offset. */
+  readonly top: number
+  /** Retained messages after the cursor (all retained ones when the cursor is of an earlier epoch). */
+  readonly unread: number
+  /** Time of the newest append (ms), null when none is retained or known. */
+  readonly lastActivity: number | null
+  /** The channel's kind (the first part of its name by default), when the store keeps one. */
+  readonly kind?: string | null | undefined
+  /** Consumers with a cursor in the channel, when the store counts them. */
+  readonly activeUsers?: number | undefined
 }
 
 /**
@@ -152,5 +198,26 @@ export interface MessageStore {
   commit(channel: string, consumer: string, offset: number): MaybePromise<void>
   /** Every consumer cursor of a channel in its current epoch (cursors of earlier epochs MUST NOT be listed). MUST NOT create a log. */
   cursors(channel: string): MaybePromise<Record<string, number>>
+  /**
+   * Optional: message versions. Replaces the data of the retained message at `offset` (or deletes
+   * it: data null, `deleted` set, offset kept as a tombstone) and returns it with its new version:
+   * 1 at append, +1 per revision, assigned atomically (concurrent revisions of one message get
+   * distinct versions). `undefined` when no such message is retained or it is already deleted.
+   * MUST keep the message's offset, id, event, sender, timestamp and `exclude`, MUST NOT change
+   * the epoch or the byte accounting (sizes are measured once, at append), MUST NOT create a log.
+   * Reads after it return the new data with `version` (and `deleted`).
+   */
+  revise?(channel: string, offset: number, revision: Revision, options: { readonly now: number }): MaybePromise<ReviseResult | undefined>
+  /**
+   * Optional: full-text search of a channel's retained messages (words of the data's strings),
+   * newest first, at most `limit`, only offsets below `before` when given. Deleted and expired
+   * messages never match, nor do revision events (`revises` set): a match is a message as it is now. MUST NOT create a log.
+   */
+  search?(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): MaybePromise<readonly StoredMessage[]>
+  /**
+   * Optional: the channels where a consumer has a cursor in the current epoch (cursors of lost
+   * histories MAY be listed with `lastSeenOffset` 0), most recently active first, at most `limit`.
+   */
+  channelsOf?(consumer: string, options: { readonly limit: number }): MaybePromise<readonly ConsumerChannel[]>
   close?(): MaybePromise<void>
 }
