@@ -2,6 +2,7 @@ import type { StreamPosition } from '@tidings/protocol'
 import type { AppendOptions, AppendResult, ConsumerChannel, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, ReviseResult, Revision, StoredMessage } from '../ports/store.js'
 import { boundedMap, cloneData, randomId } from '../util.js'
 import { LRUCache } from 'lru-cache'
+import { holdsWords, searchWords } from '../text-search.js'
 
 interface ChannelLog {
   readonly channel: string
@@ -150,28 +151,6 @@ function estimateSize(value: unknown): number {
     }
   }
   return total
-}
-
-/** Strings a search looks at in one message's data at most (a bound on the walk). */
-const MAX_SEARCH_STRINGS = 10_000
-
-/** The words of a text, lower-cased (letters and digits of any script). */
-function wordsOf(text: string): string[] {
-  return text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []
-}
-
-/** Whether the strings in `data` (nested ones too) hold every word of `wanted`. */
-function holdsWords(data: unknown, wanted: readonly string[]): boolean {
-  const found = new Set<string>()
-  const stack: unknown[] = [data]
-  let walked = 0
-  while (stack.length > 0 && walked++ < MAX_SEARCH_STRINGS) {
-    const v = stack.pop()
-    if (typeof v === 'string') for (const w of wordsOf(v)) found.add(w)
-    else if (Array.isArray(v)) stack.push(...v)
-    else if (v !== null && typeof v === 'object') for (const key in v) if (Object.hasOwn(v, key)) stack.push((v as Record<string, unknown>)[key])
-  }
-  return wanted.every((w) => found.has(w))
 }
 
 function measure(input: Omit<StoredMessage, 'offset' | 'channel'>, hint: number | undefined): number {
@@ -460,7 +439,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
     },
     search(channel, query, opts): StoredMessage[] {
       const l = logs.peek(channel)
-      const wanted = [...new Set(wordsOf(query))]
+      const wanted = searchWords(query)
       if (!l || wanted.length === 0) return []
       trim(l, opts.now)
       const out: StoredMessage[] = []
