@@ -1,7 +1,22 @@
 import { createHash, randomUUID } from 'node:crypto'
-import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, StoredMessage, StreamPosition } from '@tidings/core'
+import {
+  type AppendOptions,
+  type AppendResult,
+  type ConsumerChannel,
+  type ConsumerCursor,
+  type MessageStore,
+  type ReadOptions,
+  type ReadResult,
+  type ReviseResult,
+  type Revision,
+  type StoredMessage,
+  type StreamPosition,
+  holdsWords,
+  searchWords,
+} from '@tidings/core'
 import { type RedisClient, isCluster } from './client.js'
-import { APPEND, COMMIT, CURSORS, POSITION, READ } from './store-scripts.js'
+import { fromBody, fromSlim, overlay, toBody, toRevision, toSlim } from './store-body.js'
+import { APPEND, CHANNEL, COMMIT, CURSORS, POSITION, READ, REMEMBER_CHANNEL, REVISE, SEARCH_PAGE } from './store-scripts.js'
 import { slotTag, tagSlot } from './store-slot.js'
 
 export interface RedisStoreOptions {
@@ -33,6 +48,16 @@ export interface RedisMessageStore extends MessageStore {
   cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
   commit(channel: string, consumer: string, offset: number): Promise<void>
   cursors(channel: string): Promise<Record<string, number>>
+  /** Edits or deletes a retained message (kept beside the stream, overlaid on every read). */
+  revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
+  /**
+   * Full-text search, scanning the retained stream newest first in pages: at most `SEARCH_SCAN_LIMIT`
+   * (10,000) messages are looked at per call, so a rare word in a long log can go unfound; page on
+   * with `before`.
+   */
+  search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): Promise<StoredMessage[]>
+  /** The channels where the consumer has a cursor (of the `CONSUMER_CHANNELS_LIMIT` (10,000) it committed in most recently). */
+  channelsOf(consumer: string, options: { readonly limit: number }): Promise<ConsumerChannel[]>
   /** Scans the keys under the prefix (every master of a cluster). */
   stats(): Promise<RedisStoreStats>
   /** Resolves; the app's client stays open. */
@@ -55,21 +80,24 @@ function nameHash(name: string): string {
   return (h >>> 0).toString(36)
 }
 
+/** Messages a search looks at, at most, per call (newest first). */
+export const SEARCH_SCAN_LIMIT = 10_000
+/** Channels a consumer's list keeps (those it committed in most recently); the oldest go beyond. */
+export const CONSUMER_CHANNELS_LIMIT = 10_000
+/** Cursors of a channel counted exactly for `activeUsers`; beyond, the cursor hash's length. */
+const ACTIVE_USERS_EXACT = 1_000
+/** Messages one search script returns. */
+const SEARCH_PAGE_SIZE = 200
+
 /** A fresh identity for a slot whose identity is gone (only used when the script finds none). */
 const candidate = () => randomUUID().replaceAll('-', '').slice(0, 12)
 
-type Body = [id: string, event: string, data: unknown, sender: string | null, timestamp: number, exclude: StoredMessage['exclude'] | null]
-type Slim = [id: string, event: string, sender: string | null, timestamp: number]
+/** A stream entry as Redis answers it: id `<offset>-0` and fields `m`, `t`, `z`. */
+type Entry = [id: string, fields: string[]]
 
-function fromBody(channel: string, offset: number, json: string): StoredMessage {
-  const [id, event, data, sender, timestamp, exclude] = JSON.parse(json) as Body
-  return { offset, id, channel, event, data, sender: sender ?? undefined, timestamp, exclude: exclude ?? undefined }
-}
+const entryOffset = ([id]: Entry): number => Number(id.slice(0, id.indexOf('-')))
 
-function fromSlim(channel: string, offset: number, json: string): StoredMessage {
-  const [id, event, sender, timestamp] = JSON.parse(json) as Slim
-  return { offset, id, channel, event, data: undefined, sender: sender ?? undefined, timestamp }
-}
+const fromEntry = (channel: string, entry: Entry, revision: string | null | undefined): StoredMessage => overlay(fromBody(channel, entryOffset(entry), entry[1][1]!), revision)
 
 function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith('NOSCRIPT')
@@ -119,6 +147,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
     readonly meta: string
     readonly stream: string
     readonly cursors: string
+    readonly revisions: string
     readonly identity: string
     readonly base: string
     readonly suffix: string
@@ -131,10 +160,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
       meta: `${base}m`,
       stream: `${base}s`,
       cursors: `${base}c`,
+      revisions: `${base}r`,
       identity: cluster ? `${prefix}store{${slotTag(tagSlot(tag))}}` : standaloneIdentity,
       suffix: nameHash(channel),
     }
   }
+
+  /** A consumer's channel list (a sorted set in the consumer's own slot). */
+  const listOf = (consumer: string) => `${prefix}u{${channelTag(consumer)}}`
 
   const parseCursor = (v: string): ConsumerCursor | undefined => {
     const bar = v.lastIndexOf('|')
@@ -148,16 +181,16 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
   return {
     async append(channel, input, opts) {
       const k = keysOf(channel)
-      const body = JSON.stringify([input.id, input.event, input.data, input.sender ?? null, input.timestamp, input.exclude ?? null] satisfies Body)
+      const body = toBody(input)
       const size = opts.size !== undefined && Number.isFinite(opts.size) && opts.size >= 0 ? Math.ceil(opts.size) : Buffer.byteLength(body)
       const retention = opts.retention
       const key = opts.idempotencyKey
       const asked = opts.dedupWindowMs ?? defaultWindow
       const window = Number.isNaN(asked) ? defaultWindow : Math.max(0, Math.min(asked, UNBOUNDED))
-      const slim = key !== undefined ? JSON.stringify([input.id, input.event, input.sender ?? null, input.timestamp] satisfies Slim) : ''
+      const slim = key !== undefined ? toSlim(input) : ''
       const reply = (await run(
         APPEND,
-        [k.meta, k.stream, k.identity, key !== undefined ? `${k.base}k:${key}` : `${k.base}k`, k.cursors],
+        [k.meta, k.stream, k.identity, key !== undefined ? `${k.base}k:${key}` : `${k.base}k`, k.cursors, k.revisions],
         [
           k.suffix,
           candidate(),
@@ -173,11 +206,11 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
           slim,
           String(Math.max(1, Math.ceil(window))),
         ],
-      )) as [number, string, number, string?, string?]
+      )) as [number, string, number, string?, string?, (string | null)?]
       const [duplicate, epoch, offset] = reply
       if (duplicate === 1) {
         const held = reply[3]
-        const message = held ? fromBody(channel, offset, held) : fromSlim(channel, offset, reply[4]!)
+        const message = held ? overlay(fromBody(channel, offset, held), reply[5]) : fromSlim(channel, offset, reply[4]!)
         return { message, epoch, duplicate: true }
       }
       return { message: fromBody(channel, offset, body), epoch, duplicate: false }
@@ -186,13 +219,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
     async read(channel, opts) {
       const k = keysOf(channel)
       const limit = Math.max(0, Math.min(Math.floor(opts.limit), 1_000_000))
-      const [epoch, top, complete, entries] = (await run(READ, [k.meta, k.stream, k.identity], [String(Math.max(0, Math.floor(opts.after))), String(limit), String(opts.now), k.suffix, candidate()])) as [
-        string,
-        number,
-        number,
-        Array<[string, string[]]>,
-      ]
-      const messages = entries.map(([id, fields]) => fromBody(channel, Number(id.slice(0, id.indexOf('-'))), fields[1]!))
+      const [epoch, top, complete, entries, revisions] = (await run(
+        READ,
+        [k.meta, k.stream, k.revisions, k.identity],
+        [String(Math.max(0, Math.floor(opts.after))), String(limit), String(opts.now), k.suffix, candidate()],
+      )) as [string, number, number, Entry[], Array<string | null>]
+      const messages = entries.map((entry, i) => fromEntry(channel, entry, revisions[i]))
       return { epoch, messages, top, complete: complete === 1 }
     },
 
@@ -209,7 +241,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
 
     async commit(channel, consumer, offset) {
       const k = keysOf(channel)
-      await run(COMMIT, [k.meta, k.cursors], [consumer, String(Math.max(0, Math.floor(offset)))])
+      const list = listOf(consumer)
+      const score = String(Date.now())
+      const cap = String(CONSUMER_CHANNELS_LIMIT)
+      // On a standalone Redis the script keeps the consumer's list too; a cluster keeps it in another slot.
+      const wrote = await run(COMMIT, cluster ? [k.meta, k.cursors] : [k.meta, k.cursors, list], [consumer, String(Math.max(0, Math.floor(offset))), channel, score, cap])
+      if (cluster && wrote === 1) await run(REMEMBER_CHANNEL, [list], [channel, score, cap])
     },
 
     async cursors(channel) {
@@ -218,6 +255,70 @@ export function createRedisStore(options: RedisStoreOptions): RedisMessageStore 
       const out: Record<string, number> = {}
       for (let i = 0; i < flat.length; i += 2) out[flat[i]!] = Number(flat[i + 1])
       return out
+    },
+
+    async revise(channel, offset, revision, opts) {
+      if (!Number.isSafeInteger(offset) || offset < 1) return undefined
+      const k = keysOf(channel)
+      const value = toRevision(revision)
+      const reply = (await run(REVISE, [k.meta, k.stream, k.revisions], [String(offset), value, String(opts.now)])) as [number, string] | null
+      if (reply === null) return undefined
+      const [version, body] = reply
+      const message = overlay(fromBody(channel, offset, body), `${version}|${value}`) as StoredMessage & { version: number }
+      return { message }
+    },
+
+    async search(channel, query, opts) {
+      const wanted = searchWords(query)
+      const limit = Math.max(1, Math.floor(opts.limit))
+      if (wanted.length === 0) return []
+      const k = keysOf(channel)
+      const out: StoredMessage[] = []
+      let hi = opts.before !== undefined ? Math.floor(opts.before) - 1 : undefined
+      if (hi !== undefined && hi < 1) return []
+      let scanned = 0
+      while (out.length < limit && scanned < SEARCH_SCAN_LIMIT) {
+        const count = Math.min(SEARCH_PAGE_SIZE, SEARCH_SCAN_LIMIT - scanned)
+        const reply = (await run(SEARCH_PAGE, [k.meta, k.stream, k.revisions], [hi === undefined ? '' : String(hi), String(count), String(opts.now)])) as [number, Entry[], Array<string | null>] | null
+        if (reply === null) break
+        const [first, entries, revisions] = reply
+        for (const [i, entry] of entries.entries()) {
+          const m = fromEntry(channel, entry, revisions[i])
+          if (m.deleted || m.revises !== undefined || !holdsWords(m.data, wanted)) continue
+          out.push(m)
+          if (out.length === limit) break
+        }
+        scanned += entries.length
+        if (entries.length < count) break
+        hi = entryOffset(entries.at(-1)!) - 1
+        if (hi < first) break
+      }
+      return out
+    },
+
+    async channelsOf(consumer, opts) {
+      const limit = Math.max(1, Math.floor(opts.limit))
+      const list = listOf(consumer)
+      const names = await client.zrevrange(list, 0, CONSUMER_CHANNELS_LIMIT - 1)
+      const out: ConsumerChannel[] = []
+      const stale: string[] = []
+      const one = async (name: string) => {
+        const k = keysOf(name)
+        const reply = (await run(CHANNEL, cluster ? [k.meta, k.cursors, k.stream] : [k.meta, k.cursors, k.stream, list], [consumer, name, String(ACTIVE_USERS_EXACT)])) as
+          | [number, number, number, string, number]
+          | null
+        if (reply === null) {
+          stale.push(name)
+          return
+        }
+        const [lastSeenOffset, top, unread, activity, activeUsers] = reply
+        out.push({ name, lastSeenOffset, top, unread, lastActivity: activity === '' ? null : Number(activity), activeUsers })
+      }
+      for (let i = 0; i < names.length; i += 64) await Promise.all(names.slice(i, i + 64).map(one))
+      // A standalone Redis removed stale entries in the script; on a cluster the list is in another slot.
+      if (cluster && stale.length > 0) await client.zrem(list, ...stale)
+      out.sort((a, b) => (b.lastActivity ?? 0) - (a.lastActivity ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      return out.slice(0, limit)
     },
 
     async stats() {

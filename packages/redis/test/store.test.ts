@@ -22,6 +22,7 @@ storeConformance('redis (standalone)', () => createRedisStore({ client, prefix: 
   reset: async () => {
     await client.flushall()
   },
+  capabilities: ['revise', 'search', 'channelsOf'],
 })
 
 describe('redis store on a standalone server', () => {
