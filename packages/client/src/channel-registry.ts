@@ -1,13 +1,15 @@
 import { type ClientFrame, type LiveQuery, type LiveResume, type MessageFrame, type Receiver, RealtimeError, type ServerFrame, type ServerFrameOf, createReceiver } from '@tidings/protocol'
 import { Acks } from './acks.js'
 import { backoffDelay } from './backoff.js'
-import { Channel, type ChannelHost, type ChannelOptions } from './channel.js'
+import { Channel, type ChannelHost, type ChannelOptions, type Revision, toRevision } from './channel.js'
 import type { Line, Requests } from './requests.js'
 
 /** What the registry reports to its client. */
 export interface RegistryEvents {
   /** A message to this user or connection rather than to a channel. */
   message(message: MessageFrame): void
+  /** A revision event of a channel that has no handle here. */
+  revision(revision: Revision, frame: MessageFrame): void
   /** An error that belongs to no request (to the channel's listeners, if it has some). */
   error(err: unknown, channel?: Channel): void
   /** The connection channels subscribe on (for channel `auth` functions). */
@@ -53,7 +55,9 @@ export class ChannelRegistry {
     this.receiver = createReceiver({
       deliver: (m) => {
         const ch = m.channel !== undefined ? this.channels.get(m.channel) : undefined
-        if (ch) ch.handleMessage(m)
+        if (ch) return ch.handleMessage(m)
+        const revision = m.channel !== undefined ? toRevision(m.channel, m) : undefined
+        if (revision) events.revision(revision, m)
         else events.message(m)
       },
       ack: (channel, offset) => this.acks.add(channel, offset),

@@ -85,18 +85,82 @@ export interface SendResult {
 }
 
 export interface HistoryPage {
+  /**
+   * The page's messages, oldest first, as they are now: a message revised since it was published
+   * has `version` (2 after one edit) and, once deleted, `deleted: true` with data null. Revision
+   * events of the page are not here but in `revisions`.
+   */
   readonly messages: MessageFrame[]
+  /**
+   * The revision events of the page (edits and deletes, oldest first). They revise messages of
+   * this page or of earlier ones; fold them into what you hold with `applyRevisions` (a revision
+   * applies when its `version` is higher than the message's).
+   */
+  readonly revisions: Revision[]
   readonly position: StreamPosition
   readonly top: number
   readonly complete: boolean
+}
+
+/**
+ * A message was edited (new `data`) or deleted (`deleted`, data null): the `revision` channel
+ * event, and what `history()` gives for the revision events of its page. Apply it to the message
+ * you hold at `offset` when `version` is higher than that message's (`version ?? 1`); otherwise
+ * it is one you already have.
+ */
+export interface Revision {
+  readonly channel: string
+  /** The offset of the revised message. */
+  readonly offset: number
+  /** The version the message is now at: 2 after the first revision, +1 per revision. */
+  readonly version: number
+  readonly deleted: boolean
+  /** The message's new data (null when deleted). */
+  readonly data: unknown
+  /** The revision event's event name. */
+  readonly event: string
+  /** Who revised (the revision event's sender). */
+  readonly sender: string | undefined
+  /** The offset of the revision event itself in the channel's log. */
+  readonly revision: number
+  /** The revision event's message id. */
+  readonly messageId: string
+  readonly timestamp: string
+}
+
+/** The hub's answer to `edit()` / `delete()`. */
+export interface RevisionResult {
+  /** The revised message's offset. */
+  readonly offset: number
+  /** Its version now (2 after the first revision). */
+  readonly version: number
+  /** The offset of the revision event in the channel's log. */
+  readonly revision: number
+  /** The revision event's message id. */
+  readonly messageId: string
+  readonly deleted: boolean
+}
+
+export interface SearchOptions {
+  /** Most messages (the hub's default 20, at most 100). */
+  readonly limit?: number | undefined
+  /** Only messages with offsets below this: the next page of a newest-first search. */
+  readonly before?: number | undefined
 }
 
 export type ChannelState = 'unsubscribed' | 'subscribing' | 'subscribed'
 
 /** Events with these names go to their own listeners; a published event with such a name reaches only `message` listeners. */
 export interface ChannelEvents {
-  /** Every message, once, in order (after `clientFilter`). */
+  /** Every message, once, in order (after `clientFilter`). Revision events are not messages: they go to `revision`. */
   message: (message: MessageFrame) => void
+  /**
+   * A message was edited or deleted (a revision event, on channels with revisions): once per
+   * revised version, in log order with the messages, never to `message` nor to event-name
+   * listeners, not filtered by `clientFilter`. Apply it when its `version` is higher than the one
+   * you hold.
+   */
+  revision: (revision: Revision, frame: MessageFrame) => void
   /** Every `subscribed` answer: the first one, and again after each reconnect (with a fresh presence snapshot). */
   subscribed: (frame: ServerFrameOf<'subscribed'>) => void
   /** The hub could not replay what was missed (`recovered: false`): reload the state by other means. */
@@ -129,7 +193,7 @@ export interface ChannelEvents {
 export const disposeSymbol: typeof Symbol.dispose = (Symbol.dispose ?? Symbol.for('Symbol.dispose')) as typeof Symbol.dispose
 
 export const CHANNEL_EVENTS: ReadonlySet<string> = new Set([
-  'message', 'subscribed', 'gap', 'unsubscribed', 'presence:join', 'presence:leave', 'presence:update', 'typing', 'receipt', 'error', 'state',
+  'message', 'revision', 'subscribed', 'gap', 'unsubscribed', 'presence:join', 'presence:leave', 'presence:update', 'typing', 'receipt', 'error', 'state',
 ])
 
 /** What a channel needs from its client. @internal */
@@ -137,7 +201,7 @@ export interface ChannelHost {
   wantSubscribed(channel: Channel): void
   unsubscribeChannel(channel: Channel): Promise<void>
   /** Send a request (queued while disconnected; throws RT_006 when the outbox is full). */
-  request<F extends ServerFrameOf<'published' | 'presence:update' | 'presence' | 'history'>>(frame: ClientFrame): Promise<F>
+  request<F extends ServerFrameOf<'published' | 'presence:update' | 'presence' | 'history' | 'revised' | 'search'>>(frame: ClientFrame): Promise<F>
   /** Send now or never (typing). */
   sendVolatile(frame: ClientFrame): void
   /** Send now, or queue for the next connection (read). */
@@ -171,6 +235,47 @@ export interface Authorized {
   readonly connectionId: string | undefined
 }
 
+/** Revised messages whose version a channel remembers, to emit each revision once. */
+const MAX_VERSIONS = 2000
+
+/** A revision event as the `revision` event gives it; undefined for an ordinary message. @internal */
+export function toRevision(channel: string, m: MessageFrame): Revision | undefined {
+  const r = m.revises
+  if (!r) return undefined
+  return {
+    channel,
+    offset: r.offset,
+    version: r.version,
+    deleted: r.deleted === true,
+    data: r.deleted ? null : m.data,
+    event: m.event,
+    sender: m.sender,
+    // Revisions are kept in the log, so the event has an offset.
+    revision: m.offset ?? 0,
+    messageId: m.id,
+    timestamp: m.timestamp,
+  }
+}
+
+/**
+ * Fold revisions into messages you hold (e.g. `history()` pages): each message revised to a
+ * higher version than its own (`version ?? 1`) gets the revision's data (null and `deleted` for
+ * a deletion) and `version`. Returns a new array; messages are copied only when revised.
+ * Revisions of messages not in `messages` are ignored.
+ */
+export function applyRevisions<M extends Pick<MessageFrame, 'offset' | 'data' | 'version' | 'deleted'>>(messages: readonly M[], revisions: readonly Revision[]): M[] {
+  const latest = new Map<number, Revision>()
+  for (const r of revisions) {
+    const held = latest.get(r.offset)
+    if (!held || r.version > held.version) latest.set(r.offset, r)
+  }
+  return messages.map((m) => {
+    const r = m.offset !== undefined ? latest.get(m.offset) : undefined
+    if (!r || r.version <= (m.version ?? 1)) return m
+    return r.deleted ? { ...m, data: null, version: r.version, deleted: true } : { ...m, data: r.data, version: r.version }
+  })
+}
+
 /** A channel of a `Realtime` client. Get one with `rt.channel(name, options)`. */
 export class Channel {
   private readonly events: ChannelEmitter
@@ -200,6 +305,10 @@ export class Channel {
   private inbox: Promise<void> = Promise.resolve()
   /** Sends of an encrypted channel, sealed one after the other so they go out in call order. */
   private outgoing: Promise<unknown> = Promise.resolve()
+  /** Revised messages seen (offset → highest version, oldest first, bounded): each revision is emitted once. */
+  private readonly versions = new Map<number, number>()
+  /** The epoch of the stream `versions` belongs to (offsets start again in a new one). */
+  private epoch: string | undefined
 
   /** @internal */
   constructor(
@@ -342,21 +451,77 @@ export class Channel {
     for (let i = 0; i < list.length; i += 500) this.host.sendQueued({ type: 'read', channel: this.name, offsets: list.slice(i, i + 500) })
   }
 
-  /** Read the channel's log (oldest first): after `since`, or the newest `limit` messages. */
+  /**
+   * Read the channel's log (oldest first): after `since`, or the newest `limit` messages.
+   * Messages come as they are now (`version`, `deleted`); the page's revision events come apart,
+   * in `revisions`.
+   */
   async history(options: { since?: StreamPosition; limit?: number } = {}): Promise<HistoryPage> {
     const f = await this.host.request<ServerFrameOf<'history'>>({ type: 'history', channel: this.name, ...options })
-    let messages = f.messages
-    if (this.options.encryption) {
-      // Opened; a message that cannot be is left out and reported to `error`.
-      const ring = this.ring()
-      const opened = await Promise.all(messages.map((m) => this.tryOpen(ring, m)))
-      messages = []
-      for (const m of opened) {
-        if (m instanceof RealtimeError) this.host.reportError(m, this)
-        else messages.push(m)
-      }
+    const messages: MessageFrame[] = []
+    const revisions: Revision[] = []
+    for (const m of await this.openAll(f.messages)) {
+      const r = toRevision(this.name, m)
+      if (r) revisions.push(r)
+      else messages.push(m)
     }
-    return { messages, position: f.position, top: f.top, complete: f.complete }
+    return { messages, revisions, position: f.position, top: f.top, complete: f.complete }
+  }
+
+  /**
+   * Replace the data of one of your own messages (channels with `revisions: 'own'` on the hub).
+   * Resolves with the message's new version when the hub made it; the channel's other
+   * subscribers get a `revision` event. Rejects with the hub's `RealtimeError`: `RT_003` (not
+   * your message, or the channel allows no revisions), `RT_004` (no such message retained, or
+   * already deleted), `RT_007` (the channel keeps no history, or its store cannot revise).
+   * Queued while disconnected, like `send()`; see docs/client.md for a revision whose answer was
+   * lost with the connection.
+   */
+  async edit(offset: number, data: unknown): Promise<RevisionResult> {
+    if (this.options.encryption) throw new RealtimeError('RT_007', `editing messages of the encrypted channel '${this.name}' is not supported (delete works)`, { channel: this.name, offset })
+    return this.revise({ type: 'edit', channel: this.name, offset, data })
+  }
+
+  /** Delete one of your own messages (its offset stays, as a tombstone: data null, `deleted`), as `edit()` does. */
+  delete(offset: number): Promise<RevisionResult> {
+    return this.revise({ type: 'delete', channel: this.name, offset })
+  }
+
+  /**
+   * Full-text search of the channel's retained history: messages as they are now (edited words
+   * match, deleted messages never do), newest first. Page on with `before` = the last offset
+   * you got. Rejects with `RT_007` when the hub's store cannot search, `RT_003` when the channel's
+   * history is not yours to read.
+   */
+  async search(query: string, options: SearchOptions = {}): Promise<MessageFrame[]> {
+    const f = await this.host.request<ServerFrameOf<'search'>>({
+      type: 'search',
+      channel: this.name,
+      query,
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.before !== undefined ? { before: options.before } : {}),
+    })
+    return this.openAll(f.messages)
+  }
+
+  private async revise(frame: ClientFrame & { type: 'edit' | 'delete' }): Promise<RevisionResult> {
+    const f = await this.host.request<ServerFrameOf<'revised'>>(frame)
+    // This client made that version: its revision event, if it comes back (a replay), is not news.
+    this.noteVersion(f.offset, f.version)
+    return { offset: f.offset, version: f.version, revision: f.revision, messageId: f.messageId, deleted: f.deleted === true }
+  }
+
+  /** Messages of a history or search answer, opened on encrypted channels (one that cannot be is left out and reported to `error`). */
+  private async openAll(messages: MessageFrame[]): Promise<MessageFrame[]> {
+    if (!this.options.encryption) return messages
+    const ring = this.ring()
+    const opened = await Promise.all(messages.map((m) => this.tryOpen(ring, m)))
+    const out: MessageFrame[] = []
+    for (const m of opened) {
+      if (m instanceof RealtimeError) this.host.reportError(m, this)
+      else out.push(m)
+    }
+    return out
   }
 
   /**
@@ -404,6 +569,11 @@ export class Channel {
   /** @internal */
   handleSubscribed(frame: ServerFrameOf<'subscribed'>): void {
     this.last = frame
+    if (frame.position && frame.position.epoch !== this.epoch) {
+      // A new stream (a lost history starts offsets again): versions seen belong to the old one.
+      if (this.epoch !== undefined) this.versions.clear()
+      this.epoch = frame.position.epoch
+    }
     this.subscribedAt = Date.now()
     if (this.wanted) this.setState('subscribed')
     const waiters = this.waiters
@@ -484,6 +654,11 @@ export class Channel {
   }
 
   private emitMessage(message: MessageFrame): void {
+    const revision = toRevision(this.name, message)
+    if (revision) {
+      if (this.noteVersion(revision.offset, revision.version)) this.events.fire('revision', revision, message)
+      return
+    }
     const filter = this.options.clientFilter
     if (filter) {
       let pass: boolean
@@ -519,8 +694,23 @@ export class Channel {
     }))
   }
 
+  /**
+   * A revised version seen: false when this version (or a later one) of the message at `offset`
+   * was seen already (a revision is idempotent: it is emitted once).
+   */
+  private noteVersion(offset: number, version: number): boolean {
+    const seen = this.versions.get(offset)
+    if (seen !== undefined && seen >= version) return false
+    this.versions.delete(offset)
+    this.versions.set(offset, version)
+    if (this.versions.size > MAX_VERSIONS) this.versions.delete(this.versions.keys().next().value!)
+    return true
+  }
+
   /** The message with its data opened, or the error that says why it cannot be (for `error`, in order). */
   private async tryOpen(ring: Keyring, m: MessageFrame): Promise<MessageFrame | RealtimeError> {
+    // A deleted message, or a deletion, has no data to open.
+    if (m.deleted || m.revises?.deleted) return m
     try {
       return { ...m, data: await open(ring, this.name, m.event, m.data) }
     } catch (err) {

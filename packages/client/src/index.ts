@@ -1,5 +1,5 @@
 export { Realtime } from './realtime.js'
-export type { RealtimeOptions, RealtimeEvents, ConnectionState } from './options.js'
+export type { RealtimeOptions, RealtimeEvents, ConnectionState, ChannelSummary } from './options.js'
 export {
   Channel,
   type ChannelOptions,
@@ -8,6 +8,10 @@ export {
   type SendOptions,
   type SendResult,
   type HistoryPage,
+  type Revision,
+  type RevisionResult,
+  type SearchOptions,
+  applyRevisions,
   type ChannelAuth,
   type ChannelAuthContext,
   type ChannelAuthResult,

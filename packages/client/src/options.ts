@@ -1,4 +1,5 @@
 import type { MessageFrame } from '@tidings/protocol'
+import type { Revision } from './channel.js'
 import type { EventSourceConstructorLike, FetchLike, TransportFactory, TransportName, WebSocketConstructorLike } from './transports/types.js'
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected'
@@ -71,8 +72,27 @@ export interface RealtimeEvents {
   error: (error: Error) => void
   /** Messages sent to this user or connection rather than to a channel (e.g. `notifications:badge`). */
   message: (message: MessageFrame) => void
+  /** Revisions (edits, deletes) of a channel's messages that no channel handle took (as `message` for messages); a channel's go to its own `revision` event. */
+  revision: (revision: Revision, frame: MessageFrame) => void
   /** Credentials were refreshed on the open connection (after `auth:expiring` or `reauthenticate()`). */
   authenticated: (info: { userId: string | undefined; expiresAt: number | undefined }) => void
   /** A transport could not be used and the next one is tried (e.g. no WebSocket in Node without `ws`). */
   fallback: (info: { from: string; to: string; reason: string }) => void
+}
+
+/** One of the user's channels, from `rt.channels()`. */
+export interface ChannelSummary {
+  readonly name: string
+  /** Retained messages after the user's cursor (all retained ones when the cursor is of an earlier epoch). */
+  readonly unread: number
+  /** The user's cursor: the last offset acknowledged (0 when it is of an earlier epoch). */
+  readonly lastSeenOffset: number
+  /** The channel's newest offset. */
+  readonly top: number
+  /** Time of the newest message (ms since the epoch), null when none is retained or known. */
+  readonly lastActivity: number | null
+  /** The channel's kind (by default the first part of its name), when the hub's store keeps one. */
+  readonly kind?: string | null | undefined
+  /** Users with a cursor in the channel, when the store counts them. */
+  readonly activeUsers?: number | undefined
 }

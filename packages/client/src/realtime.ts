@@ -7,7 +7,7 @@ import { Database } from './database.js'
 import { Emitter } from './emitter.js'
 import { Heartbeat } from './heartbeat.js'
 import { type Link, Transports } from './link.js'
-import type { ConnectionState, RealtimeEvents, RealtimeOptions } from './options.js'
+import type { ChannelSummary, ConnectionState, RealtimeEvents, RealtimeOptions } from './options.js'
 import { watchPage } from './page.js'
 import { type Line, Requests } from './requests.js'
 import type { Credentials, TransportCloseInfo } from './transports/types.js'
@@ -35,7 +35,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private readonly options: RealtimeOptions
   private readonly transports: Transports
   private readonly requests: Requests
-  private readonly channels: ChannelRegistry
+  private readonly registry: ChannelRegistry
   private readonly credentials: CredentialSource
   private readonly heartbeat: Heartbeat
   /** Failed attempts in a row. */
@@ -70,8 +70,9 @@ export class Realtime extends Emitter<RealtimeEvents> {
       ready: () => this.current !== undefined && this.state === 'connected',
     }
     this.requests = new Requests(line, options)
-    this.channels = new ChannelRegistry(line, this.requests, options, {
+    this.registry = new ChannelRegistry(line, this.requests, options, {
       message: (m) => this.emit('message', m),
+      revision: (r, m) => this.emit('revision', r, m),
       error: (err, ch) => this.reportError(err, ch),
       identity: () => ({ connectionId: this.connectionId, userId: this.userId }),
     })
@@ -147,7 +148,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   close(): void {
     this.disconnect()
     this.detachPageEvents?.()
-    this.channels.disposeAll()
+    this.registry.disposeAll()
   }
 
   [disposeSymbol](): void {
@@ -161,7 +162,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
    * the view that used it goes away.
    */
   channel(name: string, options?: ChannelOptions): Channel {
-    return this.channels.channel(name, options)
+    return this.registry.channel(name, options)
   }
 
   /**
@@ -169,8 +170,27 @@ export class Realtime extends Emitter<RealtimeEvents> {
    * `rt.database().collection('messages').where('roomId', '==', id).orderBy('createdAt', 'desc').limit(50).onSnapshot(…)`.
    */
   database(): Database {
-    this.db ??= new Database({ channel: (name, options) => this.channels.channel(name, options), reportError: (err) => this.reportError(err) })
+    this.db ??= new Database({ channel: (name, options) => this.registry.channel(name, options), reportError: (err) => this.reportError(err) })
     return this.db
+  }
+
+  /**
+   * The user's channels (those where the hub keeps an offline queue for this user, e.g. the
+   * personal channel and patterns with `offline`), most recently active first, with where the
+   * user's cursor is and how many messages are unread after it. Rejects with `RT_007` when the
+   * hub's store cannot list them, `RT_003` for a connection without a user.
+   */
+  async channels(options: { limit?: number } = {}): Promise<ChannelSummary[]> {
+    const f = (await this.requests.request({ type: 'channels', ...(options.limit !== undefined ? { limit: options.limit } : {}) })) as ServerFrameOf<'channels'>
+    return f.channels.map((c) => ({
+      name: c.name,
+      unread: c.unread,
+      lastSeenOffset: c.lastSeenOffset,
+      top: c.top,
+      lastActivity: c.lastActivity,
+      ...(c.kind !== undefined ? { kind: c.kind } : {}),
+      ...(c.activeUsers !== undefined ? { activeUsers: c.activeUsers } : {}),
+    }))
   }
 
   /** Sends waiting for a connection. */
@@ -290,7 +310,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.setState('disconnected')
     if (!error) return
     this.requests.rejectQueued(error)
-    this.channels.failWaiters(error)
+    this.registry.failWaiters(error)
   }
 
   /** A link produced `connected`: it becomes the connection (replacing the current one after an upgrade probe). */
@@ -319,9 +339,9 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.expiresAt = frame.expiresAt
     this.requests.maxMessageSize = frame.limits.maxMessageSize
     this.setState('connected')
-    this.channels.resubscribe()
+    this.registry.resubscribe()
     this.requests.flush()
-    this.channels.flushAcks()
+    this.registry.flushAcks()
     this.heartbeat.start()
     this.scheduleUpgrade()
     this.emit('connected', { connectionId: frame.connectionId, userId: frame.userId, transport: this.current!.name })
@@ -334,7 +354,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
     this.heartbeat.stop()
     clearTimeout(this.upgradeTimer)
     this.requests.requeue()
-    this.channels.lost()
+    this.registry.lost()
   }
 
   private lost(info: TransportCloseInfo): void {
@@ -392,11 +412,11 @@ export class Realtime extends Emitter<RealtimeEvents> {
       case 'connected':
         return this.connected(frame)
       case 'subscribed':
-        return this.channels.subscribed(frame)
+        return this.registry.subscribed(frame)
       case 'unsubscribed':
-        return this.channels.unsubscribed(frame)
+        return this.registry.unsubscribed(frame)
       case 'message':
-        this.channels.message(frame)
+        this.registry.message(frame)
         return
       case 'error':
         return this.onError(frame)
@@ -407,16 +427,16 @@ export class Realtime extends Emitter<RealtimeEvents> {
         return this.requests.answer(frame)
       case 'presence:join':
       case 'presence:leave':
-        this.channels.get(frame.channel)?.emitEvent(frame.type, frame.user)
+        this.registry.get(frame.channel)?.emitEvent(frame.type, frame.user)
         return
       case 'presence:update':
-        this.channels.get(frame.channel)?.emitEvent('presence:update', frame.user)
+        this.registry.get(frame.channel)?.emitEvent('presence:update', frame.user)
         return this.requests.answer(frame)
       case 'typing':
-        this.channels.get(frame.channel)?.emitEvent('typing', { userId: frame.userId, active: frame.active })
+        this.registry.get(frame.channel)?.emitEvent('typing', { userId: frame.userId, active: frame.active })
         return
       case 'receipt':
-        this.channels.get(frame.channel)?.emitEvent('receipt', frame)
+        this.registry.get(frame.channel)?.emitEvent('receipt', frame)
         return
       case 'query:snapshot':
       case 'query:changes':
@@ -430,7 +450,7 @@ export class Realtime extends Emitter<RealtimeEvents> {
   private onError(frame: ServerFrameOf<'error'>): void {
     const error = new RealtimeError(frame.code, frame.message, frame.details)
     if (this.requests.refused(frame, error)) return
-    const ch = frame.channel !== undefined ? this.channels.get(frame.channel) : undefined
+    const ch = frame.channel !== undefined ? this.registry.get(frame.channel) : undefined
     this.reportError(error, ch)
   }
 

@@ -17,6 +17,10 @@ export interface Pending {
   readonly lost?: (() => void) | undefined
   /** RT_006 retries so far. */
   retries: number
+  /** Connections it went out on (more than one: its answer was lost with a connection and it was sent again). */
+  sends?: number
+  /** The connection it last went out on. */
+  sentOn?: unknown
   /** Timeout of the request while it is out on a connection. */
   timer?: ReturnType<typeof setTimeout> | undefined
   /** Answered, rejected or timed out: late answers and scheduled retries are ignored. */
@@ -103,6 +107,10 @@ export class Requests {
     }
     this.pending.set(p.id, p)
     this.armTimeout(p)
+    if (p.sentOn !== link) {
+      p.sentOn = link
+      p.sends = (p.sends ?? 0) + 1
+    }
     link.transport.send(p.frame)
   }
 
@@ -163,7 +171,7 @@ export class Requests {
       p.channel.handleRefused(error)
       return true
     }
-    p.reject(error)
+    p.reject(resentRevision(p, error))
     return true
   }
 
@@ -228,6 +236,16 @@ export class Requests {
       else p.reject(error)
     }, ms)
   }
+}
+
+/**
+ * An edit or delete refused after it was sent again on a new connection (its first answer was
+ * lost with the connection): the first try may have been applied (a delete then answers RT_004,
+ * already deleted). `details.resent: true` says so; edits and deletes carry no idempotency key.
+ */
+function resentRevision(p: Pending, error: RealtimeError): RealtimeError {
+  if ((p.sends ?? 0) < 2 || (p.frame.type !== 'edit' && p.frame.type !== 'delete')) return error
+  return new RealtimeError(error.code, `${error.message} (sent again after a lost connection: the first try may have been applied)`, { ...error.details, resent: true })
 }
 
 /** The request is done: stop its timeout; later answers and retries leave it alone. */
