@@ -1,13 +1,13 @@
-import type { StoredMessage } from '@tidings/core'
-import { type Kysely, sql } from 'kysely'
+import type { Revision, ReviseResult, StoredMessage } from '@tidings/core'
+import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { tables } from './names.js'
-import { type MessageRow, NUL, num, toMessage } from './rows.js'
+import { M_MESSAGE_COLUMNS, type MessageRow, NUL, num, toMessage } from './rows.js'
 import type { ChannelDescription, EraseResult, MessageVersion, Receipt, UserChannel } from './store.js'
 
 /**
- * What the SQL store keeps beside the message log, and what it does to single messages: edits
- * and deletes with versions, erasure of one user (GDPR), full-text search, the per-user channel
- * list (seed 002) and per-message receipts. Each waits for the store's migrations (`ready`).
+ * What the SQL store keeps beside the message log, and what it does to single messages: revisions
+ * (the port's `revise`: edits and deletes with versions), erasure of one user (GDPR), full-text
+ * search, the per-user channel list (seed 002) and per-message receipts. Each waits for the store's migrations (`ready`).
  */
 export interface RecordsContext {
   readonly db: Kysely<any>
@@ -20,36 +20,44 @@ export interface RecordsContext {
 }
 
 export function createRecords({ db, t, ready, searchConfig, describe, wallClock }: RecordsContext) {
-  const messageRow = async (channel: string, offset: number) => {
+  /**
+   * The channel's retained range starts after this offset at `now` (`c` the channel's row): its
+   * `low`, moved past the prefix of messages expired by age, as `read` computes it.
+   */
+  const liveLow = (now: number): RawBuilder<unknown> =>
+    sql`CASE WHEN c.max_age_ms IS NULL THEN c.low ELSE GREATEST(c.low, coalesce((SELECT f.seq - 1 FROM ${t.messages} f
+      WHERE f.channel = c.name AND f.seq > c.low AND f.ts >= ${now}::float8 - c.max_age_ms ORDER BY f.seq LIMIT 1), c.top)) END`
+
+  const messageRow = async (channel: string, offset: number): Promise<MessageVersion | undefined> => {
     await ready
     const { rows } = await sql<MessageRow & { version: unknown; edited_at: unknown; deleted_at: unknown }>`
-      SELECT ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude, m.version, m.edited_at, m.deleted_at')}
+      SELECT ${M_MESSAGE_COLUMNS}, m.edited_at
       FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel WHERE m.channel = ${channel} AND m.seq = ${offset} AND m.seq > c.low`.execute(db)
     const r = rows[0]
     if (!r) return undefined
     return { ...toMessage(channel, r), version: num(r.version), editedAt: r.edited_at === null ? null : num(r.edited_at), deletedAt: r.deleted_at === null ? null : num(r.deleted_at) }
   }
 
-  const change = async (channel: string, offset: number, data: unknown, now: number, remove: boolean): Promise<MessageVersion | undefined> => {
+  /**
+   * The port's `revise`: one UPDATE of the retained, undeleted row, `version = version + 1` (the
+   * row lock orders concurrent revisions: each gets its own version). Sizes, bytes and the epoch
+   * are not touched. The data is taken as JSON now, so later changes to the caller's object change nothing.
+   */
+  const revise = async (channel: string, offset: number, revision: Revision, now: number): Promise<ReviseResult | undefined> => {
     await ready
-    const json = remove ? null : (JSON.stringify(data) ?? 'null')
+    if (!Number.isSafeInteger(offset) || offset < 1) return undefined
+    const remove = revision.deleted === true
+    const json = remove ? null : (JSON.stringify(revision.data) ?? 'null')
     const jsonb = json !== null && !json.includes(NUL) ? json : null
-    const { rows } = await sql<{ version: unknown; edited_at: unknown; deleted_at: unknown }>`
+    const { rows } = await sql<MessageRow>`
       UPDATE ${t.messages} m SET data = ${jsonb}::jsonb, data_json = ${json !== null && jsonb === null ? json : null}, version = m.version + 1,
-        ${remove ? sql`deleted_at = ${now}` : sql`edited_at = ${now}`}
+        ${remove ? sql`deleted_at = ${now}::bigint` : sql`edited_at = ${now}::bigint`}
       FROM ${t.channels} c
-      WHERE m.channel = ${channel} AND m.seq = ${offset} AND c.name = m.channel AND m.seq > c.low AND m.deleted_at IS NULL
-      RETURNING m.version, m.edited_at, m.deleted_at`.execute(db)
+      WHERE m.channel = ${channel} AND m.seq = ${offset}::bigint AND c.name = m.channel AND m.seq > ${liveLow(now)} AND m.seq <= c.top AND m.deleted_at IS NULL
+      RETURNING ${M_MESSAGE_COLUMNS}`.execute(db)
     const r = rows[0]
     if (!r) return undefined
-    return {
-      channel,
-      offset,
-      version: num(r.version),
-      data: remove ? null : JSON.parse(json!),
-      editedAt: r.edited_at === null ? null : num(r.edited_at),
-      deletedAt: r.deleted_at === null ? null : num(r.deleted_at),
-    }
+    return { message: { ...toMessage(channel, r), version: num(r.version) } }
   }
 
   const eraseUser = async (userId: string, o: { mode?: 'redact' | 'delete' | undefined; now?: number | undefined } = {}): Promise<EraseResult> => {
@@ -78,15 +86,21 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     })
   }
 
-  const search = async (channel: string, query: string, o: { limit?: number | undefined; before?: number | undefined } = {}): Promise<StoredMessage[]> => {
+  /**
+   * The port's `search`: messages as they are now (never deleted ones nor revision events), among
+   * those a read at `now` would return (retention and age), newest first.
+   */
+  const search = async (channel: string, query: string, o: { limit?: number | undefined; before?: number | undefined; now: number }): Promise<StoredMessage[]> => {
     await ready
     const config = sql.lit(searchConfig)
-    const limit = Math.max(1, Math.min(1_000, Math.floor(o.limit ?? 50)))
+    const limit = Math.min(1_000, Math.floor(o.limit ?? 50))
+    if (!(limit >= 1)) return []
+    const before = o.before !== undefined && Number.isFinite(o.before) ? Math.ceil(o.before) : undefined
     const { rows } = await sql<MessageRow>`
-      SELECT ${sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude')}
+      SELECT ${M_MESSAGE_COLUMNS}
       FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel
-      WHERE m.channel = ${channel} AND m.seq > c.low AND m.deleted_at IS NULL AND m.data IS NOT NULL
-        ${o.before !== undefined ? sql`AND m.seq < ${o.before}` : sql``}
+      WHERE m.channel = ${channel} AND m.seq > ${liveLow(o.now)} AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
+        ${before !== undefined ? sql`AND m.seq < ${before}::bigint` : sql``}
         AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ websearch_to_tsquery(${config}::regconfig, ${query})
       ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
     return rows.map((r) => toMessage(channel, r))
@@ -138,5 +152,5 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     return rows.map((r) => ({ userId: r.user_id, deliveredAt: r.delivered_at === null ? null : num(r.delivered_at), readAt: r.read_at === null ? null : num(r.read_at) }))
   }
 
-  return { messageRow, change, eraseUser, search, setStatus, channelsOf, receiptsUpsert, receipts }
+  return { messageRow, revise, eraseUser, search, setStatus, channelsOf, receiptsUpsert, receipts }
 }

@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, StoredMessage, StreamPosition } from '@tidings/core'
+import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
 import { utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type Connection, type SqlDatabase, connect } from './connect.js'
 import { migrate } from './migrations/index.js'
 import { type SchemaContext, schemaContext, tables } from './names.js'
 import { createRecords } from './records.js'
-import { type MessageRow, NUL, num, toMessage } from './rows.js'
+import { MESSAGE_COLUMNS, type MessageRow, NUL, num, revisesColumn, toMessage } from './rows.js'
 
 /** What the seed-002 columns of a channel row say about it (filled on the channel's first append). */
 export interface ChannelDescription {
@@ -65,7 +65,7 @@ export interface SqlStoreOptions {
   readonly onError?: ((error: unknown) => void) | undefined
 }
 
-/** One entry of `channelsOf(user)`: the per-user channel list of seed 002. */
+/** One entry of `channelsOf(user)`: the per-user channel list of seed 002 (the port's `ConsumerChannel`, with kind, active users and status always set). */
 export interface UserChannel {
   readonly name: string
   readonly kind: string | null
@@ -80,16 +80,8 @@ export interface UserChannel {
   readonly top: number
 }
 
-export interface MessageVersion {
-  readonly channel: string
-  readonly offset: number
-  /** 1 for the message as appended, +1 per edit or deletion. */
-  readonly version: number
-  /** The data now (null once deleted). */
-  readonly data: unknown
-  readonly editedAt: number | null
-  readonly deletedAt: number | null
-}
+/** A message as `message()` answers it: with its version (1 as appended, +1 per revision) and the times of its last edit and of its deletion. */
+export type MessageVersion = StoredMessage & { readonly version: number; readonly editedAt: number | null; readonly deletedAt: number | null }
 
 export interface EraseResult {
   /** Messages of the user deleted or redacted. */
@@ -135,20 +127,31 @@ export interface SqlStore extends MessageStore {
   /** Retention work that is not done per append: age, archival, expired idempotency keys. */
   sweep(now?: number): Promise<SweepResult>
   /** A message with its version, edit and deletion times (undefined when not retained). */
-  message(channel: string, offset: number): Promise<(StoredMessage & { version: number; editedAt: number | null; deletedAt: number | null }) | undefined>
-  /** Replaces a retained message's data; undefined when the message is not retained or deleted. */
-  edit(channel: string, offset: number, data: unknown, options?: { now?: number | undefined }): Promise<MessageVersion | undefined>
-  /** Deletes a message's content (a tombstone keeps its offset: data null); undefined when not retained. */
-  delete(channel: string, offset: number, options?: { now?: number | undefined }): Promise<MessageVersion | undefined>
+  message(channel: string, offset: number): Promise<MessageVersion | undefined>
+  /**
+   * The port's `revise`: replaces a retained message's data (`{ data }`) or deletes it
+   * (`{ deleted: true }`: data null, a tombstone keeps its offset), in one atomic UPDATE
+   * (`version + 1`); the message as it is now, or undefined when it is not retained (retention,
+   * age at `now`) or already deleted. Changes no size, byte count or epoch, and delivers nothing:
+   * the hub's `channel(name).edit/delete` revise through it and deliver the revision event.
+   */
+  revise(channel: string, offset: number, revision: Revision, options?: { now?: number | undefined }): Promise<ReviseResult | undefined>
   /** GDPR erasure of one user: their messages (redacted by default, or deleted), receipts, subscriptions, keys. */
   eraseUser(userId: string, options?: { mode?: 'redact' | 'delete' | undefined; now?: number | undefined }): Promise<EraseResult>
-  /** Full-text search of a channel's retained history (newest first). */
-  search(channel: string, query: string, options?: { limit?: number | undefined; before?: number | undefined }): Promise<StoredMessage[]>
+  /**
+   * The port's `search`: full-text search (PostgreSQL `websearch_to_tsquery` over the strings of
+   * the data, `searchConfig`) of a channel's retained messages as they are now, newest first: never
+   * deleted ones, revision events or messages expired by age at `now` (default: the wall clock).
+   */
+  search(channel: string, query: string, options?: { limit?: number | undefined; before?: number | undefined; now?: number | undefined }): Promise<StoredMessage[]>
   /** Marks a user's subscription to a channel active (membership, for `channelsOf`). */
   join(channel: string, userId: string, options?: { now?: number | undefined }): Promise<void>
   /** Marks it left (the cursor is kept). */
   leave(channel: string, userId: string, options?: { now?: number | undefined }): Promise<void>
-  /** The user's channels with their kind, active users, last activity and unread count, most recently active first. */
+  /**
+   * The port's `channelsOf`: the user's channels (a cursor committed, or joined) with their kind,
+   * active users, last activity and unread count, most recently active first. Left ones only with `includeLeft`.
+   */
   channelsOf(userId: string, options?: { limit?: number | undefined; includeLeft?: boolean | undefined }): Promise<UserChannel[]>
   /** Records that messages reached a user (per message). */
   markDelivered(channel: string, offsets: readonly number[], userId: string, options?: { now?: number | undefined }): Promise<void>
@@ -173,7 +176,6 @@ interface ChannelQueue {
   running: boolean
 }
 
-const MESSAGE_COLUMNS = sql.raw('seq, id, event, data, data_json, sender, ts, exclude')
 const DEFAULT_WINDOW = 600_000
 
 function nameHash(name: string): string {
@@ -272,11 +274,11 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
 
       // Idempotency: keys seen within their window answer the earlier message.
       const keys = [...new Set(batch.map((p) => p.options.idempotencyKey).filter((k): k is string => k !== undefined))]
-      const known = new Map<string, { seq: number; id: string; event: string; sender: string | null; ts: number; at: number }>()
+      const known = new Map<string, { seq: number; id: string; event: string; sender: string | null; ts: number; at: number; revises: string | null }>()
       if (keys.length > 0) {
-        const { rows } = await sql<{ key: string; seq: unknown; id: string; event: string; sender: string | null; ts: unknown; at: unknown }>`
-          SELECT key, seq, id, event, sender, ts, at FROM ${t.idempotency} WHERE channel = ${channel} AND key = ANY(${keys}::text[])`.execute(trx)
-        for (const r of rows) known.set(r.key, { seq: num(r.seq), id: r.id, event: r.event, sender: r.sender, ts: num(r.ts), at: num(r.at) })
+        const { rows } = await sql<{ key: string; seq: unknown; id: string; event: string; sender: string | null; ts: unknown; at: unknown; revises: string | null }>`
+          SELECT key, seq, id, event, sender, ts, at, revises FROM ${t.idempotency} WHERE channel = ${channel} AND key = ANY(${keys}::text[])`.execute(trx)
+        for (const r of rows) known.set(r.key, { seq: num(r.seq), id: r.id, event: r.event, sender: r.sender, ts: num(r.ts), at: num(r.at), revises: r.revises })
       }
       const results: Array<AppendResult | { duplicateOf: number }> = []
       const fresh: Array<{ p: Pending; seq: number }> = []
@@ -295,11 +297,14 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
         const seq = ++next
         fresh.push({ p, seq })
         if (key !== undefined) {
-          known.set(key, { seq, id: p.input.id, event: p.input.event, sender: p.input.sender ?? null, ts: p.input.timestamp, at: p.options.now })
+          known.set(key, { seq, id: p.input.id, event: p.input.event, sender: p.input.sender ?? null, ts: p.input.timestamp, at: p.options.now, revises: revisesColumn(p.input.revises) })
           firstInBatch.set(key, seq)
         }
         results.push({
-          message: { ...toMessage(channel, { seq, id: p.input.id, event: p.input.event, data: null, data_json: p.json, sender: p.input.sender ?? null, ts: p.input.timestamp, exclude: null }), ...(p.input.exclude !== undefined ? { exclude: JSON.parse(JSON.stringify(p.input.exclude)) } : {}) },
+          message: {
+            ...toMessage(channel, { seq, id: p.input.id, event: p.input.event, data: null, data_json: p.json, sender: p.input.sender ?? null, ts: p.input.timestamp, exclude: null, revises: revisesColumn(p.input.revises) }),
+            ...(p.input.exclude !== undefined ? { exclude: JSON.parse(JSON.stringify(p.input.exclude)) } : {}),
+          },
           epoch,
           duplicate: false,
         })
@@ -318,6 +323,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
           sender: fresh.map((f) => f.p.input.sender ?? null),
           ts: fresh.map((f) => f.p.input.timestamp),
           exclude: fresh.map((f) => (f.p.input.exclude !== undefined ? JSON.stringify(f.p.input.exclude) : null)),
+          revises: fresh.map((f) => revisesColumn(f.p.input.revises)),
           key: fresh.map((f) => f.p.options.idempotencyKey ?? null),
           size: fresh.map((f) => Math.round(f.p.size)),
           expires: fresh.map((f) => (finite(f.p.options.retention.maxAgeMs) ? Math.round(f.p.options.now + f.p.options.retention.maxAgeMs) : null)),
@@ -327,18 +333,20 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
         const keysInsert =
           keyRows.length > 0
             ? sql`WITH k AS (
-                INSERT INTO ${t.idempotency} AS k (channel, key, seq, id, event, sender, ts, at)
-                SELECT ${channel}, u.key, u.seq, u.id, u.event, u.sender, u.ts, u.at
+                INSERT INTO ${t.idempotency} AS k (channel, key, seq, id, event, sender, ts, at, revises)
+                SELECT ${channel}, u.key, u.seq, u.id, u.event, u.sender, u.ts, u.at, u.revises
                 FROM unnest(${keyRows.map((r) => r.key)}::text[], ${keyRows.map((r) => r.seq)}::bigint[], ${keyRows.map((r) => r.id)}::text[], ${keyRows.map((r) => r.event)}::text[],
-                  ${keyRows.map((r) => r.sender)}::text[], ${keyRows.map((r) => r.ts)}::float8[], ${keyRows.map((r) => Math.round(r.at))}::bigint[]) AS u(key, seq, id, event, sender, ts, at)
-                ON CONFLICT (channel, key) DO UPDATE SET seq = EXCLUDED.seq, id = EXCLUDED.id, event = EXCLUDED.event, sender = EXCLUDED.sender, ts = EXCLUDED.ts, at = EXCLUDED.at)`
+                  ${keyRows.map((r) => r.sender)}::text[], ${keyRows.map((r) => r.ts)}::float8[], ${keyRows.map((r) => Math.round(r.at))}::bigint[],
+                  ${keyRows.map((r) => r.revises)}::text[]) AS u(key, seq, id, event, sender, ts, at, revises)
+                ON CONFLICT (channel, key) DO UPDATE SET seq = EXCLUDED.seq, id = EXCLUDED.id, event = EXCLUDED.event, sender = EXCLUDED.sender, ts = EXCLUDED.ts, at = EXCLUDED.at,
+                  revises = EXCLUDED.revises)`
             : sql``
         await sql`${keysInsert}
-          INSERT INTO ${t.messages} (channel, seq, epoch, id, event, data, data_json, sender, ts, exclude, idempotency_key, size, expires_at)
-          SELECT ${channel}, u.seq, ${epoch}, u.id, u.event, u.data::jsonb, u.data_json, u.sender, u.ts, u.exclude, u.key, u.size, u.expires
+          INSERT INTO ${t.messages} (channel, seq, epoch, id, event, data, data_json, sender, ts, exclude, idempotency_key, size, expires_at, revises)
+          SELECT ${channel}, u.seq, ${epoch}, u.id, u.event, u.data::jsonb, u.data_json, u.sender, u.ts, u.exclude, u.key, u.size, u.expires, u.revises
           FROM unnest(${cols.seq}::bigint[], ${cols.id}::text[], ${cols.event}::text[], ${cols.data}::text[], ${cols.dataJson}::text[], ${cols.sender}::text[],
-            ${cols.ts}::float8[], ${cols.exclude}::text[], ${cols.key}::text[], ${cols.size}::bigint[], ${cols.expires}::bigint[])
-            AS u(seq, id, event, data, data_json, sender, ts, exclude, key, size, expires)`.execute(trx)
+            ${cols.ts}::float8[], ${cols.exclude}::text[], ${cols.key}::text[], ${cols.size}::bigint[], ${cols.expires}::bigint[], ${cols.revises}::text[])
+            AS u(seq, id, event, data, data_json, sender, ts, exclude, key, size, expires, revises)`.execute(trx)
 
         // Retention of the channel (the last append's), once per batch, in one statement: the new
         // low end (count in JS; age and bytes from the rows), the rows it drops (deleted, or left
@@ -382,7 +390,9 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
       for (const r of results) if (!('duplicateOf' in r)) bySeq.set(r.message.offset, r.message)
       const slim = (seq: number): StoredMessage => {
         const k = [...known.values()].find((v) => v.seq === seq)
-        return k ? { offset: seq, id: k.id, channel, event: k.event, data: undefined, ...(k.sender !== null ? { sender: k.sender } : {}), timestamp: k.ts } : { offset: seq, id: '', channel, event: '', data: undefined, timestamp: 0 }
+        return k
+          ? { offset: seq, id: k.id, channel, event: k.event, data: undefined, ...(k.sender !== null ? { sender: k.sender } : {}), timestamp: k.ts, ...(k.revises !== null ? { revises: JSON.parse(k.revises) } : {}) }
+          : { offset: seq, id: '', channel, event: '', data: undefined, timestamp: 0 }
       }
       return results.map((r) => ('duplicateOf' in r ? { message: held.get(r.duplicateOf) ?? bySeq.get(r.duplicateOf) ?? slim(r.duplicateOf), epoch, duplicate: true } : r))
     })
@@ -616,7 +626,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     return { deleted, archived, keys: Number(keys.numAffectedRows ?? 0) }
   }
 
-  const { messageRow, change, eraseUser, search, setStatus, channelsOf, receiptsUpsert, receipts } = createRecords({ db, t, ready, searchConfig, describe, wallClock })
+  const { messageRow, revise, eraseUser, search, setStatus, channelsOf, receiptsUpsert, receipts } = createRecords({ db, t, ready, searchConfig, describe, wallClock })
 
   // ------------------------------------------------------------------ lifecycle
 
@@ -662,10 +672,9 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
     reset,
     sweep,
     message: messageRow,
-    edit: (channel, offset, data, o) => change(channel, offset, data, nowOf(o), false),
-    delete: (channel, offset, o) => change(channel, offset, null, nowOf(o), true),
+    revise: (channel, offset, revision, o) => revise(channel, offset, revision, nowOf(o)),
     eraseUser,
-    search,
+    search: (channel, query, o) => search(channel, query, { limit: o?.limit, before: o?.before, now: nowOf(o) }),
     join: (channel, userId, o) => setStatus(channel, userId, 'active', nowOf(o)),
     leave: (channel, userId, o) => setStatus(channel, userId, 'left', nowOf(o)),
     channelsOf,

@@ -5,7 +5,7 @@
 import type { Kysely } from 'kysely'
 import { sql } from 'kysely'
 import { describe, expect, it } from 'vitest'
-import { type SqlStore, createSqlStore, migrate } from '../src/index.js'
+import { type SqlStore, createMigrator, createSqlStore, migrate } from '../src/index.js'
 
 const KEEP = { maxCount: 100_000, maxAgeMs: 24 * 3_600_000 }
 const T0 = Date.UTC(2026, 0, 1)
@@ -82,32 +82,64 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       await expect(append(store, fresh('closed'), 1)).rejects.toThrow(/closed/)
     })
 
-    it('edit and delete return versions; reads see the current data; a deleted message cannot be edited; a message not retained has no version', async () => {
+    it('revise edits then deletes in place: versions, edit and deletion times in message(), a tombstone that cannot be revised, nothing for a message not retained', async () => {
       const store = open()
       const ch = fresh('edit')
       await append(store, ch, 1, { data: { text: 'helo' } })
       await append(store, ch, 2)
-      const edited = await store.edit(ch, 1, { text: 'hello' }, { now: T0 + 10 })
-      expect(edited).toEqual({ channel: ch, offset: 1, version: 2, data: { text: 'hello' }, editedAt: T0 + 10, deletedAt: null })
-      expect((await store.read(ch, { after: 0, limit: 10, now: T0 })).messages[0]?.data).toEqual({ text: 'hello' })
-      expect((await store.edit(ch, 1, { text: 'hello!' }, { now: T0 + 20 }))?.version).toBe(3)
-      const removed = await store.delete(ch, 1, { now: T0 + 30 })
-      expect(removed).toMatchObject({ offset: 1, version: 4, data: null, deletedAt: T0 + 30 })
-      expect(await store.message(ch, 1)).toMatchObject({ offset: 1, id: 'm1', data: null, version: 4, deletedAt: T0 + 30 })
-      expect(await store.edit(ch, 1, { text: 'again' })).toBeUndefined()
-      expect(await store.delete(ch, 1)).toBeUndefined()
-      // offsets are untouched: the tombstone keeps its place
-      expect((await store.read(ch, { after: 0, limit: 10, now: T0 })).messages.map((m) => [m.offset, m.data])).toEqual([
-        [1, null],
-        [2, { text: 'message 2' }],
+      const edited = await store.revise(ch, 1, { data: { text: 'hello' } }, { now: T0 + 10 })
+      expect(edited?.message).toEqual({ offset: 1, id: 'm1', channel: ch, event: 'chat', data: { text: 'hello' }, sender: 'alice', timestamp: T0, version: 2 })
+      expect((await store.read(ch, { after: 0, limit: 10, now: T0 })).messages[0]).toEqual(edited?.message)
+      expect((await store.revise(ch, 1, { data: { text: 'hello!' } }, { now: T0 + 20 }))?.message.version).toBe(3)
+      const removed = await store.revise(ch, 1, { deleted: true }, { now: T0 + 30 })
+      expect(removed?.message).toMatchObject({ offset: 1, version: 4, data: null, deleted: true })
+      expect(await store.message(ch, 1)).toMatchObject({ offset: 1, id: 'm1', data: null, version: 4, deleted: true, editedAt: T0 + 20, deletedAt: T0 + 30 })
+      expect(await store.message(ch, 2)).toMatchObject({ offset: 2, version: 1, editedAt: null, deletedAt: null })
+      expect(await store.revise(ch, 1, { data: { text: 'again' } }, { now: T0 })).toBeUndefined()
+      expect(await store.revise(ch, 1, { deleted: true }, { now: T0 })).toBeUndefined()
+      // offsets are untouched: the tombstone keeps its place; the untouched message has no version key
+      const after = (await store.read(ch, { after: 0, limit: 10, now: T0 })).messages
+      expect(after.map((m) => [m.offset, m.data, m.version, m.deleted])).toEqual([
+        [1, null, 4, true],
+        [2, { text: 'message 2' }, undefined, undefined],
       ])
-      expect(await store.edit(ch, 99, 'x')).toBeUndefined()
-      expect(await store.edit(fresh('none'), 1, 'x')).toBeUndefined()
+      expect('version' in after[1]!).toBe(false)
+      expect(await store.revise(ch, 99, { data: 'x' }, { now: T0 })).toBeUndefined()
+      expect(await store.revise(ch, 1.5, { data: 'x' }, { now: T0 })).toBeUndefined()
+      expect(await store.revise(fresh('none'), 1, { data: 'x' }, { now: T0 })).toBeUndefined()
       // a message retention dropped has no version
       const trimmed = fresh('edit-trimmed')
       for (let n = 1; n <= 3; n++) await append(store, trimmed, n, { retention: { ...KEEP, maxCount: 1 } })
-      expect(await store.edit(trimmed, 1, 'x')).toBeUndefined()
-      expect((await store.edit(trimmed, 3, 'x'))?.version).toBe(2)
+      expect(await store.revise(trimmed, 1, { data: 'x' }, { now: T0 })).toBeUndefined()
+      expect((await store.revise(trimmed, 3, { data: 'x' }, { now: T0 }))?.message.version).toBe(2)
+      await store.close()
+    })
+
+    it('revise of a message expired by age at `now` answers undefined even before the sweep, as read leaves it out', async () => {
+      const store = open()
+      const ch = fresh('edit-aged')
+      const retention = { maxCount: 100, maxAgeMs: 1_000 }
+      await append(store, ch, 1, { retention, at: T0 })
+      await append(store, ch, 2, { retention, at: T0 + 900 })
+      expect(await store.revise(ch, 1, { data: 'late' }, { now: T0 + 1_500 })).toBeUndefined()
+      expect((await store.revise(ch, 2, { data: 'in time' }, { now: T0 + 1_500 }))?.message.version).toBe(2)
+      await store.close()
+    })
+
+    it('a repeat of a revision event answers its `revises`, also once retention dropped the event from the log', async () => {
+      const store = open()
+      const ch = fresh('revises-dup')
+      await append(store, ch, 1)
+      const event = { id: 'r1', event: 'chat', data: { text: 'fixed' }, sender: 'alice', timestamp: T0, revises: { offset: 1, version: 2 } }
+      const options = { retention: { ...KEEP, maxCount: 1 }, now: T0, idempotencyKey: 'rev-1', dedupWindowMs: 60_000 }
+      const first = await store.append(ch, event, options)
+      expect(first.message.revises).toEqual({ offset: 1, version: 2 })
+      const held = await store.append(ch, event, options)
+      expect(held).toMatchObject({ duplicate: true, message: { offset: 2, revises: { offset: 1, version: 2 }, data: { text: 'fixed' } } })
+      await append(store, ch, 3, { retention: { ...KEEP, maxCount: 1 } })
+      const dropped = await store.append(ch, event, options)
+      expect(dropped.duplicate).toBe(true)
+      expect(dropped.message).toMatchObject({ offset: 2, id: 'r1', revises: { offset: 1, version: 2 } })
       await store.close()
     })
 
@@ -125,9 +157,9 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       const counts = await store.eraseUser('erin', { now: T0 + 5 })
       expect(counts).toEqual({ messages: 2, receipts: 1, subscriptions: 2, keys: 1, channels: 2 })
       const ra = await store.read(a, { after: 0, limit: 10, now: T0 })
-      expect(ra.messages.map((m) => [m.offset, m.sender, m.data])).toEqual([
-        [1, undefined, null],
-        [2, 'bob', { text: 'message 2' }],
+      expect(ra.messages.map((m) => [m.offset, m.sender, m.data, m.deleted])).toEqual([
+        [1, undefined, null, true],
+        [2, 'bob', { text: 'message 2' }, undefined],
       ])
       expect(JSON.stringify(ra.messages[0])).not.toContain('erin')
       expect(await store.receipts(a, 2)).toEqual([])
@@ -167,16 +199,31 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       await append(store, ch, 4, { data: { text: 'banana split' } })
       await append(store, ch, 5, { data: ['banana', 42] })
       await append(store, other, 1, { data: { text: 'banana elsewhere' } })
-      await store.delete(ch, 4)
-      const hits = await store.search(ch, 'banana')
+      await store.revise(ch, 4, { deleted: true }, { now: T0 })
+      const hits = await store.search(ch, 'banana', { now: T0 })
       expect(hits.map((m) => m.offset)).toEqual([5, 3, 1])
       expect(hits.every((m) => m.channel === ch)).toBe(true)
-      expect((await store.search(ch, 'banana', { limit: 1 })).map((m) => m.offset)).toEqual([5])
-      expect((await store.search(ch, 'banana', { before: 5 })).map((m) => m.offset)).toEqual([3, 1])
-      expect((await store.search(ch, 'apples -banana')).map((m) => m.offset)).toEqual([2])
-      expect(await store.search(ch, 'kiwi')).toEqual([])
+      expect((await store.search(ch, 'banana', { limit: 1, now: T0 })).map((m) => m.offset)).toEqual([5])
+      expect((await store.search(ch, 'banana', { before: 5, now: T0 })).map((m) => m.offset)).toEqual([3, 1])
+      expect((await store.search(ch, 'apples -banana', { now: T0 })).map((m) => m.offset)).toEqual([2])
+      expect(await store.search(ch, 'kiwi', { now: T0 })).toEqual([])
       // a phrase with quotes and operators is parsed, never an SQL or tsquery syntax error
-      expect(await store.search(ch, `"banana shipment" OR ') ; drop table x --`)).toEqual(expect.any(Array))
+      expect(await store.search(ch, `"banana shipment" OR ') ; drop table x --`, { now: T0 })).toEqual(expect.any(Array))
+      await store.close()
+    })
+
+    it('search leaves out what a read at `now` leaves out: messages expired by age before the sweep ran, revision events, deleted messages', async () => {
+      const store = open({ now: () => T0 + 10_000 })
+      const ch = fresh('search-aged')
+      const retention = { maxCount: 100, maxAgeMs: 1_000 }
+      await append(store, ch, 1, { retention, at: T0, data: { text: 'kiwi early' } })
+      await append(store, ch, 2, { retention, at: T0 + 900, data: { text: 'kiwi later' } })
+      await store.append(ch, { id: 'r', event: 'chat', data: { text: 'kiwi edited' }, timestamp: T0 + 901, revises: { offset: 2, version: 2 } }, { retention, now: T0 + 901 })
+      expect((await store.search(ch, 'kiwi', { now: T0 + 950 })).map((m) => m.offset)).toEqual([2, 1])
+      expect((await store.search(ch, 'kiwi', { now: T0 + 1_500 })).map((m) => m.offset)).toEqual([2])
+      // without `now`, the store's clock (here T0 + 10 s): everything expired
+      expect(await store.search(ch, 'kiwi')).toEqual([])
+      expect(await store.search(ch, 'kiwi', { now: T0 + 950, limit: 0 })).toEqual([])
       await store.close()
     })
 
@@ -266,6 +313,23 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       fail = false
       await store.sweep(T0)
       expect(got).toEqual([1, 2, 3])
+      await store.close()
+    })
+
+    it('migration 0004 on a database of 0003: messages stored before it read exactly as they did, and can be revised', async () => {
+      const db = database()
+      const schema = `before_revisions_${counter}`
+      const migrator = createMigrator(db, { schema })
+      expect((await migrator.migrateTo('0003_outbox')).error).toBeUndefined()
+      const ch = fresh('old')
+      await sql`INSERT INTO ${sql.id(schema, 'tidings_channels')} (name, created_at, last_activity, epoch, top) VALUES (${ch}, ${T0}, ${T0}, 'old-epoch', 1)`.execute(db)
+      await sql`INSERT INTO ${sql.id(schema, 'tidings_messages')} (channel, seq, epoch, id, event, data, sender, ts, size) VALUES (${ch}, 1, 'old-epoch', 'm1', 'chat', '{"text":"old"}'::jsonb, 'alice', ${T0}, 10)`.execute(db)
+      const results = (await migrate(db, { schema })).results ?? []
+      expect(results.map((r) => [r.migrationName, r.status])).toEqual([['0004_revisions', 'Success']])
+      const store = createSqlStore({ db, schema, migrate: false, sweepIntervalMs: false })
+      const [old] = (await store.read(ch, { after: 0, limit: 10, now: T0 })).messages
+      expect(old).toEqual({ offset: 1, id: 'm1', channel: ch, event: 'chat', data: { text: 'old' }, sender: 'alice', timestamp: T0 })
+      expect((await store.revise(ch, 1, { data: { text: 'new' } }, { now: T0 }))?.message).toMatchObject({ version: 2, data: { text: 'new' } })
       await store.close()
     })
 

@@ -4,6 +4,7 @@ import { type SchemaContext, schemaContext } from '../names.js'
 import { storeMigration } from './0001_store.js'
 import { clusterMigration } from './0002_cluster.js'
 import { outboxMigration } from './0003_outbox.js'
+import { revisionsMigration } from './0004_revisions.js'
 
 /** A migration module: given where the tables live (schema, prefix), its `up` and `down`. */
 export type MigrationFactory = (ctx: SchemaContext) => Migration
@@ -16,6 +17,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['0001_store', storeMigration],
   ['0002_cluster', clusterMigration],
   ['0003_outbox', outboxMigration],
+  ['0004_revisions', revisionsMigration],
 ]
 
 /** Kysely's `MigrationProvider` over the static list above (no file system). */
