@@ -343,6 +343,9 @@ if cur then
 end
 version = version + 1
 redis.call('HSET', KEYS[3], ARGV[1], tostring(version) .. '|' .. ARGV[2])
+-- More revisions than retained messages: some outlived their message (trimmed by a store of an
+-- earlier version, which knew no revisions). Sweep them, so the hash stays bounded by retention.
+if redis.call('HLEN', KEYS[3]) > log.top - log.first + 1 then dropRevisions(KEYS[3], 1, log.first - 1) end
 return { version, entry[1][2][2] }
 `
 
