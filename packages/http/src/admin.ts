@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
+import { type ChannelHandle, type Hub, RealtimeError, channelNameSchema, eventNameSchema, filterSchema, prioritySchema } from '@tidings/core'
 import type { Registry } from 'prom-client'
 import { z } from 'zod'
 import { drainBody, hasBody } from '@tidings/http-kit'
@@ -45,6 +45,20 @@ export const broadcastBody = z
 
 export const kickBody = z.object({ userId: z.string().min(1), reason: z.string().max(120).optional() }).strict()
 
+/** A user id in a path, a query or a body of the revision and channel-list routes. */
+export const adminUserIdSchema = z.string().min(1).max(256)
+
+/** `PATCH /channels/:id/messages/:offset`: the new data (required, `null` allowed), and the user to edit on behalf of. */
+export const editMessageBody = z.object({ data: z.unknown(), by: adminUserIdSchema.optional() }).strict()
+
+/** Bounds of the query parameters of the search and channel-list routes. */
+export const SEARCH_QUERY_MAX = 256
+export const SEARCH_LIMIT_MAX = 100
+export const USER_CHANNELS_LIMIT_MAX = 500
+
+/** The `Content-Type`s a JSON body may be sent with (absent is taken as JSON too). */
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
+
 interface Route {
   readonly method: string
   /** Path below the prefix, with `:name` parameters. */
@@ -80,12 +94,39 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
   }
   const body = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
     const raw = await readJsonBody(req, maxBodyBytes)
+    if (raw === undefined) throw new RealtimeError('RT_007', 'a JSON request body is required')
     const parsed = schema.safeParse(raw)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
       throw new RealtimeError('RT_007', issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid body')
     }
     return parsed.data
+  }
+
+  /** A JSON body only: a declared `Content-Type` that is not JSON (a form, text) is 400 RT_007, before the body is read. */
+  const jsonBody = async <T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> => {
+    const type = req.headers['content-type']
+    if (type !== undefined && type !== '' && !JSON_TYPE.test(type)) throw new RealtimeError('RT_007', `the request body must be application/json, not '${type.slice(0, 100)}'`)
+    return body(req, schema)
+  }
+  /** A message offset in a path: a positive safe integer in plain digits (`0`, `-1`, `1e3`, `0x10`, `01`, past 2^53 − 1: 400 RT_007). */
+  const offsetParam = (raw: string): number => {
+    const text = decodeParam(raw)
+    const n = Number(text)
+    if (!/^[1-9][0-9]{0,15}$/.test(text) || !Number.isSafeInteger(n)) throw new RealtimeError('RT_007', 'offset: a whole number from 1 to 9007199254740991')
+    return n
+  }
+  /** A whole-number query parameter from `min` to `max`, in plain digits; undefined when absent. */
+  const intQuery = (query: URLSearchParams, name: string, min: number, max: number): number | undefined => {
+    const v = query.get(name)
+    if (v === null) return undefined
+    const n = Number(v)
+    if (!/^[0-9]{1,16}$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) throw new RealtimeError('RT_007', `${name}: a whole number from ${min} to ${max}`)
+    return n
+  }
+  const userIdOf = (value: string, what: string): string => {
+    if (!adminUserIdSchema.safeParse(value).success) throw new RealtimeError('RT_007', `${what}: a user id of 1 to 256 characters`)
+    return value
   }
 
   const routes: Route[] = [
@@ -131,6 +172,53 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
         }
         const h = await hub.channel(channelParam(params.id!)).history({ after: int(after, 'after', 0, Number.MAX_SAFE_INTEGER), limit: int(limit, 'limit', 1, 1000) })
         sendJson(res, 200, h)
+      },
+    },
+    {
+      method: 'PATCH',
+      path: '/channels/:id/messages/:offset',
+      scope: 'publish',
+      run: async ({ req, res, params }) => {
+        const channel = knownChannel(params.id!)
+        const offset = offsetParam(params.offset!)
+        const b = await jsonBody(req, editMessageBody)
+        sendJson(res, 200, revisionOf(await hub.channel(channel).edit(offset, b.data, b.by === undefined ? {} : { by: b.by })))
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/channels/:id/messages/:offset',
+      scope: 'publish',
+      run: async ({ res, params, query }) => {
+        const channel = knownChannel(params.id!)
+        const offset = offsetParam(params.offset!)
+        const by = query.get('by')
+        sendJson(res, 200, revisionOf(await hub.channel(channel).delete(offset, by === null ? {} : { by: userIdOf(by, 'by') })))
+      },
+    },
+    {
+      method: 'GET',
+      path: '/channels/:id/search',
+      scope: 'read',
+      run: async ({ res, params, query }) => {
+        const channel = knownChannel(params.id!)
+        const q = query.get('q')
+        if (q === null || q.length === 0 || q.length > SEARCH_QUERY_MAX) throw new RealtimeError('RT_007', `q: a search of 1 to ${SEARCH_QUERY_MAX} characters is required`)
+        const limit = intQuery(query, 'limit', 1, SEARCH_LIMIT_MAX)
+        const before = intQuery(query, 'before', 1, Number.MAX_SAFE_INTEGER)
+        const messages = await hub.channel(channel).search(q, { ...(limit !== undefined ? { limit } : {}), ...(before !== undefined ? { before } : {}) })
+        sendJson(res, 200, { messages })
+      },
+    },
+    {
+      method: 'GET',
+      path: '/users/:id/channels',
+      scope: 'read',
+      run: async ({ res, params, query }) => {
+        const userId = userIdOf(decodeParam(params.id!), 'user id')
+        const limit = intQuery(query, 'limit', 1, USER_CHANNELS_LIMIT_MAX)
+        const channels = await hub.channels.forUser(userId, limit !== undefined ? { limit } : {})
+        sendJson(res, 200, { channels })
       },
     },
     {
@@ -203,14 +291,14 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
   })
 
   /** Handle `rest` (the path below the prefix); false when no admin route matches. */
-  return async function handleAdmin(req: IncomingMessage, res: ServerResponse, rest: string, query: URLSearchParams): Promise<boolean> {
+  async function handleAdmin(req: IncomingMessage, res: ServerResponse, rest: string, query: URLSearchParams): Promise<boolean> {
     const matches = compiled.filter((r) => r.regex.test(rest))
     if (matches.length === 0) return false
     const route = matches.find((r) => r.method === req.method)
     try {
       const declared = Number(req.headers['content-length'])
       // A body no route will read is drained first, so the answer is not lost to a reset.
-      if (hasBody(req) && (route?.method !== 'POST' || declared > maxBodyBytes)) await drainBody(req)
+      if (hasBody(req) && (route === undefined || !BODY_METHODS.has(route.method) || declared > maxBodyBytes)) await drainBody(req)
       if (declared > maxBodyBytes) {
         res.setHeader('connection', 'close')
         req.resume()
@@ -234,6 +322,20 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
     }
     return true
   }
+  /** The route table (method, path with `:name` parameters, scope), for tests and documents. */
+  const table: ReadonlyArray<{ readonly method: string; readonly path: string; readonly scope: ApiKeyScope }> = routes.map(({ method, path, scope }) => ({ method, path, scope }))
+  return Object.assign(handleAdmin, { routes: table })
+}
+
+/** Methods whose routes read a request body. */
+const BODY_METHODS: ReadonlySet<string> = new Set(['POST', 'PATCH'])
+
+/** `RevisionResult` of `@tidings/core` (its hub API; not exported by name from the package). */
+type RevisionResult = Awaited<ReturnType<ChannelHandle['edit']>>
+
+/** The answer of the edit and delete routes: the hub's result, field by field (nothing else it may carry). */
+function revisionOf(r: RevisionResult) {
+  return { offset: r.offset, version: r.version, deleted: r.deleted, revision: r.revision, messageId: r.messageId, recipients: r.recipients }
 }
 
 /** A percent-encoded path segment; bad encoding (`%E0%A4%A`) is the client's error, 400 RT_007. */

@@ -190,7 +190,7 @@ describe('admin API', () => {
     const doc = (await (await fetch(`${base}/realtime/openapi.json`)).json()) as { openapi: string; paths: Record<string, { post: { requestBody: { content: Record<string, { schema: { required: string[] } }> } } }> }
     expect(doc.openapi).toBe('3.1.0')
     expect(Object.keys(doc.paths)).toEqual(
-      expect.arrayContaining(['/channels/{id}/broadcast', '/channels/{id}/presence', '/channels/{id}/kick', '/channels/{id}/history', '/broadcast', '/connections', '/connections/{id}', '/metrics']),
+      expect.arrayContaining(['/channels/{id}/broadcast', '/channels/{id}/presence', '/channels/{id}/kick', '/channels/{id}/history', '/channels/{id}/messages/{offset}', '/channels/{id}/search', '/broadcast', '/connections', '/connections/{id}', '/users/{id}/connections', '/users/{id}/channels', '/metrics']),
     )
     const schema = doc.paths['/channels/{id}/broadcast']!.post.requestBody.content['application/json']!.schema
     expect(schema.required).toContain('event')
