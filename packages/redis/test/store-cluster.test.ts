@@ -100,4 +100,47 @@ describe('redis store on a Redis Cluster', () => {
       } else expect(p).toEqual({ epoch: before.get(ch), offset: 1 })
     }
   })
+
+  it('a channel’s revisions hash lives in the channel’s slot (a revise touching another slot would fail with CROSSSLOT)', async () => {
+    const store = createRedisStore({ client, prefix: 'revslot:' })
+    const retention = { maxCount: 100, maxAgeMs: 60_000 }
+    for (const ch of ['room-1', 'room-2', 'a}b', '']) {
+      await store.append(ch, { id: 'm1', event: 'e', data: { text: 'hello' }, timestamp: 1 }, { retention, now: 1 })
+      expect((await store.revise(ch, 1, { data: { text: 'edited hello' } }, { now: 1 }))?.message.version).toBe(2)
+      expect((await store.search(ch, 'edited', { limit: 5, now: 1 })).map((m) => m.offset)).toEqual([1])
+      const base = `revslot:{${channelTag(ch)}}:`
+      const node = client.nodes('master')[0]!
+      expect(Number(await node.call('CLUSTER', 'KEYSLOT', `${base}r`))).toBe(Number(await node.call('CLUSTER', 'KEYSLOT', `${base}s`)))
+    }
+  })
+
+  it('a consumer’s channel list spans masters, and forgets the channels of a master that lost its data', async () => {
+    const store = createRedisStore({ client, prefix: 'lists:' })
+    const retention = { maxCount: 100, maxAgeMs: 60_000 }
+    const channels = Array.from({ length: 30 }, (_, i) => `room-${i}`)
+    for (const [i, ch] of channels.entries()) {
+      await store.append(ch, { id: 'm1', event: 'e', data: 1, timestamp: 1 }, { retention, now: 100 + i })
+      await store.commit(ch, 'alice', 1)
+    }
+    const listed = await store.channelsOf('alice', { limit: 100 })
+    expect(listed.map((c) => c.name)).toEqual([...channels].reverse()) // most recently active first
+    // flush a master that holds channels but not alice's list
+    const list = `lists:u{alice}`
+    let lost: ReturnType<Cluster['nodes']>[number] | undefined
+    let lostChannels: string[] = []
+    for (const node of client.nodes('master')) {
+      const keys = await scanAll(node, 'lists:*')
+      if (keys.includes(list)) continue
+      lostChannels = channels.filter((ch) => keys.includes(`lists:{${channelTag(ch)}}:m`))
+      if (lostChannels.length > 0) {
+        lost = node
+        break
+      }
+    }
+    expect(lost).toBeDefined()
+    await lost!.flushall()
+    const kept = channels.filter((ch) => !lostChannels.includes(ch))
+    expect((await store.channelsOf('alice', { limit: 100 })).map((c) => c.name)).toEqual([...kept].reverse())
+    expect((await client.zrange(list, 0, -1)).sort()).toEqual([...kept].sort())
+  })
 })
