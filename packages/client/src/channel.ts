@@ -659,6 +659,8 @@ export class Channel {
       if (this.noteVersion(revision.offset, revision.version)) this.events.fire('revision', revision, message)
       return
     }
+    // A replayed message that was revised since comes as it is now: its revision events up to that version are not news.
+    if (message.version !== undefined && message.offset !== undefined) this.noteVersion(message.offset, message.version)
     const filter = this.options.clientFilter
     if (filter) {
       let pass: boolean
