@@ -51,12 +51,12 @@ export interface RedisMessageStore extends MessageStore {
   /** Edits or deletes a retained message (kept beside the stream, overlaid on every read). */
   revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
   /**
-   * Full-text search, scanning the retained stream newest first in pages: at most `SEARCH_SCAN_LIMIT`
-   * (10,000) messages are looked at per call, so a rare word in a long log can go unfound; page on
+   * Full-text search, scanning the retained stream newest first in pages: at most 10,000
+   * messages are looked at per call, so a rare word in a long log can go unfound; page on
    * with `before`.
    */
   search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): Promise<StoredMessage[]>
-  /** The channels where the consumer has a cursor (of the `CONSUMER_CHANNELS_LIMIT` (10,000) it committed in most recently). */
+  /** The channels where the consumer has a cursor (of the 10,000 it committed in most recently). */
   channelsOf(consumer: string, options: { readonly limit: number }): Promise<ConsumerChannel[]>
   /** Scans the keys under the prefix (every master of a cluster). */
   stats(): Promise<RedisStoreStats>
@@ -115,6 +115,10 @@ function isNoScript(error: unknown): boolean {
  * When Redis loses its data (FLUSHALL, a restart without persistence) the identity goes with the
  * channels, so every channel comes back in a new epoch, never with offsets restarting in the old
  * one. Reads create no channel keys (at most that one identity key per slot).
+ *
+ * Optional methods: `revise` keeps new versions in a hash beside the stream (overlaid on every
+ * read, trimmed with the messages retention drops), `search` scans the retained stream newest
+ * first, `channelsOf` reads a sorted set of channels per consumer (see store-scripts.ts).
  *
  * Run Redis with `maxmemory-policy noeviction` (or a `volatile-*` policy: only idempotency keys
  * expire): a key evicted from under a channel loses history the store cannot always see.
