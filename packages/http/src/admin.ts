@@ -69,9 +69,10 @@ interface Route {
 }
 
 /**
- * The REST admin API: broadcast, presence, kick, history, connections, metrics. Every route
- * needs an API key with the route's scope (`publish`: broadcasts; `read`: presence, history,
- * connections, metrics; `admin`: kicks and disconnections, and the rest): no key or an unknown
+ * The REST admin API: broadcast, presence, kick, history, message edits and deletes, search,
+ * users' channel lists, connections, metrics. Every route needs an API key with the route's scope
+ * (`publish`: broadcasts, edits and deletes; `read`: presence, history, search, users' channel
+ * lists, connections, metrics; `admin`: kicks and disconnections, and the rest): no key or an unknown
  * one is 401 RT_002, a key without the scope 403 RT_003. Bodies are validated with zod; errors
  * are `{ type: 'error', code, message }` with the HTTP status that matches the code.
  */

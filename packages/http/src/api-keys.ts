@@ -3,8 +3,9 @@ import type { IncomingMessage } from 'node:http'
 import { RealtimeError } from '@tidings/core'
 
 /**
- * What a key may do on the admin API: `publish` (broadcasts), `read` (presence, history,
- * connections, metrics), `admin` (kicks and disconnections, and everything `publish` and `read` allow).
+ * What a key may do on the admin API: `publish` (broadcasts, message edits and deletes), `read`
+ * (presence, history, search, users' channel lists, connections, metrics), `admin` (kicks and
+ * disconnections, and everything `publish` and `read` allow).
  */
 export const API_KEY_SCOPES = ['publish', 'read', 'admin'] as const
 export type ApiKeyScope = (typeof API_KEY_SCOPES)[number]

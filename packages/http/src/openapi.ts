@@ -103,7 +103,7 @@ export function openApiDocument(prefix: string): Record<string, unknown> {
       '/channels/{id}/search': {
         get: {
           summary: "Full-text search of a channel's retained history, newest first (deleted messages and revision events never match)",
-          description: 'Scope `read`. 400 `RT_007` for a missing or oversized `q`, a bad `limit` or `before`, or a store without search.',
+          description: 'Scope `read`. 400 `RT_007` for a missing or oversized `q`, a bad `limit` or `before`, an end-to-end encrypted channel or a store without search; 404 `RT_004` for a channel no pattern matches or one that keeps no history (as the history route).',
           parameters: [
             channel,
             { name: 'q', in: 'query', required: true, description: 'Words to find (all of them, any case)', schema: { type: 'string', minLength: 1, maxLength: SEARCH_QUERY_MAX } },

@@ -265,6 +265,18 @@ describe('PATCH / DELETE <prefix>/channels/:id/messages/:offset', () => {
     expect(JSON.parse(r.body)).toMatchObject({ deleted: true, version: 2 })
   })
 
+  it('a revision event itself cannot be revised (400 RT_007): the message it revises can', async () => {
+    const s = await serve()
+    const m = await s.hub.publish('chat:room', 'note', { text: 'a' })
+    const r = await patch(s.base, 'chat:room', m.offset!, { data: { text: 'b' } })
+    expect(r.status).toBe(200)
+    const revision = (r.body as { revision: number }).revision
+    for (const again of [await patch(s.base, 'chat:room', revision, { data: { text: 'c' } }), await del(s.base, 'chat:room', revision)]) {
+      expect(again).toMatchObject({ status: 400, body: { type: 'error', code: 'RT_007' } })
+    }
+    expect(await patch(s.base, 'chat:room', m.offset!, { data: { text: 'c' } })).toMatchObject({ status: 200, body: { version: 3 } })
+  })
+
   it('a store without revise answers 400 RT_007 for edit and delete', async () => {
     const s = await serve({ plain: true })
     const m = await s.hub.publish('chat:room', 'note', { text: 'x' })
@@ -322,8 +334,12 @@ describe('GET <prefix>/channels/:id/search', () => {
     expect((await call(s.base, path('?q=hello&limit=100'))).status).toBe(200)
   })
 
-  it('an unknown channel is 404 RT_004, a bad name 400 RT_007, a store without search 400 RT_007', async () => {
+  it('an unknown channel is 404 RT_004 (and one without history, as the history route), a bad name 400 RT_007, an encrypted channel or a store without search 400 RT_007', async () => {
     const s = await serve()
+    s.hub.channels.register('secret:*', { subscribe: 'authenticated', encrypted: true })
+    expect(await call(s.base, '/channels/secret%3Ax/search?q=x')).toMatchObject({ status: 400, body: { code: 'RT_007' } })
+    expect(await call(s.base, '/channels/nohist%3Ax/search?q=x')).toMatchObject({ status: 404, body: { code: 'RT_004' } })
+    expect(await call(s.base, '/channels/nohist%3Ax/history')).toMatchObject({ status: 404, body: { code: 'RT_004' } })
     expect(await call(s.base, '/channels/nowhere/search?q=x')).toMatchObject({ status: 404, body: { code: 'RT_004' } })
     expect(await call(s.base, '/channels/..%2Fchat%3Aroom/search?q=x')).toMatchObject({ status: 400, body: { code: 'RT_007' } })
     const p = await serve({ plain: true })
