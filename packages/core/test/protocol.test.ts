@@ -33,11 +33,15 @@ const VALID: Record<string, Record<string, unknown>> = {
   ack: { type: 'ack', channel: 'public:news', offset: 3 },
   read: { type: 'read', channel: 'public:news', offsets: [1] },
   history: { type: 'history', channel: 'public:news' },
+  edit: { type: 'edit', channel: 'public:news', offset: 1, data: { text: 'hello' } },
+  delete: { type: 'delete', channel: 'public:news', offset: 1 },
+  search: { type: 'search', channel: 'public:news', query: 'hello' },
+  channels: { type: 'channels' },
   ping: { type: 'ping' },
   auth: { type: 'auth', token: 'tok' },
 }
 const TYPES = Object.keys(VALID)
-const WITH_CHANNEL = TYPES.filter((t) => t !== 'ping' && t !== 'auth')
+const WITH_CHANNEL = TYPES.filter((t) => t !== 'ping' && t !== 'auth' && t !== 'channels')
 const WITH_ID = TYPES.filter((t) => t !== 'ack' && t !== 'read')
 
 describe('client frame schemas', () => {
@@ -241,6 +245,18 @@ describe('serverFrameSchema', () => {
     await t.settle()
     expect(alice.received('receipt').at(-1)).toEqual({ type: 'receipt', channel: 'chat:room', status: 'read', userId: 'bob', offsets: [c3.offset] })
     expect(bob.received('receipt')).toEqual([]) // nobody is told about their own messages
+
+    // revisions, search and the channel list
+    t.hub.channels.register('edits:*', { subscribe: true, publish: 'authenticated', revisions: 'own', offline: { maxMessages: 50 } })
+    await bob.subscribe('edits:room')
+    const e1 = await alice.publish('edits:room', 'say', { text: 'helo world' })
+    await alice.edit('edits:room', e1.offset!, { text: 'hello world' }) // revised + a revision event to bob
+    await alice.delete('edits:room', e1.offset!) // revised with deleted + a deletion event
+    await bob.request({ type: 'history', channel: 'edits:room' }) // a tombstone with version and deleted
+    await alice.publish('edits:room', 'say', { text: 'hello again' })
+    expect(await bob.search('edits:room', 'hello')).toHaveLength(1)
+    await bob.unsubscribe('edits:room') // what was written to bob is committed as his cursor
+    expect((await bob.channels()).map((c) => [c.name, c.unread])).toEqual([['edits:room', 0]])
 
     // presence and typing
     await alice.subscribe('presence:lobby', { presence: { name: 'Alice' }, state: 'busy' })

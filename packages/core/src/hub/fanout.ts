@@ -8,7 +8,7 @@ import type { Acks } from './delivery/acks.js'
 import type { Recovery, SequencedFanOut } from './delivery/recovery.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
-import { admits, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
+import { admits, isDeletion, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
 import { presenceDeniedOf } from '../rules/rights.js'
 import type { Admission } from './admission.js'
 
@@ -195,7 +195,7 @@ export class FanOut implements SequencedFanOut {
     for (const sub of channel.fanOutList().subs) {
       const conn = sub.connection
       if (!sub.active || conn === d.excludeOne || !admits(conn, d, frame)) continue
-      if (sub.filter !== null && !sub.filter(frame)) continue
+      if (sub.filter !== null && !isDeletion(frame) && !sub.filter(frame)) continue
       if (d.collect !== null) d.collect.push(sub)
       n++
     }
@@ -237,6 +237,7 @@ export class FanOut implements SequencedFanOut {
     const excludeOne = d.excludeOne?.session
     const general = d.general
     const offset = isMessage ? (frame as MessageFrame).offset : undefined
+    const deletion = isMessage && isDeletion(frame as MessageFrame)
     if (offset !== undefined && offset > channel.lastOffset) channel.lastOffset = offset
     // Tracking needs an offset, and must not be skipped for a collector (awaitAcks).
     const tracked = offset !== undefined && channel.options.delivery === 'at-least-once' && d.collect === null
@@ -268,7 +269,7 @@ export class FanOut implements SequencedFanOut {
       const conn = sub.connection
       if (conn === d.excludeOne || !admits(conn, d, frame)) continue
       if (isMessage) {
-        if (sub.filter !== null && !sub.filter(frame)) continue
+        if (sub.filter !== null && !deletion && !sub.filter(frame)) continue
         if (d.collect !== null) d.collect.push(sub)
         if (sub.replay !== null) {
           sub.replay.push([frame as MessageFrame, conn.sharedCodec ? out : this.encode(conn.codec, frame)])

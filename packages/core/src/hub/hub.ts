@@ -28,6 +28,8 @@ import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
 import { NodeWatch } from './nodes.js'
 import { History } from './delivery/history.js'
+import { Revisions } from './revisions.js'
+import { UserChannels } from './user-channels.js'
 import { RoomRegistry } from './rooms.js'
 
 export type * from './api.js'
@@ -40,7 +42,7 @@ export function createHub(options: HubOptions = {}): Hub {
 
 
 /** Frames a connection whose credentials expired may not send until it refreshes them. */
-const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history'])
+const STARTS_SOMETHING: ReadonlySet<string> = new Set(['subscribe', 'message', 'presence:update', 'presence:get', 'typing', 'read', 'history', 'edit', 'delete', 'search', 'channels'])
 
 class HubImpl extends EventEmitter<HubEvents> implements Hub {
   readonly options: ResolvedHubOptions
@@ -76,6 +78,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly inbound: Inbound
   private readonly nodes: NodeWatch
   private readonly history: History
+  private readonly revisions: Revisions
+  private readonly userChannels: UserChannels
   private readonly subscriptions: SubscriptionService
   private readonly credentials: CredentialWatch
 
@@ -252,6 +256,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       signals,
     })
     this.history = new History({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
+    this.revisions = new Revisions({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, publisher: this.publisher, fanout: this.fanout, signals })
+    this.userChannels = new UserChannels({ options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
     this.nodes = new NodeWatch({
       nodeId: this.nodeId,
       clock: this.clock,
@@ -361,6 +367,13 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return this.receipts.onRead(conn, frame)
       case 'history':
         return this.history.onHistory(conn, frame)
+      case 'edit':
+      case 'delete':
+        return this.revisions.onClientRevise(conn, frame, bytes)
+      case 'search':
+        return this.history.onSearch(conn, frame)
+      case 'channels':
+        return this.userChannels.onChannels(conn, frame)
       case 'ping':
         this.fanout.sendFrame(conn, { type: 'pong', id: frame.id })
         return
@@ -399,6 +412,9 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
           .filter(([, at]) => at >= offset)
           .map(([user]) => user)
       },
+      edit: (offset, data, o) => this.revisions.revise(name, offset, { data }, o),
+      delete: (offset, o) => this.revisions.revise(name, offset, { deleted: true }, o),
+      search: async (query, o = {}) => this.history.search(name, this.subscriptions.resolve(name), query, o),
     }
   }
 
@@ -413,6 +429,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         const resolved = this.patterns.resolve(name)
         return resolved === undefined ? undefined : { pattern: resolved.pattern, params: resolved.params }
       },
+      forUser: (userId, o) => this.userChannels.forUser(userId, o),
     }
   }
 

@@ -3,7 +3,7 @@ import type { LRUCache } from 'lru-cache'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import { rightsOf } from '../rules/rights.js'
-import type { Retention } from '../ports/store.js'
+import type { Retention, Revises } from '../ports/store.js'
 import { Outbound } from '../ports/session.js'
 import { type MaybePromise, andThen, boundedMap, isPromise, isoTimestamp } from '../util.js'
 import type { Channel } from './channel.js'
@@ -167,6 +167,26 @@ export class Publisher {
     throw new RealtimeError('RT_006', `channel '${channel}' allows ${perMinute} messages per minute`, { limit: perMinute, scope: 'channel', retryAfterMs })
   }
 
+  /**
+   * What a publish of `data` as `event` would be refused for, checked before anything happens:
+   * an encrypted channel's envelope, the event's schema, the size limit. Revisions run it before
+   * they change the stored message.
+   */
+  check(channel: string, resolved: ResolvedChannel, event: string, data: unknown): void {
+    const options = resolved.options
+    if (options.encrypted === true && !isEncryptedEnvelope(data)) throw notAnEnvelope(channel)
+    this.validateEvent(options, event, data)
+    const draft = this.host.fanout.encode(this.host.codec, { type: 'message', channel, event, data: data ?? null, id: this.host.cluster.messageId(), timestamp: isoTimestamp(this.host.clock.now()), offset: Number.MAX_SAFE_INTEGER, revises: { offset: Number.MAX_SAFE_INTEGER, version: Number.MAX_SAFE_INTEGER } })
+    const limit = options.maxMessageSize ?? this.host.options.limits.maxMessageSize
+    if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
+  }
+
+  /** The content filter's verdict on a client's data (undefined: none, or nothing to say); throws `RT_007` when it rejects. */
+  screen(conn: Connection, channel: string, resolved: ResolvedChannel, event: string, data: unknown, bytes: number): MaybePromise<string | undefined> {
+    if (this.content === undefined || resolved.options.encrypted === true) return undefined
+    return this.content.check({ channel, pattern: resolved.pattern, event, data, userId: conn.userId, connectionId: conn.id, size: bytes, now: this.host.clock.now() })
+  }
+
   private validateEvent(options: ChannelOptions, event: string, data: unknown): void {
     const schema = options.events?.[event]
     if (!schema) {
@@ -194,20 +214,24 @@ export class Publisher {
     resolved: ResolvedChannel,
     event: string,
     data: unknown,
-    opts: PublishOptions & { where?: FilterNode | undefined },
+    opts: PublishOptions & { where?: FilterNode | undefined; revises?: Revises | undefined },
     connectionId: string | undefined,
     routed = false,
   ): MaybePromise<PublishResult> {
     const options = resolved.options
-    // Server code too: plaintext must never reach an encrypted channel's store or subscribers.
-    if (options.encrypted === true && !isEncryptedEnvelope(data)) throw notAnEnvelope(channel)
-    this.validateEvent(options, event, data)
+    const revises = opts.revises
+    // A deletion carries no data: nothing to check.
+    if (revises?.deleted !== true) {
+      // Server code too: plaintext must never reach an encrypted channel's store or subscribers.
+      if (options.encrypted === true && !isEncryptedEnvelope(data)) throw notAnEnvelope(channel)
+      this.validateEvent(options, event, data)
+    }
     const now = this.host.clock.now()
     const start = this.host.stats.start()
     const id = this.host.cluster.messageId()
     const awaitAcks = opts.awaitAcks
     const ack = options.delivery === 'at-least-once' || awaitAcks !== undefined ? (true as const) : undefined
-    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack }
+    const base: MessageFrame = { type: 'message', channel, event, data: data ?? null, id, timestamp: isoTimestamp(now), sender: opts.sender, priority: opts.priority, ack, revises }
     // Measure before storing, so a message that is too large is never stored.
     const draft = this.host.fanout.encode(this.host.codec, base)
     const limit = options.maxMessageSize ?? this.host.options.limits.maxMessageSize
@@ -220,7 +244,8 @@ export class Publisher {
       const result = awaitAcks === undefined ? { messageId: id, offset: frame.offset, duplicate: false, recipients: this.host.cluster.dispatch(d, out, where) } : undefined
       if (result !== undefined) this.host.stats.delivered(channel, start, now)
       if (this.host.signals.listenerCount('publish') > 0) this.host.signals.emit('publish', { channel, message: frame, connectionId })
-      if (!routed && this.routes.length > 0) this.applyRoutes(frame, opts)
+      // A revision names an offset of this channel: it is not routed to others.
+      if (!routed && this.routes.length > 0 && revises === undefined) this.applyRoutes(frame, opts)
       return result ?? this.deliverEverywhere(d, out, where, awaitAcks!, id)
     }
 
@@ -237,7 +262,7 @@ export class Publisher {
     }
     const appended = this.host.options.store.append(
       channel,
-      { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined },
+      { id, event, data: base.data, sender: opts.sender, timestamp: now, exclude: opts.exclude?.connections?.length || opts.exclude?.users?.length ? opts.exclude : undefined, ...(revises !== undefined ? { revises } : {}) },
       { retention, idempotencyKey: opts.idempotencyKey, dedupWindowMs: this.host.options.dedupWindowMs, now, size: draft.bytes },
     )
     return andThen(appended, (r): MaybePromise<PublishResult> => {

@@ -63,8 +63,16 @@ export function frameFor(sub: Subscription, m: StoredMessage, ack = false): Mess
  */
 export function receives(sub: Subscription, m: StoredMessage, frame: MessageFrame): boolean {
   if (excludes(m, sub.connection)) return false
-  if (sub.filter !== null && !sub.filter(frame)) return false
+  if (sub.filter !== null && !isDeletion(frame) && !sub.filter(frame)) return false
   return admits(sub.connection, NO_EXCLUSIONS, frame)
+}
+
+/**
+ * A deletion reaches every subscriber its message could have reached: subscription filters test
+ * data, and a deletion has none (a receiver ignores deletions of messages it does not hold).
+ */
+export function isDeletion(frame: MessageFrame): boolean {
+  return frame.revises?.deleted === true
 }
 
 export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {
@@ -78,5 +86,8 @@ export function storedToFrame(m: StoredMessage, ack = false): MessageFrame {
     timestamp: new Date(m.timestamp).toISOString(),
     sender: m.sender,
     ack: ack ? true : undefined,
+    revises: m.revises,
+    version: m.version !== undefined && m.version > 1 ? m.version : undefined,
+    deleted: m.deleted,
   }
 }

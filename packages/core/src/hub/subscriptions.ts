@@ -281,7 +281,12 @@ export class SubscriptionService {
       if (conn.ended || conn.subscriptions.get(name) !== sub) return
       since = { epoch: extras.position.epoch, offset: cursor && cursor.epoch === extras.position.epoch ? cursor.offset : 0 }
       offline = true
-      if (cursor && cursor.epoch !== extras.position.epoch) {
+      if (cursor === undefined) {
+        // The user's first subscription to this queue: its cursor starts here (at 0: all that is
+        // kept is unread), so the channel is on the user's channel list (`channelsOf`) from now on.
+        const r = this.host.options.store.commit(name, conn.userId, 0)
+        if (isPromise(r)) r.catch((err) => this.host.signals.report(err, 'store.commit'))
+      } else if (cursor.epoch !== extras.position.epoch) {
         // The cursor points into history that is gone: the queue up to the loss is lost. Say so
         // (`recovered: false`), deliver what the channel has kept since, and move the cursor into
         // the current epoch so the loss is reported once.

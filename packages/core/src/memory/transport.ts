@@ -232,6 +232,26 @@ export class MemoryClient {
     return this.request({ type: 'message', channel, event, data, ...options })
   }
 
+  /** Replace the data of one of this user's messages (channels with `revisions: 'own'`). */
+  edit(channel: string, offset: number, data: unknown): Promise<ServerFrameOf<'revised'>> {
+    return this.request({ type: 'edit', channel, offset, data })
+  }
+
+  /** Delete one of this user's messages (channels with `revisions: 'own'`). */
+  delete(channel: string, offset: number): Promise<ServerFrameOf<'revised'>> {
+    return this.request({ type: 'delete', channel, offset })
+  }
+
+  /** Full-text search of a channel's history, newest first. */
+  async search(channel: string, query: string, options: { limit?: number; before?: number } = {}): Promise<MessageFrame[]> {
+    return (await this.request<ServerFrameOf<'search'>>({ type: 'search', channel, query, ...options })).messages
+  }
+
+  /** This user's channels (those keeping an offline queue for it) with unread counts. */
+  async channels(options: { limit?: number } = {}): Promise<ServerFrameOf<'channels'>['channels']> {
+    return (await this.request<ServerFrameOf<'channels'>>({ type: 'channels', ...options })).channels
+  }
+
   updatePresence(channel: string, update: { state?: string; data?: Record<string, unknown> }): Promise<ServerFrameOf<'presence:update'>> {
     return this.request({ type: 'presence:update', channel, ...update })
   }

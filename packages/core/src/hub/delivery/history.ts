@@ -1,5 +1,6 @@
 import { type ClientFrameOf, type MessageFrame, RealtimeError, wireLength } from '@tidings/protocol'
 import type { Clock } from '../../ports/clock.js'
+import type { StoredMessage } from '../../ports/store.js'
 import type { Connection } from '../connection.js'
 import type { FanOut } from '../fanout.js'
 import type { ResolvedHubOptions } from '../options.js'
@@ -61,6 +62,37 @@ export class History {
       top: result.top,
       complete: result.complete && !cut,
     })
+  }
+
+  /** A client's `search`: who may read the channel's history may search it. */
+  async onSearch(conn: Connection, frame: ClientFrameOf<'search'>): Promise<void> {
+    const resolved = this.host.subscriptions.resolve(frame.channel)
+    const denied = await this.host.subscriptions.authorize(conn, 'history', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
+    if (denied) throw new RealtimeError('RT_003', denied)
+    const found = await this.search(frame.channel, resolved, frame.query, { limit: frame.limit, before: frame.before })
+    const budget = this.host.options.limits.maxReplyBytes - 512
+    const messages: MessageFrame[] = []
+    let bytes = 0
+    for (const m of found) {
+      const f = storedToFrame(m)
+      bytes += wireLength(conn.codec.encode(f)) + 1
+      // Newest first: a reply over its byte budget ends early (page on with `before`).
+      if (messages.length > 0 && bytes > budget) break
+      messages.push(f)
+    }
+    this.host.fanout.sendFrame(conn, { type: 'search', id: frame.id, channel: frame.channel, messages })
+  }
+
+  /** Full-text search of a channel's retained history, newest first (the store's `search`). */
+  async search(channel: string, resolved: ResolvedChannel, query: string, o: { limit?: number | undefined; before?: number | undefined }): Promise<StoredMessage[]> {
+    if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history`)
+    if (resolved.options.encrypted === true) throw new RealtimeError('RT_007', `'${channel}' is end-to-end encrypted: the server cannot search its messages`)
+    const store = this.host.options.store
+    if (typeof store.search !== 'function') throw new RealtimeError('RT_007', 'the hub’s message store cannot search (it has no search())')
+    if (typeof query !== 'string' || query.length === 0 || query.length > 256) throw new RealtimeError('RT_007', 'a search query is 1 to 256 characters')
+    const limit = Math.max(1, Math.min(Math.floor(o.limit ?? 20), 100))
+    const before = o.before !== undefined && Number.isSafeInteger(o.before) && o.before > 0 ? o.before : undefined
+    return [...(await store.search(channel, query, { limit, before, now: this.host.clock.now() }))]
   }
 
   async read(channel: string, resolved: ResolvedChannel, o: { after?: number | undefined; limit?: number | undefined }) {

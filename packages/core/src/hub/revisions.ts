@@ -1,0 +1,115 @@
+import { type ClientFrameOf, RealtimeError } from '@tidings/protocol'
+import type { Clock } from '../ports/clock.js'
+import type { Revision, StoredMessage } from '../ports/store.js'
+import type { RevisionOptions, RevisionResult } from './api.js'
+import type { ResolvedChannel } from './channels.js'
+import type { Connection } from './connection.js'
+import type { Signals } from './events.js'
+import type { FanOut } from './fanout.js'
+import type { ResolvedHubOptions } from './options.js'
+import { type Publisher, retentionOf } from './publish.js'
+import type { RoomRegistry } from './rooms.js'
+import type { SubscriptionService } from './subscriptions.js'
+
+/** What revisions need from the hub. */
+export interface RevisionsHost {
+  readonly clock: Clock
+  readonly options: Pick<ResolvedHubOptions, 'store' | 'history'>
+  readonly rooms: RoomRegistry
+  readonly subscriptions: Pick<SubscriptionService, 'resolve' | 'authorize'>
+  readonly publisher: Publisher
+  readonly fanout: FanOut
+  readonly signals: Signals
+}
+
+interface ReviseRequest {
+  /** Revise on behalf of this user: only the message's sender may. */
+  readonly by?: string | undefined
+  /** The client connection asking (its own revision event is left out unless the channel echoes). */
+  readonly connection?: Connection | undefined
+}
+
+/**
+ * Edits and deletes of stored messages. The store makes the message its next version (`revise`),
+ * then a revision event (a message with `revises: { offset, version, deleted? }`) is published on
+ * the channel through the one publish path: it gets an offset, is kept in the log, delivered,
+ * acknowledged and replayed like any message, so a subscriber that was away learns of the edit
+ * when it resumes. Receivers apply a revision only over a lower version, so revisions that cross
+ * (two editors, a replay) converge on the highest version.
+ */
+export class Revisions {
+  constructor(private readonly host: RevisionsHost) {}
+
+  /** Server code: `hub.channel(name).edit` / `.delete`. */
+  revise(channel: string, offset: number, revision: Revision, options: RevisionOptions = {}): Promise<RevisionResult> {
+    if (!Number.isSafeInteger(offset) || offset < 1) return Promise.reject(new RealtimeError('RT_007', `offset must be a positive integer, not ${String(offset)}`))
+    return this.apply(channel, this.host.subscriptions.resolve(channel), offset, revision, { by: options.by })
+  }
+
+  /** A client's `edit` or `delete` frame: its own messages, on channels with `revisions: 'own'`. */
+  async onClientRevise(conn: Connection, frame: ClientFrameOf<'edit'> | ClientFrameOf<'delete'>, bytes: number): Promise<void> {
+    const resolved = this.host.subscriptions.resolve(frame.channel)
+    if (resolved.options.revisions !== 'own') throw new RealtimeError('RT_003', `messages of '${frame.channel}' cannot be revised by clients`)
+    if (conn.userId === undefined) throw new RealtimeError('RT_003', 'an anonymous connection has no messages of its own to revise')
+    const denied = await this.host.subscriptions.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
+    if (denied) throw new RealtimeError('RT_003', denied)
+    const revision: Revision = frame.type === 'delete' ? { deleted: true } : { data: frame.data ?? null }
+    const result = await this.apply(frame.channel, resolved, frame.offset, revision, { by: conn.userId, connection: conn, bytes })
+    this.host.fanout.sendFrame(conn, {
+      type: 'revised',
+      id: frame.id,
+      channel: frame.channel,
+      offset: result.offset,
+      version: result.version,
+      revision: result.revision,
+      messageId: result.messageId,
+      deleted: result.deleted || undefined,
+    })
+  }
+
+  private async apply(channel: string, resolved: ResolvedChannel, offset: number, revision: Revision, request: ReviseRequest & { bytes?: number }): Promise<RevisionResult> {
+    const store = this.host.options.store
+    if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_007', `'${channel}' keeps no history: its messages cannot be revised`)
+    if (typeof store.revise !== 'function') throw new RealtimeError('RT_007', 'the hub’s message store cannot revise messages (it has no revise())')
+    const now = this.host.clock.now()
+    const page = await store.read(channel, { after: offset - 1, limit: 1, now })
+    const original: StoredMessage | undefined = page.messages[0]?.offset === offset ? page.messages[0] : undefined
+    if (original === undefined) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' is not retained`, { offset })
+    if (original.deleted === true) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' was deleted`, { offset })
+    if (original.revises !== undefined) throw new RealtimeError('RT_007', `message ${offset} of '${channel}' is a revision: revise the message it revises (${original.revises.offset})`)
+    if (request.by !== undefined && original.sender !== request.by) throw new RealtimeError('RT_003', `message ${offset} of '${channel}' is not yours to revise`, { offset })
+    const deleted = revision.deleted === true
+    const data = deleted ? null : (revision.data ?? null)
+    if (!deleted) {
+      // Everything a publish of the new data would be refused for, before the message changes.
+      this.host.publisher.check(channel, resolved, original.event, data)
+      const conn = request.connection
+      if (conn !== undefined) await this.host.publisher.screen(conn, channel, resolved, original.event, data, request.bytes ?? 0)
+    }
+    const revised = await store.revise(channel, offset, deleted ? { deleted: true } : { data }, { now: this.host.clock.now() })
+    if (revised === undefined) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' is no longer retained, or was deleted meanwhile`, { offset })
+    const version = revised.message.version
+    const conn = request.connection
+    let published
+    try {
+      published = await this.host.publisher.publishResolved(
+        channel,
+        resolved,
+        original.event,
+        data,
+        {
+          sender: request.by,
+          exclude: conn !== undefined && !resolved.options.echo ? { connections: [conn.id] } : undefined,
+          revises: deleted ? { offset, version, deleted: true } : { offset, version },
+        },
+        conn?.id,
+      )
+    } catch (err) {
+      // The store holds the new version (history shows it) but no subscriber was told: never silent.
+      this.host.signals.report(err, 'revision.publish')
+      throw err
+    }
+    if (published.offset === undefined) throw new RealtimeError('RT_007', `'${channel}' keeps no history: its messages cannot be revised`)
+    return { offset, version, deleted, revision: published.offset, messageId: published.messageId, recipients: published.recipients }
+  }
+}
