@@ -410,6 +410,10 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
   const append = (channel: string, input: Pending['input'], opts: AppendOptions): Promise<AppendResult> => {
     if (closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
+    // Checked here, so one bad message fails alone rather than the batch it would join.
+    if (typeof input.id !== 'string' || typeof input.event !== 'string' || !Number.isFinite(input.timestamp) || !Number.isFinite(opts.now)) {
+      return Promise.reject(new TypeError('@tidings/sql: append needs a string id and event, a finite timestamp and a finite now'))
+    }
     let json: string
     let exclude: string | null
     let revises: string | null
@@ -466,6 +470,10 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const commit = async (channel: string, consumer: string, offset: number): Promise<void> => {
     await ready
     const at = Number.isFinite(offset) ? Math.max(0, Math.floor(offset)) : offset > 0 ? Number.MAX_SAFE_INTEGER : 0
+    // A channel with no log and no cursor there: nothing to write (and no write lock to wait for).
+    const { rows: seen } = await sql<{ log: number | null; cursor: number | null }>`
+      SELECT (SELECT 1 FROM ${t.channels} WHERE name = ${channel}) AS log, (SELECT 1 FROM ${t.subscriptions} WHERE channel = ${channel} AND user_id = ${consumer}) AS cursor`.execute(db)
+    if (seen[0]?.log == null && seen[0]?.cursor == null) return
     await track(
       write(async (c) => {
         const r = await sql`
