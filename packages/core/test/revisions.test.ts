@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { type MessageFrame, type MessageStore, RealtimeError, createMemoryStore } from '@tidings/core'
+import { type MessageFrame, type MessageStore, RealtimeError, createManualClock, createMemoryBus, createMemoryPresenceStore, createMemoryStore } from '@tidings/core'
 import { createTestHub } from '@tidings/core/testing'
 import { z } from 'zod'
 
@@ -193,6 +193,35 @@ describe('revisions: edits and deletes delivered as events with versions', () =>
     // the route ran for the publish only, not for the revision event
     expect(routed).toEqual(['chat:1'])
     expect((await t2.hub.channel('chat:copy').history()).messages.map((m) => m.data)).toEqual(['x'])
+  })
+})
+
+describe('revisions across nodes', () => {
+  it('an edit made on one node reaches the subscribers of another, with the version, and both nodes read the same history', async () => {
+    const clock = createManualClock(0)
+    const bus = createMemoryBus()
+    const store = createMemoryStore()
+    const presenceStore = createMemoryPresenceStore()
+    const make = (nodeId: string) => createTestHub({ nodeId, clock, broker: bus.broker(), store, presenceStore, channels: CHAT })
+    await using a = make('a')
+    await using b = make('b')
+    const ada = await a.connect({ userId: 'ada' })
+    const bob = await b.connect({ userId: 'bob' })
+    await bob.subscribe('chat:1')
+    await b.settle()
+    const sent = await ada.publish('chat:1', 'say', { text: 'draft' })
+    await ada.edit('chat:1', sent.offset!, { text: 'final' })
+    await ada.delete('chat:1', sent.offset!)
+    await a.settle()
+    await b.settle()
+    expect(bob.messages('chat:1').map((m) => [m.offset, m.data, m.revises])).toEqual([
+      [1, { text: 'draft' }, undefined],
+      [2, { text: 'final' }, { offset: 1, version: 2 }],
+      [3, null, { offset: 1, version: 3, deleted: true }],
+    ])
+    const [ha, hb] = [await a.hub.channel('chat:1').history(), await b.hub.channel('chat:1').history()]
+    expect(ha.messages).toEqual(hb.messages)
+    expect(ha.messages[0]).toMatchObject({ data: null, deleted: true, version: 3 })
   })
 })
 
