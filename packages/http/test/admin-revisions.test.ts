@@ -277,6 +277,21 @@ describe('PATCH / DELETE <prefix>/channels/:id/messages/:offset', () => {
     expect(await patch(s.base, 'chat:room', m.offset!, { data: { text: 'c' } })).toMatchObject({ status: 200, body: { version: 3 } })
   })
 
+  it('concurrent edits of one message over HTTP each get their own version and revision offset (none lost, none twice)', async () => {
+    const s = await serve()
+    const m = await s.hub.publish('chat:room', 'note', { text: 'v1' })
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => patch(s.base, 'chat:room', m.offset!, { data: { text: `edit ${i}` } })))
+    expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200))
+    const versions = answers.map((a) => (a.body as { version: number }).version).sort((a, b) => a - b)
+    expect(versions).toEqual(Array.from({ length: 12 }, (_, i) => i + 2))
+    expect(new Set(answers.map((a) => (a.body as { revision: number }).revision)).size).toBe(12)
+    const latest = answers.find((a) => (a.body as { version: number }).version === 13)!
+    const h = await history(s.hub, 'chat:room')
+    // The message holds the data of the edit that got the highest version.
+    const winner = h.find((x) => x.offset === (latest.body as { revision: number }).revision)!
+    expect(h[0]).toMatchObject({ version: 13, data: winner.data })
+  })
+
   it('a store without revise answers 400 RT_007 for edit and delete', async () => {
     const s = await serve({ plain: true })
     const m = await s.hub.publish('chat:room', 'note', { text: 'x' })
@@ -462,6 +477,26 @@ describe('behind Express (express.json() parsed the body already)', () => {
     const noData = await patch(base, 'public:news', m.offset!, '')
     expect(noData).toMatchObject({ status: 400, body: { code: 'RT_007' } })
     expect((await history(hub, 'public:news'))[0]).toMatchObject({ data: { v: 3 }, version: 2 })
+  })
+})
+
+describe('behind Fastify (the raw request, hijacked)', () => {
+  it('edits and deletes through realtime.fastify()', async () => {
+    const { default: Fastify } = await import('fastify')
+    const hub = createHub({ logger: silentLogger })
+    cleanups.push(() => hub.close())
+    const rt = createRealtime({ hub, apiKey: KEY })
+    cleanups.push(() => rt.close())
+    const app = Fastify()
+    await app.register(rt.fastify())
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    cleanups.push(() => app.close())
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/realtime`
+    const m = await hub.publish('public:news', 'e', { v: 1 }, { sender: 'ada' })
+    expect(await patch(base, 'public:news', m.offset!, { data: { v: 2 }, by: 'ada' })).toMatchObject({ status: 200, body: { version: 2 } })
+    expect(await patch(base, 'public:news', m.offset!, '{bad')).toMatchObject({ status: 400, body: { code: 'RT_007' } })
+    expect(await del(base, 'public:news', m.offset!, '?by=bob')).toMatchObject({ status: 403, body: { code: 'RT_003' } })
+    expect(await del(base, 'public:news', m.offset!)).toMatchObject({ status: 200, body: { deleted: true, version: 3 } })
   })
 })
 
