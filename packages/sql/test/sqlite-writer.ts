@@ -6,7 +6,6 @@
  * (the parent kills it).
  * Env: FILE, CHANNEL, COUNT, INFLIGHT (default 20), TAG (ids are `<TAG>-<n>`), HANG.
  */
-import { writeSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { createSqliteStore } from '../src/sqlite/index.js'
 
@@ -16,7 +15,8 @@ const channel = env['CHANNEL']!
 const count = Number(env['COUNT'] ?? 100)
 const inflight = Number(env['INFLIGHT'] ?? 20)
 const tag = env['TAG'] ?? 'child'
-const say = (line: Record<string, unknown>) => writeSync(1, `${JSON.stringify(line)}\n`)
+// Buffered (a pipe may refuse a synchronous write): a line the parent reads was written after the append resolved.
+const say = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line)}\n`)
 
 const store = createSqliteStore({ db: { filename: file }, sweepIntervalMs: false })
 await store.ready
@@ -41,5 +41,5 @@ say({ done: true })
 if (env['HANG'] !== '1') {
   await store.close()
   input.close()
-  process.exit(0)
+  process.stdin.destroy()
 }
