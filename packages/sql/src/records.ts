@@ -7,7 +7,8 @@ import type { ChannelDescription, EraseResult, MessageVersion, Receipt, UserChan
 /**
  * What the SQL store keeps beside the message log, and what it does to single messages: revisions
  * (the port's `revise`: edits and deletes with versions), erasure of one user (GDPR), full-text
- * search, the per-user channel list (seed 002) and per-message receipts. Each waits for the store's migrations (`ready`).
+ * search, the per-user channel list (seed 002) and per-message receipts. Each waits for the
+ * store's migrations (`ready`).
  */
 export interface RecordsContext {
   readonly db: Kysely<any>
@@ -21,12 +22,13 @@ export interface RecordsContext {
 
 export function createRecords({ db, t, ready, searchConfig, describe, wallClock }: RecordsContext) {
   /**
-   * The channel's retained range starts after this offset at `now` (`c` the channel's row): its
-   * `low`, moved past the prefix of messages expired by age, as `read` computes it.
+   * `l.low`: the channel's retained range at `now` starts after it (`c` the channel's row): its
+   * `low`, moved past the prefix of messages expired by age, as `read` computes it. A LATERAL
+   * item beside `c`, so it is computed once per query, not once per message row.
    */
   const liveLow = (now: number): RawBuilder<unknown> =>
-    sql`CASE WHEN c.max_age_ms IS NULL THEN c.low ELSE GREATEST(c.low, coalesce((SELECT f.seq - 1 FROM ${t.messages} f
-      WHERE f.channel = c.name AND f.seq > c.low AND f.ts >= ${now}::float8 - c.max_age_ms ORDER BY f.seq LIMIT 1), c.top)) END`
+    sql`CROSS JOIN LATERAL (SELECT CASE WHEN c.max_age_ms IS NULL THEN c.low ELSE GREATEST(c.low, coalesce((SELECT f.seq - 1 FROM ${t.messages} f
+      WHERE f.channel = c.name AND f.seq > c.low AND f.ts >= ${now}::float8 - c.max_age_ms ORDER BY f.seq LIMIT 1), c.top)) END AS low) l`
 
   const messageRow = async (channel: string, offset: number): Promise<MessageVersion | undefined> => {
     await ready
@@ -52,8 +54,8 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     const { rows } = await sql<MessageRow>`
       UPDATE ${t.messages} m SET data = ${jsonb}::jsonb, data_json = ${json !== null && jsonb === null ? json : null}, version = m.version + 1,
         ${remove ? sql`deleted_at = ${now}::bigint` : sql`edited_at = ${now}::bigint`}
-      FROM ${t.channels} c
-      WHERE m.channel = ${channel} AND m.seq = ${offset}::bigint AND c.name = m.channel AND m.seq > ${liveLow(now)} AND m.seq <= c.top AND m.deleted_at IS NULL
+      FROM ${t.channels} c ${liveLow(now)}
+      WHERE m.channel = ${channel} AND m.seq = ${offset}::bigint AND c.name = ${channel} AND m.seq > l.low AND m.seq <= c.top AND m.deleted_at IS NULL
       RETURNING ${M_MESSAGE_COLUMNS}`.execute(db)
     const r = rows[0]
     if (!r) return undefined
@@ -98,8 +100,8 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     const before = o.before !== undefined && Number.isFinite(o.before) ? Math.ceil(o.before) : undefined
     const { rows } = await sql<MessageRow>`
       SELECT ${M_MESSAGE_COLUMNS}
-      FROM ${t.messages} m JOIN ${t.channels} c ON c.name = m.channel
-      WHERE m.channel = ${channel} AND m.seq > ${liveLow(o.now)} AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
+      FROM ${t.channels} c ${liveLow(o.now)} JOIN ${t.messages} m ON m.channel = c.name
+      WHERE c.name = ${channel} AND m.seq > l.low AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
         ${before !== undefined ? sql`AND m.seq < ${before}::bigint` : sql``}
         AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ websearch_to_tsquery(${config}::regconfig, ${query})
       ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
