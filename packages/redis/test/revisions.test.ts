@@ -167,7 +167,7 @@ describe('redis store: a consumer’s channel list', () => {
     expect(await client.zcard('rv-list:u{alice}')).toBe(3)
     await client.del(keyOf('rv-list:', 'b', 'm'), keyOf('rv-list:', 'b', 's'))
     expect((await store.channelsOf('alice', { limit: 10 })).map((c) => c.name).sort()).toEqual(['a', 'c'])
-    expect((await client.zrange('rv-list:u{alice}', 0, -1)).sort()).toEqual(['a', 'c'])
+    expect((await client.zrange('rv-list:u{alice}', '0', '-1')).sort()).toEqual(['a', 'c'])
   })
 
   it('counts only cursors of the current epoch as active users, and falls back to the newest message’s time when the meta has no last activity', async () => {

@@ -141,6 +141,6 @@ describe('redis store on a Redis Cluster', () => {
     await lost!.flushall()
     const kept = channels.filter((ch) => !lostChannels.includes(ch))
     expect((await store.channelsOf('alice', { limit: 100 })).map((c) => c.name)).toEqual([...kept].reverse())
-    expect((await client.zrange(list, 0, -1)).sort()).toEqual([...kept].sort())
+    expect((await client.zrange(list, '0', '-1')).sort()).toEqual([...kept].sort())
   })
 })
