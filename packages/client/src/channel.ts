@@ -141,6 +141,14 @@ export interface RevisionResult {
   readonly deleted: boolean
 }
 
+export interface EditOptions {
+  /**
+   * Encrypted channels (required there): the event the message was published with. The new data
+   * is sealed bound to the channel and that event, as the revision event carries the original's.
+   */
+  readonly event?: string | undefined
+}
+
 export interface SearchOptions {
   /** Most messages (the hub's default 20, at most 100). */
   readonly limit?: number | undefined
@@ -477,9 +485,17 @@ export class Channel {
    * Queued while disconnected, like `send()`; see docs/client.md for a revision whose answer was
    * lost with the connection.
    */
-  async edit(offset: number, data: unknown): Promise<RevisionResult> {
-    if (this.options.encryption) throw new RealtimeError('RT_007', `editing messages of the encrypted channel '${this.name}' is not supported (delete works)`, { channel: this.name, offset })
-    return this.revise({ type: 'edit', channel: this.name, offset, data })
+  async edit(offset: number, data: unknown, options: EditOptions = {}): Promise<RevisionResult> {
+    if (!this.options.encryption) return this.revise({ type: 'edit', channel: this.name, offset, data })
+    const event = options.event
+    if (event === undefined) {
+      throw new RealtimeError('RT_007', `editing a message of the encrypted channel '${this.name}' needs its event (edit(offset, data, { event })): the sealed data is bound to it`, { channel: this.name, offset })
+    }
+    // Sealed in call order with the sends, then queued like them.
+    const ring = this.ring()
+    const queued = this.outgoing.then(async () => ({ answer: this.revise({ type: 'edit', channel: this.name, offset, data: await seal(await ring.forSending(), this.name, event, data) }) }))
+    this.outgoing = queued.catch(() => {})
+    return (await queued).answer
   }
 
   /** Delete one of your own messages (its offset stays, as a tombstone: data null, `deleted`), as `edit()` does. */

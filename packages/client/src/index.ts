@@ -11,6 +11,7 @@ export {
   type Revision,
   type RevisionResult,
   type SearchOptions,
+  type EditOptions,
   applyRevisions,
   type ChannelAuth,
   type ChannelAuthContext,

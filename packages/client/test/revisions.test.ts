@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import type { HubOptions } from '@tidings/core'
 import WebSocket from 'ws'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type MessageFrame, Realtime, type RealtimeOptions, type Revision, applyRevisions } from '../src/index.js'
+import { toBase64url } from '../src/e2e.js'
 import { sleep, until } from './memory-network.js'
 import { type RealServer, startRealServer } from './real-hub.js'
 
@@ -17,6 +19,8 @@ const CHANNELS: HubOptions['channels'] = {
   'short:*': { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own', history: { maxCount: 3 } },
   // An offline queue per user (at-least-once, cursors kept by the store): revision events are acknowledged like messages.
   'team:*': { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own', delivery: 'at-least-once', offline: { maxMessages: 100 } },
+  // End-to-end encrypted: edits are sealed like sends.
+  'sealed:*': { encrypted: true, subscribe: 'authenticated', publish: 'authenticated', revisions: 'own' },
   // No revisions: edits are refused.
   'plain:*': { subscribe: 'authenticated', publish: 'authenticated' },
 }
@@ -149,16 +153,14 @@ describe('edit and delete over WebSocket', () => {
     expect(await alice.edit(offsets[4]!, 'm5!')).toMatchObject({ offset: offsets[4], version: 2 })
   })
 
-  it('a channel without revisions refuses edits', async () => {
+  it("a channel without revisions: 'own' refuses edits and deletes with RT_003", async () => {
     await start()
     const alice = client('alice').channel('plain:p')
     await alice.subscribe()
     const sent = await alice.send('chat', 'x')
-    const err = await alice.edit(sent.offset!, 'y').then(
-      () => undefined,
-      (e: unknown) => e as { code: string },
-    )
-    expect(['RT_003', 'RT_007']).toContain(err?.code)
+    await expect(alice.edit(sent.offset!, 'y')).rejects.toMatchObject({ code: 'RT_003' })
+    await expect(alice.delete(sent.offset!)).rejects.toMatchObject({ code: 'RT_003' })
+    expect((await alice.history()).messages.map((m) => [m.data, m.version])).toEqual([['x', undefined]])
   })
 
   it('a subscriber disconnected during an edit gets the revision on resume: replayed in order, once', async () => {
@@ -374,6 +376,39 @@ describe('history, search and the channel list', () => {
     }
     expect(after.find((c) => c.name === 'private:user-alice')).toMatchObject({ unread: 0, lastSeenOffset: 4, top: 4 })
     expect(await lister.channels({ limit: 1 })).toHaveLength(1)
+  })
+})
+
+describe('encrypted channels', () => {
+  it('an edit is sealed bound to the original event and opened for the other subscriber; without the event it is refused before sending', async () => {
+    const s = await start()
+    const key = { id: 'k1', key: toBase64url(new Uint8Array(randomBytes(32))) }
+    const alice = client('alice').channel('sealed:e', { encryption: { key: () => key } })
+    const bob = client('bob').channel('sealed:e', { encryption: { key: () => key } })
+    await alice.subscribe()
+    await bob.subscribe()
+    const seen = record(bob)
+    const errors: Error[] = []
+    bob.on('error', (e) => errors.push(e))
+    const sent = await alice.send('note', { text: 'secret plan' })
+    await until(() => seen.messages.length === 1)
+    await expect(alice.edit(sent.offset!, { text: 'better plan' })).rejects.toMatchObject({ code: 'RT_007' })
+    const result = await alice.edit(sent.offset!, { text: 'better plan' }, { event: 'note' })
+    expect(result).toMatchObject({ offset: sent.offset, version: 2 })
+    await until(() => seen.revisions.length === 1, 3000, 'the sealed revision')
+    expect(seen.revisions[0]).toMatchObject({ offset: sent.offset, version: 2, data: { text: 'better plan' }, event: 'note' })
+    // The hub keeps only the envelope.
+    const stored = await s.hub.channel('sealed:e').history()
+    expect(JSON.stringify(stored.messages)).not.toContain('better plan')
+    // History opens the revised message and the revision event.
+    const page = await bob.history()
+    expect(page.messages.map((m) => [m.data, m.version])).toEqual([[{ text: 'better plan' }, 2]])
+    expect(page.revisions.map((r) => r.data)).toEqual([{ text: 'better plan' }])
+    // A deletion has nothing to open.
+    await alice.delete(sent.offset!)
+    await until(() => seen.revisions.length === 2)
+    expect(seen.revisions[1]).toMatchObject({ deleted: true, data: null, version: 3 })
+    expect(errors).toEqual([])
   })
 })
 
