@@ -189,7 +189,12 @@ local function revisionsOf(entries)
   if #entries == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return revs end
   local fields = {}
   for i, e in ipairs(entries) do fields[i] = string.sub(e[1], 1, -3) end
-  return redis.call('HMGET', KEYS[3], unpack(fields))
+  -- In chunks: Lua's unpack fails beyond a few thousand values.
+  for i = 1, #fields, 1000 do
+    local got = redis.call('HMGET', KEYS[3], unpack(fields, i, math.min(i + 999, #fields)))
+    for j, v in ipairs(got) do revs[i + j - 1] = v end
+  end
+  return revs
 end
 `
 

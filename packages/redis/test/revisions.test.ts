@@ -125,6 +125,16 @@ describe('redis store: revisions beside the stream', () => {
     expect(m?.deleted).toBeUndefined()
   })
 
+  it('a read of 10,000 messages of which one is revised overlays it (no Lua unpack limit on the revisions looked up)', async () => {
+    const store = createRedisStore({ client, prefix: 'rv-wide:' })
+    const retention = { maxCount: 20_000, maxAgeMs: 3_600_000 }
+    for (let i = 0; i < 10_000; i += 500) await Promise.all(Array.from({ length: 500 }, () => store.append('wide', msg(0), { retention, now: T0 })))
+    await store.revise('wide', 9_999, { data: 'late edit' }, { now: T0 })
+    const r = await store.read('wide', { after: 0, limit: 10_000, now: T0 })
+    expect(r.messages).toHaveLength(10_000)
+    expect(r.messages.filter((m) => m.version !== undefined).map((m) => [m.offset, m.version, m.data])).toEqual([[9_999, 2, 'late edit']])
+  }, 30_000)
+
   it('revise latency: median of 1,000 sequential revisions (printed)', async () => {
     const store = createRedisStore({ client, prefix: 'rv-latency:' })
     for (let n = 1; n <= 100; n++) await store.append('latency', msg(n), { retention: KEEP, now: T0 })
