@@ -227,11 +227,13 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const emptyEpoch = (identity: string | null, channel: string) => `${identity ?? 'unknown'}.${nameHash(channel)}`
 
   /** The store identity and the channel's row (and, with `now`, the first offset its age keeps). */
-  const channelState = async (q: Kysely<any>, channel: string, now?: number) => {
+  const channelState = async (q: Kysely<any>, channel: string, now?: number | 'first') => {
     const firstLive =
       now === undefined
         ? sql`NULL`
-        : sql`CASE WHEN c.max_age_ms IS NULL THEN NULL ELSE (SELECT m.seq FROM ${t.messages} m WHERE m.channel = c.name AND m.seq > c.low AND m.ts >= ${now} - c.max_age_ms ORDER BY m.seq LIMIT 1) END`
+        : now === 'first'
+          ? sql`(SELECT m.ts FROM ${t.messages} m WHERE m.channel = c.name AND m.seq > c.low ORDER BY m.seq LIMIT 1)`
+          : sql`CASE WHEN c.max_age_ms IS NULL THEN NULL ELSE (SELECT m.seq FROM ${t.messages} m WHERE m.channel = c.name AND m.seq > c.low AND m.ts >= ${now} - c.max_age_ms ORDER BY m.seq LIMIT 1) END`
     const { rows } = await sql<{ identity: string | null; epoch: string | null; top: number | null; low: number | null; bytes: number | null; max_age_ms: number | null; first_live: number | null }>`
       SELECT s.identity, c.epoch, c.top, c.low, c.bytes, c.max_age_ms, ${firstLive} AS first_live
       FROM (SELECT 1) AS one LEFT JOIN ${t.store} s ON s.id = 1 LEFT JOIN ${t.channels} c ON c.name = ${channel}`.execute(q)
@@ -253,7 +255,8 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
   const writeBatch = (channel: string, batch: Pending[]) =>
     write(async (c): Promise<AppendResult[]> => {
-      const state = await channelState(c, channel)
+      // With the timestamp of the oldest retained message (as `first_live`), so most batches need no age query.
+      const state = await channelState(c, channel, 'first')
       let identity = state.identity
       if (identity === null) {
         // The store row was removed behind the store's back: a new identity, so no epoch comes back.
@@ -322,8 +325,11 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
         const newTop = next
         let bytes = num(state.bytes) + added
         newLow = Math.max(low, finite(retention.maxCount) ? newTop - Math.max(0, Math.floor(retention.maxCount)) : low)
-        if (finite(retention.maxAgeMs) && newLow < newTop) {
-          const { rows: live } = await sql<{ seq: number }>`SELECT seq FROM ${t.messages} WHERE channel = ${channel} AND seq > ${newLow} AND ts >= ${last.options.now - retention.maxAgeMs} ORDER BY seq LIMIT 1`.execute(c)
+        const cutoff = last.options.now - retention.maxAgeMs
+        // The oldest message the count keeps, when its time is known: the stored oldest, or the batch's first.
+        const oldest = newLow === low ? (state.first_live ?? (rows[0]![5] as number)) : undefined
+        if (finite(retention.maxAgeMs) && newLow < newTop && !(oldest !== undefined && oldest >= cutoff)) {
+          const { rows: live } = await sql<{ seq: number }>`SELECT seq FROM ${t.messages} WHERE channel = ${channel} AND seq > ${newLow} AND ts >= ${cutoff} ORDER BY seq LIMIT 1`.execute(c)
           newLow = Math.max(newLow, live[0] ? num(live[0].seq) - 1 : newTop)
         }
         const maxBytes = finite(retention.maxBytes) ? retention.maxBytes : undefined
