@@ -463,3 +463,55 @@ describe('over SSE', () => {
     expect((await bob.search('events')).map((m) => m.offset)).toEqual([sent.offset])
   })
 })
+
+describe('against a scripted hub (a WebSocket server that sends crafted frames)', () => {
+  it('revisions that cross (version 3 before 2), repeat or arrive twice are emitted once, at the highest version; every one is acknowledged', async () => {
+    const { WebSocketServer } = await import('ws')
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => 'tidings.v1.json' })
+    await new Promise<void>((r) => wss.once('listening', () => r()))
+    const acks: number[] = []
+    const m = (offset: number, extra: Record<string, unknown> = {}) => ({
+      type: 'message', channel: 'chat:s', event: 'say', data: `d${offset}`, id: `m${offset}`, offset, timestamp: '2026-01-01T00:00:00.000Z', sender: 'ada', ack: true, ...extra,
+    })
+    wss.on('connection', (socket) => {
+      socket.send(JSON.stringify({ type: 'connected', v: 1, connectionId: 'c1', userId: 'bob', limits: { maxMessageSize: 65536, messagesPerSecond: 100, maxSubscriptions: 10 } }))
+      socket.on('message', (raw) => {
+        const f = JSON.parse(String(raw)) as { type: string; id?: number; offset?: number }
+        if (f.type === 'ack') acks.push(f.offset!)
+        if (f.type !== 'subscribe') return
+        socket.send(JSON.stringify({ type: 'subscribed', id: f.id, channel: 'chat:s', position: { epoch: 'e1', offset: 0 }, delivery: 'at-least-once' }))
+        const frames = [
+          m(1),
+          // Two editors crossed: the store gave B version 3 but its event was appended first.
+          m(2, { data: 'B', sender: 'ada', revises: { offset: 1, version: 3 } }),
+          m(3, { data: 'A', revises: { offset: 1, version: 2 } }),
+          // A redelivery of an event already processed.
+          m(3, { data: 'A', revises: { offset: 1, version: 2 } }),
+          // The same version again under another event (a replay through another path).
+          m(4, { data: 'B', revises: { offset: 1, version: 3 } }),
+          m(5),
+          // A deletion of a message this client never had: still a revision, emitted once.
+          m(6, { data: null, revises: { offset: 5, version: 2, deleted: true } }),
+        ]
+        for (const frame of frames) socket.send(JSON.stringify(frame))
+      })
+    })
+    const { port } = wss.address() as { port: number }
+    const rt = new Realtime({ url: `http://127.0.0.1:${port}`, auth: 'x', transports: ['websocket'], WebSocket, heartbeatIntervalMs: 0, ackIntervalMs: 10, reconnect: false })
+    clients.push(rt)
+    try {
+      const ch = rt.channel('chat:s')
+      const seen = record(ch)
+      await ch.subscribe()
+      await until(() => seen.log.length === 4, 3000, 'the scripted frames')
+      await until(() => acks.includes(6), 3000, 'the acknowledgment of offset 6')
+      await sleep(30)
+      expect(seen.log).toEqual(['message 1', 'revision 1@3', 'message 5', 'revision 5@2'])
+      expect(seen.revisions.map((r) => [r.revision, r.data, r.deleted])).toEqual([[2, 'B', false], [6, null, true]])
+      expect(Math.max(...acks)).toBe(6)
+    } finally {
+      rt.close()
+      await new Promise<void>((r) => wss.close(() => r()))
+    }
+  })
+})
