@@ -353,7 +353,10 @@ describe('history, search and the channel list', () => {
     await inbox.subscribe()
     await until(() => got.length === 1, 3000, 'the first note')
     // Acknowledged (ackIntervalMs 20), then gone.
-    await sleep(80)
+    for (const start = Date.now(); !(await s.hub.channel('private:user-alice').deliveredTo(1)).includes('alice'); ) {
+      if (Date.now() - start > 3000) throw new Error('the first note was not acknowledged')
+      await sleep(10)
+    }
     reader.disconnect()
     for (let i = 1; i <= 3; i++) await s.hub.publish('private:user-alice', 'note', i)
 
