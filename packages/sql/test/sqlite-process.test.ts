@@ -1,9 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createSqliteStore } from '../src/sqlite/index.js'
 
@@ -89,13 +90,13 @@ describe('SQLite store across processes', () => {
     const one = startWriter({ ...common, TAG: 'one' })
     const two = startWriter({ ...common, TAG: 'two' })
     await Promise.all([one.waitFor((l) => l.ready === true), two.waitFor((l) => l.ready === true)])
-    const here = createSqliteStore({ db: { filename: file }, sweepIntervalMs: false })
-    await here.ready
+    const local = createSqliteStore({ db: { filename: file }, sweepIntervalMs: false })
+    await local.ready
     one.child.stdin!.write('go\n')
     two.child.stdin!.write('go\n')
     const mine = []
     for (let wave = 0; wave < 8; wave++) {
-      mine.push(...(await Promise.all(Array.from({ length: 50 }, (_, i) => here.append('shared', { id: `here-${wave * 50 + i}`, event: 'e', data: {}, timestamp: Date.now() }, { retention: KEEP, now: Date.now() })))))
+      mine.push(...(await Promise.all(Array.from({ length: 50 }, (_, i) => local.append('shared', { id: `here-${wave * 50 + i}`, event: 'e', data: {}, timestamp: Date.now() }, { retention: KEEP, now: Date.now() })))))
     }
     await Promise.all([one.waitFor((l) => l.done === true, 60_000), two.waitFor((l) => l.done === true, 60_000)])
     expect(await one.exited).toBe(0)
@@ -109,10 +110,10 @@ describe('SQLite store across processes', () => {
     for (const r of mine) claim(r.message.offset, r.message.id)
     for (const w of [one, two]) for (const l of w.lines) if (typeof l.stored === 'number') claim(l.stored, String(l.id))
     expect(reported.size).toBe(1_200)
-    const r = await here.read('shared', { after: 0, limit: 2_000, now: Date.now() })
+    const r = await local.read('shared', { after: 0, limit: 2_000, now: Date.now() })
     expect(r.top).toBe(1_200)
     expect(r.messages.map((m) => [m.offset, m.id])).toEqual([...reported].sort(([a], [b]) => a - b))
-    await here.close()
+    await local.close()
   }, 120_000)
 
   it('a writer killed (SIGKILL) mid-load loses none of the appends it saw committed; the file reopens in the same epoch', async () => {
@@ -137,4 +138,9 @@ describe('SQLite store across processes', () => {
     expect(next).toMatchObject({ epoch: r.epoch, message: { offset: r.top + 1 } })
     await store.close()
   }, 120_000)
+
+  it('better-sqlite3 is loaded only when a store opens a file by name (an app on PostgreSQL never needs it)', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, 'sqlite-lazy.ts')], { cwd: join(here, '..') })
+    expect(JSON.parse(stdout.trim())).toEqual({ afterImport: false, afterGiven: false, afterFilename: true })
+  }, 60_000)
 })
