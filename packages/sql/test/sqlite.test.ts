@@ -116,6 +116,19 @@ describe('SQLite store: databases given by the app', () => {
     raw.close()
   })
 
+  it('two stores given one in-memory Database append concurrently without one running inside the other’s transaction', async () => {
+    const raw = new Database(':memory:')
+    const a = createSqliteStore({ db: { database: raw }, sweepIntervalMs: false })
+    const b = createSqliteStore({ db: { database: raw }, sweepIntervalMs: false, maxBatch: 3 })
+    const results = await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? a : b).append('one', msg(`m${i}`), { retention: KEEP, now: T0 })))
+    expect(results.map((r) => r.message.offset).sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1))
+    expect((await b.read('one', { after: 0, limit: 100, now: T0 })).top).toBe(60)
+    await a.close()
+    expect((await b.position('one')).offset).toBe(60) // closing one store leaves the other working
+    await b.close()
+    raw.close()
+  })
+
   it('the app’s Kysely instance is shared, never destroyed; migrate: false leaves the migrations to migrateSqlite(); tablePrefix keeps two stores apart', async () => {
     const raw = new Database(':memory:')
     const db = new Kysely<any>({ dialect: new SqliteDialect({ database: raw }) })

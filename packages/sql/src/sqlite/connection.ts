@@ -55,6 +55,17 @@ async function openFile(filename: string): Promise<SqliteDatabase> {
   return new mod.default(filename)
 }
 
+const sharedKysely = new WeakMap<SqliteDatabase, Kysely<any>>()
+
+/** A lock key of its own per Kysely instance (an in-memory database is private to its connection). */
+const connectionKeys = new WeakMap<Kysely<any>, string>()
+let connections = 0
+export function connectionKey(db: Kysely<any>): string {
+  let key = connectionKeys.get(db)
+  if (key === undefined) connectionKeys.set(db, (key = `connection:${++connections}`))
+  return key
+}
+
 export function connectSqlite(database: SqliteStoreDatabase): SqliteConnection {
   if (database instanceof Kysely) return { db: database, close: async () => {} }
   if ('filename' in database) {
@@ -64,8 +75,11 @@ export function connectSqlite(database: SqliteStoreDatabase): SqliteConnection {
     return { db, close: () => db.destroy() }
   }
   if (database.database && typeof database.database.prepare === 'function') {
-    const db = new Kysely<any>({ dialect: new SqliteDialect({ database: cachingDatabase(database.database, false) }) })
-    return { db, close: () => db.destroy() }
+    // Stores given one Database share one Kysely instance, so they share its connection lock: no
+    // store's statement runs inside another's open transaction. Nothing to close (the app's).
+    let db = sharedKysely.get(database.database)
+    if (!db) sharedKysely.set(database.database, (db = new Kysely<any>({ dialect: new SqliteDialect({ database: cachingDatabase(database.database, false) }) })))
+    return { db, close: async () => {} }
   }
   throw new TypeError('@tidings/sql: createSqliteStore needs db: a Kysely instance, { filename } or { database }')
 }

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import type {
   AppendOptions,
   AppendResult,
@@ -15,7 +15,7 @@ import type {
 } from '@tidings/core'
 import { holdsWords, searchWords, utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
-import { type SqliteStoreDatabase, connectSqlite, withFileLock } from './connection.js'
+import { type SqliteStoreDatabase, connectSqlite, connectionKey, withFileLock } from './connection.js'
 import { migrateSqlite, newIdentity, sqlitePrefix, sqliteTables } from './migrations.js'
 
 export { type SqliteStoreDatabase } from './connection.js'
@@ -179,7 +179,7 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   let closed = false
   let closing: Promise<void> | undefined
   /** Serializes this process's writers of the database file (a private key for an in-memory database). */
-  let lockKey = `memory:${randomBytes(8).toString('hex')}`
+  let lockKey = connectionKey(db)
 
   const start = async () => {
     const { rows } = await sql<{ file: string | null }>`SELECT file FROM pragma_database_list WHERE name = 'main'`.execute(db)
