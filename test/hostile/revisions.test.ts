@@ -1,0 +1,218 @@
+import { createMemoryStore, type HubOptions } from '@tidings/core'
+import { describe, expect, it } from 'vitest'
+import { Client, type Frame, nested, serve, sleep, until } from './support.js'
+
+/*
+ * The revision, search and channel-list surface (protocol §4.9a–c, §5.17–19, §14; delivery §19)
+ * attacked as a hostile client would: raw `edit`, `delete`, `search` and `channels` frames over
+ * real WebSocket connections to a real server (createRealtime on node:http). Every attack also
+ * checks that nothing changed, and that the connection and the server stay usable.
+ */
+
+/** A server whose `chat:*` lets clients revise their own messages, on a memory store we can measure. */
+async function revisable(hubOptions: HubOptions = {}, chat: Record<string, unknown> = {}) {
+  const store = createMemoryStore()
+  const s = await serve({ store, ...hubOptions })
+  s.hub.channels.register('chat:*', { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own', history: { maxCount: 100_000 }, ...chat })
+  return { ...s, store }
+}
+
+async function publish(c: Client, channel: string, data: unknown, event = 'say'): Promise<number> {
+  const answer = await c.request({ type: 'message', channel, event, data })
+  expect(answer).toMatchObject({ type: 'published' })
+  return answer.offset as number
+}
+
+async function stillUsable(c: Client): Promise<void> {
+  expect(c.closed).toBeUndefined()
+  expect(await c.request({ type: 'ping' })).toMatchObject({ type: 'pong' })
+}
+
+describe('revising a message that is not yours', () => {
+  it('edit and delete of another user’s message are RT_003 and change nothing', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const offset = await publish(ada, 'chat:1', { text: 'mine' })
+    const before = s.store.stats()
+    expect(await bob.request({ type: 'edit', channel: 'chat:1', offset, data: { text: 'pwned' } })).toMatchObject({ type: 'error', code: 'RT_003', details: { offset } })
+    expect(await bob.request({ type: 'delete', channel: 'chat:1', offset })).toMatchObject({ type: 'error', code: 'RT_003', details: { offset } })
+    const h = await s.hub.channel('chat:1').history()
+    expect(h.messages).toHaveLength(1)
+    expect(h.messages[0]).toMatchObject({ offset, data: { text: 'mine' }, sender: 'ada' })
+    expect(h.messages[0]!.version).toBeUndefined()
+    expect(s.store.stats()).toEqual(before)
+    await stillUsable(bob)
+  })
+
+  it('an offset taken from another channel names this channel’s message (RT_003) or none (RT_004), never the other one', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const adaOffset = await publish(ada, 'chat:a', { text: 'ada on a' })
+    const bobOffset = await publish(bob, 'chat:b', { text: 'bob on b' })
+    await publish(bob, 'chat:b', { text: 'bob again' })
+    expect(adaOffset).toBe(1)
+    expect(bobOffset).toBe(1)
+    // bob's own offset 1, sent against ada's channel: it is ada's message there
+    expect(await bob.request({ type: 'edit', channel: 'chat:a', offset: bobOffset, data: 'x' })).toMatchObject({ code: 'RT_003' })
+    // bob's offset 2 does not exist on chat:a at all
+    expect(await bob.request({ type: 'edit', channel: 'chat:a', offset: 2, data: 'x' })).toMatchObject({ code: 'RT_004', details: { offset: 2 } })
+    // a channel with no log
+    expect(await bob.request({ type: 'delete', channel: 'chat:empty', offset: 1 })).toMatchObject({ code: 'RT_004' })
+    expect((await s.hub.channel('chat:a').history()).messages.map((m) => m.data)).toEqual([{ text: 'ada on a' }])
+    expect((await s.hub.channel('chat:b').history()).messages.map((m) => m.version)).toEqual([undefined, undefined])
+    await stillUsable(bob)
+  })
+
+  it('a revision event’s offset is RT_007, for its author and for anyone else, and changes nothing', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const offset = await publish(ada, 'chat:1', { text: 'v1' })
+    const revised = await ada.request({ type: 'edit', channel: 'chat:1', offset, data: { text: 'v2' } })
+    expect(revised).toMatchObject({ type: 'revised', offset, version: 2, revision: 2 })
+    for (const [c, type] of [[ada, 'edit'], [ada, 'delete'], [bob, 'edit'], [bob, 'delete']] as const) {
+      const answer = await c.request({ type, channel: 'chat:1', offset: revised.revision, data: type === 'edit' ? 'x' : undefined })
+      expect(answer).toMatchObject({ type: 'error', code: 'RT_007' })
+    }
+    const h = await s.hub.channel('chat:1').history()
+    expect(h.messages).toHaveLength(2)
+    expect(h.messages[0]).toMatchObject({ data: { text: 'v2' }, version: 2 })
+    expect(h.messages[1]).toMatchObject({ data: { text: 'v2' }, revises: { offset, version: 2 } })
+    expect(h.messages[1]!.version).toBeUndefined()
+    await stillUsable(ada)
+  })
+
+  it('malformed offsets (0, -1, 1.5, 2^53, "1", null, [1], missing) and extra keys are RT_007 by the schema and change nothing', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(ada, 'chat:1', { text: 'v1' })
+    const before = s.store.stats()
+    const bad: Array<Record<string, unknown>> = []
+    for (const o of [0, -1, 1.5, 2 ** 53, 1e300, '1', null, [1], { offset: 1 }, true]) {
+      bad.push({ type: 'edit', channel: 'chat:1', offset: o, data: 'x' }, { type: 'delete', channel: 'chat:1', offset: o })
+    }
+    bad.push({ type: 'edit', channel: 'chat:1', data: 'x' }, { type: 'delete', channel: 'chat:1' })
+    bad.push({ type: 'edit', channel: 'chat:1', offset, data: 'x', sender: 'ada' }, { type: 'delete', channel: 'chat:1', offset, data: 'x' })
+    bad.push({ type: 'edit', channel: 'chat:1', offset, data: 'x', revises: { offset: 1, version: 99 } }, { type: 'edit', channel: 'chat:1', offset, data: 'x', version: 99 })
+    bad.push({ type: 'edit', channel: ['chat:1'], offset, data: 'x' }, { type: 'edit', channel: '', offset, data: 'x' })
+    for (const frame of bad) {
+      const answer = await ada.request(frame)
+      expect(answer, JSON.stringify(frame)).toMatchObject({ type: 'error', code: 'RT_007' })
+    }
+    // a raw "__proto__" key is one more unknown key, not a prototype
+    ada.send(`{"type":"edit","id":"proto","channel":"chat:1","offset":${offset},"data":"x","__proto__":{"offset":2}}`)
+    expect(await ada.next((f) => f.id === 'proto')).toMatchObject({ type: 'error', code: 'RT_007' })
+    const h = await s.hub.channel('chat:1').history()
+    expect(h.messages).toEqual([expect.objectContaining({ offset, data: { text: 'v1' } })])
+    expect(h.messages[0]!.version).toBeUndefined()
+    expect(s.store.stats()).toEqual(before)
+    // the schema-valid frame still works afterwards
+    expect(await ada.request({ type: 'edit', channel: 'chat:1', offset, data: 'ok' })).toMatchObject({ type: 'revised', version: 2 })
+  })
+
+  it('new data nested past limits.maxDepth is RT_007 before the message changes', async () => {
+    const s = await revisable({ limits: { maxDepth: 8 } })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(ada, 'chat:1', { text: 'v1' })
+    ada.send(`{"type":"edit","id":"deep","channel":"chat:1","offset":${offset},"data":${nested(50_000)}}`)
+    ada.send(`{"type":"edit","id":"deep2","channel":"chat:1","offset":${offset},"data":${nested(9, '{"a":', '}')}}`)
+    expect(await ada.next((f) => f.id === 'deep')).toMatchObject({ type: 'error', code: 'RT_007', details: { maxDepth: 8 } })
+    expect(await ada.next((f) => f.id === 'deep2')).toMatchObject({ type: 'error', code: 'RT_007', details: { maxDepth: 8 } })
+    const h = await s.hub.channel('chat:1').history()
+    expect(h.messages).toEqual([expect.objectContaining({ data: { text: 'v1' } })])
+    await stillUsable(ada)
+  })
+
+  it('new data over maxMessageSize (the hub’s and the channel’s) is RT_005 and changes nothing', async () => {
+    const s = await revisable({ limits: { maxMessageSize: 8 * 1024 } }, { maxMessageSize: 1024 })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(ada, 'chat:1', { text: 'v1' })
+    const before = s.store.stats()
+    // over the channel's limit, under the hub's frame limit: refused by the publish checks
+    expect(await ada.request({ type: 'edit', channel: 'chat:1', offset, data: 'x'.repeat(2048) })).toMatchObject({ type: 'error', code: 'RT_005' })
+    // over the hub's frame limit: refused before decoding, still answered by its id
+    expect(await ada.request({ type: 'edit', channel: 'chat:1', offset, data: 'x'.repeat(20 * 1024) })).toMatchObject({ type: 'error', code: 'RT_005', details: { limit: 8 * 1024 } })
+    expect(s.store.stats()).toEqual(before)
+    expect((await s.hub.channel('chat:1').history()).messages).toEqual([expect.objectContaining({ data: { text: 'v1' } })])
+    await stillUsable(ada)
+  })
+
+  it('a channel without revisions: own refuses client edits and deletes (RT_003), even of one’s own message', async () => {
+    const s = await revisable()
+    s.hub.channels.register('plain:*', { subscribe: 'authenticated', publish: 'authenticated' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(ada, 'plain:1', { text: 'v1' })
+    expect(await ada.request({ type: 'edit', channel: 'plain:1', offset, data: 'x' })).toMatchObject({ code: 'RT_003' })
+    expect(await ada.request({ type: 'delete', channel: 'plain:1', offset })).toMatchObject({ code: 'RT_003' })
+    // public:* is built in without revisions
+    const p = await publish(ada, 'public:1', { text: 'v1' })
+    expect(await ada.request({ type: 'delete', channel: 'public:1', offset: p })).toMatchObject({ code: 'RT_003' })
+    // a pattern nobody registered
+    expect(await ada.request({ type: 'delete', channel: 'nowhere:1', offset: 1 })).toMatchObject({ code: 'RT_004' })
+    expect((await s.hub.channel('plain:1').history()).messages[0]).toMatchObject({ data: { text: 'v1' } })
+    await stillUsable(ada)
+  })
+
+  it('an anonymous connection cannot revise anything, even where anyone may publish (RT_003)', async () => {
+    const s = await revisable()
+    s.hub.channels.register('open:*', { subscribe: true, publish: true, revisions: 'own' })
+    const anon = await Client.open(s.ws)
+    const anonOffset = await publish(anon, 'open:1', { text: 'by nobody' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const adaOffset = await publish(ada, 'open:1', { text: 'by ada' })
+    for (const offset of [anonOffset, adaOffset]) {
+      expect(await anon.request({ type: 'edit', channel: 'open:1', offset, data: 'x' })).toMatchObject({ code: 'RT_003' })
+      expect(await anon.request({ type: 'delete', channel: 'open:1', offset })).toMatchObject({ code: 'RT_003' })
+    }
+    expect(await anon.request({ type: 'delete', channel: 'chat:1', offset: 1 })).toMatchObject({ code: 'RT_003' })
+    expect((await s.hub.channel('open:1').history()).messages.map((m) => m.data)).toEqual([{ text: 'by nobody' }, { text: 'by ada' }])
+    await stillUsable(anon)
+  })
+
+  it('a publish rule that now denies (ban, removal from the room) stops the user’s revisions of its own messages (RT_003)', async () => {
+    const banned = new Set<string>()
+    const s = await revisable()
+    s.hub.channels.register('mod:*', { subscribe: 'authenticated', publish: (ctx) => !banned.has(ctx.identity.userId ?? ''), revisions: 'own' })
+    s.hub.channels.register('private:room-{roomId}', { subscribe: (ctx) => ctx.room?.members.has(ctx.identity.userId ?? '') === true, publish: (ctx) => ctx.room?.members.has(ctx.identity.userId ?? '') === true, room: 'required', revisions: 'own' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    await ada.request({ type: 'subscribe', channel: 'mod:1' })
+    const offset = await publish(ada, 'mod:1', { text: 'v1' })
+    banned.add('ada')
+    expect(await ada.request({ type: 'edit', channel: 'mod:1', offset, data: 'x' })).toMatchObject({ code: 'RT_003' })
+    expect(await ada.request({ type: 'delete', channel: 'mod:1', offset })).toMatchObject({ code: 'RT_003' })
+    banned.delete('ada')
+    expect(await ada.request({ type: 'edit', channel: 'mod:1', offset, data: 'ok' })).toMatchObject({ type: 'revised', version: 2 })
+
+    s.hub.rooms.create('private:room-r')
+    s.hub.rooms.addMember('private:room-r', 'ada')
+    expect(await ada.request({ type: 'subscribe', channel: 'private:room-r' })).toMatchObject({ type: 'subscribed' })
+    const inRoom = await publish(ada, 'private:room-r', { text: 'room v1' })
+    s.hub.rooms.removeMember('private:room-r', 'ada')
+    await ada.next((f) => f.type === 'unsubscribed' && f.channel === 'private:room-r')
+    expect(await ada.request({ type: 'edit', channel: 'private:room-r', offset: inRoom, data: 'x' })).toMatchObject({ code: 'RT_003' })
+    expect(await ada.request({ type: 'delete', channel: 'private:room-r', offset: inRoom })).toMatchObject({ code: 'RT_003' })
+    expect((await s.hub.channel('private:room-r').history()).messages).toEqual([expect.objectContaining({ data: { text: 'room v1' } })])
+    await stillUsable(ada)
+  })
+
+  it('a kick or an unsubscribe is not a ban: a user may revise exactly as far as it may still publish', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    await ada.request({ type: 'subscribe', channel: 'chat:1' })
+    const offset = await publish(ada, 'chat:1', { text: 'v1' })
+    expect(await s.hub.channel('chat:1').kick('ada')).toBe(1)
+    await ada.next((f) => f.type === 'unsubscribed' && f.channel === 'chat:1')
+    const canPublish = (await ada.request({ type: 'message', channel: 'chat:1', event: 'say', data: 'after kick' })).type
+    const edit = await ada.request({ type: 'edit', channel: 'chat:1', offset, data: 'after kick' })
+    expect(canPublish).toBe('published')
+    expect(edit).toMatchObject({ type: 'revised', version: 2 })
+    await ada.request({ type: 'subscribe', channel: 'chat:1' })
+    await ada.request({ type: 'unsubscribe', channel: 'chat:1' })
+    expect(await ada.request({ type: 'delete', channel: 'chat:1', offset })).toMatchObject({ type: 'revised', version: 3, deleted: true })
+    // deleted: nothing more to revise
+    expect(await ada.request({ type: 'edit', channel: 'chat:1', offset, data: 'back' })).toMatchObject({ code: 'RT_004' })
+    expect(await ada.request({ type: 'delete', channel: 'chat:1', offset })).toMatchObject({ code: 'RT_004' })
+  })
+})
