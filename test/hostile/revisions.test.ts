@@ -216,3 +216,122 @@ describe('revising a message that is not yours', () => {
     expect(await ada.request({ type: 'delete', channel: 'chat:1', offset })).toMatchObject({ code: 'RT_004' })
   })
 })
+
+describe('version races', () => {
+  it('50 concurrent edits from the owner’s two connections get distinct versions; a subscriber and history converge on the highest', async () => {
+    const s = await revisable()
+    const a1 = await Client.open(s.ws, 'tok-ada')
+    const a2 = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    await bob.request({ type: 'subscribe', channel: 'chat:race' })
+    const offset = await publish(a1, 'chat:race', { text: 'v1' })
+    await bob.next((f) => f.type === 'message' && f.offset === offset)
+    const edits: Array<Promise<Frame>> = []
+    for (let i = 0; i < 25; i++) {
+      edits.push(a1.request({ type: 'edit', channel: 'chat:race', offset, data: { text: `a1-${i}` } }))
+      edits.push(a2.request({ type: 'edit', channel: 'chat:race', offset, data: { text: `a2-${i}` } }))
+    }
+    const answers = await Promise.all(edits)
+    for (const a of answers) expect(a).toMatchObject({ type: 'revised', offset })
+    const versions = answers.map((a) => a.version as number)
+    expect(new Set(versions).size).toBe(50)
+    expect([...versions].sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i + 2))
+    const revisionOffsets = answers.map((a) => a.revision as number)
+    expect(new Set(revisionOffsets).size).toBe(50)
+    const top = answers.find((a) => a.version === 51)!
+    const winner = edits.indexOf(edits[answers.indexOf(top)]!)
+    const winningText = winner % 2 === 0 ? `a1-${winner / 2}` : `a2-${(winner - 1) / 2}`
+    // the subscriber applies a revision only over a lower version (as the client SDK does)
+    await until(() => bob.of('message').filter((f) => f.revises !== undefined).length === 50, 5_000, 'every revision event')
+    let held = { version: 1, data: { text: 'v1' } as unknown }
+    for (const f of bob.of('message')) {
+      const r = f.revises as { offset: number; version: number } | undefined
+      if (r?.offset === offset && r.version > held.version) held = { version: r.version, data: f.data }
+    }
+    expect(held).toEqual({ version: 51, data: { text: winningText } })
+    const h = await s.hub.channel('chat:race').history({ after: 0, limit: 1 })
+    expect(h.messages[0]).toMatchObject({ offset, version: 51, data: { text: winningText } })
+    // each revision event carries the data of the version it announces
+    for (const a of answers) {
+      const event = bob.of('message').find((f) => f.offset === a.revision)!
+      expect(event).toMatchObject({ revises: { offset, version: a.version } })
+    }
+    await stillUsable(a1)
+    await stillUsable(a2)
+  })
+})
+
+describe('floods', () => {
+  it('10,000 edit frames at once: RT_006 past messagesPerSecond as for publishes; the store grows only by the revision events', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(ada, 'chat:flood', { text: 'v1' })
+    const text = 'y'.repeat(1024)
+    // what one revision event costs the store: the revised message itself is not re-measured
+    const b0 = s.store.stats()
+    expect(await ada.request({ type: 'edit', channel: 'chat:flood', offset, data: { text, i: 0 } })).toMatchObject({ type: 'revised', version: 2 })
+    const b1 = s.store.stats()
+    const one = b1.bytes - b0.bytes
+    expect(b1.messages).toBe(b0.messages + 1)
+    expect(one).toBeGreaterThan(1024)
+    expect(one).toBeLessThan(1024 + 512)
+    await sleep(1_100) // a full token bucket
+    const started = Date.now()
+    for (let i = 0; i < 10_000; i++) ada.send(JSON.stringify({ type: 'edit', id: `e${i}`, channel: 'chat:flood', offset, data: { text, i: 1000 + (i % 9000) } }))
+    const answered = () => ada.frames.filter((f) => typeof f.id === 'string' && f.id.startsWith('e')).length
+    await until(() => ada.closed !== undefined || answered() === 10_000, 30_000, 'every edit answered')
+    const seconds = (Date.now() - started) / 1000
+    expect(ada.closed).toBeUndefined()
+    const flood = (f: Frame) => typeof f.id === 'string' && f.id.startsWith('e')
+    const revised = ada.of('revised').filter(flood)
+    const refused = ada.of('error').filter(flood)
+    expect(revised.length + refused.length).toBe(10_000)
+    expect(refused.every((e) => e.code === 'RT_006')).toBe(true)
+    // at most the bucket (100) plus what refills while the flood is read
+    expect(revised.length).toBeGreaterThanOrEqual(100)
+    expect(revised.length).toBeLessThanOrEqual(100 + Math.ceil(100 * seconds) + 1)
+    expect(new Set(revised.map((r) => r.version)).size).toBe(revised.length)
+    expect(Math.max(...revised.map((r) => r.version as number))).toBe(revised.length + 2)
+    const after = s.store.stats()
+    expect(after.messages).toBe(b1.messages + revised.length)
+    // each accepted edit added one revision event of the same size (±8 for the digits of i), nothing more
+    expect(Math.abs(after.bytes - b1.bytes - revised.length * one)).toBeLessThanOrEqual(8 * revised.length)
+    await sleep(1_100)
+    await stillUsable(ada)
+    console.log('edit flood', { revised: revised.length, refused: refused.length, seconds, one })
+  }, 60_000)
+
+  it('10,000 search and channels frames at once: RT_006 past the rate, answers all, the store is untouched', async () => {
+    const s = await revisable()
+    s.hub.channels.register('inbox:*', { subscribe: 'authenticated', publish: 'authenticated', offline: { maxMessages: 100 }, delivery: 'at-least-once' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    for (let i = 0; i < 50; i++) await publish(ada, 'chat:s', { text: `needle number ${i}` })
+    await s.hub.channel('inbox:ada').publish('n', { text: 'hi' })
+    await ada.request({ type: 'subscribe', channel: 'inbox:ada' })
+    await until(() => ada.of('message').some((f) => f.channel === 'inbox:ada'))
+    ada.send({ type: 'ack', channel: 'inbox:ada', offset: 1 })
+    await until(() => (s.store.cursor('inbox:ada', 'ada')?.offset ?? 0) === 1, 5_000, 'cursor')
+    await sleep(1_100)
+    const before = s.store.stats()
+    const started = Date.now()
+    for (let i = 0; i < 10_000; i++) {
+      ada.send(i % 2 === 0 ? { type: 'search', id: `q${i}`, channel: 'chat:s', query: 'needle', limit: 100 } : { type: 'channels', id: `q${i}`, limit: 500 })
+    }
+    const answered = () => ada.frames.filter((f) => typeof f.id === 'string' && f.id.startsWith('q')).length
+    await until(() => ada.closed !== undefined || answered() === 10_000, 30_000, 'every frame answered')
+    const seconds = (Date.now() - started) / 1000
+    expect(ada.closed).toBeUndefined()
+    const found = ada.of('search')
+    const lists = ada.of('channels')
+    const refused = ada.of('error')
+    expect(found.length + lists.length + refused.length).toBe(10_000)
+    expect(refused.every((e) => e.code === 'RT_006')).toBe(true)
+    expect(found.length + lists.length).toBeLessThanOrEqual(100 + Math.ceil(100 * seconds) + 1)
+    for (const f of found) expect(f.messages).toHaveLength(50)
+    for (const l of lists) expect(l.channels).toEqual([expect.objectContaining({ name: 'inbox:ada', lastSeenOffset: 1 })])
+    expect(s.store.stats()).toEqual(before)
+    await sleep(1_100)
+    await stillUsable(ada)
+    console.log('read flood', { search: found.length, channels: lists.length, refused: refused.length, seconds })
+  }, 60_000)
+})
