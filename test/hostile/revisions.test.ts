@@ -335,3 +335,131 @@ describe('floods', () => {
     console.log('read flood', { search: found.length, channels: lists.length, refused: refused.length, seconds })
   }, 60_000)
 })
+
+describe('search', () => {
+  async function seeded(hubOptions: HubOptions = {}) {
+    const s = await revisable(hubOptions)
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const texts = [
+      'hello world', // 1
+      'Héllo Wörld, ÇA VA? 你好 世界', // 2
+      'party 🎉 time', // 3
+      '100% sure_thing * star', // 4
+      "'; DROP TABLE messages; --", // 5
+      'a b c', // 6
+      'hello there', // 7
+    ]
+    for (const text of texts) await publish(ada, 'chat:s', { text })
+    return { ...s, ada }
+  }
+  const offsetsOf = (f: Frame) => (f.messages as Frame[]).map((m) => m.offset)
+
+  it('queries of 1 and 256 characters are served; 0 and 257 are RT_007; the connection stays usable', async () => {
+    const { ada } = await seeded()
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: 'a' }))).toEqual([6])
+    const long = await ada.request({ type: 'search', channel: 'chat:s', query: `hello ${'x'.repeat(250)}` })
+    expect(long).toMatchObject({ type: 'search', messages: [] })
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: `hello${' '.repeat(251)}` }))).toEqual([7, 1])
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: 'x'.repeat(257) })).toMatchObject({ type: 'error', code: 'RT_007' })
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: '' })).toMatchObject({ type: 'error', code: 'RT_007' })
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: 42 })).toMatchObject({ type: 'error', code: 'RT_007' })
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: ['hello'] })).toMatchObject({ type: 'error', code: 'RT_007' })
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', extra: 1 })).toMatchObject({ type: 'error', code: 'RT_007' })
+    // 257 characters counted as UTF-16 units: 128 emoji + 1
+    expect(await ada.request({ type: 'search', channel: 'chat:s', query: '🎉'.repeat(128) + 'a' })).toMatchObject({ type: 'error', code: 'RT_007' })
+    await stillUsable(ada)
+  })
+
+  it('queries are words, never patterns: regex metacharacters, LIKE wildcards, globs and SQL match nothing extra', async () => {
+    const { ada } = await seeded()
+    const search = async (query: string) => offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query }))
+    // unicode words, any case
+    expect(await search('HÉLLO wörld')).toEqual([2])
+    expect(await search('你好')).toEqual([2])
+    expect(await search('ça')).toEqual([2])
+    // no words at all: nothing, never everything
+    for (const q of ['%', '_', '*', '.*', '%%', '🎉', '()', '\\', "'", '"', ';--', '[^]', '$', '^']) expect(await search(q), q).toEqual([])
+    // wildcards do not widen a word
+    for (const q of ['hel%', 'hel*', 'h_llo', 'h.llo', 'hel.*', '(hello|party)', 'hello|party', 'hel', '[h]ello']) expect(await search(q), q).toEqual([])
+    // SQL-looking text is words like any other: only the message that holds all of them
+    expect(await search("'; DROP TABLE messages; --")).toEqual([5])
+    expect(await search("' OR 1=1 --")).toEqual([])
+    expect(await search('hello OR party')).toEqual([])
+    expect(await search('-hello')).toEqual([7, 1])
+    expect(await search('100 sure_thing')).toEqual([4])
+    expect(await search('party 🎉')).toEqual([3])
+    await stillUsable(ada)
+  })
+
+  it('before: 0, negative and non-integers are RT_007; huge pages from the top; a page boundary excludes itself', async () => {
+    const { ada } = await seeded()
+    for (const before of [0, -1, -(2 ** 53), 1.5, '7', null]) {
+      expect(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', before }), String(before)).toMatchObject({ type: 'error', code: 'RT_007' })
+    }
+    for (const limit of [0, 101, -1, 1.5]) expect(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', limit })).toMatchObject({ code: 'RT_007' })
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', before: Number.MAX_SAFE_INTEGER }))).toEqual([7, 1])
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', before: 7 }))).toEqual([1])
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', before: 1 }))).toEqual([])
+    expect(offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query: 'hello', limit: 1 }))).toEqual([7])
+    await stillUsable(ada)
+  })
+
+  it('a channel the user may not read (history rule) is RT_003; an encrypted one RT_007; one without history RT_004; no pattern RT_004', async () => {
+    const s = await seeded()
+    s.hub.channels.register('secret:*', { subscribe: 'authenticated', publish: 'authenticated', rules: { history: (ctx) => ctx.identity.userId === 'ada' } })
+    s.hub.channels.register('e2e:*', { subscribe: 'authenticated', publish: 'authenticated', encrypted: true })
+    s.hub.channels.register('fleeting:*', { subscribe: 'authenticated', publish: 'authenticated', history: false })
+    await s.hub.channel('secret:1').publish('say', { text: 'launch codes' })
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const anon = await Client.open(s.ws)
+    expect(await bob.request({ type: 'search', channel: 'secret:1', query: 'launch' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    expect(await anon.request({ type: 'search', channel: 'secret:1', query: 'launch' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    expect(await anon.request({ type: 'search', channel: 'chat:s', query: 'hello' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    // subscribing first does not help
+    expect(await bob.request({ type: 'subscribe', channel: 'secret:1' })).toMatchObject({ type: 'subscribed' })
+    expect(await bob.request({ type: 'search', channel: 'secret:1', query: 'launch' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    expect(offsetsOf(await s.ada.request({ type: 'search', channel: 'secret:1', query: 'launch' }))).toEqual([1])
+    expect(await s.ada.request({ type: 'search', channel: 'e2e:1', query: 'x' })).toMatchObject({ code: 'RT_007' })
+    expect(await s.ada.request({ type: 'search', channel: 'fleeting:1', query: 'x' })).toMatchObject({ code: 'RT_004' })
+    expect(await s.ada.request({ type: 'search', channel: 'nowhere:1', query: 'x' })).toMatchObject({ code: 'RT_004' })
+    await stillUsable(bob)
+    await stillUsable(anon)
+  })
+
+  it('matches beyond limits.maxReplyBytes come back cut within the budget, newest first, and page on with before', async () => {
+    const s = await revisable({ limits: { maxReplyBytes: 4096 } })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    for (let i = 1; i <= 30; i++) await publish(ada, 'chat:big', { text: `needle ${i} ${'z'.repeat(400)}` })
+    const seen: number[] = []
+    let before: number | undefined
+    for (let page = 0; page < 30; page++) {
+      const raw: string[] = []
+      const listen = (data: unknown) => raw.push(String(data))
+      ada.socket.on('message', listen)
+      const answer = await ada.request({ type: 'search', channel: 'chat:big', query: 'needle', limit: 100, ...(before ? { before } : {}) })
+      ada.socket.off('message', listen)
+      const bytes = Buffer.byteLength(raw.find((r) => r.includes(`"id":"${String(answer.id)}"`))!)
+      expect(bytes).toBeLessThanOrEqual(4096)
+      const offsets = offsetsOf(answer) as number[]
+      if (offsets.length === 0) break
+      expect(offsets.length).toBeLessThan(30)
+      expect(offsets).toEqual([...offsets].sort((a, b) => b - a))
+      seen.push(...offsets)
+      before = offsets.at(-1)
+    }
+    expect(seen).toEqual(Array.from({ length: 30 }, (_, i) => 30 - i))
+  })
+
+  it('search sees messages as they are now: an edit by its new words, a delete never, revision events never', async () => {
+    const { ada, hub } = await seeded()
+    expect((await ada.request({ type: 'edit', channel: 'chat:s', offset: 1, data: { text: 'goodbye moon' } })).type).toBe('revised')
+    expect((await ada.request({ type: 'delete', channel: 'chat:s', offset: 7 })).type).toBe('revised')
+    const search = async (query: string) => offsetsOf(await ada.request({ type: 'search', channel: 'chat:s', query }))
+    expect(await search('hello')).toEqual([])
+    expect(await search('there')).toEqual([])
+    expect(await search('goodbye moon')).toEqual([1])
+    expect((await hub.channel('chat:s').search('hello')).map((m) => m.offset)).toEqual([])
+    const [hit] = (await ada.request({ type: 'search', channel: 'chat:s', query: 'moon' })).messages as Frame[]
+    expect(hit).toMatchObject({ offset: 1, version: 2, data: { text: 'goodbye moon' } })
+  })
+})
