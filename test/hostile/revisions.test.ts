@@ -463,3 +463,112 @@ describe('search', () => {
     expect(hit).toMatchObject({ offset: 1, version: 2, data: { text: 'goodbye moon' } })
   })
 })
+
+describe('channel lists', () => {
+  it('an anonymous connection has no channel list (RT_003) and stays usable', async () => {
+    const s = await revisable()
+    const anon = await Client.open(s.ws)
+    expect(await anon.request({ type: 'channels' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    expect(await anon.request({ type: 'channels', limit: 1 })).toMatchObject({ type: 'error', code: 'RT_003' })
+    await stillUsable(anon)
+  })
+
+  it('a user’s list never names another user’s channels (private:user-*), even after trying to subscribe to them', async () => {
+    const s = await revisable()
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    await s.hub.channel('private:user-ada').publish('n', { text: 'for ada' })
+    await s.hub.channel('private:user-bob').publish('n', { text: 'for bob' })
+    expect(await ada.request({ type: 'subscribe', channel: 'private:user-ada' })).toMatchObject({ type: 'subscribed' })
+    expect(await bob.request({ type: 'subscribe', channel: 'private:user-bob' })).toMatchObject({ type: 'subscribed' })
+    // the attack: ada asks for bob's channel, acks in it, reads it
+    expect(await ada.request({ type: 'subscribe', channel: 'private:user-bob' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    ada.send({ type: 'ack', channel: 'private:user-bob', offset: 1 })
+    ada.send({ type: 'read', channel: 'private:user-bob', offsets: [1] })
+    expect(await ada.request({ type: 'history', channel: 'private:user-bob' })).toMatchObject({ type: 'error', code: 'RT_003' })
+    for (const c of [ada, bob]) {
+      const m = await c.next((f) => f.type === 'message')
+      c.send({ type: 'ack', channel: m.channel, offset: m.offset })
+    }
+    await until(() => s.store.cursor('private:user-ada', 'ada')?.offset === 1 && s.store.cursor('private:user-bob', 'bob')?.offset === 1, 5_000, 'cursors')
+    expect(s.store.cursor('private:user-bob', 'ada')).toBeUndefined()
+    const adaList = await ada.request({ type: 'channels' })
+    const bobList = await bob.request({ type: 'channels' })
+    expect((adaList.channels as Frame[]).map((c) => c.name)).toEqual(['private:user-ada'])
+    expect((bobList.channels as Frame[]).map((c) => c.name)).toEqual(['private:user-bob'])
+    expect(adaList.channels).toEqual([expect.objectContaining({ name: 'private:user-ada', lastSeenOffset: 1, unread: 0, top: 1 })])
+    expect((adaList.channels as Frame[])[0]!.activeUsers).toBe(1)
+    expect(JSON.stringify(adaList)).not.toContain('bob')
+    expect(JSON.stringify(bobList)).not.toContain('ada')
+  })
+
+  it('limit is bounded: 0, 501, -1, 1.5 and "5" are RT_007; 1 lists one; 500 lists all', async () => {
+    const s = await revisable()
+    s.hub.channels.register('inbox:*', { subscribe: 'authenticated', publish: 'authenticated', offline: { maxMessages: 10 } })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    for (let i = 0; i < 5; i++) {
+      await s.hub.channel(`inbox:${i}`).publish('n', { i })
+      expect(await ada.request({ type: 'subscribe', channel: `inbox:${i}` })).toMatchObject({ type: 'subscribed' })
+    }
+    await until(() => [0, 1, 2, 3, 4].every((i) => s.store.cursor(`inbox:${i}`, 'ada') !== undefined), 5_000, 'cursors')
+    for (const limit of [0, 501, -1, 1.5, '5', null, 2 ** 53]) expect(await ada.request({ type: 'channels', limit }), String(limit)).toMatchObject({ type: 'error', code: 'RT_007' })
+    expect(await ada.request({ type: 'channels', limit: 5, channel: 'inbox:0' })).toMatchObject({ code: 'RT_007' })
+    expect((await ada.request({ type: 'channels', limit: 1 })).channels).toHaveLength(1)
+    expect((await ada.request({ type: 'channels', limit: 500 })).channels).toHaveLength(5)
+    expect((await ada.request({ type: 'channels' })).channels).toHaveLength(5)
+    await stillUsable(ada)
+  })
+
+  it('a user a rule no longer lets subscribe (removed from the room, or a changed rule) no longer sees the channel listed', async () => {
+    const members = new Set(['ada'])
+    const s = await revisable()
+    s.hub.channels.register('team:*', { subscribe: (ctx) => members.has(ctx.identity.userId ?? ''), publish: 'authenticated', offline: { maxMessages: 10 } })
+    s.hub.channels.register('private:room-{roomId}', {
+      subscribe: (ctx) => ctx.room?.members.has(ctx.identity.userId ?? '') === true,
+      publish: (ctx) => ctx.room?.members.has(ctx.identity.userId ?? '') === true,
+      room: 'required',
+      offline: { maxMessages: 10 },
+    })
+    s.hub.rooms.create('private:room-r')
+    s.hub.rooms.addMember('private:room-r', 'ada')
+    await s.hub.channel('team:x').publish('n', { text: 'hi' })
+    await s.hub.channel('private:room-r').publish('n', { text: 'hi' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    expect(await ada.request({ type: 'subscribe', channel: 'team:x' })).toMatchObject({ type: 'subscribed' })
+    expect(await ada.request({ type: 'subscribe', channel: 'private:room-r' })).toMatchObject({ type: 'subscribed' })
+    await until(() => s.store.cursor('team:x', 'ada') !== undefined && s.store.cursor('private:room-r', 'ada') !== undefined, 5_000, 'cursors')
+    const names = async () => ((await ada.request({ type: 'channels' })).channels as Frame[]).map((c) => c.name).sort()
+    expect(await names()).toEqual(['private:room-r', 'team:x'])
+    s.hub.rooms.removeMember('private:room-r', 'ada')
+    await ada.next((f) => f.type === 'unsubscribed' && f.channel === 'private:room-r')
+    expect(await names()).toEqual(['team:x'])
+    members.delete('ada')
+    expect(await names()).toEqual([])
+    // the store still keeps the cursors: the filter is the hub's, asked each time
+    expect((await s.hub.channels.forUser('ada')).map((c) => c.name).sort()).toEqual(['private:room-r', 'team:x'])
+    members.add('ada')
+    expect(await names()).toEqual(['team:x'])
+  })
+
+  it('a list past limits.maxReplyBytes comes back cut within the budget', async () => {
+    const s = await revisable({ limits: { maxReplyBytes: 2048 } })
+    s.hub.channels.register('inbox:*', { subscribe: 'authenticated', publish: 'authenticated', offline: { maxMessages: 10 } })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    for (let i = 0; i < 40; i++) {
+      const name = `inbox:${String(i).padStart(3, '0')}-${'n'.repeat(60)}`
+      await s.hub.channel(name).publish('n', { i })
+      await ada.request({ type: 'subscribe', channel: name })
+    }
+    await until(() => s.store.stats().channels === 40 && ada.of('message').length === 40, 5_000, 'messages')
+    expect((await s.hub.channels.forUser('ada')).length).toBe(40)
+    const raw: string[] = []
+    const listen = (data: unknown) => raw.push(String(data))
+    ada.socket.on('message', listen)
+    const answer = await ada.request({ type: 'channels', limit: 500 })
+    ada.socket.off('message', listen)
+    const bytes = Buffer.byteLength(raw.find((r) => r.includes('"type":"channels"'))!)
+    expect(bytes).toBeLessThanOrEqual(2048)
+    expect((answer.channels as Frame[]).length).toBeGreaterThan(0)
+    expect((answer.channels as Frame[]).length).toBeLessThan(40)
+  })
+})
