@@ -572,3 +572,67 @@ describe('channel lists', () => {
     expect((answer.channels as Frame[]).length).toBeLessThan(40)
   })
 })
+
+describe('deleted messages', () => {
+  const SECRET = 'SECRET-4f1c-launch-codes'
+
+  it('their data never comes back through history, search, replay (resume with since) or the offline queue', async () => {
+    const s = await revisable({}, { offline: { maxMessages: 100 }, delivery: 'at-least-once' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const eve = await Client.open(s.ws, 'tok-eve')
+    // eve subscribes once (a cursor), acknowledges, and goes away: the offline queue keeps the rest for her
+    await s.hub.channel('chat:d').publish('say', { text: 'before' })
+    await eve.request({ type: 'subscribe', channel: 'chat:d' })
+    const first = await eve.next((f) => f.type === 'message' && f.channel === 'chat:d')
+    eve.send({ type: 'ack', channel: 'chat:d', offset: first.offset })
+    await until(() => s.store.cursor('chat:d', 'eve')?.offset === 1, 5_000, 'eve’s cursor')
+    eve.socket.close()
+    await eve.whenClosed()
+    const secret = await publish(ada, 'chat:d', { text: `the ${SECRET} words`, nested: [{ deep: SECRET }] })
+    const edited = await publish(ada, 'chat:d', { text: `also ${SECRET}` })
+    expect(await ada.request({ type: 'delete', channel: 'chat:d', offset: secret })).toMatchObject({ type: 'revised', version: 2, deleted: true })
+    expect(await ada.request({ type: 'edit', channel: 'chat:d', offset: edited, data: { text: 'nothing to see' } })).toMatchObject({ type: 'revised', version: 2 })
+
+    const history = await ada.request({ type: 'history', channel: 'chat:d', limit: 100 })
+    expect(JSON.stringify(history)).not.toContain(SECRET)
+    expect((history.messages as Frame[]).find((m) => m.offset === secret)).toMatchObject({ data: null, deleted: true, version: 2 })
+    expect(JSON.stringify(await s.hub.channel('chat:d').history())).not.toContain(SECRET)
+
+    for (const query of [SECRET, 'launch codes', 'deep', 'also']) {
+      const found = await ada.request({ type: 'search', channel: 'chat:d', query })
+      expect(found, query).toMatchObject({ type: 'search', messages: [] })
+    }
+
+    // resume from before the secret: the replay shows the tombstone
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const since = { epoch: (history.position as { epoch: string }).epoch, offset: 0 }
+    expect(await bob.request({ type: 'subscribe', channel: 'chat:d', since })).toMatchObject({ type: 'subscribed' })
+    await until(() => bob.of('message').length >= 5, 5_000, 'the replay')
+    expect(JSON.stringify(bob.frames)).not.toContain(SECRET)
+    expect(bob.of('message').find((m) => m.offset === secret)).toMatchObject({ data: null, deleted: true })
+
+    // eve comes back: her offline queue holds the tombstone, never the data
+    const eve2 = await Client.open(s.ws, 'tok-eve')
+    expect(await eve2.request({ type: 'subscribe', channel: 'chat:d' })).toMatchObject({ type: 'subscribed' })
+    await until(() => eve2.of('message').some((m) => m.offset === 5), 5_000, 'eve’s queue')
+    expect(JSON.stringify(eve2.frames)).not.toContain(SECRET)
+    expect(eve2.of('message').find((m) => m.offset === secret)).toMatchObject({ data: null, deleted: true })
+  })
+
+  it('their data never comes back through at-least-once redelivery of an unacknowledged message', async () => {
+    const s = await revisable({ delivery: { ackTimeoutMs: 150 } }, { delivery: 'at-least-once' })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    expect(await bob.request({ type: 'subscribe', channel: 'chat:r' })).toMatchObject({ type: 'subscribed' })
+    const secret = await publish(ada, 'chat:r', { text: SECRET })
+    await bob.next((f) => f.type === 'message' && f.offset === secret)
+    // bob never acknowledges; ada deletes
+    const cut = bob.frames.length
+    expect(await ada.request({ type: 'delete', channel: 'chat:r', offset: secret })).toMatchObject({ type: 'revised', deleted: true })
+    await until(() => bob.frames.slice(cut).filter((f) => f.offset === secret).length >= 1, 5_000, 'a redelivery')
+    await sleep(400)
+    const later = bob.frames.slice(cut)
+    expect(JSON.stringify(later)).not.toContain(SECRET)
+    expect(later.find((f) => f.offset === secret)).toMatchObject({ data: null, deleted: true })
+  })
+})
