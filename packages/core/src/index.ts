@@ -90,6 +90,8 @@ export {
   type UserPreferences,
   type ChannelInfo,
   type ChannelHandle,
+  type RevisionOptions,
+  type RevisionResult,
   type Route,
   type AckRecipient,
   storedToFrame,
@@ -141,4 +143,5 @@ export {
   resumeOf,
 } from '@tidings/protocol'
 export type { LiveQueryProvider, LiveQueryContext, LiveQuerySubscription, LiveQueryUpdate } from './ports/live.js'
-export { clusterMessageProblem } from './cluster-message.js'
+export { clusterMessageProblem, clusterTopicOf, type ClusterTopics, ClusterArrivals, type ClusterArrivalOptions } from './cluster-message.js'
+export { presenceMember, presenceMembers, presenceRemoval } from './presence-member.js'

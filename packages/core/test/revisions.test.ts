@@ -166,7 +166,7 @@ describe('revisions: edits and deletes delivered as events with versions', () =>
     expect((await rejection(ch.edit(Number.NaN, 'x'))).code).toBe('RT_007')
   })
 
-  it('RT_007 on a channel that keeps no history, and with a store that cannot revise; revision events are not routed', async () => {
+  it('RT_004 on a channel that keeps no history, RT_007 with a store that cannot revise; revision events are not routed', async () => {
     const memory = createMemoryStore()
     const { revise: _r, search: _s, channelsOf: _c, ...rest } = memory
     const plainStore: MessageStore = { ...rest, append: memory.append, read: memory.read }
@@ -174,7 +174,7 @@ describe('revisions: edits and deletes delivered as events with versions', () =>
     const ada = await t.connect({ userId: 'ada' })
     const v = await ada.publish('volatile:1', 'say', 'x')
     expect(v.offset).toBeUndefined()
-    expect((await rejection(t.hub.channel('volatile:1').edit(1, 'y'))).code).toBe('RT_007')
+    expect((await rejection(t.hub.channel('volatile:1').edit(1, 'y'))).code).toBe('RT_004')
     const sent = await ada.publish('chat:1', 'say', 'x')
     expect((await rejection(ada.edit('chat:1', sent.offset!, 'y'))).message).toMatch(/cannot revise/)
     expect((await rejection(ada.search('chat:1', 'x'))).code).toBe('RT_007')
@@ -193,6 +193,30 @@ describe('revisions: edits and deletes delivered as events with versions', () =>
     // the route ran for the publish only, not for the revision event
     expect(routed).toEqual(['chat:1'])
     expect((await t2.hub.channel('chat:copy').history()).messages.map((m) => m.data)).toEqual(['x'])
+  })
+})
+
+describe('revisions and exclusions', () => {
+  it('an edit is not for whoever the message was not for (its exclude), nor for the editor’s own connection', async () => {
+    await using t = createTestHub({ channels: CHAT })
+    const ada = await t.connect({ userId: 'ada' })
+    const bob = await t.connect({ userId: 'bob' })
+    const cy = await t.connect({ userId: 'cy' })
+    for (const c of [ada, bob, cy]) await c.subscribe('chat:1')
+    const p = await t.hub.channel('chat:1').publish('say', { text: 'not for bob' }, { sender: 'ada', exclude: { users: ['bob'] } })
+    await t.hub.channel('chat:1').edit(p.offset!, { text: 'still not for bob' })
+    await t.hub.channel('chat:1').delete(p.offset!, { by: 'ada' })
+    await t.settle()
+    expect(bob.messages('chat:1')).toEqual([])
+    expect(cy.messages('chat:1').map((m) => m.revises?.version)).toEqual([undefined, 2, 3])
+    // a client's edit: the original's exclusions and the editor's connection
+    const q = await ada.publish('chat:1', 'say', { text: 'mine' })
+    await ada.edit('chat:1', q.offset!, { text: 'mine, edited' })
+    await t.settle()
+    expect(ada.messages('chat:1').filter((m) => m.offset! > 3)).toEqual([])
+    expect(bob.messages('chat:1').map((m) => m.revises?.version)).toEqual([undefined, 2])
+    const [stored] = (await t.hub.channel('chat:1').history({ after: q.offset! })).messages
+    expect(stored?.exclude).toEqual({ connections: [ada.connectionId] })
   })
 })
 

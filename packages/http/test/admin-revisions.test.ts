@@ -212,8 +212,8 @@ describe('PATCH / DELETE <prefix>/channels/:id/messages/:offset', () => {
 
     await s.hub.publish('nohist:x', 'e', 1)
     for (const r of [await patch(s.base, 'nohist:x', 1, { data: 2 }), await del(s.base, 'nohist:x', 1)]) {
-      expect(r.status).toBe(400)
-      expect(r.body).toMatchObject({ code: 'RT_007' })
+      expect(r.status).toBe(404)
+      expect(r.body).toMatchObject({ code: 'RT_004' })
     }
   })
 

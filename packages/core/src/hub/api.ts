@@ -108,8 +108,9 @@ export interface ChannelHandle {
   /**
    * Replace the data of a stored message: the store makes it the next version, and a revision
    * event (a message with `revises`) goes to the channel's subscribers, is kept in the log and
-   * replayed like any message. `RT_004` when the message is not retained (or deleted); `RT_007`
-   * when the channel keeps no history or the store has no `revise`.
+   * replayed like any message; it is not for whoever the message was not for (its `exclude`).
+   * `RT_004` when the message is not retained (or deleted) or the channel keeps no history;
+   * `RT_007` when the store has no `revise`.
    */
   edit(offset: number, data: unknown, options?: RevisionOptions): Promise<RevisionResult>
   /** Delete a stored message (its data becomes null; its offset stays as a tombstone), as `edit` does. */

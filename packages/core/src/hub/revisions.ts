@@ -1,7 +1,7 @@
 import { type ClientFrameOf, RealtimeError } from '@tidings/protocol'
 import type { Clock } from '../ports/clock.js'
 import type { Revision, StoredMessage } from '../ports/store.js'
-import type { RevisionOptions, RevisionResult } from './api.js'
+import type { PublishOptions, RevisionOptions, RevisionResult } from './api.js'
 import type { ResolvedChannel } from './channels.js'
 import type { Connection } from './connection.js'
 import type { Signals } from './events.js'
@@ -69,7 +69,7 @@ export class Revisions {
 
   private async apply(channel: string, resolved: ResolvedChannel, offset: number, revision: Revision, request: ReviseRequest & { bytes?: number }): Promise<RevisionResult> {
     const store = this.host.options.store
-    if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_007', `'${channel}' keeps no history: its messages cannot be revised`)
+    if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history: its messages cannot be revised`)
     if (typeof store.revise !== 'function') throw new RealtimeError('RT_007', 'the hub’s message store cannot revise messages (it has no revise())')
     const now = this.host.clock.now()
     const page = await store.read(channel, { after: offset - 1, limit: 1, now })
@@ -99,7 +99,7 @@ export class Revisions {
         data,
         {
           sender: request.by,
-          exclude: conn !== undefined && !resolved.options.echo ? { connections: [conn.id] } : undefined,
+          exclude: revisionExclusions(original.exclude, conn !== undefined && !resolved.options.echo ? conn.id : undefined),
           revises: deleted ? { offset, version, deleted: true } : { offset, version },
         },
         conn?.id,
@@ -109,7 +109,19 @@ export class Revisions {
       this.host.signals.report(err, 'revision.publish')
       throw err
     }
-    if (published.offset === undefined) throw new RealtimeError('RT_007', `'${channel}' keeps no history: its messages cannot be revised`)
+    if (published.offset === undefined) throw new RealtimeError('RT_004', `'${channel}' keeps no history: its messages cannot be revised`)
     return { offset, version, deleted, revision: published.offset, messageId: published.messageId, recipients: published.recipients }
   }
+}
+
+/**
+ * Who a revision event is not for: whoever the message itself was not for (a publish's
+ * `exclude`: an edit must not reach them either), and the revising connection unless the channel
+ * echoes.
+ */
+function revisionExclusions(original: StoredMessage['exclude'], reviser: string | undefined): PublishOptions['exclude'] {
+  const connections = [...new Set([...(original?.connections ?? []), ...(reviser !== undefined ? [reviser] : [])])]
+  const users = original?.users ?? []
+  if (connections.length === 0 && users.length === 0) return undefined
+  return { ...(connections.length > 0 ? { connections } : {}), ...(users.length > 0 ? { users } : {}) }
 }
