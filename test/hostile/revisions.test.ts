@@ -1,4 +1,4 @@
-import { createMemoryStore, type HubOptions } from '@tidings/core'
+import { type ConsumerCursor, createMemoryStore, type HubOptions, type MemoryMessageStore } from '@tidings/core'
 import { describe, expect, it } from 'vitest'
 import { Client, type Frame, nested, serve, sleep, until } from './support.js'
 
@@ -15,6 +15,11 @@ async function revisable(hubOptions: HubOptions = {}, chat: Record<string, unkno
   const s = await serve({ store, ...hubOptions })
   s.hub.channels.register('chat:*', { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own', history: { maxCount: 100_000 }, ...chat })
   return { ...s, store }
+}
+
+/** The memory store answers cursors synchronously. */
+function cursorOf(store: MemoryMessageStore, channel: string, consumer: string): ConsumerCursor | undefined {
+  return store.cursor(channel, consumer) as ConsumerCursor | undefined
 }
 
 async function publish(c: Client, channel: string, data: unknown, event = 'say'): Promise<number> {
@@ -217,6 +222,32 @@ describe('revising a message that is not yours', () => {
   })
 })
 
+describe('new data a publish would refuse', () => {
+  it('a plaintext (or malformed envelope) edit on an encrypted channel, or data failing the event schema, is RT_007 and changes nothing', async () => {
+    const s = await revisable()
+    const envelope = { e2e: 1, kid: 'k1', iv: 'AAAAAAAAAAAAAAAA', ct: 'Y2lwaGVydGV4dC1vZi1hdC1sZWFzdC0yMg' }
+    s.hub.channels.register('vault:*', { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own', encrypted: true })
+    s.hub.channels.register('typed:*', {
+      subscribe: 'authenticated',
+      publish: 'authenticated',
+      revisions: 'own',
+      events: { say: { safeParse: (d: unknown) => ({ success: typeof (d as { text?: unknown } | null)?.text === 'string' }) } },
+    })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const sealed = await publish(ada, 'vault:1', envelope)
+    for (const data of [{ text: 'plain' }, 'plain', null, undefined, [envelope], { ...envelope, extra: 1 }, { ...envelope, iv: 'short' }]) {
+      expect(await ada.request({ type: 'edit', channel: 'vault:1', offset: sealed, data }), JSON.stringify(data)).toMatchObject({ type: 'error', code: 'RT_007' })
+    }
+    expect((await s.hub.channel('vault:1').history()).messages).toEqual([expect.objectContaining({ data: envelope })])
+    expect(await ada.request({ type: 'edit', channel: 'vault:1', offset: sealed, data: { ...envelope, kid: 'k2' } })).toMatchObject({ type: 'revised', version: 2 })
+    const typed = await publish(ada, 'typed:1', { text: 'ok' })
+    for (const data of [{ text: 1 }, null, 'x', { txt: 'x' }]) expect(await ada.request({ type: 'edit', channel: 'typed:1', offset: typed, data })).toMatchObject({ code: 'RT_007' })
+    expect((await s.hub.channel('typed:1').history()).messages).toEqual([expect.objectContaining({ data: { text: 'ok' } })])
+    expect((await ada.request({ type: 'delete', channel: 'typed:1', offset: typed })).type).toBe('revised')
+    await stillUsable(ada)
+  })
+})
+
 describe('version races', () => {
   it('50 concurrent edits from the owner’s two connections get distinct versions; a subscriber and history converge on the highest', async () => {
     const s = await revisable()
@@ -261,6 +292,29 @@ describe('version races', () => {
   })
 })
 
+describe('delete racing edits', () => {
+  it('a delete among 30 concurrent edits: nothing is applied after it, it holds the highest version, history stays deleted', async () => {
+    const s = await revisable()
+    const a1 = await Client.open(s.ws, 'tok-ada')
+    const a2 = await Client.open(s.ws, 'tok-ada')
+    const offset = await publish(a1, 'chat:dr', { text: 'v1' })
+    const edits: Array<Promise<Frame>> = []
+    for (let i = 0; i < 30; i++) edits.push((i % 2 ? a1 : a2).request({ type: 'edit', channel: 'chat:dr', offset, data: { text: `e${i}` } }))
+    const del = a1.request({ type: 'delete', channel: 'chat:dr', offset })
+    for (let i = 30; i < 40; i++) edits.push((i % 2 ? a1 : a2).request({ type: 'edit', channel: 'chat:dr', offset, data: { text: `e${i}` } }))
+    const deleted = await del
+    const answers = await Promise.all(edits)
+    expect(deleted).toMatchObject({ type: 'revised', deleted: true })
+    const applied = answers.filter((a) => a.type === 'revised')
+    const refused = answers.filter((a) => a.type === 'error')
+    for (const r of refused) expect(r).toMatchObject({ code: 'RT_004' })
+    for (const a of applied) expect(a.version as number).toBeLessThan(deleted.version as number)
+    expect(deleted.version).toBe(applied.length + 2)
+    const h = await s.hub.channel('chat:dr').history({ after: 0, limit: 1 })
+    expect(h.messages[0]).toMatchObject({ offset, data: null, deleted: true, version: deleted.version })
+  })
+})
+
 describe('floods', () => {
   it('10,000 edit frames at once: RT_006 past messagesPerSecond as for publishes; the store grows only by the revision events', async () => {
     const s = await revisable()
@@ -298,7 +352,6 @@ describe('floods', () => {
     expect(Math.abs(after.bytes - b1.bytes - revised.length * one)).toBeLessThanOrEqual(8 * revised.length)
     await sleep(1_100)
     await stillUsable(ada)
-    console.log('edit flood', { revised: revised.length, refused: refused.length, seconds, one })
   }, 60_000)
 
   it('10,000 search and channels frames at once: RT_006 past the rate, answers all, the store is untouched', async () => {
@@ -310,7 +363,7 @@ describe('floods', () => {
     await ada.request({ type: 'subscribe', channel: 'inbox:ada' })
     await until(() => ada.of('message').some((f) => f.channel === 'inbox:ada'))
     ada.send({ type: 'ack', channel: 'inbox:ada', offset: 1 })
-    await until(() => (s.store.cursor('inbox:ada', 'ada')?.offset ?? 0) === 1, 5_000, 'cursor')
+    await until(() => (cursorOf(s.store, 'inbox:ada', 'ada')?.offset ?? 0) === 1, 5_000, 'cursor')
     await sleep(1_100)
     const before = s.store.stats()
     const started = Date.now()
@@ -332,7 +385,6 @@ describe('floods', () => {
     expect(s.store.stats()).toEqual(before)
     await sleep(1_100)
     await stillUsable(ada)
-    console.log('read flood', { search: found.length, channels: lists.length, refused: refused.length, seconds })
   }, 60_000)
 })
 
@@ -490,8 +542,8 @@ describe('channel lists', () => {
       const m = await c.next((f) => f.type === 'message')
       c.send({ type: 'ack', channel: m.channel, offset: m.offset })
     }
-    await until(() => s.store.cursor('private:user-ada', 'ada')?.offset === 1 && s.store.cursor('private:user-bob', 'bob')?.offset === 1, 5_000, 'cursors')
-    expect(s.store.cursor('private:user-bob', 'ada')).toBeUndefined()
+    await until(() => cursorOf(s.store, 'private:user-ada', 'ada')?.offset === 1 && cursorOf(s.store, 'private:user-bob', 'bob')?.offset === 1, 5_000, 'cursors')
+    expect(cursorOf(s.store, 'private:user-bob', 'ada')).toBeUndefined()
     const adaList = await ada.request({ type: 'channels' })
     const bobList = await bob.request({ type: 'channels' })
     expect((adaList.channels as Frame[]).map((c) => c.name)).toEqual(['private:user-ada'])
@@ -510,7 +562,7 @@ describe('channel lists', () => {
       await s.hub.channel(`inbox:${i}`).publish('n', { i })
       expect(await ada.request({ type: 'subscribe', channel: `inbox:${i}` })).toMatchObject({ type: 'subscribed' })
     }
-    await until(() => [0, 1, 2, 3, 4].every((i) => s.store.cursor(`inbox:${i}`, 'ada') !== undefined), 5_000, 'cursors')
+    await until(() => [0, 1, 2, 3, 4].every((i) => cursorOf(s.store, `inbox:${i}`, 'ada') !== undefined), 5_000, 'cursors')
     for (const limit of [0, 501, -1, 1.5, '5', null, 2 ** 53]) expect(await ada.request({ type: 'channels', limit }), String(limit)).toMatchObject({ type: 'error', code: 'RT_007' })
     expect(await ada.request({ type: 'channels', limit: 5, channel: 'inbox:0' })).toMatchObject({ code: 'RT_007' })
     expect((await ada.request({ type: 'channels', limit: 1 })).channels).toHaveLength(1)
@@ -536,7 +588,7 @@ describe('channel lists', () => {
     const ada = await Client.open(s.ws, 'tok-ada')
     expect(await ada.request({ type: 'subscribe', channel: 'team:x' })).toMatchObject({ type: 'subscribed' })
     expect(await ada.request({ type: 'subscribe', channel: 'private:room-r' })).toMatchObject({ type: 'subscribed' })
-    await until(() => s.store.cursor('team:x', 'ada') !== undefined && s.store.cursor('private:room-r', 'ada') !== undefined, 5_000, 'cursors')
+    await until(() => cursorOf(s.store, 'team:x', 'ada') !== undefined && cursorOf(s.store, 'private:room-r', 'ada') !== undefined, 5_000, 'cursors')
     const names = async () => ((await ada.request({ type: 'channels' })).channels as Frame[]).map((c) => c.name).sort()
     expect(await names()).toEqual(['private:room-r', 'team:x'])
     s.hub.rooms.removeMember('private:room-r', 'ada')
@@ -585,7 +637,7 @@ describe('deleted messages', () => {
     await eve.request({ type: 'subscribe', channel: 'chat:d' })
     const first = await eve.next((f) => f.type === 'message' && f.channel === 'chat:d')
     eve.send({ type: 'ack', channel: 'chat:d', offset: first.offset })
-    await until(() => s.store.cursor('chat:d', 'eve')?.offset === 1, 5_000, 'eve’s cursor')
+    await until(() => cursorOf(s.store, 'chat:d', 'eve')?.offset === 1, 5_000, 'eve’s cursor')
     eve.socket.close()
     await eve.whenClosed()
     const secret = await publish(ada, 'chat:d', { text: `the ${SECRET} words`, nested: [{ deep: SECRET }] })
