@@ -70,6 +70,24 @@ describe('revising a message that is not yours', () => {
     await stillUsable(bob)
   })
 
+  it('a message the server published (no sender) is nobody’s: the channel’s owner cannot revise it (RT_003)', async () => {
+    const s = await revisable()
+    s.hub.channels.register('private:user-{userId}', {
+      subscribe: (ctx) => ctx.identity.userId === ctx.params['userId'],
+      publish: (ctx) => ctx.identity.userId === ctx.params['userId'],
+      revisions: 'own',
+    })
+    const { offset } = await s.hub.channel('private:user-bob').publish('notice', { text: 'your invoice' })
+    const bob = await Client.open(s.ws, 'tok-bob')
+    expect(await bob.request({ type: 'edit', channel: 'private:user-bob', offset, data: { text: 'paid' } })).toMatchObject({ code: 'RT_003' })
+    expect(await bob.request({ type: 'delete', channel: 'private:user-bob', offset })).toMatchObject({ code: 'RT_003' })
+    // nor may ada touch bob's channel at all (the publish rule), even a message of her own name
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const { offset: forged } = await s.hub.channel('private:user-bob').publish('notice', { text: 'from ada' }, { sender: 'ada' })
+    expect(await ada.request({ type: 'delete', channel: 'private:user-bob', offset: forged })).toMatchObject({ code: 'RT_003' })
+    expect((await s.hub.channel('private:user-bob').history()).messages.map((m) => m.version)).toEqual([undefined, undefined])
+  })
+
   it('a revision event’s offset is RT_007, for its author and for anyone else, and changes nothing', async () => {
     const s = await revisable()
     const ada = await Client.open(s.ws, 'tok-ada')
