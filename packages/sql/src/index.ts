@@ -22,3 +22,4 @@ export { type OutboxLocation, type PgQueryable, type TxPublishOptions, type TxPu
 export { type OutboxRelay, type OutboxRelayOptions, type OutboxRelayStats, createOutboxRelay } from './outbox.js'
 export { outboxMigration, outboxTables } from './migrations/0003_outbox.js'
 export { type LiveCollection, type LiveRowRule, type LiveQueries, type LiveQueriesOptions, type LiveQueriesStats, type LiveRowChange, LIVE_NOTIFY_CHANNEL, createLiveQueries } from './live/index.js'
+export { type SqliteStore, type SqliteStoreDatabase, type SqliteStoreOptions, type SqliteSweepResult, SQLITE_DEFAULT_PREFIX, SQLITE_MIGRATIONS, createSqliteMigrator, createSqliteStore, migrateSqlite, sqliteStoreMigration } from './sqlite/index.js'
