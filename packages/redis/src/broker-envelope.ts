@@ -1,9 +1,7 @@
-import { type ClusterMessage, clusterMessageProblem } from '@tidings/core'
-
 /**
- * What crosses Redis between brokers: a `ClusterMessage` as JSON, checked when it arrives with
- * the core's `clusterMessageProblem` (anything can be published on a Redis channel), plus the
- * broker's own probes.
+ * What crosses Redis between brokers: a `ClusterMessage` as JSON (checked on arrival by the
+ * core's `ClusterArrivals`, with `clusterMessageProblem`: anything can be published on a Redis
+ * channel), plus the broker's own probes.
  */
 
 /** A probe a broker sends to itself to check that its subscriber connection really delivers. */
@@ -14,20 +12,19 @@ export interface Probe {
 }
 
 export type Decoded =
-  | { readonly ok: true; readonly message: ClusterMessage | Probe }
+  | { readonly ok: true; readonly probe: Probe; readonly message?: undefined }
+  | { readonly ok: true; readonly probe?: undefined; readonly message: unknown }
   | { readonly ok: false; readonly reason: string }
 
-/** Parse and check one payload from Redis. Never throws. */
-export function decodeEnvelope(payload: string, validateFrames = true): Decoded {
+/** Parse one payload from Redis: a probe (checked here), or what should be a `ClusterMessage` (checked by the broker's arrivals). Never throws. */
+export function decodeEnvelope(payload: string): Decoded {
   let m: unknown
   try {
     m = JSON.parse(payload)
   } catch {
     return { ok: false, reason: 'not JSON' }
   }
-  const probe = typeof m === 'object' && m !== null && (m as { kind?: unknown }).kind === 'probe'
-  const problem = probe
-    ? typeof (m as { origin?: unknown }).origin === 'string' && (m as { origin: string }).origin.length > 0 && typeof (m as { n?: unknown }).n === 'number' ? undefined : 'invalid probe'
-    : clusterMessageProblem(m, validateFrames)
-  return problem === undefined ? { ok: true, message: m as ClusterMessage | Probe } : { ok: false, reason: problem }
+  if (typeof m !== 'object' || m === null || (m as { kind?: unknown }).kind !== 'probe') return { ok: true, message: m }
+  const p = m as { origin?: unknown; n?: unknown }
+  return typeof p.origin === 'string' && p.origin.length > 0 && typeof p.n === 'number' ? { ok: true, probe: m as Probe } : { ok: false, reason: 'invalid probe' }
 }

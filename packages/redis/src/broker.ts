@@ -1,4 +1,4 @@
-import type { Broker, ClusterMessage } from '@tidings/core'
+import { type Broker, ClusterArrivals } from '@tidings/core'
 import { type Probe, decodeEnvelope } from './broker-envelope.js'
 import { type RedisClient, isCluster } from './client.js'
 
@@ -123,42 +123,27 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   const sharded = isCluster(options.client)
   const prefix = options.prefix ?? 'tidings:'
   const now = options.now ?? Date.now
-  const validateFrames = options.validateFrames ?? true
   const probeEvery = options.probeIntervalMs ?? 5_000
-  /** Where the hub hears of the broker's own failures (set by start: the hub's onError, logger and error event). */
-  let hubError: ((error: unknown) => void) | undefined
-  const report = (err: Error) => {
-    try {
-      if (options.onError) options.onError(err)
-      else if (!hubError) console.warn(`[tidings/redis broker] ${err.message}`)
-    } catch {
-      // an onError that throws must not break the broker
-    }
-    try {
-      hubError?.(err)
-    } catch {
-      // nor a hub hook that throws
-    }
-  }
 
   const allTopic = `${prefix}all`
   const nodeTopic = (id: string) => `${prefix}node:${id}`
   const channelTopic = (channel: string) => `${prefix}ch:${channel}`
-  /** The topic a message travels on (throws on a message without a target: publish rejects). */
-  const topicOf = (m: ClusterMessage): string => {
-    if (m.kind === 'reply') return nodeTopic(m.to)
-    if (m.kind === 'dispatch' && m.target.kind === 'channel') return channelTopic(m.target.channel)
-    return allTopic
-  }
+  /** The node, the hub channels it wants (kept across reconnects, applied on every (re)connect), arrivals handed to the hub, reports. */
+  const arrivals = new ClusterArrivals({
+    topics: { all: allTopic, node: nodeTopic, channel: channelTopic },
+    validateFrames: options.validateFrames ?? true,
+    error: (message, reason, cause) => new RedisBrokerError(message, reason, cause === undefined ? undefined : { cause }),
+    onError: options.onError,
+    label: '[tidings/redis broker]',
+  })
+  const { channels } = arrivals
+  const report = (err: Error) => arrivals.report(err)
 
   let nodeId: string | undefined
-  let deliver: ((m: ClusterMessage) => void) | undefined
   let sub: Conn | undefined
   let ownSub = false
   let started = false
   let closed = false
-  /** The hub channels this node wants: kept across reconnects, applied on every (re)connect. */
-  const channels = new Set<string>()
   /** Every topic is subscribed on the current subscriber connection (set once the resubscription answered). */
   let subscribed = false
   /** Counts (re)subscriptions, so a late answer of an older one is ignored. */
@@ -173,8 +158,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   let probeSeen = 0
   let probeTimer: ReturnType<typeof setInterval> | undefined
 
-  let onResumed: (() => void) | undefined
-  const stats = { published: 0, received: 0, delivered: 0, malformed: 0, ignored: 0, resubscribes: 0, rejected: 0 }
+  const stats = { published: 0, received: 0, resubscribes: 0, rejected: 0 }
   let health: RedisBrokerHealth = { state: 'down', since: now(), reason: 'not started' }
 
   const downReason = (): string | undefined => {
@@ -225,13 +209,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       stats.resubscribes++
       subscribed = true
       // Every subscription after the first follows a loss: the hub looks for what it missed.
-      if (stats.resubscribes > 1) {
-        try {
-          onResumed?.()
-        } catch (err) {
-          report(new RedisBrokerError(`resumed hook: ${asError(err).message}`, 'deliver', { cause: err }))
-        }
-      }
+      if (stats.resubscribes > 1) arrivals.resumed()
       probeLost = undefined
       lossReported = false
       refresh()
@@ -266,11 +244,11 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
   // ------------------------------------------------------------------ arrivals
 
   const onMessage = (topic: string | Buffer, payload: string | Buffer) => {
-    if (closed || !deliver) return
+    if (closed || !arrivals.delivering) return
     const t = String(topic)
-    const decoded = decodeEnvelope(String(payload), validateFrames)
-    if (decoded.ok && decoded.message.kind === 'probe') {
-      const p = decoded.message as Probe
+    const decoded = decodeEnvelope(String(payload))
+    if (decoded.ok && decoded.probe) {
+      const p = decoded.probe
       if (p.origin === nodeId && t === nodeTopic(nodeId)) {
         probeSeen = Math.max(probeSeen, p.n)
         if (probeLost !== undefined && probeSeen >= probeSent) {
@@ -281,42 +259,8 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       return
     }
     stats.received++
-    if (!decoded.ok) {
-      stats.malformed++
-      report(new RedisBrokerError(`dropped a malformed message on ${t}: ${decoded.reason}`, 'malformed'))
-      return
-    }
-    const m = decoded.message as ClusterMessage
-    if (m.origin === nodeId) {
-      stats.ignored++
-      return
-    }
-    let expected: string
-    try {
-      expected = topicOf(m)
-    } catch {
-      expected = ''
-    }
-    if (expected !== t) {
-      stats.malformed++
-      report(new RedisBrokerError(`dropped a message that arrived on ${t} but belongs on ${expected || 'no topic'}`, 'misrouted'))
-      return
-    }
-    if (m.kind === 'reply' && m.to !== nodeId) {
-      stats.ignored++
-      return
-    }
-    // A subscription Redis still had (an unsubscribe lost in a reconnect): not wanted, not delivered.
-    if (m.kind === 'dispatch' && m.target.kind === 'channel' && !channels.has(m.target.channel)) {
-      stats.ignored++
-      return
-    }
-    stats.delivered++
-    try {
-      deliver(m)
-    } catch (err) {
-      report(new RedisBrokerError(`the hub failed to take a message: ${asError(err).message}`, 'deliver', { cause: err }))
-    }
+    if (!decoded.ok) arrivals.malformed(`message on ${t}: ${decoded.reason}`)
+    else arrivals.take(decoded.message, t)
   }
 
   // ------------------------------------------------------------------ probes
@@ -396,9 +340,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
     async start(id, fn, hooks) {
       if (closed || started) return
       nodeId = id
-      deliver = fn
-      onResumed = hooks?.resumed
-      hubError = hooks?.error
+      arrivals.start(id, fn, hooks)
       sub = makeSubscriber()
       started = true
       listen(true)
@@ -436,7 +378,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       let payload: string
       let topic: string
       try {
-        topic = topicOf(message)
+        topic = arrivals.topicOf(message)
         payload = JSON.stringify(message)
         if (typeof payload !== 'string') throw new TypeError('not a message')
       } catch (err) {
@@ -492,13 +434,12 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
       if (closed) return
       const topics = started && nodeId !== undefined ? wantedTopics() : []
       closed = true
-      channels.clear()
+      arrivals.stop()
       if (probeTimer !== undefined) clearInterval(probeTimer)
       listen(false)
       refresh()
       const s = sub
       sub = undefined
-      deliver = undefined
       if (!s) return
       if (ownSub) {
         s.disconnect()
@@ -520,7 +461,7 @@ export function createRedisBroker(options: RedisBrokerOptions): RedisBroker {
     },
 
     stats() {
-      return { ...stats }
+      return { ...stats, ...arrivals.counts }
     },
   }
 }

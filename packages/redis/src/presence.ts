@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { PresenceChange, PresenceEntry, PresenceMember, PresenceStore } from '@tidings/core'
+import { type PresenceChange, type PresenceEntry, type PresenceStore, presenceMember, presenceMembers, presenceRemoval } from '@tidings/core'
 import type { RedisClient } from './client.js'
 import { CHANNEL_SCRIPT, DEAD_NODES_SCRIPT, NODE_SCRIPT, SEEN_SCRIPT } from './presence-scripts.js'
 
@@ -32,7 +32,6 @@ interface Scripted {
   tidingsPresenceSeen(lastSeen: string, max: string, ...pairs: string[]): Promise<unknown>
 }
 
-type Row = PresenceEntry
 type RemoveResult = Array<{ channel: string; change: PresenceChange }>
 
 /**
@@ -100,8 +99,9 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
     const r = (await channelOp(channel, 'leave', connectionId, onlyNode)) as [number, string, string[]] | null
     if (!r) return undefined
     const [edge, nodeId, raw] = r
-    const member = memberOf(parseRows(channel, raw))
-    return { nodeId, change: edge === 1 ? { edge: true, member: { ...member, connections: 0, lastSeen: now } } : { edge: false, member } }
+    // The rows: the removed entry on the user's leave edge, else the user's remaining entries.
+    const rows = parseRows(channel, raw)
+    return { nodeId, change: presenceRemoval(rows[0]!, edge === 1 ? [] : rows, now) }
   }
 
   return {
@@ -121,7 +121,7 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
           String(entry.updatedAt),
         )) as [number, string, string[]]
         if (replaced !== '' && replaced !== entry.nodeId) await nodeOp('untrack', replaced, r)
-        return { edge: edge === 1, member: memberOf(parseRows(entry.channel, raw)) }
+        return { edge: edge === 1, member: presenceMember(parseRows(entry.channel, raw)) }
       })
     },
 
@@ -140,7 +140,7 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
         if (!r) return undefined
         const [nodeId, raw] = r
         const rows = parseRows(channel, raw)
-        const member = memberOf(rows)
+        const member = presenceMember(rows)
         await Promise.all([nodeOp('touch', nodeId, String(patch.now)), seen([member.id, String(patch.now)])])
         return member
       })
@@ -156,14 +156,7 @@ export function createRedisPresenceStore(options: RedisPresenceStoreOptions): Pr
     },
 
     async members(channel) {
-      const rows = parseRows(channel, (await channelOp(channel, 'read')) as string[])
-      const byUser = new Map<string, Row[]>()
-      for (const row of rows) {
-        let list = byUser.get(row.userId)
-        if (!list) byUser.set(row.userId, (list = []))
-        list.push(row)
-      }
-      return [...byUser.values()].map(memberOf)
+      return presenceMembers(parseRows(channel, (await channelOp(channel, 'read')) as string[]))
     },
 
     async entries(channel) {
@@ -231,8 +224,8 @@ function defineScripts(client: RedisClient): void {
 }
 
 /** Rows of the channel script: 7 strings per entry. */
-function parseRows(channel: string, raw: readonly string[]): Row[] {
-  const rows: Row[] = []
+function parseRows(channel: string, raw: readonly string[]): PresenceEntry[] {
+  const rows: PresenceEntry[] = []
   for (let i = 0; i + 6 < raw.length; i += 7) {
     rows.push({
       channel,
@@ -246,15 +239,4 @@ function parseRows(channel: string, raw: readonly string[]): Row[] {
     })
   }
   return rows
-}
-
-/** A user's member from its entries in update order: the latest updated (later on ties) gives state and data. */
-function memberOf(rows: readonly Row[]): PresenceMember {
-  let latest = rows[0]!
-  let joinedAt = latest.joinedAt
-  for (const e of rows) {
-    if (e.updatedAt >= latest.updatedAt) latest = e
-    if (e.joinedAt < joinedAt) joinedAt = e.joinedAt
-  }
-  return { id: latest.userId, state: latest.state, data: latest.data, connections: rows.length, joinedAt, lastSeen: latest.updatedAt }
 }

@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto'
-import type { Broker, BrokerHooks, ClusterMessage } from '@tidings/core'
+import { type Broker, ClusterArrivals } from '@tidings/core'
 import pg from 'pg'
 import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
 import { schemaContext } from './names.js'
-import { type Envelope, type FenceEnvelope, NOTIFY_PAYLOAD_LIMIT, type OutboxEnvelope, checkChannelPrefix, messageProblem, notifyChannel, parseEnvelope } from './notify.js'
+import { type Envelope, type FenceEnvelope, NOTIFY_PAYLOAD_LIMIT, type OutboxEnvelope, checkChannelPrefix, notifyChannel, parseEnvelope } from './notify.js'
 
 /**
  * The broker on PostgreSQL LISTEN/NOTIFY, for a cluster that has PostgreSQL and nothing else.
@@ -147,7 +147,6 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   const ttlMs = options.outboxTtlMs ?? 60_000
   const tableOptions = { schema: options.schema, prefix: options.tablePrefix }
   const OUTBOX = clusterTables(schemaContext(tableOptions)).outbox
-  const validateFrames = options.validateFrames ?? true
   const probeEvery = options.probeIntervalMs ?? 5_000
   const minDelay = options.reconnect?.minMs ?? 100
   const maxDelay = options.reconnect?.maxMs ?? 5_000
@@ -162,30 +161,19 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   if (ownPool) pool.on('error', () => undefined)
   const listenConfig: pg.ClientConfig = options.listen ?? (options.connectionString ? { connectionString: options.connectionString } : { ...(pool as unknown as { options: pg.ClientConfig }).options })
 
-  let hubError: ((error: unknown) => void) | undefined
-  let onResumed: BrokerHooks['resumed']
-  const report = (err: Error) => {
-    try {
-      if (options.onError) options.onError(err)
-      else if (!hubError) console.warn(`[tidings/sql broker] ${err.message}`)
-    } catch {
-      // an onError that throws must not break the broker
-    }
-    try {
-      hubError?.(err)
-    } catch {
-      // nor a hub hook that throws
-    }
-  }
-
   const allTopic = 'all'
   const nodeTopic = (id: string) => `node:${id}`
   const channelTopic = (channel: string) => (buckets > 0 ? `chb:${createHash('sha256').update(channel).digest().readUInt32BE(0) % buckets}` : `ch:${channel}`)
-  const topicOf = (m: ClusterMessage): string => {
-    if (m.kind === 'reply') return nodeTopic(m.to)
-    if (m.kind === 'dispatch' && m.target.kind === 'channel') return channelTopic(m.target.channel)
-    return allTopic
-  }
+  /** The node, the hub channels it wants (kept across reconnects), arrivals handed to the hub, reports. */
+  const arrivals = new ClusterArrivals({
+    topics: { all: allTopic, node: nodeTopic, channel: channelTopic },
+    validateFrames: options.validateFrames ?? true,
+    error: (message, reason, cause) => new PostgresBrokerError(message, reason, cause === undefined ? undefined : { cause }),
+    onError: options.onError,
+    label: '[tidings/sql broker]',
+  })
+  const { channels } = arrivals
+  const report = (err: Error) => arrivals.report(err)
   const idents = new Map<string, string>()
   const identOf = (topic: string): string => {
     let id = idents.get(topic)
@@ -200,11 +188,8 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   const unlistenSql = (topic: string) => `UNLISTEN ${pg.escapeIdentifier(identOf(topic))}`
 
   let nodeId: string | undefined
-  let deliver: ((m: ClusterMessage) => void) | undefined
   let started = false
   let closed = false
-  /** The hub channels this node wants: kept across reconnects. */
-  const channels = new Set<string>()
   /** How many wanted channels each channel topic carries (one each, unless channels share buckets). */
   const topicUse = new Map<string, number>()
   /** The last LISTEN/UNLISTEN of a topic still in flight (a second subscribe answers when the first took effect). */
@@ -240,7 +225,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   let cleanupTimer: ReturnType<typeof setInterval> | undefined
   let seq = 0
 
-  const stats = { published: 0, outboxWrites: 0, received: 0, delivered: 0, outboxReads: 0, outboxMisses: 0, malformed: 0, ignored: 0, reconnects: 0, rejected: 0 }
+  const stats = { published: 0, outboxWrites: 0, received: 0, outboxReads: 0, outboxMisses: 0, reconnects: 0, rejected: 0 }
   let health: PostgresBrokerHealth = { state: 'down', since: now(), reason: 'not started' }
   let lastProblem: string | undefined
   const downReason = (): string | undefined => {
@@ -336,11 +321,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
       if (everListened) {
         stats.reconnects++
         // Messages published while the connection was gone are lost: the hub looks for gaps.
-        try {
-          onResumed?.()
-        } catch (err) {
-          report(new PostgresBrokerError(`resumed hook: ${asError(err).message}`, 'deliver', { cause: err }))
-        }
+        arrivals.resumed()
       }
       everListened = true
     } catch (err) {
@@ -385,33 +366,23 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
   let draining = false
 
   const arrived = (channel: string, payload: string) => {
-    if (closed || !deliver) return
+    if (closed || !arrivals.delivering) return
     stats.received++
     const parsed = parseEnvelope(payload)
-    if (!parsed.ok) {
-      stats.malformed++
-      report(new PostgresBrokerError(`dropped a malformed notification on ${channel}: ${parsed.reason}`, 'malformed'))
-      return
-    }
+    if (!parsed.ok) return arrivals.malformed(`notification on ${channel}: ${parsed.reason}`)
     const e = parsed.envelope
     if ('f' in e) {
       if (nodeId !== undefined && e.t === nodeTopic(nodeId) && identOf(e.t) === channel) fenceSeen(e)
       return
     }
     if (identOf(e.t) !== channel) {
-      stats.malformed++
+      arrivals.counts.malformed++
       report(new PostgresBrokerError(`dropped a message for ${e.t} that arrived on ${channel}`, 'misrouted'))
       return
     }
-    if ('m' in e) {
-      inbox.push({ channel, envelope: e, message: e.m })
-    } else {
-      if (e.o === nodeId) {
-        stats.ignored++
-        return
-      }
-      inbox.push({ channel, envelope: e })
-    }
+    if ('m' in e) inbox.push({ channel, envelope: e, message: e.m })
+    else if (e.o === nodeId) arrivals.ignore()
+    else inbox.push({ channel, envelope: e })
     if (!draining) void drain()
   }
 
@@ -445,19 +416,14 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
               a.message = JSON.parse(text) as unknown
             } catch {
               a.message = null
-              stats.malformed++
-              report(new PostgresBrokerError(`dropped a malformed outbox row ${x}`, 'malformed'))
+              arrivals.malformed(`outbox row ${x}`)
             }
           }
           if (missing > 0) {
             stats.outboxMisses += missing
             if (rows) report(new PostgresBrokerError(`${missing} outbox message(s) were gone when read (older than outboxTtlMs?): lost`, 'outbox'))
             // Messages are missing: let the hub compare its live channels with their streams.
-            try {
-              onResumed?.()
-            } catch {
-              // the hub's hook reports its own failures
-            }
+            arrivals.resumed()
           }
         }
         // Hand on everything up to the first arrival still unread (it arrived during the read).
@@ -466,45 +432,11 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
         const batch = inbox.splice(0, ready)
         for (const a of batch) {
           if (closed) return
-          if (a.message !== null) hand(a)
+          if (a.message !== null) arrivals.take(a.message, a.envelope!.t, a.channel)
         }
       }
     } finally {
       draining = false
-    }
-  }
-
-  const hand = (a: Arrival) => {
-    const m = a.message
-    const problem = messageProblem(m, validateFrames)
-    if (problem !== undefined) {
-      stats.malformed++
-      report(new PostgresBrokerError(`dropped a malformed message on ${a.channel}: ${problem}`, 'malformed'))
-      return
-    }
-    const message = m as ClusterMessage
-    if (message.origin === nodeId) {
-      stats.ignored++
-      return
-    }
-    if (topicOf(message) !== a.envelope!.t) {
-      stats.malformed++
-      report(new PostgresBrokerError(`dropped a message that arrived for ${a.envelope!.t} but belongs on ${topicOf(message)}`, 'misrouted'))
-      return
-    }
-    if (message.kind === 'reply' && message.to !== nodeId) {
-      stats.ignored++
-      return
-    }
-    if (message.kind === 'dispatch' && message.target.kind === 'channel' && !channels.has(message.target.channel)) {
-      stats.ignored++
-      return
-    }
-    stats.delivered++
-    try {
-      deliver!(message)
-    } catch (err) {
-      report(new PostgresBrokerError(`the hub failed to take a message: ${asError(err).message}`, 'deliver', { cause: err }))
     }
   }
 
@@ -603,9 +535,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
     async start(id, fn, hooks) {
       if (closed || started) return
       nodeId = id
-      deliver = fn
-      onResumed = hooks?.resumed
-      hubError = hooks?.error
+      arrivals.start(id, fn, hooks)
       started = true
       refresh()
       try {
@@ -633,7 +563,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
     publish(message) {
       if (closed) return
       try {
-        const topic = topicOf(message)
+        const topic = arrivals.topicOf(message)
         const s = ++seq
         const body = JSON.stringify(message)
         if (typeof body !== 'string') throw new TypeError('not a message')
@@ -702,12 +632,11 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
     async close() {
       if (closed) return
       closed = true
-      channels.clear()
+      arrivals.stop()
       topicUse.clear()
       if (probeTimer !== undefined) clearInterval(probeTimer)
       if (cleanupTimer !== undefined) clearInterval(cleanupTimer)
       if (reconnectTimer !== undefined) clearTimeout(reconnectTimer)
-      deliver = undefined
       inbox.length = 0
       // Not sent yet: dropped (a closed broker delivers nothing).
       for (const p of queue.splice(0)) p.resolve()
@@ -731,7 +660,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
     },
 
     stats() {
-      return { ...stats }
+      return { ...stats, ...arrivals.counts }
     },
   }
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { type ClusterMessage, clusterMessageProblem } from '@tidings/core'
+import type { ClusterMessage } from '@tidings/core'
 
 /**
  * What the PostgreSQL broker puts on LISTEN/NOTIFY: channel identifiers and payloads.
@@ -60,7 +60,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const isString = (v: unknown): v is string => typeof v === 'string'
 const nonEmpty = (v: unknown): v is string => typeof v === 'string' && v.length > 0
 
-/** Parse a notification's payload (the envelope only; the message is checked by `messageProblem`). Never throws. */
+/** Parse a notification's payload (the envelope only; the message is checked on arrival by the core's `ClusterArrivals`). Never throws. */
 export function parseEnvelope(payload: string): Parsed {
   let e: unknown
   try {
@@ -74,6 +74,3 @@ export function parseEnvelope(payload: string): Parsed {
   if (nonEmpty(e['o']) && nonEmpty(e['x'])) return { ok: true, envelope: e as unknown as OutboxEnvelope }
   return { ok: false, reason: 'neither a message nor an outbox reference' }
 }
-
-/** What is wrong with a received message, or undefined when it is a well-formed `ClusterMessage` (the core's check). */
-export const messageProblem = clusterMessageProblem

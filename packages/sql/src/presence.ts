@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { PresenceChange, PresenceEntry, PresenceMember, PresenceStore } from '@tidings/core'
+import { type PresenceChange, type PresenceEntry, type PresenceStore, presenceMember, presenceMembers, presenceRemoval } from '@tidings/core'
 import pg from 'pg'
 import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
 import { schemaContext } from './names.js'
@@ -59,17 +59,6 @@ const toEntry = (r: Row): PresenceEntry => ({
   joinedAt: r.joined_at,
   updatedAt: r.updated_at,
 })
-
-/** A user's member from its entries in `seq` order: the latest updated (later on ties) gives state and data. */
-function memberOf(rows: readonly PresenceEntry[]): PresenceMember {
-  let latest = rows[0]!
-  let joinedAt = latest.joinedAt
-  for (const e of rows) {
-    if (e.updatedAt >= latest.updatedAt) latest = e
-    if (e.joinedAt < joinedAt) joinedAt = e.joinedAt
-  }
-  return { id: latest.userId, state: latest.state, data: latest.data, connections: rows.length, joinedAt, lastSeen: latest.updatedAt }
-}
 
 const RETRYABLE = new Set(['40P01', '40001'])
 
@@ -145,13 +134,7 @@ export function createPostgresPresenceStore(options: PostgresPresenceStoreOption
 
   /** A user's entries in a channel, removed by `remove` (under the lock): one change per removed entry, the edge where none is left. */
   const removals = (removed: PresenceEntry[], remaining: PresenceEntry[], now: number): PresenceChange[] => {
-    const out: PresenceChange[] = []
-    for (let i = 0; i < removed.length; i++) {
-      const rest = [...remaining, ...removed.slice(i + 1)]
-      if (rest.length > 0) out.push({ edge: false, member: memberOf(rest) })
-      else out.push({ edge: true, member: { ...memberOf([removed[i]!]), connections: 0, lastSeen: now } })
-    }
-    return out
+    return removed.map((entry, i) => presenceRemoval(entry, [...remaining, ...removed.slice(i + 1)], now))
   }
 
   /** The nodes this store has heartbeated (to notice that their heartbeat vanished). */
@@ -177,7 +160,7 @@ export function createPostgresPresenceStore(options: PostgresPresenceStoreOption
           [entry.channel, entry.connectionId, entry.userId, entry.nodeId, entry.state, JSON.stringify(entry.data ?? {}), entry.joinedAt, entry.updatedAt],
         )
         const edge = !before!.others && before!.old !== entry.userId
-        return { edge, member: memberOf(await userRows(c, entry.channel, entry.userId)) }
+        return { edge, member: presenceMember(await userRows(c, entry.channel, entry.userId)) }
       })
     },
 
@@ -195,7 +178,7 @@ export function createPostgresPresenceStore(options: PostgresPresenceStoreOption
       )
       if (!row) return undefined
       const rows = await userRows(pool, channel, row.user_id)
-      return rows.length > 0 ? memberOf(rows) : undefined
+      return rows.length > 0 ? presenceMember(rows) : undefined
     },
 
     async leave(channel, connectionId, now) {
@@ -212,14 +195,7 @@ export function createPostgresPresenceStore(options: PostgresPresenceStoreOption
     },
 
     async members(channel) {
-      const rows = (await query<Row>(`SELECT ${COLUMNS} FROM ${P} WHERE channel = $1 ORDER BY seq`, [channel])).map(toEntry)
-      const byUser = new Map<string, PresenceEntry[]>()
-      for (const r of rows) {
-        let list = byUser.get(r.userId)
-        if (!list) byUser.set(r.userId, (list = []))
-        list.push(r)
-      }
-      return [...byUser.values()].map(memberOf)
+      return presenceMembers((await query<Row>(`SELECT ${COLUMNS} FROM ${P} WHERE channel = $1 ORDER BY seq`, [channel])).map(toEntry))
     },
 
     async entries(channel) {
