@@ -5,9 +5,9 @@ import { PGliteDialect } from 'kysely-pglite-dialect'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { migrate } from '../src/migrations/index.js'
-import { type OutboxRelay, createOutboxRelay } from '../src/outbox.js'
+import { type OutboxRelay, type OutboxRelayOptions, createOutboxRelay } from '../src/outbox.js'
 import { publish, publishWithClient } from '../src/publish.js'
-import { type SqlStore, createSqlStore } from '../src/store.js'
+import { type SqlStore, type SqlStoreOptions, createSqlStore } from '../src/store.js'
 import { type PostgresServer, sleep, startPostgres, until } from './postgres.js'
 
 // Transactional publish over a real PostgreSQL (and PGlite): hundreds of concurrent app
@@ -207,6 +207,55 @@ async function check(label: string, txs: Tx[], client: MemoryClient, store: SqlS
   expect(await relay.backlog()).toEqual({ pending: 0, failed: 0 })
 }
 
+/** Where a test's store and relay live (they share it), and the relay's own options. */
+interface Setup {
+  readonly db: SqlStoreOptions['db'] & OutboxRelayOptions['db']
+  readonly where?: { readonly schema: string; readonly prefix: string } | undefined
+  readonly relay?: Omit<Partial<OutboxRelayOptions>, 'db' | 'hub' | 'store'> | undefined
+}
+
+/** A store, a hub on it and a relay, handed to `fn` once the relay is ready; all three closed after it, whatever happens. */
+async function withRelay(setup: Setup, fn: (s: { store: SqlStore; hub: Hub; relay: OutboxRelay }) => Promise<void>): Promise<void> {
+  const store = createSqlStore({ db: setup.db, ...setup.where, migrate: false, sweepIntervalMs: false })
+  const hub = makeHub(store)
+  const relay = createOutboxRelay({ db: setup.db, hub, store, ...setup.where, migrate: false, ...setup.relay })
+  try {
+    await relay.ready
+    await fn({ store, hub, relay })
+  } finally {
+    await relay.close()
+    await hub.close()
+    await store.close()
+  }
+}
+
+/** A client of `hub` subscribed to `channel`. */
+async function watch(hub: Hub, channel: string): Promise<MemoryClient> {
+  const client = await createMemoryTransport(hub).connect({ userId: 'w' })
+  await client.subscribe(channel)
+  return client
+}
+
+/** Waits until `client` has received exactly these message data on `channel`. */
+const received = (client: MemoryClient, channel: string, data: unknown[], ms?: number) => until(() => expect(client.messages(channel).map((m) => m.data)).toEqual(data), ms)
+
+/**
+ * The scenario both databases run: `load` concurrent app transactions (on the app's `app.db`,
+ * raw `pg` clients too when `app.pool` is given) against a relay woken by NOTIFY; the subscriber
+ * must get exactly the committed messages, once, in commit order, each stored once.
+ */
+async function committedInCommitOrder(label: string, setup: Setup, app: { db: Kysely<any>; pool?: pg.Pool | undefined }, load: { n: number; pairs: number; concurrency: number; seed: number }) {
+  await withRelay(setup, async ({ store, hub, relay }) => {
+    expect(relay.active).toBe(true)
+    const client = await subscriber(hub)
+    const { txs, inversions } = await workload({ ...app, ...load })
+    expect(inversions).toHaveLength(load.pairs)
+    for (const { a, b } of inversions) expect(BigInt(a)).toBeLessThan(BigInt(b))
+    await check(label, txs, client, store, relay)
+    expect(relay.stats().notifications).toBeGreaterThan(0)
+  })
+}
+
 describe('transactional publish on PostgreSQL', () => {
   let server: PostgresServer
   let url: string
@@ -224,35 +273,15 @@ describe('transactional publish on PostgreSQL', () => {
     await db?.destroy()
     await server?.stop()
   })
+  const onUrl = (relay?: Setup['relay']): Setup => ({ db: { postgres: url }, relay })
 
   it('340 concurrent transactions with random commits, rollbacks and commit order (20 pairs commit a smaller outbox id after a larger one): the subscriber gets every committed message once, no rolled-back one, in commit order per channel, each stored once', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false })
-    try {
-      await relay.ready
-      expect(relay.active).toBe(true)
-      const client = await subscriber(hub)
-      const { txs, inversions } = await workload({ db, pool, n: 300, pairs: 20, concurrency: 40, seed: 12 })
-      expect(inversions).toHaveLength(20)
-      for (const { a, b } of inversions) expect(BigInt(a)).toBeLessThan(BigInt(b))
-      await check('postgres', txs, client, store, relay)
-      expect(relay.stats().notifications).toBeGreaterThan(0)
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+    await committedInCommitOrder('postgres', onUrl(), { db, pool }, { n: 300, pairs: 20, concurrency: 40, seed: 12 })
   }, 60_000)
 
   it('a committed transaction is held, not skipped, while a transaction with a smaller outbox id is still open, then both arrive in commit order', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false })
-    try {
-      await relay.ready
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:held')
+    await withRelay(onUrl(), async ({ hub }) => {
+      const client = await watch(hub, 'orders:held')
       const a = await db.startTransaction().execute()
       const pa = await publish(a, 'orders:held', 'order', { n: 'a' })
       const b = await db.startTransaction().execute()
@@ -263,76 +292,54 @@ describe('transactional publish on PostgreSQL', () => {
       // b is committed but a (smaller id, still running) might yet take an earlier place: held
       expect(client.messages('orders:held')).toEqual([])
       await a.commit().execute()
-      await until(() => expect(client.messages('orders:held').map((m) => m.data)).toEqual([{ n: 'b' }, { n: 'a' }]))
+      await received(client, 'orders:held', [{ n: 'b' }, { n: 'a' }])
       expect(client.messages('orders:held').map((m) => m.offset)).toEqual([1, 2])
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+    })
   }, 30_000)
 
   it('one relay per database: a second waits on the lock and takes over when the first stops', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const first = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false })
-    await first.ready
-    const second = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false, takeoverIntervalMs: 50 })
-    try {
-      await second.ready
-      expect([first.active, second.active]).toEqual([true, false])
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:lock')
-      await db.transaction().execute((trx) => publish(trx, 'orders:lock', 'order', { n: 1 }))
-      await until(() => expect(client.messages('orders:lock')).toHaveLength(1))
-      await first.close()
-      await db.transaction().execute((trx) => publish(trx, 'orders:lock', 'order', { n: 2 }))
-      await until(() => expect(second.active).toBe(true))
-      await until(() => expect(client.messages('orders:lock').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
-      expect(second.stats().relayed).toBe(1)
-    } finally {
-      await first.close()
-      await second.close()
-      await hub.close()
-      await store.close()
-    }
+    await withRelay(onUrl(), async ({ hub, store, relay: first }) => {
+      const second = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false, takeoverIntervalMs: 50 })
+      try {
+        await second.ready
+        expect([first.active, second.active]).toEqual([true, false])
+        const client = await watch(hub, 'orders:lock')
+        await db.transaction().execute((trx) => publish(trx, 'orders:lock', 'order', { n: 1 }))
+        await until(() => expect(client.messages('orders:lock')).toHaveLength(1))
+        await first.close()
+        await db.transaction().execute((trx) => publish(trx, 'orders:lock', 'order', { n: 2 }))
+        await until(() => expect(second.active).toBe(true))
+        await received(client, 'orders:lock', [{ n: 1 }, { n: 2 }])
+        expect(second.stats().relayed).toBe(1)
+      } finally {
+        await second.close()
+      }
+    })
   }, 30_000)
 
   it('on the app\'s Kysely alone (no LISTEN connection) the relay holds its lock on a pooled connection, polls, and a second one stays a standby until it closes', async () => {
-    const store = createSqlStore({ db, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const first = createOutboxRelay({ db, hub, store, migrate: false, pollIntervalMs: 50 })
-    await first.ready
-    const second = createOutboxRelay({ db, hub, store, migrate: false, pollIntervalMs: 50, takeoverIntervalMs: 50 })
-    try {
-      await second.ready
-      expect([first.active, second.active]).toEqual([true, false])
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:poll')
-      await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 1 }))
-      await until(() => expect(client.messages('orders:poll').map((m) => m.data)).toEqual([{ n: 1 }]))
-      expect(first.stats().notifications).toBe(0)
-      await first.close()
-      await until(() => expect(second.active).toBe(true))
-      await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 2 }))
-      await until(() => expect(client.messages('orders:poll').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
-    } finally {
-      await first.close()
-      await second.close()
-      await hub.close()
-      await store.close()
-    }
+    await withRelay({ db, relay: { pollIntervalMs: 50 } }, async ({ hub, store, relay: first }) => {
+      const second = createOutboxRelay({ db, hub, store, migrate: false, pollIntervalMs: 50, takeoverIntervalMs: 50 })
+      try {
+        await second.ready
+        expect([first.active, second.active]).toEqual([true, false])
+        const client = await watch(hub, 'orders:poll')
+        await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 1 }))
+        await received(client, 'orders:poll', [{ n: 1 }])
+        expect(first.stats().notifications).toBe(0)
+        await first.close()
+        await until(() => expect(second.active).toBe(true))
+        await db.transaction().execute((trx) => publish(trx, 'orders:poll', 'order', { n: 2 }))
+        await received(client, 'orders:poll', [{ n: 1 }, { n: 2 }])
+      } finally {
+        await second.close()
+      }
+    })
   }, 30_000)
 
   it('the relay\'s lock connection killed by the server (pg_terminate_backend): it stops, takes the lock again and goes on relaying', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const errors: unknown[] = []
-    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false, takeoverIntervalMs: 50, onError: (e) => errors.push(e) })
-    try {
-      await relay.ready
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:kill')
+    await withRelay(onUrl({ takeoverIntervalMs: 50, onError: () => undefined }), async ({ hub, relay }) => {
+      const client = await watch(hub, 'orders:kill')
       await db.transaction().execute((trx) => publish(trx, 'orders:kill', 'order', { n: 1 }))
       await until(() => expect(client.messages('orders:kill')).toHaveLength(1))
       const { rows } = await sql<{ killed: boolean }>`
@@ -341,22 +348,13 @@ describe('transactional publish on PostgreSQL', () => {
       await until(() => expect(relay.stats().takeovers).toBe(2))
       expect(relay.active).toBe(true)
       await db.transaction().execute((trx) => publish(trx, 'orders:kill', 'order', { n: 2 }))
-      await until(() => expect(client.messages('orders:kill').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+      await received(client, 'orders:kill', [{ n: 1 }, { n: 2 }])
+    })
   }, 30_000)
 
   it('a publish undone by ROLLBACK TO SAVEPOINT is never delivered; the ones around it in the same transaction are, in call order', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false })
-    try {
-      await relay.ready
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:savepoint')
+    await withRelay(onUrl(), async ({ hub, relay }) => {
+      const client = await watch(hub, 'orders:savepoint')
       await db.transaction().execute(async (trx) => {
         await publish(trx, 'orders:savepoint', 'order', { n: 1 })
         await sql`SAVEPOINT s1`.execute(trx)
@@ -365,25 +363,16 @@ describe('transactional publish on PostgreSQL', () => {
         await publish(trx, 'orders:savepoint', 'order', { n: 2 })
       })
       await relay.flush()
-      await until(() => expect(client.messages('orders:savepoint').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]))
+      await received(client, 'orders:savepoint', [{ n: 1 }, { n: 2 }])
       await sleep(100)
       expect(client.messages('orders:savepoint').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }])
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+    })
   }, 30_000)
 
   it('a row the hub refuses for good (too large for its channel) is set aside and does not block the ones after it', async () => {
-    const store = createSqlStore({ db: { postgres: url }, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
     const errors: unknown[] = []
-    const relay = createOutboxRelay({ db: { postgres: url }, hub, store, migrate: false, onError: (e) => errors.push(e) })
-    try {
-      await relay.ready
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('small:x')
+    await withRelay(onUrl({ onError: (e) => errors.push(e) }), async ({ hub, relay }) => {
+      const client = await watch(hub, 'small:x')
       await db.transaction().execute(async (trx) => {
         await publish(trx, 'small:x', 'big', { text: 'x'.repeat(1_000) })
         await publish(trx, 'small:x', 'ok', { n: 1 })
@@ -394,25 +383,17 @@ describe('transactional publish on PostgreSQL', () => {
       const { rows } = await sql<{ error: string }>`SELECT error FROM tidings_outbox WHERE failed_at IS NOT NULL`.execute(db)
       expect(rows[0]!.error).toMatch(/^RT_005/)
       await sql`DELETE FROM tidings_outbox`.execute(db)
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+    })
   }, 30_000)
+
   it('in a schema with a prefix, a relay on the app\'s Kysely (LISTEN on a connection of its own) is woken by NOTIFY, and a publish without NOTIFY is found by the poll', async () => {
     const where = { schema: 'app', prefix: 'rt_' }
     await migrate(db, where)
-    const store = createSqlStore({ db, ...where, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const relay = createOutboxRelay({ db, listen: url, hub, store, ...where, migrate: false, pollIntervalMs: 300 })
-    try {
-      await relay.ready
+    await withRelay({ db, where, relay: { listen: url, pollIntervalMs: 300 } }, async ({ hub, relay }) => {
       expect(relay.active).toBe(true)
-      const client = await createMemoryTransport(hub).connect({ userId: 'w' })
-      await client.subscribe('orders:schema')
+      const client = await watch(hub, 'orders:schema')
       await db.transaction().execute((trx) => publish(trx, 'orders:schema', 'order', { n: 1 }, where))
-      await until(() => expect(client.messages('orders:schema').map((m) => m.data)).toEqual([{ n: 1 }]), 5_000)
+      await received(client, 'orders:schema', [{ n: 1 }], 5_000)
       expect(relay.stats().notifications).toBe(1)
       const raw = await pool.connect()
       try {
@@ -422,15 +403,11 @@ describe('transactional publish on PostgreSQL', () => {
       } finally {
         raw.release()
       }
-      await until(() => expect(client.messages('orders:schema').map((m) => m.data)).toEqual([{ n: 1 }, { n: 2 }]), 5_000)
+      await received(client, 'orders:schema', [{ n: 1 }, { n: 2 }], 5_000)
       expect(relay.stats().notifications).toBe(1)
       const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM app.rt_messages WHERE channel = 'orders:schema'`.execute(db)
       expect(rows[0]!.n).toBe('2')
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+    })
   }, 30_000)
 })
 
@@ -447,22 +424,7 @@ describe('transactional publish on PGlite', () => {
     await lite?.close()
   })
 
-  it('60 interleaved transactions with random commits and rollbacks on one PGlite (store, relay and app on its one Kysely, woken by LISTEN): every committed message once, no rolled-back one, in commit order', async () => {
-    const store = createSqlStore({ db, migrate: false, sweepIntervalMs: false })
-    const hub = makeHub(store)
-    const relay = createOutboxRelay({ db, listen: lite, hub, store, migrate: false, pollIntervalMs: 60_000 })
-    try {
-      await relay.ready
-      expect(relay.active).toBe(true)
-      const client = await subscriber(hub)
-      const { txs } = await workload({ db, n: 60, pairs: 0, concurrency: 6, seed: 7 })
-      await check('pglite', txs, client, store, relay)
-      // woken by NOTIFY: the poll (60 s) never ran during the test
-      expect(relay.stats().notifications).toBeGreaterThan(0)
-    } finally {
-      await relay.close()
-      await hub.close()
-      await store.close()
-    }
+  it('60 interleaved transactions with random commits and rollbacks on one PGlite (store, relay and app on its one Kysely, woken by LISTEN; the 60 s poll never runs): every committed message once, no rolled-back one, in commit order', async () => {
+    await committedInCommitOrder('pglite', { db, relay: { listen: lite, pollIntervalMs: 60_000 } }, { db }, { n: 60, pairs: 0, concurrency: 6, seed: 7 })
   }, 60_000)
 })
