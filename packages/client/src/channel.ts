@@ -250,12 +250,15 @@ const MAX_VERSIONS = 2000
 export function toRevision(channel: string, m: MessageFrame): Revision | undefined {
   const r = m.revises
   if (!r) return undefined
+  // An edit whose message was deleted later comes back (history, replays) with its data gone and
+  // `deleted` set: it reads as the deletion it was superseded by.
+  const gone = r.deleted === true || m.deleted === true
   return {
     channel,
     offset: r.offset,
     version: r.version,
-    deleted: r.deleted === true,
-    data: r.deleted ? null : m.data,
+    deleted: gone,
+    data: gone ? null : m.data,
     event: m.event,
     sender: m.sender,
     // Revisions are kept in the log, so the event has an offset.

@@ -196,6 +196,34 @@ describe('revisions: edits and deletes delivered as events with versions', () =>
   })
 })
 
+describe('a deletion and the earlier edits', () => {
+  it('a deleted message’s edited words do not come back through its edit events (history, resume)', async () => {
+    await using t = createTestHub({ channels: { 'chat:*': { ...CHAT['chat:*'], delivery: 'at-least-once' } } })
+    const ada = await t.connect({ userId: 'ada' })
+    const bob = await t.connect({ userId: 'bob' })
+    const sub = await bob.subscribe('chat:1')
+    const p = await ada.publish('chat:1', 'say', { text: 'first words' })
+    await ada.edit('chat:1', p.offset!, { text: 'second words' })
+    await ada.edit('chat:1', p.offset!, { text: 'third words' })
+    await ada.publish('chat:1', 'say', { text: 'unrelated' })
+    await ada.delete('chat:1', p.offset!)
+    const h = await t.hub.channel('chat:1').history()
+    expect(JSON.stringify(h.messages)).not.toMatch(/first|second|third/)
+    expect(h.messages.map((m) => [m.offset, m.data, m.deleted, m.revises?.version])).toEqual([
+      [1, null, true, undefined],
+      [2, null, true, 2],
+      [3, null, true, 3],
+      [4, { text: 'unrelated' }, undefined, undefined],
+      [5, null, undefined, 4],
+    ])
+    const back = await t.connect({ userId: 'bob' })
+    await back.subscribe('chat:1', { since: { epoch: sub.position!.epoch, offset: 0 } })
+    await t.settle()
+    expect(JSON.stringify(back.messages('chat:1'))).not.toMatch(/first|second|third/)
+    expect(await ada.search('chat:1', 'words')).toEqual([])
+  })
+})
+
 describe('revisions and exclusions', () => {
   it('an edit is not for whoever the message was not for (its exclude), nor for the editor’s own connection', async () => {
     await using t = createTestHub({ channels: CHAT })

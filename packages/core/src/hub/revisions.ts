@@ -1,6 +1,6 @@
 import { type ClientFrameOf, RealtimeError } from '@tidings/protocol'
 import type { Clock } from '../ports/clock.js'
-import type { Revision, StoredMessage } from '../ports/store.js'
+import type { MessageStore, Revision, StoredMessage } from '../ports/store.js'
 import type { PublishOptions, RevisionOptions, RevisionResult } from './api.js'
 import type { ResolvedChannel } from './channels.js'
 import type { Connection } from './connection.js'
@@ -67,6 +67,25 @@ export class Revisions {
     })
   }
 
+  /**
+   * After a deletion: the earlier edits of the message (revision events after it in the log, each
+   * holding data of a version) lose their data too, so history, replays and redeliveries never
+   * carry the deleted message's words again. Bounded by what the log retains.
+   */
+  private async scrubEdits(channel: string, offset: number, revise: NonNullable<MessageStore['revise']>): Promise<void> {
+    const store = this.host.options.store
+    let after = offset
+    for (;;) {
+      const page = await store.read(channel, { after, limit: SCRUB_PAGE, now: this.host.clock.now() })
+      for (const m of page.messages) {
+        if (m.revises?.offset === offset && m.revises.deleted !== true && m.deleted !== true) await revise(channel, m.offset, { deleted: true }, { now: this.host.clock.now() })
+      }
+      const last = page.messages.at(-1)
+      if (last === undefined || last.offset >= page.top) return
+      after = last.offset
+    }
+  }
+
   private async apply(channel: string, resolved: ResolvedChannel, offset: number, revision: Revision, request: ReviseRequest & { bytes?: number }): Promise<RevisionResult> {
     const store = this.host.options.store
     if (!retentionOf(resolved.options, this.host.options.history)) throw new RealtimeError('RT_004', `'${channel}' keeps no history: its messages cannot be revised`)
@@ -86,9 +105,12 @@ export class Revisions {
       const conn = request.connection
       if (conn !== undefined) await this.host.publisher.screen(conn, channel, resolved, original.event, data, request.bytes ?? 0)
     }
-    const revised = await store.revise(channel, offset, deleted ? { deleted: true } : { data }, { now: this.host.clock.now() })
+    const revise = store.revise.bind(store)
+    const revised = await revise(channel, offset, deleted ? { deleted: true } : { data }, { now: this.host.clock.now() })
     if (revised === undefined) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' is no longer retained, or was deleted meanwhile`, { offset })
     const version = revised.message.version
+    // A deleted message's words must not come back through its earlier edits either.
+    if (deleted) await this.scrubEdits(channel, offset, revise)
     const conn = request.connection
     let published
     try {
@@ -113,6 +135,9 @@ export class Revisions {
     return { offset, version, deleted, revision: published.offset, messageId: published.messageId, recipients: published.recipients }
   }
 }
+
+/** Messages read per page when a deletion looks for the edits of its message. */
+const SCRUB_PAGE = 500
 
 /**
  * Who a revision event is not for: whoever the message itself was not for (a publish's
