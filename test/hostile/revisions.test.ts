@@ -1,4 +1,5 @@
-import { type ConsumerCursor, createMemoryStore, type HubOptions, type MemoryMessageStore } from '@tidings/core'
+import { type ConsumerCursor, createMemoryStore, type HubOptions, type MemoryMessageStore, type MessageStore } from '@tidings/core'
+import { createPGliteStore } from '@tidings/sql'
 import { describe, expect, it } from 'vitest'
 import { Client, type Frame, nested, serve, sleep, until } from './support.js'
 
@@ -407,8 +408,9 @@ describe('floods', () => {
 })
 
 describe('search', () => {
+  // A search costs ten frames of the rate budget: these tests send bursts of them.
   async function seeded(hubOptions: HubOptions = {}) {
-    const s = await revisable(hubOptions)
+    const s = await revisable({ ...hubOptions, limits: { messagesPerSecond: 1_000, ...hubOptions.limits } })
     const ada = await Client.open(s.ws, 'tok-ada')
     const texts = [
       'hello world', // 1
@@ -705,4 +707,77 @@ describe('deleted messages', () => {
     expect(JSON.stringify(later)).not.toContain(SECRET)
     expect(later.find((f) => f.offset === secret)).toMatchObject({ data: null, deleted: true })
   })
+})
+
+// ------------------------------------------------------------------ found by these attacks, fixed
+
+const SECRET = 'SECRET-4f1c-launch-codes'
+
+describe.each([
+  ['memory', () => createMemoryStore() as MessageStore],
+  ['PGlite', () => createPGliteStore() as unknown as MessageStore],
+])('deleted messages and their earlier edits (%s store)', (_name, makeStore) => {
+  it('a deleted message’s edited data does not come back through the revision events of its earlier edits (history, replay)', async () => {
+    const store = makeStore()
+    const s = await serve({ store })
+    s.hub.channels.register('chat:*', { subscribe: 'authenticated', publish: 'authenticated', revisions: 'own' })
+    await s.hub.channel('chat:warm').publish('say', {}) // PGlite opens slowly
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const p = await ada.request({ type: 'message', channel: 'chat:e', event: 'say', data: { text: 'oops' } })
+    expect(await ada.request({ type: 'edit', channel: 'chat:e', offset: p.offset, data: { text: `the ${SECRET}` } })).toMatchObject({ type: 'revised', version: 2 })
+    expect(await ada.request({ type: 'delete', channel: 'chat:e', offset: p.offset })).toMatchObject({ type: 'revised', version: 3, deleted: true })
+    const history = await ada.request({ type: 'history', channel: 'chat:e' })
+    expect(JSON.stringify(history)).not.toContain(SECRET)
+    const bob = await Client.open(s.ws, 'tok-bob')
+    await bob.request({ type: 'subscribe', channel: 'chat:e', since: { epoch: (history.position as { epoch: string }).epoch, offset: 0 } })
+    await bob.next((f: Frame) => f.type === 'message' && f.offset === 3)
+    expect(JSON.stringify(bob.frames)).not.toContain(SECRET)
+    await (store as { close?: () => unknown }).close?.()
+  }, 60_000)
+})
+
+describe('search queries are words, on every store', () => {
+  it('query operators of a database’s full-text syntax (-word, OR, quotes) do not turn words into patterns (PGlite)', async () => {
+    const store = createPGliteStore()
+    const s = await serve({ store: store as unknown as MessageStore })
+    s.hub.channels.register('chat:*', { subscribe: 'authenticated', publish: 'authenticated' })
+    for (const text of ['hello world', 'party time']) await s.hub.channel('chat:s').publish('say', { text })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const search = async (query: string) => ((await ada.request({ type: 'search', channel: 'chat:s', query })).messages as Frame[]).map((m) => m.offset)
+    expect(await search('-zzz')).toEqual([])
+    expect(await search('hello OR party')).toEqual([])
+    expect(await search('-hello')).toEqual([1])
+    expect(await search('"hello world"')).toEqual([1])
+    expect(await search('world hello')).toEqual([1])
+    await store.close()
+  }, 60_000)
+})
+
+describe('search cost', () => {
+  it('one client searching a long retained history as fast as it may does not stall another connection for long (memory store)', async () => {
+    const store = createMemoryStore({ maxBytes: 256 * 1024 * 1024 })
+    const s = await serve({ store })
+    s.hub.channels.register('chat:*', { subscribe: 'authenticated', publish: 'authenticated', history: { maxCount: 100_000, maxAgeMs: 3_600_000 } })
+    const text = Array.from({ length: 150 }, (_, i) => `word${i}`).join(' ')
+    for (let i = 0; i < 5_000; i++) await s.hub.channel('chat:big').publish('say', { text, more: [text, { x: text }] })
+    const ada = await Client.open(s.ws, 'tok-ada')
+    const bob = await Client.open(s.ws, 'tok-bob')
+    const rtts: number[] = []
+    let refused = 0
+    for (let round = 0; round < 5; round++) {
+      const searches = Array.from({ length: 10 }, (_, i) =>
+        ada.request({ type: 'search', channel: 'chat:big', query: `absent${round}x${i}` }, 60_000).then((f) => {
+          if (f.type === 'error') refused++
+        }),
+      )
+      const t = Date.now()
+      await bob.request({ type: 'ping' }, 60_000)
+      rtts.push(Date.now() - t)
+      await Promise.all(searches)
+    }
+    // a search costs ten frames of the rate budget: most of a burst of 50 is refused (RT_006)
+    expect(refused).toBeGreaterThan(25)
+    // the rest each scan 5,000 messages, cheaply: a ping waits well under a second
+    expect(Math.max(...rtts)).toBeLessThan(1_000)
+  }, 300_000)
 })

@@ -1,4 +1,4 @@
-import type { Revision, ReviseResult, StoredMessage } from '@tidings/core'
+import { type Revision, type ReviseResult, type StoredMessage, searchWords } from '@tidings/core'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { tables } from './names.js'
 import { M_MESSAGE_COLUMNS, type MessageRow, NUL, num, toMessage } from './rows.js'
@@ -98,12 +98,16 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     const limit = Math.min(1_000, Math.floor(o.limit ?? 50))
     if (!(limit >= 1)) return []
     const before = o.before !== undefined && Number.isFinite(o.before) ? Math.ceil(o.before) : undefined
+    // Words, never operators: the query's words (as every store splits them) joined with AND by
+    // plainto_tsquery, so `-word`, `or` and quotes are words like any other.
+    const words = searchWords(query)
+    if (words.length === 0) return []
     const { rows } = await sql<MessageRow>`
       SELECT ${M_MESSAGE_COLUMNS}
       FROM ${t.channels} c ${liveLow(o.now)} JOIN ${t.messages} m ON m.channel = c.name
       WHERE c.name = ${channel} AND m.seq > l.low AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
         ${before !== undefined ? sql`AND m.seq < ${before}::bigint` : sql``}
-        AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ websearch_to_tsquery(${config}::regconfig, ${query})
+        AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ plainto_tsquery(${config}::regconfig, ${words.join(' ')})
       ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
     return rows.map((r) => toMessage(channel, r))
   }

@@ -12,6 +12,8 @@ import type { ResolvedHubOptions } from './options.js'
 const MAX_WAITING_FRAMES = 1000
 /** What an ack takes from the frame budget. */
 const ACK_COST = 0.05
+/** A search reads through a channel's history: it costs ten frames of the rate budget (at most one second's worth). */
+const SEARCH_COST = 10
 
 /** An error answer to one frame. */
 export interface Refusal {
@@ -83,7 +85,9 @@ export class Inbound {
     const type = typeof (value as { type?: unknown } | null)?.type === 'string' ? ((value as { type: string }).type) : undefined
     // Acks cost a twentieth of a frame: they are the client keeping its side of at-least-once
     // delivery, and must not eat the budget of the frames the app sends.
-    if (!(type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : conn.takeMessageToken(now))) {
+    const allowed =
+      type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : type === 'search' ? conn.takeFractionalToken(now, Math.min(SEARCH_COST, limits.messagesPerSecond)) : conn.takeMessageToken(now)
+    if (!allowed) {
       // A request (it has an id) is always answered, so its promise settles; the rest may be shed.
       return this.reject(conn, { id, code: 'RT_006', message: 'too many messages per second', frameType: type, details: { retryAfterMs: conn.messageRetryAfter() }, volatile: id === undefined })
     }

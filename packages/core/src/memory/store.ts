@@ -96,6 +96,8 @@ export interface MemoryMessageStore extends MessageStore {
 }
 
 const EMPTY: readonly StoredMessage[] = Object.freeze([])
+/** Messages one `search` call looks at, at most (the work of one client request stays bounded). */
+export const MAX_SEARCH_SCAN = 10_000
 /** Fixed cost charged per message besides its fields (the record, its slot in the arrays). */
 const MESSAGE_OVERHEAD = 96
 
@@ -445,7 +447,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
       const out: StoredMessage[] = []
       const limit = Math.max(1, Math.floor(opts.limit))
       const last = Math.min(l.top, opts.before !== undefined ? opts.before - 1 : l.top)
-      for (let offset = last; offset >= l.first && out.length < limit; offset--) {
+      // At most the newest MAX_SEARCH_SCAN messages below `before` per call (older ones: page on with `before`).
+      const stop = Math.max(l.first, last - MAX_SEARCH_SCAN + 1)
+      for (let offset = last; offset >= stop && out.length < limit; offset--) {
         const m = l.messages[l.head + offset - l.first]!
         if (m.deleted || m.revises !== undefined) continue
         if (holdsWords(m.data, wanted)) out.push(m)
