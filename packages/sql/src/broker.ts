@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { type Broker, ClusterArrivals } from '@tidings/core'
 import pg from 'pg'
-import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
+import { clusterTables, clusterTablesOnce } from './migrations/0002_cluster.js'
 import { schemaContext } from './names.js'
 import { type Envelope, type FenceEnvelope, NOTIFY_PAYLOAD_LIMIT, type OutboxEnvelope, checkChannelPrefix, notifyChannel, parseEnvelope } from './notify.js'
 
@@ -244,17 +244,7 @@ export function createPostgresBroker(options: PostgresBrokerOptions): PostgresBr
 
   // ------------------------------------------------------------------ tables
 
-  let tables: Promise<void> | undefined
-  const ensureTables = (): Promise<void> => {
-    if (options.createTables === false) return Promise.resolve()
-    if (!tables) {
-      tables = ensureClusterTables(pool, tableOptions).catch((err: unknown) => {
-        tables = undefined
-        throw err
-      })
-    }
-    return tables
-  }
+  const ensureTables = clusterTablesOnce(pool, { ...tableOptions, createTables: options.createTables })
 
   // ------------------------------------------------------------------ the LISTEN connection
 

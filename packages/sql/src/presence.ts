@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { type PresenceChange, type PresenceEntry, type PresenceStore, presenceMember, presenceMembers, presenceRemoval } from '@tidings/core'
 import pg from 'pg'
-import { clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
+import { clusterTables, clusterTablesOnce } from './migrations/0002_cluster.js'
 import { schemaContext } from './names.js'
 
 export interface PostgresPresenceStoreOptions {
@@ -81,17 +81,7 @@ export function createPostgresPresenceStore(options: PostgresPresenceStoreOption
   const { presence: P, nodes: NODES, seen: SEEN, seq: SEQ } = clusterTables(schemaContext(tableOptions))
   let closed = false
 
-  let tables: Promise<void> | undefined
-  const ready = (): Promise<void> => {
-    if (options.createTables === false) return Promise.resolve()
-    if (!tables) {
-      tables = ensureClusterTables(pool, tableOptions).catch((err: unknown) => {
-        tables = undefined
-        throw err
-      })
-    }
-    return tables
-  }
+  const ready = clusterTablesOnce(pool, { ...tableOptions, createTables: options.createTables })
   const query = async <R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<R[]> => {
     await ready()
     return (await pool.query<R>(text, values)).rows

@@ -84,21 +84,32 @@ interface PoolLike {
   connect(): Promise<{ query(text: string, values?: unknown[]): Promise<unknown>; release(err?: Error | boolean): void }>
 }
 
+/** Where tables are created: a `pg.Pool`, or a Kysely instance (PostgreSQL or PGlite). */
+export type TableTarget = PoolLike | Kysely<any>
+
 /** A key of PostgreSQL's advisory lock space for "creating Tidings' cluster tables". */
 const SETUP_LOCK = '7361907238510451201'
 
+const isKysely = (target: TableTarget): target is Kysely<any> => typeof (target as Kysely<any>).transaction === 'function' && typeof (target as Kysely<any>).executeQuery === 'function'
+
 /**
- * Create the cluster tables if they are missing, in one transaction under an advisory lock (so
- * several nodes starting at once do not race on `CREATE … IF NOT EXISTS`).
+ * Run `statements` (idempotent DDL) in one transaction under an advisory lock, so several nodes
+ * starting at once do not race on `CREATE … IF NOT EXISTS`.
  */
-export async function ensureClusterTables(pool: PoolLike, options: { schema?: string | undefined; prefix?: string | undefined } = {}): Promise<void> {
-  const ctx = schemaContext(options)
-  const client = await pool.connect()
+async function runLocked(target: TableTarget, statements: readonly string[]): Promise<void> {
+  if (isKysely(target)) {
+    await target.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(${SETUP_LOCK}::bigint)`.execute(trx)
+      for (const s of statements) await sql.raw(s).execute(trx)
+    })
+    return
+  }
+  const client = await target.connect()
   let failed: Error | undefined
   try {
     await client.query('BEGIN')
     await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [SETUP_LOCK])
-    for (const s of clusterStatements(ctx)) await client.query(s)
+    for (const s of statements) await client.query(s)
     await client.query('COMMIT')
   } catch (err) {
     failed = err instanceof Error ? err : new Error(String(err))
@@ -106,5 +117,43 @@ export async function ensureClusterTables(pool: PoolLike, options: { schema?: st
     throw err
   } finally {
     client.release(failed)
+  }
+}
+
+/**
+ * Create the cluster tables if they are missing, in one transaction under an advisory lock (so
+ * several nodes starting at once do not race on `CREATE … IF NOT EXISTS`).
+ */
+export async function ensureClusterTables(pool: PoolLike, options: { schema?: string | undefined; prefix?: string | undefined } = {}): Promise<void> {
+  await runLocked(pool, clusterStatements(schemaContext(options)))
+}
+
+export interface TablesOnceOptions {
+  readonly schema?: string | undefined
+  readonly prefix?: string | undefined
+  /** false: never create anything (the app runs the package's migrations); the creator answers at once. */
+  readonly createTables?: boolean | undefined
+  /** The idempotent statements to run. Default: the cluster tables' (`clusterStatements`). */
+  readonly statements?: ((ctx: SchemaContext) => string[]) | undefined
+}
+
+/**
+ * The lazy table creation of an adapter that may run without the app's migrations (the broker,
+ * the presence store, the limit store): a function to await before a query. Its first call
+ * creates the tables (`IF NOT EXISTS`, in one transaction under the advisory lock); later calls
+ * share that promise once it succeeded, and after a failure the next call tries again.
+ */
+export function clusterTablesOnce(target: TableTarget, options: TablesOnceOptions = {}): () => Promise<void> {
+  if (options.createTables === false) return () => Promise.resolve()
+  const statements = (options.statements ?? clusterStatements)(schemaContext(options))
+  let tables: Promise<void> | undefined
+  return () => {
+    if (!tables) {
+      tables = runLocked(target, statements).catch((err: unknown) => {
+        tables = undefined
+        throw err
+      })
+    }
+    return tables
   }
 }

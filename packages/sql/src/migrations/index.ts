@@ -5,6 +5,7 @@ import { storeMigration } from './0001_store.js'
 import { clusterMigration } from './0002_cluster.js'
 import { outboxMigration } from './0003_outbox.js'
 import { revisionsMigration } from './0004_revisions.js'
+import { limitsMigration } from './0005_limits.js'
 
 /** A migration module: given where the tables live (schema, prefix), its `up` and `down`. */
 export type MigrationFactory = (ctx: SchemaContext) => Migration
@@ -18,6 +19,7 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['0002_cluster', clusterMigration],
   ['0003_outbox', outboxMigration],
   ['0004_revisions', revisionsMigration],
+  ['0005_limits', limitsMigration],
 ]
 
 /** Kysely's `MigrationProvider` over the static list above (no file system). */

@@ -1,0 +1,183 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { PGlite } from '@electric-sql/pglite'
+import { type Hub, createHub, createTokenAuthenticator, silentLogger } from '@tidings/core'
+import { limitConformance } from '@tidings/core/conformance'
+import { createWsTransport } from '@tidings/ws'
+import pg from 'pg'
+import WebSocket from 'ws'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createPostgresBroker } from '../src/broker.js'
+import { type PostgresLimitStore, createPostgresLimitStore } from '../src/limits.js'
+import { createPostgresPresenceStore } from '../src/presence.js'
+import { type PostgresServer, startPostgres } from './postgres.js'
+
+// The LimitStore on PostgreSQL: the port's conformance suite with several stores as several
+// nodes (each its own pool) on one database, and on PGlite (several stores on one instance);
+// the sweep; the hit's latency; and two hubs on PostgreSQL alone whose channel publish budget
+// holds across both nodes.
+
+let server: PostgresServer
+let url: string
+const pglite = new PGlite('memory://')
+const closers: Array<() => Promise<void>> = []
+beforeAll(async () => {
+  server = await startPostgres()
+  url = await server.createDatabase()
+}, 60_000)
+afterAll(async () => {
+  for (const close of closers.reverse()) await close().catch(() => undefined)
+  await pglite.close()
+  await server?.stop()
+})
+
+// Each store its own pool (a node of its own); the first one creates the table lazily, the
+// others wait on the same advisory lock.
+limitConformance('PostgreSQL, a pool per node', (count) => Array.from({ length: count }, () => createPostgresLimitStore({ connectionString: url })), {
+  timeoutMs: 20_000,
+  prefix: 'pg',
+})
+limitConformance('PostgreSQL, stores sharing the app’s pool', (count) => {
+  const pool = new pg.Pool({ connectionString: url, max: 6 })
+  closers.push(() => pool.end())
+  return Array.from({ length: count }, () => createPostgresLimitStore({ pool }))
+}, { timeoutMs: 20_000, prefix: 'pgpool' })
+limitConformance('PGlite, one instance', (count) => Array.from({ length: count }, () => createPostgresLimitStore({ db: { pglite } })), { timeoutMs: 20_000, prefix: 'pglite' })
+
+const T0 = Date.UTC(2026, 0, 1)
+
+describe('PostgreSQL limit store', () => {
+  it('the sweep deletes only ended windows (plus the margin), in batches bounded by sweepLimit', async () => {
+    const store = createPostgresLimitStore({ connectionString: url, tablePrefix: 'sweep_', sweepIntervalMs: false, sweepLimit: 1_500, expiryMarginMs: 500 })
+    closers.push(() => store.close())
+    for (let i = 0; i < 2_000; i++) await store.hit(`old:${i}`, 1_000, T0)
+    expect(await store.hit('live', 60_000, T0)).toBe(1)
+    // T0 + 1,499 is inside the old windows' margin: nothing is gone
+    expect(await store.sweep(T0 + 1_499)).toBe(0)
+    // past it, at most sweepLimit rows per sweep, then the rest
+    expect(await store.sweep(T0 + 1_501)).toBe(1_500)
+    expect(await store.sweep(T0 + 1_501)).toBe(500)
+    expect(await store.sweep(T0 + 1_501)).toBe(0)
+    // the minute window still counts on (a sweep that deleted it would answer 1)
+    expect(await store.hit('live', 60_000, T0 + 1_501)).toBe(2)
+    const db = new pg.Client(url)
+    await db.connect()
+    expect((await db.query('SELECT count(*)::int AS n FROM sweep_limits')).rows[0].n).toBe(1)
+    await db.end()
+  }, 60_000)
+
+  it('with createTables false and no migrations, a hit fails; the lazy creator retries after a failure and then remembers success', async () => {
+    const noTable = createPostgresLimitStore({ connectionString: url, tablePrefix: 'absent_', createTables: false, sweepIntervalMs: false })
+    closers.push(() => noTable.close())
+    await expect(noTable.hit('k', 1_000, T0)).rejects.toThrow(/absent_limits/)
+    // the first creation fails: a table of the wrong shape is in the way (its index on expires_at cannot be made)
+    const admin = new pg.Client(url)
+    await admin.connect()
+    const store = createPostgresLimitStore({ connectionString: url, schema: 'retry_schema', sweepIntervalMs: false })
+    closers.push(() => store.close())
+    await admin.query('CREATE SCHEMA retry_schema')
+    await admin.query('CREATE TABLE retry_schema.tidings_limits (key int)') // wrong shape: the index on expires_at fails
+    await expect(store.hit('k', 1_000, T0)).rejects.toThrow(/expires_at/)
+    await admin.query('DROP TABLE retry_schema.tidings_limits')
+    expect(await store.hit('k', 1_000, T0)).toBe(1) // tried again, created
+    await admin.query('DROP TABLE retry_schema.tidings_limits')
+    // success is remembered: the table is not created again (a creator that ran every time would answer 1)
+    await expect(store.hit('k', 1_000, T0)).rejects.toThrow(/tidings_limits/)
+    await admin.end()
+  }, 30_000)
+
+  it('prints the median hit latency over 1,000 hits on local PostgreSQL (one node, sequential)', async () => {
+    const store = createPostgresLimitStore({ connectionString: url, sweepIntervalMs: false })
+    closers.push(() => store.close())
+    await store.hit('warm', 60_000, T0)
+    const times: number[] = []
+    for (let i = 0; i < 1_000; i++) {
+      const t = performance.now()
+      expect(await store.hit(`lat:${i % 10}`, 60_000, T0)).toBe(Math.floor(i / 10) + 1)
+      times.push(performance.now() - t)
+    }
+    times.sort((a, b) => a - b)
+    const median = times[500]!
+    console.log(`PostgreSQL limit store: median hit ${median.toFixed(3)} ms, p90 ${times[900]!.toFixed(3)} ms, p99 ${times[990]!.toFixed(3)} ms over 1,000 hits`)
+    expect(median).toBeLessThan(50)
+  }, 60_000)
+})
+
+// ------------------------------------------------------------------ two hubs, PostgreSQL alone
+
+type Frame = Record<string, unknown> & { type: string }
+const TOKENS = { 'tok-ada': { userId: 'ada' }, 'tok-bob': { userId: 'bob' } }
+
+async function startNode(nodeId: string, limitStore: PostgresLimitStore): Promise<{ hub: Hub; port: number }> {
+  const presenceStore = createPostgresPresenceStore({ connectionString: url })
+  const hub = createHub({
+    nodeId,
+    logger: silentLogger,
+    authenticate: createTokenAuthenticator(TOKENS),
+    broker: createPostgresBroker({ connectionString: url }),
+    presenceStore,
+    limitStore,
+    channels: { 'budget:*': { publishesPerMinute: 10 } },
+  })
+  const transport = createWsTransport(hub)
+  const http: Server = createServer((_req, res) => res.writeHead(404).end())
+  transport.attach(http)
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r))
+  closers.push(async () => {
+    await hub.close()
+    await presenceStore.close()
+    await new Promise((r) => http.close(r))
+  })
+  return { hub, port: (http.address() as AddressInfo).port }
+}
+
+function client(port: number, token: string) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/realtime?token=${token}`, 'tidings.v1.json')
+  const frames: Frame[] = []
+  const waiters: Array<{ match: (f: Frame) => boolean; resolve: (f: Frame) => void }> = []
+  ws.on('message', (raw) => {
+    const f = JSON.parse(String(raw)) as Frame
+    frames.push(f)
+    for (const w of [...waiters]) if (w.match(f)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(f)
+  })
+  closers.push(async () => ws.close())
+  let n = 0
+  const waitFor = (match: (f: Frame) => boolean, ms = 10_000) =>
+    new Promise<Frame>((resolve, reject) => {
+      const found = frames.find(match)
+      if (found) return resolve(found)
+      const timer = setTimeout(() => reject(new Error('timed out waiting for a frame')), ms)
+      waiters.push({ match, resolve: (f) => (clearTimeout(timer), resolve(f)) })
+    })
+  return {
+    waitFor,
+    async request(frame: Record<string, unknown>) {
+      const id = `r${++n}`
+      ws.send(JSON.stringify({ ...frame, id }))
+      return waitFor((f) => f['id'] === id && f.type !== 'message')
+    },
+  }
+}
+
+describe('two hubs on PostgreSQL alone (broker, presence, limit store), real WebSocket clients', () => {
+  it('a channel’s publishesPerMinute of 10 holds across both nodes: 5 + 5 publish, the 11th (on either node) is RT_006 (a budget per node would allow 20)', async () => {
+    const a = await startNode('limit-a', createPostgresLimitStore({ connectionString: url }))
+    const b = await startNode('limit-b', createPostgresLimitStore({ connectionString: url }))
+    const ada = client(a.port, 'tok-ada')
+    const bob = client(b.port, 'tok-bob')
+    await ada.waitFor((f) => f.type === 'connected')
+    await bob.waitFor((f) => f.type === 'connected')
+    // not on a minute's edge: all the publishes fall in one window
+    const toEdge = 60_000 - (Date.now() % 60_000)
+    if (toEdge < 10_000) await new Promise((r) => setTimeout(r, toEdge + 50))
+    const replies: Frame[] = []
+    for (let i = 0; i < 10; i++) replies.push(await (i % 2 === 0 ? ada : bob).request({ type: 'message', channel: 'budget:room', event: 'say', data: { i } }))
+    expect(replies.map((r) => r.type)).toEqual(Array(10).fill('published'))
+    const overB = await bob.request({ type: 'message', channel: 'budget:room', event: 'say', data: { i: 10 } })
+    expect(overB).toMatchObject({ type: 'error', code: 'RT_006' })
+    const overA = await ada.request({ type: 'message', channel: 'budget:room', event: 'say', data: { i: 11 } })
+    expect(overA).toMatchObject({ type: 'error', code: 'RT_006' })
+    // another channel of the pattern has its own budget
+    expect((await ada.request({ type: 'message', channel: 'budget:other', event: 'say', data: {} })).type).toBe('published')
+  }, 60_000)
+})
