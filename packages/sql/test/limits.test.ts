@@ -1,14 +1,10 @@
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { PGlite } from '@electric-sql/pglite'
-import { type Hub, createHub, createTokenAuthenticator, silentLogger } from '@tidings/core'
 import { limitConformance } from '@tidings/core/conformance'
-import { createWsTransport } from '@tidings/ws'
+import { createTestHub } from '@tidings/core/testing'
 import pg from 'pg'
-import WebSocket from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPostgresBroker } from '../src/broker.js'
-import { type PostgresLimitStore, createPostgresLimitStore } from '../src/limits.js'
+import { createPostgresLimitStore } from '../src/limits.js'
 import { createPostgresPresenceStore } from '../src/presence.js'
 import { type PostgresServer, startPostgres } from './postgres.js'
 
@@ -105,79 +101,38 @@ describe('PostgreSQL limit store', () => {
 
 // ------------------------------------------------------------------ two hubs, PostgreSQL alone
 
-type Frame = Record<string, unknown> & { type: string }
-const TOKENS = { 'tok-ada': { userId: 'ada' }, 'tok-bob': { userId: 'bob' } }
-
-async function startNode(nodeId: string, limitStore: PostgresLimitStore): Promise<{ hub: Hub; port: number }> {
+/** A hub on PostgreSQL alone: its own broker, presence store and limit store (each its own pool). */
+function node(nodeId: string) {
   const presenceStore = createPostgresPresenceStore({ connectionString: url })
-  const hub = createHub({
+  const limitStore = createPostgresLimitStore({ connectionString: url })
+  const t = createTestHub({
     nodeId,
-    logger: silentLogger,
-    authenticate: createTokenAuthenticator(TOKENS),
     broker: createPostgresBroker({ connectionString: url }),
     presenceStore,
     limitStore,
-    channels: { 'budget:*': { publishesPerMinute: 10 } },
+    channels: { 'budget:*': { publish: 'authenticated', publishesPerMinute: 10 } },
   })
-  const transport = createWsTransport(hub)
-  const http: Server = createServer((_req, res) => res.writeHead(404).end())
-  transport.attach(http)
-  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r))
   closers.push(async () => {
-    await hub.close()
+    await t.close()
     await presenceStore.close()
-    await new Promise((r) => http.close(r))
+    await limitStore.close()
   })
-  return { hub, port: (http.address() as AddressInfo).port }
+  return t
 }
 
-function client(port: number, token: string) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/realtime?token=${token}`, 'tidings.v1.json')
-  const frames: Frame[] = []
-  const waiters: Array<{ match: (f: Frame) => boolean; resolve: (f: Frame) => void }> = []
-  ws.on('message', (raw) => {
-    const f = JSON.parse(String(raw)) as Frame
-    frames.push(f)
-    for (const w of [...waiters]) if (w.match(f)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(f)
-  })
-  closers.push(async () => ws.close())
-  let n = 0
-  const waitFor = (match: (f: Frame) => boolean, ms = 10_000) =>
-    new Promise<Frame>((resolve, reject) => {
-      const found = frames.find(match)
-      if (found) return resolve(found)
-      const timer = setTimeout(() => reject(new Error('timed out waiting for a frame')), ms)
-      waiters.push({ match, resolve: (f) => (clearTimeout(timer), resolve(f)) })
-    })
-  return {
-    waitFor,
-    async request(frame: Record<string, unknown>) {
-      const id = `r${++n}`
-      ws.send(JSON.stringify({ ...frame, id }))
-      return waitFor((f) => f['id'] === id && f.type !== 'message')
-    },
-  }
-}
-
-describe('two hubs on PostgreSQL alone (broker, presence, limit store), real WebSocket clients', () => {
+describe('two hubs on PostgreSQL alone (broker, presence, limit store)', () => {
   it('a channel’s publishesPerMinute of 10 holds across both nodes: 5 + 5 publish, the 11th (on either node) is RT_006 (a budget per node would allow 20)', async () => {
-    const a = await startNode('limit-a', createPostgresLimitStore({ connectionString: url }))
-    const b = await startNode('limit-b', createPostgresLimitStore({ connectionString: url }))
-    const ada = client(a.port, 'tok-ada')
-    const bob = client(b.port, 'tok-bob')
-    await ada.waitFor((f) => f.type === 'connected')
-    await bob.waitFor((f) => f.type === 'connected')
+    const a = node('limit-a')
+    const b = node('limit-b')
+    const ada = await a.connect({ userId: 'ada' })
+    const bob = await b.connect({ userId: 'bob' })
     // not on a minute's edge: all the publishes fall in one window
     const toEdge = 60_000 - (Date.now() % 60_000)
     if (toEdge < 10_000) await new Promise((r) => setTimeout(r, toEdge + 50))
-    const replies: Frame[] = []
-    for (let i = 0; i < 10; i++) replies.push(await (i % 2 === 0 ? ada : bob).request({ type: 'message', channel: 'budget:room', event: 'say', data: { i } }))
-    expect(replies.map((r) => r.type)).toEqual(Array(10).fill('published'))
-    const overB = await bob.request({ type: 'message', channel: 'budget:room', event: 'say', data: { i: 10 } })
-    expect(overB).toMatchObject({ type: 'error', code: 'RT_006' })
-    const overA = await ada.request({ type: 'message', channel: 'budget:room', event: 'say', data: { i: 11 } })
-    expect(overA).toMatchObject({ type: 'error', code: 'RT_006' })
+    for (let i = 0; i < 10; i++) await (i % 2 === 0 ? ada : bob).publish('budget:room', 'say', { i })
+    await expect(bob.publish('budget:room', 'say', { i: 10 })).rejects.toMatchObject({ code: 'RT_006' })
+    await expect(ada.publish('budget:room', 'say', { i: 11 })).rejects.toMatchObject({ code: 'RT_006' })
     // another channel of the pattern has its own budget
-    expect((await ada.request({ type: 'message', channel: 'budget:other', event: 'say', data: {} })).type).toBe('published')
+    await ada.publish('budget:other', 'say', {})
   }, 60_000)
 })

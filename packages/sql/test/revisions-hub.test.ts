@@ -4,10 +4,8 @@ import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import type { HubOptions, MessageFrame, MessageStore } from '@tidings/core'
 import { createTestHub } from '@tidings/core/testing'
-import { Kysely } from 'kysely'
-import { PGliteDialect } from 'kysely-pglite-dialect'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createSqlStore, migrate } from '../src/index.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import { createSqlStore } from '../src/index.js'
 import { createSqliteStore } from '../src/sqlite/index.js'
 
 // Message revisions end to end over each SQL store (one scenario, run over each): a hub (core's
@@ -15,25 +13,18 @@ import { createSqliteStore } from '../src/sqlite/index.js'
 // a second hub with a store of its own over the same database, as after a restart: what the first
 // one revised must be what the second one reads and replays.
 
-let pglite: PGlite
-let db: Kysely<any>
+const pglite = new PGlite()
 const dir = mkdtempSync(join(tmpdir(), 'tidings-sqlite-rev-'))
 const filename = join(dir, 'revisions.sqlite')
 
-beforeAll(async () => {
-  pglite = new PGlite()
-  db = new Kysely<any>({ dialect: new PGliteDialect(pglite) })
-  await migrate(db)
-}, 60_000)
-
 afterAll(async () => {
-  await pglite?.close()
+  await pglite.close()
   rmSync(dir, { recursive: true, force: true })
 })
 
 /** Each database: a new store over it (each hub its own, as after a restart). */
 const databases: Array<{ name: string; store: () => MessageStore }> = [
-  { name: 'the SQL store on PGlite', store: () => createSqlStore({ db, migrate: false, sweepIntervalMs: false }) },
+  { name: 'the SQL store on PGlite', store: () => createSqlStore({ db: { pglite }, sweepIntervalMs: false }) },
   { name: 'the SQLite store on a WAL file', store: () => createSqliteStore({ db: { filename }, sweepIntervalMs: false }) },
 ]
 
