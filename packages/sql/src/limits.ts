@@ -96,7 +96,7 @@ export function createPostgresLimitStore(options: PostgresLimitStoreOptions): Po
      ON CONFLICT (key, window_ms, window_start) DO UPDATE SET count = l.count + 1
      RETURNING l.count`
   const BATCH = Math.min(1_000, sweepLimit)
-  const SWEEP = `DELETE FROM ${T} WHERE ctid IN (SELECT ctid FROM ${T} WHERE expires_at < $1 LIMIT $2)`
+  const SWEEP = `DELETE FROM ${T} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${T} WHERE expires_at < $1 LIMIT $2))`
 
   /** The latest `now` a hit was given: the sweep's time (time comes only from the hits). */
   let latest = -Infinity
