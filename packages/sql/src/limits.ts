@@ -38,7 +38,7 @@ export interface PostgresLimitStoreOptions {
 export interface PostgresLimitStore extends LimitStore {
   hit(key: string, windowMs: number, now: number): Promise<number>
   /**
-   * Delete counters whose window (plus the margin) ended before `now` (default: the latest `now`
+   * Delete counters whose window (plus the margin) ended by `now` (default: the latest `now`
    * a hit of this store was given), at most `sweepLimit` rows; answers how many were deleted.
    */
   sweep(now?: number): Promise<number>
@@ -96,7 +96,7 @@ export function createPostgresLimitStore(options: PostgresLimitStoreOptions): Po
      ON CONFLICT (key, window_ms, window_start) DO UPDATE SET count = l.count + 1
      RETURNING l.count`
   const BATCH = Math.min(1_000, sweepLimit)
-  const SWEEP = `DELETE FROM ${T} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${T} WHERE expires_at < $1 LIMIT $2))`
+  const SWEEP = `DELETE FROM ${T} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${T} WHERE expires_at <= $1 LIMIT $2))`
 
   /** The latest `now` a hit was given: the sweep's time (time comes only from the hits). */
   let latest = -Infinity

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPostgresBroker } from '../src/broker.js'
 import { createPostgresLimitStore } from '../src/limits.js'
 import { createPostgresPresenceStore } from '../src/presence.js'
-import { type PostgresServer, startPostgres } from './postgres.js'
+import { type PostgresServer, sleep, startPostgres, until } from './postgres.js'
 
 // The LimitStore on PostgreSQL: the port's conformance suite with several stores as several
 // nodes (each its own pool) on one database, and on PGlite (several stores on one instance);
@@ -42,6 +42,15 @@ limitConformance('PGlite, one instance', (count) => Array.from({ length: count }
 
 const T0 = Date.UTC(2026, 0, 1)
 
+/** A client of the test database, ended after the file (also when a test fails first). */
+async function sqlClient(): Promise<pg.Client> {
+  const c = new pg.Client(url)
+  c.on('error', () => undefined)
+  await c.connect()
+  closers.push(() => c.end())
+  return c
+}
+
 describe('PostgreSQL limit store', () => {
   it('the sweep deletes only ended windows (plus the margin), in batches bounded by sweepLimit', async () => {
     const store = createPostgresLimitStore({ connectionString: url, tablePrefix: 'sweep_', sweepIntervalMs: false, sweepLimit: 1_500, expiryMarginMs: 500 })
@@ -56,19 +65,29 @@ describe('PostgreSQL limit store', () => {
     expect(await store.sweep(T0 + 1_501)).toBe(0)
     // the minute window still counts on (a sweep that deleted it would answer 1)
     expect(await store.hit('live', 60_000, T0 + 1_501)).toBe(2)
-    const db = new pg.Client(url)
-    await db.connect()
+    const db = await sqlClient()
     expect((await db.query('SELECT count(*)::int AS n FROM sweep_limits')).rows[0].n).toBe(1)
-    await db.end()
   }, 60_000)
+
+  it('the periodic sweep runs by itself (sweepIntervalMs) and deletes an ended window once a later hit moved the store’s time past it', async () => {
+    const store = createPostgresLimitStore({ connectionString: url, tablePrefix: 'timer_', sweepIntervalMs: 50, expiryMarginMs: 0 })
+    closers.push(() => store.close())
+    const db = await sqlClient()
+    const rows = async () => (await db.query('SELECT key FROM timer_limits ORDER BY key')).rows.map((r) => r.key)
+    expect(await store.hit('ended', 1_000, T0)).toBe(1)
+    expect(await store.hit('current', 60_000, T0)).toBe(1)
+    await sleep(200)
+    expect(await rows()).toEqual(['current', 'ended']) // nothing later than the windows yet
+    expect(await store.hit('current', 60_000, T0 + 1_000)).toBe(2)
+    await until(async () => expect(await rows()).toEqual(['current']), 5_000)
+  }, 30_000)
 
   it('with createTables false and no migrations, a hit fails; the lazy creator retries after a failure and then remembers success', async () => {
     const noTable = createPostgresLimitStore({ connectionString: url, tablePrefix: 'absent_', createTables: false, sweepIntervalMs: false })
     closers.push(() => noTable.close())
     await expect(noTable.hit('k', 1_000, T0)).rejects.toThrow(/absent_limits/)
     // the first creation fails: a table of the wrong shape is in the way (its index on expires_at cannot be made)
-    const admin = new pg.Client(url)
-    await admin.connect()
+    const admin = await sqlClient()
     const store = createPostgresLimitStore({ connectionString: url, schema: 'retry_schema', sweepIntervalMs: false })
     closers.push(() => store.close())
     await admin.query('CREATE SCHEMA retry_schema')
@@ -79,7 +98,6 @@ describe('PostgreSQL limit store', () => {
     await admin.query('DROP TABLE retry_schema.tidings_limits')
     // success is remembered: the table is not created again (a creator that ran every time would answer 1)
     await expect(store.hit('k', 1_000, T0)).rejects.toThrow(/tidings_limits/)
-    await admin.end()
   }, 30_000)
 
   it('prints the median hit latency over 1,000 hits on local PostgreSQL (one node, sequential)', async () => {
