@@ -6,6 +6,7 @@ import { type Connection, type SqlDatabase, connect } from './connect.js'
 import { migrate } from './migrations/index.js'
 import { type SchemaContext, schemaContext, tables } from './names.js'
 import { createRecords } from './records.js'
+import { storeLifecycle } from './lifecycle.js'
 import { MESSAGE_COLUMNS, type MessageRow, NUL, num, revisesColumn, toMessage } from './rows.js'
 
 /** What the seed-002 columns of a channel row say about it (filled on the channel's first append). */
@@ -216,8 +217,6 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   ready.catch(() => {}) // reported by every call that awaits it
   const queues = new Map<string, ChannelQueue>()
   const inFlight = new Set<Promise<void>>()
-  let closed = false
-  let closing: Promise<void> | undefined
 
   // ------------------------------------------------------------------ identity and epochs
 
@@ -443,7 +442,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   /** Deletes the rows retention dropped from a channel, outside the append path (one purge per channel at a time). */
   const purging = new Set<string>()
   const schedulePurge = (channel: string, low: number, epoch: string) => {
-    if (purging.has(channel) || closed) return
+    if (purging.has(channel) || life.closed) return
     purging.add(channel)
     const done: Promise<void> = (async () => {
       await sql`DELETE FROM ${t.messages} WHERE channel = ${channel} AND seq <= ${low} AND epoch = ${epoch}`.execute(db)
@@ -477,7 +476,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
   }
 
   const append = (channel: string, input: Pending['input'], opts: AppendOptions): Promise<AppendResult> => {
-    if (closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
+    if (life.closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
     let json: string
     try {
       json = JSON.stringify(input.data) ?? 'null'
@@ -630,32 +629,8 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
 
   // ------------------------------------------------------------------ lifecycle
 
-  const interval = options.sweepIntervalMs === undefined ? 60_000 : options.sweepIntervalMs
-  let sweeping = false
-  const timer =
-    interval && interval > 0
-      ? setInterval(() => {
-          if (sweeping || closed) return
-          sweeping = true
-          sweep()
-            .catch(onError)
-            .finally(() => {
-              sweeping = false
-            })
-        }, interval)
-      : undefined
-  timer?.unref?.()
-
-  const close = () => {
-    closing ??= (async () => {
-      closed = true
-      if (timer) clearInterval(timer)
-      while (inFlight.size > 0) await Promise.allSettled([...inFlight])
-      await ready.catch(() => {})
-      await conn.close()
-    })()
-    return closing
-  }
+  const life = storeLifecycle({ intervalMs: options.sweepIntervalMs, sweep: () => sweep(), onError, inFlight, ready, release: () => conn.close() })
+  const close = () => life.close()
 
   const nowOf = (o?: { now?: number | undefined }) => Math.round(o?.now ?? wallClock())
 

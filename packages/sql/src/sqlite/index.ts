@@ -17,6 +17,7 @@ import { holdsWords, searchWords, utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type SqliteStoreDatabase, connectSqlite, connectionKey, withFileLock } from './connection.js'
 import { migrateSqlite, newIdentity, sqlitePrefix, sqliteTables } from './migrations.js'
+import { storeLifecycle } from '../lifecycle.js'
 
 export { type SqliteStoreDatabase } from './connection.js'
 export { SQLITE_DEFAULT_PREFIX, SQLITE_MIGRATIONS, createSqliteMigrator, migrateSqlite, sqliteStoreMigration } from './migrations.js'
@@ -176,8 +177,6 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const onError = options.onError ?? (() => {})
   const queues = new Map<string, { pending: Pending[]; running: boolean }>()
   const inFlight = new Set<Promise<unknown>>()
-  let closed = false
-  let closing: Promise<void> | undefined
   /** Serializes this process's writers of the database file (a private key for an in-memory database). */
   let lockKey = connectionKey(db)
 
@@ -415,7 +414,7 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   }
 
   const append = (channel: string, input: Pending['input'], opts: AppendOptions): Promise<AppendResult> => {
-    if (closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
+    if (life.closed) return Promise.reject(new Error('@tidings/sql: the store is closed'))
     // Checked here, so one bad message fails alone rather than the batch it would join.
     if (typeof input.id !== 'string' || typeof input.event !== 'string' || !Number.isFinite(input.timestamp) || !Number.isFinite(opts.now)) {
       return Promise.reject(new TypeError('@tidings/sql: append needs a string id and event, a finite timestamp and a finite now'))
@@ -619,32 +618,8 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
 
   // ------------------------------------------------------------------ lifecycle
 
-  const interval = options.sweepIntervalMs === undefined ? 60_000 : options.sweepIntervalMs
-  let sweeping = false
-  const timer =
-    interval && interval > 0
-      ? setInterval(() => {
-          if (sweeping || closed) return
-          sweeping = true
-          sweep()
-            .catch(onError)
-            .finally(() => {
-              sweeping = false
-            })
-        }, interval)
-      : undefined
-  timer?.unref?.()
-
-  const close = () => {
-    closing ??= (async () => {
-      closed = true
-      if (timer) clearInterval(timer)
-      while (inFlight.size > 0) await Promise.allSettled([...inFlight])
-      await ready.catch(() => {})
-      await conn.close()
-    })()
-    return closing
-  }
+  const life = storeLifecycle({ intervalMs: options.sweepIntervalMs, sweep: () => sweep(), onError, inFlight, ready, release: () => conn.close() })
+  const close = () => life.close()
 
   return { db, ready, append, read, position, cursor, commit, cursors, revise, search, channelsOf, stats, reset, sweep, close }
 }
