@@ -2,6 +2,7 @@ import type { LimitStore } from '@tidings/core'
 import { CompiledQuery, type Kysely } from 'kysely'
 import pg from 'pg'
 import { type SqlDatabase, connect } from './connect.js'
+import { storeLifecycle } from './lifecycle.js'
 import { clusterTablesOnce } from './migrations/0002_cluster.js'
 import { limitStatements, limitTable } from './migrations/0005_limits.js'
 import { schemaContext } from './names.js'
@@ -100,10 +101,18 @@ export function createPostgresLimitStore(options: PostgresLimitStoreOptions): Po
 
   /** The latest `now` a hit was given: the sweep's time (time comes only from the hits). */
   let latest = -Infinity
-  let closed = false
-  let sweeping: Promise<number> | undefined
+  /** Sweeps and hits under way: close waits for them before it lets the pool go. */
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <T>(work: Promise<T>): Promise<T> => {
+    inFlight.add(work)
+    void work.then(
+      () => inFlight.delete(work),
+      () => inFlight.delete(work),
+    )
+    return work
+  }
 
-  const sweep = async (now = latest): Promise<number> => {
+  const deleteEnded = async (now: number): Promise<number> => {
     if (!Number.isFinite(now)) return 0
     await ready()
     let deleted = 0
@@ -116,39 +125,33 @@ export function createPostgresLimitStore(options: PostgresLimitStoreOptions): Po
     }
     return deleted
   }
+  const sweep = (now = latest): Promise<number> => track(deleteEnded(now))
 
-  const every = options.sweepIntervalMs ?? 30_000
-  const timer =
-    every !== false && every > 0
-      ? setInterval(() => {
-          if (sweeping || closed) return
-          sweeping = sweep()
-            .catch(() => 0) // the next sweep tries again; hits are unaffected
-            .finally(() => {
-              sweeping = undefined
-            })
-        }, every)
-      : undefined
-  timer?.unref?.()
+  const lifecycle = storeLifecycle({
+    intervalMs: options.sweepIntervalMs ?? 30_000,
+    sweep: () => sweep(),
+    onError: () => undefined, // the next sweep tries again; hits are unaffected
+    inFlight,
+    ready: Promise.resolve(),
+    release: end,
+  })
 
   return {
-    async hit(key, windowMs, now) {
-      if (!(Number.isFinite(windowMs) && windowMs > 0)) throw new RangeError(`LimitStore.hit: windowMs must be a positive number, got ${windowMs}`)
-      if (!Number.isFinite(now)) throw new RangeError(`LimitStore.hit: now must be a finite number, got ${now}`)
-      if (closed) throw new Error('PostgresLimitStore: closed')
+    hit(key, windowMs, now) {
+      if (!(Number.isFinite(windowMs) && windowMs > 0)) return Promise.reject(new RangeError(`LimitStore.hit: windowMs must be a positive number, got ${windowMs}`))
+      if (!Number.isFinite(now)) return Promise.reject(new RangeError(`LimitStore.hit: now must be a finite number, got ${now}`))
+      if (lifecycle.closed) return Promise.reject(new Error('PostgresLimitStore: closed'))
       const start = Math.floor(now / windowMs) * windowMs
       if (now > latest) latest = now
-      await ready()
-      const rows = await run<{ count: string | number }>(HIT, [key, windowMs, start, start + windowMs + margin])
-      return Number(rows[0]!.count)
+      return track(
+        (async () => {
+          await ready()
+          const rows = await run<{ count: string | number }>(HIT, [key, windowMs, start, start + windowMs + margin])
+          return Number(rows[0]!.count)
+        })(),
+      )
     },
     sweep,
-    async close() {
-      if (closed) return
-      closed = true
-      if (timer) clearInterval(timer)
-      await sweeping
-      await end()
-    },
+    close: () => lifecycle.close(),
   }
 }
