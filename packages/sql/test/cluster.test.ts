@@ -1,14 +1,15 @@
 import { hubConformance } from '@tidings/core/conformance'
 import { afterAll, afterEach, beforeAll, describe } from 'vitest'
 import { createPostgresBroker } from '../src/broker.js'
+import { type PostgresLimitStore, createPostgresLimitStore } from '../src/limits.js'
 import { type PostgresPresenceStore, createPostgresPresenceStore } from '../src/presence.js'
 import { type PostgresServer, startPostgres } from './postgres.js'
 
 // The engine's own guarantees (the delivery property on one hub; three hubs as one: order and
 // offsets across nodes, resume on another node, dedup, presence across hubs, broadcasts, the
-// cluster-wide operations) over the PostgreSQL broker and presence store: each node its own
-// broker (its own pool and LISTEN connection) and its own presence store (its own pool) on one
-// database. The message store is the suite's shared memory one.
+// cluster-wide operations) over the PostgreSQL broker, presence store and limit store: each node
+// its own broker (its own pool and LISTEN connection), presence store and limit store (their own
+// pools) on one database. The message store is the suite's shared memory one.
 
 let server: PostgresServer
 let url: string
@@ -20,10 +21,12 @@ afterAll(async () => {
   await server?.stop()
 })
 
-// The hub closes its broker; presence stores have no close in the port: closed after each test.
+// The hub closes its broker; presence and limit stores have no close in the port: closed after each test.
 const presence: PostgresPresenceStore[] = []
+const limits: PostgresLimitStore[] = []
 afterEach(async () => {
   for (const p of presence.splice(0)) await p.close()
+  for (const l of limits.splice(0)) await l.close()
 })
 
 // The suite settles its hubs for a few event-loop turns after a publish answers and then looks
@@ -36,12 +39,14 @@ afterEach(async () => {
 // again, twice at most; a message lost, duplicated or reordered fails every attempt alike.
 describe('over PostgreSQL', { retry: 2 }, () => {
   hubConformance(
-    'PostgreSQL broker and presence store',
+    'PostgreSQL broker, presence store and limit store',
     (nodes) =>
       Array.from({ length: nodes }, () => {
         const presenceStore = createPostgresPresenceStore({ connectionString: url })
+        const limitStore = createPostgresLimitStore({ connectionString: url })
         presence.push(presenceStore)
-        return { broker: createPostgresBroker({ connectionString: url }), presenceStore }
+        limits.push(limitStore)
+        return { broker: createPostgresBroker({ connectionString: url }), presenceStore, limitStore }
       }),
     { timeoutMs: 30_000, deliveryRuns: 8, deliveryTimeoutMs: 180_000, prefix: 'pg' },
   )
