@@ -224,6 +224,58 @@ describe('a deletion and the earlier edits', () => {
   })
 })
 
+describe('a revision is published like a message', () => {
+  it('client edits spend the channel’s publish budget (RT_006 past publishesPerMinute) and flagged edits raise content:flagged', async () => {
+    const flagged: string[] = []
+    await using t = createTestHub({
+      channels: { 'chat:*': { ...CHAT['chat:*'], publishesPerMinute: 3 } },
+      content: (ctx) => (JSON.stringify(ctx.data).includes('rude') ? { flag: 'rude word' } : undefined),
+    })
+    t.hub.on('content:flagged', (e) => flagged.push(`${e.reason}@${e.offset}`))
+    const ada = await t.connect({ userId: 'ada' })
+    const p = await ada.publish('chat:1', 'say', { text: 'nice' })
+    const e1 = await ada.edit('chat:1', p.offset!, { text: 'rude now' })
+    await ada.edit('chat:1', p.offset!, { text: 'nice again' })
+    // 3 per minute: the publish and two edits spent it
+    expect((await rejection(ada.edit('chat:1', p.offset!, { text: 'once more' }))).code).toBe('RT_006')
+    expect(flagged).toEqual([`rude word@${e1.revision}`])
+    expect((await t.hub.channel('chat:1').history()).messages[0]).toMatchObject({ version: 3, data: { text: 'nice again' } })
+  })
+
+  it('an edit whose message is deleted while the edit event is on its way does not keep the edited words in the log', async () => {
+    const memory = createMemoryStore()
+    let hold: Promise<void> | undefined
+    let release = () => {}
+    // the edit's event append waits until the deletion has run (and scrubbed what it could find)
+    const store: MessageStore = {
+      ...memory,
+      append: (channel, message, options) => {
+        if (message.revises !== undefined && message.revises.deleted !== true && hold !== undefined) {
+          const h = hold
+          hold = undefined
+          return h.then(() => memory.append(channel, message, options))
+        }
+        return memory.append(channel, message, options)
+      },
+    }
+    await using t = createTestHub({ store, channels: CHAT })
+    const ch = t.hub.channel('chat:1')
+    const p = await ch.publish('say', { text: 'plain' }, { sender: 'ada' })
+    hold = new Promise<void>((r) => (release = r))
+    const edit = ch.edit(p.offset!, { text: 'SECRET words' })
+    await t.settle()
+    const del = await ch.delete(p.offset!)
+    release()
+    const edited = await edit
+    expect(edited.version).toBe(2)
+    expect(del.version).toBe(3)
+    await t.settle()
+    const h = await ch.history()
+    expect(JSON.stringify(h.messages)).not.toContain('SECRET')
+    expect(h.messages.find((m) => m.offset === edited.revision)).toMatchObject({ data: null, deleted: true, revises: { offset: p.offset, version: 2 } })
+  })
+})
+
 describe('revisions and exclusions', () => {
   it('an edit is not for whoever the message was not for (its exclude), nor for the editor’s own connection', async () => {
     await using t = createTestHub({ channels: CHAT })

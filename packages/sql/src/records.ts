@@ -20,6 +20,9 @@ export interface RecordsContext {
   readonly wallClock: () => number
 }
 
+/** Offsets one search looks at, at most (older ones: page on with `before`), as the memory and Redis stores. */
+const SEARCH_SCAN = 10_000
+
 export function createRecords({ db, t, ready, searchConfig, describe, wallClock }: RecordsContext) {
   /**
    * `l.low`: the channel's retained range at `now` starts after it (`c` the channel's row): its
@@ -89,7 +92,8 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
   }
 
   /**
-   * The port's `search`: messages as they are now (never deleted ones nor revision events), among
+   * The port's `search` (at most the newest SEARCH_SCAN offsets below `before`: the work of one
+   * client request stays bounded without an index): messages as they are now (never deleted ones nor revision events), among
    * those a read at `now` would return (retention and age), newest first.
    */
   const search = async (channel: string, query: string, o: { limit?: number | undefined; before?: number | undefined; now: number }): Promise<StoredMessage[]> => {
@@ -107,6 +111,7 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
       FROM ${t.channels} c ${liveLow(o.now)} JOIN ${t.messages} m ON m.channel = c.name
       WHERE c.name = ${channel} AND m.seq > l.low AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
         ${before !== undefined ? sql`AND m.seq < ${before}::bigint` : sql``}
+        AND m.seq > ${before !== undefined ? sql`LEAST(${before}::bigint, c.top + 1)` : sql`c.top + 1`} - ${SEARCH_SCAN + 1}
         AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ plainto_tsquery(${config}::regconfig, ${words.join(' ')})
       ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
     return rows.map((r) => toMessage(channel, r))

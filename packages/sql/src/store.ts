@@ -140,8 +140,9 @@ export interface SqlStore extends MessageStore {
   /** GDPR erasure of one user: their messages (redacted by default, or deleted), receipts, subscriptions, keys. */
   eraseUser(userId: string, options?: { mode?: 'redact' | 'delete' | undefined; now?: number | undefined }): Promise<EraseResult>
   /**
-   * The port's `search`: full-text search (PostgreSQL `websearch_to_tsquery` over the strings of
-   * the data, `searchConfig`) of a channel's retained messages as they are now, newest first: never
+   * The port's `search`: full-text search (the query's words joined with AND by PostgreSQL's
+   * `plainto_tsquery`, against the strings of the data, `searchConfig`) of a channel's retained
+   * messages as they are now, newest first, among the newest 10,000 offsets below `before`: never
    * deleted ones, revision events or messages expired by age at `now` (default: the wall clock).
    */
   search(channel: string, query: string, options?: { limit?: number | undefined; before?: number | undefined; now?: number | undefined }): Promise<StoredMessage[]>

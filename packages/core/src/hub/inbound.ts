@@ -12,8 +12,11 @@ import type { ResolvedHubOptions } from './options.js'
 const MAX_WAITING_FRAMES = 1000
 /** What an ack takes from the frame budget. */
 const ACK_COST = 0.05
-/** A search reads through a channel's history: it costs ten frames of the rate budget (at most one second's worth). */
-const SEARCH_COST = 10
+/**
+ * A search reads through a channel's history, a channel list asks the store and the rules about
+ * many channels: each costs ten frames of the rate budget (at most one second's worth).
+ */
+const READ_COST = 10
 
 /** An error answer to one frame. */
 export interface Refusal {
@@ -86,7 +89,7 @@ export class Inbound {
     // Acks cost a twentieth of a frame: they are the client keeping its side of at-least-once
     // delivery, and must not eat the budget of the frames the app sends.
     const allowed =
-      type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : type === 'search' ? conn.takeFractionalToken(now, Math.min(SEARCH_COST, limits.messagesPerSecond)) : conn.takeMessageToken(now)
+      type === 'ack' ? conn.takeFractionalToken(now, ACK_COST) : type === 'search' || type === 'channels' ? conn.takeFractionalToken(now, Math.min(READ_COST, limits.messagesPerSecond)) : conn.takeMessageToken(now)
     if (!allowed) {
       // A request (it has an id) is always answered, so its promise settles; the rest may be shed.
       return this.reject(conn, { id, code: 'RT_006', message: 'too many messages per second', frameType: type, details: { retryAfterMs: conn.messageRetryAfter() }, volatile: id === undefined })

@@ -181,6 +181,11 @@ export class Publisher {
     if (draft.bytes > limit) throw new RealtimeError('RT_005', `message of ${draft.bytes} bytes is over the limit of ${limit}`, { limit })
   }
 
+  /** A client publish's charge to the channel's budget (`publishesPerMinute`), `RT_006` past it: revisions spend it too. */
+  chargeChannel(channel: string, resolved: ResolvedChannel): MaybePromise<void> {
+    return this.takeChannelPublish(channel, resolved.options)
+  }
+
   /** The content filter's verdict on a client's data (undefined: none, or nothing to say); throws `RT_007` when it rejects. */
   screen(conn: Connection, channel: string, resolved: ResolvedChannel, event: string, data: unknown, bytes: number): MaybePromise<string | undefined> {
     if (this.content === undefined || resolved.options.encrypted === true) return undefined

@@ -99,18 +99,19 @@ export class Revisions {
     if (request.by !== undefined && original.sender !== request.by) throw new RealtimeError('RT_003', `message ${offset} of '${channel}' is not yours to revise`, { offset })
     const deleted = revision.deleted === true
     const data = deleted ? null : (revision.data ?? null)
+    let flag: string | undefined
     if (!deleted) {
       // Everything a publish of the new data would be refused for, before the message changes.
       this.host.publisher.check(channel, resolved, original.event, data)
       const conn = request.connection
-      if (conn !== undefined) await this.host.publisher.screen(conn, channel, resolved, original.event, data, request.bytes ?? 0)
+      if (conn !== undefined) flag = await this.host.publisher.screen(conn, channel, resolved, original.event, data, request.bytes ?? 0)
     }
+    // A client's revision is published like a message: it spends the channel's publish budget.
+    if (request.connection !== undefined) await this.host.publisher.chargeChannel(channel, resolved)
     const revise = store.revise.bind(store)
     const revised = await revise(channel, offset, deleted ? { deleted: true } : { data }, { now: this.host.clock.now() })
     if (revised === undefined) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' is no longer retained, or was deleted meanwhile`, { offset })
     const version = revised.message.version
-    // A deleted message's words must not come back through its earlier edits either.
-    if (deleted) await this.scrubEdits(channel, offset, revise)
     const conn = request.connection
     let published
     try {
@@ -132,6 +133,22 @@ export class Revisions {
       throw err
     }
     if (published.offset === undefined) throw new RealtimeError('RT_004', `'${channel}' keeps no history: its messages cannot be revised`)
+    if (flag !== undefined && conn !== undefined && this.host.signals.listenerCount('content:flagged') > 0) {
+      this.host.signals.emit('content:flagged', { channel, event: original.event, userId: conn.userId, connectionId: conn.id, reason: flag, messageId: published.messageId, offset: published.offset })
+    }
+    try {
+      // A deleted message's words must not come back through its edits: a deletion blanks the
+      // edit events before it, and an edit whose message was deleted while its event was on its
+      // way (a deletion that scrubbed before this event was appended) blanks its own.
+      if (deleted) await this.scrubEdits(channel, offset, revise)
+      else {
+        const now = await store.read(channel, { after: offset - 1, limit: 1, now: this.host.clock.now() })
+        if (now.messages[0]?.offset === offset && now.messages[0].deleted === true) await revise(channel, published.offset, { deleted: true }, { now: this.host.clock.now() })
+      }
+    } catch (err) {
+      // The revision happened and was published; what is left is the blanking of older data.
+      this.host.signals.report(err, 'revision.scrub')
+    }
     return { offset, version, deleted, revision: published.offset, messageId: published.messageId, recipients: published.recipients }
   }
 }

@@ -135,6 +135,8 @@ interface KeyRecord {
 const COLUMNS = sql.raw('seq, id, event, data, sender, ts, exclude, revises, version, deleted_at')
 const DEFAULT_WINDOW = 600_000
 const SEARCH_PAGE = 500
+/** Offsets one search looks at, at most (older ones: page on with `before`). */
+const SEARCH_SCAN = 10_000
 
 const finite = (v: number | undefined): v is number => typeof v === 'number' && Number.isFinite(v)
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
@@ -534,10 +536,12 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
     const low = liveLow(state)
     const limit = Math.max(1, Math.floor(Number.isFinite(opts.limit) ? opts.limit : Number.MAX_SAFE_INTEGER))
     let below = Math.min(num(state.top) + 1, opts.before !== undefined && Number.isFinite(opts.before) ? Math.ceil(opts.before) : Number.MAX_SAFE_INTEGER)
+    // At most the newest SEARCH_SCAN offsets below `before` per call, as the memory and Redis stores.
+    const floor = Math.max(low, below - SEARCH_SCAN - 1)
     const out: StoredMessage[] = []
-    while (out.length < limit && below > low + 1) {
+    while (out.length < limit && below > floor + 1) {
       const { rows } = await sql<MessageRow>`
-        SELECT ${COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq > ${low} AND seq < ${below} AND deleted_at IS NULL AND revises IS NULL
+        SELECT ${COLUMNS} FROM ${t.messages} WHERE channel = ${channel} AND seq > ${floor} AND seq < ${below} AND deleted_at IS NULL AND revises IS NULL
         ORDER BY seq DESC LIMIT ${SEARCH_PAGE}`.execute(db)
       for (const r of rows) {
         if (out.length >= limit) break
