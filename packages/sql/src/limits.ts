@@ -32,7 +32,7 @@ export interface PostgresLimitStoreOptions {
   readonly expiryMarginMs?: number | undefined
   /** How often ended windows are deleted, in ms (off the hot path). Default 30,000; 0 or false: never (call `sweep()` yourself). */
   readonly sweepIntervalMs?: number | false | undefined
-  /** Rows deleted per sweep, at most (in statements of 1,000). Default 10,000. */
+  /** Rows deleted per sweep, at most (in statements of 1,000). Default 200,000 (with the default 30 s interval, ~6,600 ended windows a second: far above what the hub creates). */
   readonly sweepLimit?: number | undefined
 }
 
@@ -67,7 +67,7 @@ export function createPostgresLimitStore(options: PostgresLimitStoreOptions): Po
   if (given !== 1) throw new TypeError('createPostgresLimitStore needs one of pool, connectionString or db')
   const margin = options.expiryMarginMs ?? 1_000
   if (!(Number.isFinite(margin) && margin >= 0)) throw new RangeError(`createPostgresLimitStore: expiryMarginMs must be a number ≥ 0, got ${margin}`)
-  const sweepLimit = options.sweepLimit ?? 10_000
+  const sweepLimit = options.sweepLimit ?? 200_000
   if (!(Number.isInteger(sweepLimit) && sweepLimit > 0)) throw new RangeError(`createPostgresLimitStore: sweepLimit must be a positive integer, got ${sweepLimit}`)
   const ctx = schemaContext({ schema: options.schema, prefix: options.tablePrefix })
   const T = limitTable(ctx)
