@@ -16,39 +16,16 @@
  * Environment: N (batched appends per phase, 50,000), N_UNBATCHED (2,000), INFLIGHT (1,000),
  * ROUNDS (3), PG_URL (use this PostgreSQL instead of a private one).
  */
-import { performance } from 'node:perf_hooks'
 import { type SqlStore, connect, createSqlStore, migrate } from '../packages/sql/src/index.js'
 import { startPostgres } from '../packages/sql/test/postgres.js'
+import { appendRate, envNumber } from './lib/append-rate.js'
+import { median } from './lib/stats.js'
 
-const env = process.env
-const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback)
-const N = num('N', 50_000)
-const N_UNBATCHED = num('N_UNBATCHED', 2_000)
-const INFLIGHT = num('INFLIGHT', 1_000)
-const ROUNDS = num('ROUNDS', 3)
-const retention = { maxCount: 10_000, maxAgeMs: 3_600_000 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-
-let phase = 0
-async function run(store: SqlStore, count: number): Promise<number> {
-  const channel = `bench:${++phase}`
-  let next = 0
-  const t0 = performance.now()
-  await Promise.all(
-    Array.from({ length: Math.min(INFLIGHT, count) }, async () => {
-      while (next < count) {
-        const n = next++
-        const now = Date.now()
-        await store.append(channel, { id: `m${n}`, event: 'chat', data: { text: 'hello world, a typical short chat line', n }, sender: 'alice', timestamp: now }, { retention, now })
-      }
-    }),
-  )
-  const rate = count / ((performance.now() - t0) / 1000)
-  const { offset } = await store.position(channel)
-  if (offset !== count) throw new Error(`${channel}: ${offset} offsets for ${count} appends`)
-  return rate
-}
+const N = envNumber('N', 50_000)
+const N_UNBATCHED = envNumber('N_UNBATCHED', 2_000)
+const INFLIGHT = envNumber('INFLIGHT', 1_000)
+const ROUNDS = envNumber('ROUNDS', 3)
+const run = (store: SqlStore, count: number) => appendRate(store, count, INFLIGHT)
 
 async function measure(label: string, db: SqlStore['db']): Promise<{ batched: number; unbatched: number }> {
   await migrate(db)
@@ -78,7 +55,7 @@ async function measure(label: string, db: SqlStore['db']): Promise<{ batched: nu
 
 async function main() {
   let server: Awaited<ReturnType<typeof startPostgres>> | undefined
-  const url = env.PG_URL ?? (await (async () => {
+  const url = process.env.PG_URL ?? (await (async () => {
     server = await startPostgres()
     return server.createDatabase('bench_sql')
   })())

@@ -19,38 +19,15 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { performance } from 'node:perf_hooks'
 import { type SqliteStore, createSqliteStore } from '../packages/sql/src/sqlite/index.js'
+import { appendRate, envNumber } from './lib/append-rate.js'
+import { median } from './lib/stats.js'
 
-const env = process.env
-const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback)
-const N = num('N', 100_000)
-const N_ONE = num('N_ONE', 5_000)
-const INFLIGHT = num('INFLIGHT', 1_000)
-const ROUNDS = num('ROUNDS', 3)
-const retention = { maxCount: 10_000, maxAgeMs: 3_600_000 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-
-let phase = 0
-async function run(store: SqliteStore, count: number): Promise<number> {
-  const channel = `bench:${++phase}`
-  let next = 0
-  const t0 = performance.now()
-  await Promise.all(
-    Array.from({ length: Math.min(INFLIGHT, count) }, async () => {
-      while (next < count) {
-        const n = next++
-        const now = Date.now()
-        await store.append(channel, { id: `m${n}`, event: 'chat', data: { text: 'hello world, a typical short chat line', n }, sender: 'alice', timestamp: now }, { retention, now })
-      }
-    }),
-  )
-  const rate = count / ((performance.now() - t0) / 1000)
-  const { offset } = await store.position(channel)
-  if (offset !== count) throw new Error(`${channel}: ${offset} offsets for ${count} appends`)
-  return rate
-}
+const N = envNumber('N', 100_000)
+const N_ONE = envNumber('N_ONE', 5_000)
+const INFLIGHT = envNumber('INFLIGHT', 1_000)
+const ROUNDS = envNumber('ROUNDS', 3)
+const run = (store: SqliteStore, count: number) => appendRate(store, count, INFLIGHT)
 
 async function measure(dir: string, synchronous: 'normal' | 'full'): Promise<{ batched: number; one: number }> {
   const filename = join(dir, `bench-${synchronous}.db`)
