@@ -1,16 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto'
 import {
-  type AppendOptions,
-  type AppendResult,
+  type AsyncMessageStore,
   type ConsumerChannel,
   type ConsumerCursor,
   type MessageStore,
-  type ReadOptions,
-  type ReadResult,
   type ReviseResult,
   type Revision,
   type StoredMessage,
-  type StreamPosition,
   holdsWords,
   searchWords,
 } from '@tidings/core'
@@ -41,13 +37,7 @@ export interface RedisStoreStats {
   readonly messages: number
 }
 
-export interface RedisMessageStore extends MessageStore {
-  append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): Promise<AppendResult>
-  read(channel: string, options: ReadOptions): Promise<ReadResult>
-  position(channel: string): Promise<StreamPosition>
-  cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
-  commit(channel: string, consumer: string, offset: number): Promise<void>
-  cursors(channel: string): Promise<Record<string, number>>
+export interface RedisMessageStore extends AsyncMessageStore {
   /** Edits or deletes a retained message (kept beside the stream, overlaid on every read). */
   revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
   /**

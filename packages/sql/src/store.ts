@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
+import type { AppendOptions, AsyncMessageStore, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
 import { utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type Connection, type SqlDatabase, connect } from './connect.js'
@@ -110,14 +110,7 @@ export interface SweepResult {
 }
 
 /** The SQL message store: the core `MessageStore` plus what a database adds (documented in docs/storage.md). */
-export interface SqlStore extends MessageStore {
-  // The port's methods, always asynchronous here.
-  append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): Promise<AppendResult>
-  read(channel: string, options: ReadOptions): Promise<ReadResult>
-  position(channel: string): Promise<StreamPosition>
-  cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
-  commit(channel: string, consumer: string, offset: number): Promise<void>
-  cursors(channel: string): Promise<Record<string, number>>
+export interface SqlStore extends AsyncMessageStore {
   readonly db: Kysely<any>
   /** Resolves once the tables exist (migrations run when `migrate` is not false). */
   readonly ready: Promise<void>

@@ -221,3 +221,20 @@ export interface MessageStore {
   channelsOf?(consumer: string, options: { readonly limit: number }): MaybePromise<readonly ConsumerChannel[]>
   close?(): MaybePromise<void>
 }
+
+/**
+ * A `MessageStore` whose methods all answer with a promise and that has the optional ones: the
+ * shape of a store across a network or in a database (Redis, SQL). Adapters extend it instead of
+ * restating the port.
+ */
+export interface AsyncMessageStore extends MessageStore {
+  append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): Promise<AppendResult>
+  read(channel: string, options: ReadOptions): Promise<ReadResult>
+  position(channel: string): Promise<StreamPosition>
+  cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
+  commit(channel: string, consumer: string, offset: number): Promise<void>
+  cursors(channel: string): Promise<Record<string, number>>
+  revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
+  search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): Promise<StoredMessage[]>
+  channelsOf(consumer: string, options: { readonly limit: number }): Promise<ConsumerChannel[]>
+}

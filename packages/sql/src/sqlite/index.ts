@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type {
   AppendOptions,
   AppendResult,
+  AsyncMessageStore,
   ConsumerChannel,
   ConsumerCursor,
   MessageStore,
@@ -76,16 +77,7 @@ export interface SqliteSweepResult {
 }
 
 /** The core `MessageStore` on SQLite, with the optional `revise`, `search` and `channelsOf`. */
-export interface SqliteStore extends MessageStore {
-  append(channel: string, message: Omit<StoredMessage, 'offset' | 'channel'>, options: AppendOptions): Promise<AppendResult>
-  read(channel: string, options: ReadOptions): Promise<ReadResult>
-  position(channel: string): Promise<StreamPosition>
-  cursor(channel: string, consumer: string): Promise<ConsumerCursor | undefined>
-  commit(channel: string, consumer: string, offset: number): Promise<void>
-  cursors(channel: string): Promise<Record<string, number>>
-  revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
-  search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): Promise<StoredMessage[]>
-  channelsOf(consumer: string, options: { readonly limit: number }): Promise<ConsumerChannel[]>
+export interface SqliteStore extends AsyncMessageStore {
   readonly db: Kysely<any>
   /** Resolves once the pragmas are set and the tables exist. */
   readonly ready: Promise<void>
