@@ -36,7 +36,8 @@ afterEach(async () => {
 // LISTEN connection is a PostgreSQL backend process of its own: on this 2-core machine under the
 // other jobs' load (load average 10–15) one of them is sometimes scheduled a few to 60 ms later
 // (measured: 80% of deliveries land before the answer, p90 6 ms after it). So a test may run
-// again, twice at most; a message lost, duplicated or reordered fails every attempt alike.
+// again, twice at most; a message lost, duplicated or reordered fails every attempt alike. And
+// settling waits 100 ms of quiet (settleMs) for such late deliveries before a test looks.
 describe('over PostgreSQL', { retry: 2 }, () => {
   hubConformance(
     'PostgreSQL broker, presence store and limit store',
@@ -48,6 +49,6 @@ describe('over PostgreSQL', { retry: 2 }, () => {
         limits.push(limitStore)
         return { broker: createPostgresBroker({ connectionString: url }), presenceStore, limitStore }
       }),
-    { timeoutMs: 30_000, deliveryRuns: 8, deliveryTimeoutMs: 180_000, prefix: 'pg' },
+    { timeoutMs: 60_000, deliveryRuns: 8, deliveryTimeoutMs: 180_000, prefix: 'pg', settleMs: 100 },
   )
 })

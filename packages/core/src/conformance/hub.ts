@@ -27,6 +27,13 @@ export interface HubConformanceOptions {
   readonly deliveryTimeoutMs?: number | undefined
   /** First part of the node ids, channel names and user ids the suite uses (each run and test adds a random part). Default `'conformance'`. */
   readonly prefix?: string | undefined
+  /**
+   * Wall-clock quiet time (ms) settling waits for besides the hubs' own work: a bus whose
+   * deliveries to other nodes can land after the publisher's answer (PostgreSQL LISTEN
+   * connections are processes of their own) is given this long to deliver before a test looks.
+   * Default 0 (settled when the hubs are).
+   */
+  readonly settleMs?: number | undefined
 }
 
 /** Acknowledgment timeout of the suite's hubs: redelivery (the only thing that fills a gap) runs within seconds of clock time. */
@@ -60,6 +67,7 @@ const ACK_TIMEOUT_MS = 500
 export function hubConformance(name: string, makePorts: (nodes: number) => HubPorts[] | Promise<HubPorts[]>, options: HubConformanceOptions = {}): void {
   const timeout = options.timeoutMs ?? 20_000
   const deliveryRuns = options.deliveryRuns ?? 15
+  const settleMs = options.settleMs ?? 0
   const deliverySeed = options.deliverySeed ?? 20_260_101
   const run = `${options.prefix ?? 'conformance'}-${randomId()}`
   let counter = 0
@@ -138,8 +146,14 @@ export function hubConformance(name: string, makePorts: (nodes: number) => HubPo
         for (let round = 0; round < 20; round++) {
           for (const h of hubs) await h.settle()
           const now = received()
-          if (now === before && round >= 1) return
-          before = now
+          if (now === before && round >= 1) {
+            if (!(settleMs > 0)) return
+            // Quiet by the hubs' account: give the bus its latency, and go on if anything landed.
+            await new Promise((r) => setTimeout(r, settleMs))
+            for (const h of hubs) await h.settle()
+            if (received() === now) return
+          }
+          before = received()
         }
       }
       /** Move the shared clock by `ms` in steps, settling every hub before and after each. */
