@@ -48,6 +48,8 @@ export class Channel {
   /** Anonymous occupants: each anonymous connection is an occupant of its own, so a count is enough. */
   private anonymous = 0
   typing: Map<string, TypingState> | null = null
+  /** Connections subscribed here whose presence rule denies them: presence frames to the channel leave them out. */
+  presenceDenied: Set<string> | null = null
   /** The newest offset fanned out here (at-most-once offline channels commit it as delivered). */
   lastOffset = 0
   /** The channel's client publish budget (`publishesPerMinute`), while it is live. */

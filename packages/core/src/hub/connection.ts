@@ -4,6 +4,7 @@ import type { ConnectionHandle, Outbound, Session } from '../ports/session.js'
 import type { Channel } from './channel.js'
 import type { Metrics } from './metrics.js'
 import { type Bucket, fullBucket, retryAfterMs, takeToken } from './rate-limit.js'
+import type { SubscriptionRights } from '../rules/rights.js'
 
 /** Priority classes of the outbound queue: index 0 drains first. */
 export const PRIORITY = { high: 0, normal: 1, low: 2 } as const
@@ -49,6 +50,8 @@ export interface Subscription {
   pending: boolean
   /** Holds a seat of the channel's capacity in the presence store (a cluster counts occupants there). */
   seated: boolean
+  /** What the rules decided for it (presence, grant, the `auth` it subscribed with, re-checks). */
+  readonly rights: SubscriptionRights
 }
 
 const NONE: readonly Subscription[] = []

@@ -9,7 +9,6 @@ import type { Recovery, SequencedFanOut } from './delivery/recovery.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedHubOptions } from './options.js'
 import { admits, isDeletion, type LocalDispatch, NO_EXCLUSIONS, receives, storedToFrame } from './routing.js'
-import { presenceDeniedOf } from '../rules/rights.js'
 import type { Admission } from './admission.js'
 
 /** What fan-out needs from the hub: its registries (read only), the delivery concepts and the way to close a connection. */
@@ -125,8 +124,8 @@ export class FanOut implements SequencedFanOut {
     const frame = d.frame
     if (d.target.kind === 'channel' && PRESENCE_FRAMES.has(frame.type)) {
       // Presence from any node leaves out this node's subscribers whose presence rule denies them.
-      const denied = presenceDeniedOf(this.host.options).get(d.target.channel)
-      if (denied !== undefined && denied.size > 0) d = { ...d, exclude: { users: d.exclude?.users, connections: [...(d.exclude?.connections ?? []), ...denied] } }
+      const denied = this.host.live.get(d.target.channel)?.presenceDenied
+      if (denied != null && denied.size > 0) d = { ...d, exclude: { users: d.exclude?.users, connections: [...(d.exclude?.connections ?? []), ...denied] } }
     }
     const encoded = out ?? this.encode(this.host.codec, frame)
     let local = NO_EXCLUSIONS

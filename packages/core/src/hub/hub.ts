@@ -203,7 +203,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
       recovery: this.recovery,
       admission: this.admission,
     })
-    this.presence = new PresenceService({ options: this.options, patterns: this.patterns, cluster: this.cluster, fanout: this.fanout, signals })
+    this.presence = new PresenceService({ options: this.options, live: this.live, patterns: this.patterns, cluster: this.cluster, fanout: this.fanout, signals })
     this.subscriptions = new SubscriptionService({
       clock: this.clock,
       options: this.options,

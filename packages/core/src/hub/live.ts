@@ -1,7 +1,7 @@
 import { type ClientFrameOf, type LiveResume, type NormalizedLiveQuery, type RequestId, type ServerFrame, RealtimeError, isRealtimeError, normalizeLiveQuery } from '@tidings/protocol'
 import type { LiveQueryProvider, LiveQuerySubscription, LiveQueryUpdate } from '../ports/live.js'
 import type { Outbound } from '../ports/session.js'
-import { setRights } from '../rules/rights.js'
+import { newRights } from '../rules/rights.js'
 import { isPromise } from '../util.js'
 import { Channel } from './channel.js'
 import type { ResolvedChannel } from './channels.js'
@@ -140,13 +140,13 @@ export class LiveQueries {
       deadline: 0,
       pending: false,
       seated: false,
+      rights: newRights(false, undefined, frame.auth),
     }
     const state: LiveState = { latest: 0, current: -1, handle: undefined, version: 0, hash: '', ctx, query, replyId: frame.id, replied: false }
     states.set(sub, state)
     channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
-    setRights(sub, { presence: false, grant: undefined, auth: frame.auth, expiry: undefined, generation: 0, checking: 0 })
     try {
       await this.open(provider, conn, sub, state, 0, ctx, query, { id: frame.id, resume: frame.resume, reply: true })
     } catch (err) {

@@ -11,11 +11,12 @@ import type { ChannelPatterns } from './channels.js'
 import type { Cluster } from './cluster.js'
 import type { FanOut } from './fanout.js'
 import type { ResolvedHubOptions } from './options.js'
-import { presenceDeniedOf, rightsOf } from '../rules/rights.js'
 
 /** What the presence service needs from the hub. */
 export interface PresenceHost {
   readonly options: ResolvedHubOptions
+  /** Live channels on this node (their subscribers whose presence rule denies them). */
+  readonly live: ReadonlyMap<string, Channel>
   /** Channel patterns: whether a channel a client names without subscribing is a presence channel. */
   readonly patterns: Pick<ChannelPatterns, 'resolve'>
   /** Delivers presence frames to a channel's subscribers here and on the other nodes. */
@@ -150,7 +151,7 @@ export class PresenceService implements HubPresence {
     }
     if (!sub.channel.options.presence) throw new RealtimeError('RT_009', `'${name}' is not a presence channel`)
     if (conn.userId === undefined) throw new RealtimeError('RT_009', 'presence needs an authenticated user')
-    if (rightsOf(sub)?.presence === false) throw new RealtimeError('RT_003', `not allowed to use the presence of '${name}'`)
+    if (sub?.rights.presence === false) throw new RealtimeError('RT_003', `not allowed to use the presence of '${name}'`)
     return sub.channel
   }
 
@@ -160,7 +161,7 @@ export class PresenceService implements HubPresence {
     if (frame.state === undefined && frame.data === undefined) throw new RealtimeError('RT_009', 'presence update needs state or data')
     if (!this.validState(frame.state)) throw new RealtimeError('RT_009', `unknown presence state '${frame.state}'`)
     // Presence data granted by the channel's rule (a channel token) is not the client's to change.
-    if (frame.data !== undefined && rightsOf(conn.subscriptions.get(frame.channel))?.grant?.presence !== undefined) {
+    if (frame.data !== undefined && conn.subscriptions.get(frame.channel)?.rights.grant?.presence !== undefined) {
       throw new RealtimeError('RT_003', `the presence data on '${frame.channel}' is set by the channel's grant`)
     }
     return andThen(this.update(conn, channel, frame.state, frame.data), (member) => {
@@ -247,8 +248,8 @@ export class PresenceService implements HubPresence {
 
   /** Connections here whose presence rule denies them: presence frames to the channel leave them out. */
   private excluded(channel: string, also: string | undefined): string[] | undefined {
-    const denied = presenceDeniedOf(this.host.options).get(channel)
-    if (denied === undefined) return also === undefined ? undefined : [also]
+    const denied = this.host.live.get(channel)?.presenceDenied
+    if (denied == null) return also === undefined ? undefined : [also]
     return also === undefined ? [...denied] : [also, ...denied]
   }
 

@@ -2,7 +2,6 @@ import { RealtimeError, isEncryptedEnvelope, type FilterNode, type FilterPredica
 import type { LRUCache } from 'lru-cache'
 import type { Dispatch } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
-import { rightsOf } from '../rules/rights.js'
 import type { Retention, Revises } from '../ports/store.js'
 import { Outbound } from '../ports/session.js'
 import { type MaybePromise, andThen, boundedMap, isPromise, isoTimestamp } from '../util.js'
@@ -88,9 +87,9 @@ export class Publisher {
       if (sub?.canPublish === true) return undefined
       // A re-check (room or identity change) during the await resets the cached decision: keep
       // this answer only if none started meanwhile.
-      const generation = rightsOf(sub)?.generation
+      const generation = sub?.rights.generation
       return this.host.subscriptions.authorize(conn, 'publish', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined).then((denied) => {
-        if (sub && conn.subscriptions.get(frame.channel) === sub && rightsOf(sub)?.generation === generation) sub.canPublish = denied === undefined
+        if (sub && conn.subscriptions.get(frame.channel) === sub && sub.rights.generation === generation) sub.canPublish = denied === undefined
         return denied
       })
     }

@@ -2,7 +2,7 @@ import { type FilterPredicate, type ClientFrameOf, type PresenceSnapshot, type S
 import type { AuthorizeContext, ChannelAction, ChannelGrant } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
 import { type CompiledRule, roomDataOf, rulesOf, scopeOf } from '../rules/compile.js'
-import { type SubscriptionRights, presenceDeniedOf, rightsOf, setRights } from '../rules/rights.js'
+import { type SubscriptionRights, newRights } from '../rules/rights.js'
 import { type MaybePromise, isPromise } from '../util.js'
 import { Channel } from './channel.js'
 import type { ChannelPatterns, ResolvedChannel } from './channels.js'
@@ -105,7 +105,7 @@ export class SubscriptionService {
         existing.filter = frame.filter === null ? null : this.compileMessageFilter(frame.filter)
         existing.channel.invalidate()
       }
-      const extras = await this.subscribedExtras(existing.channel, rightsOf(existing)?.presence ?? true)
+      const extras = await this.subscribedExtras(existing.channel, existing.rights.presence)
       const at = existing.tracked ? existing.lastSent : Math.max(existing.lastSent, existing.channel.lastOffset)
       this.host.fanout.sendFrame(conn, {
         type: 'subscribed',
@@ -181,13 +181,13 @@ export class SubscriptionService {
       deadline: 0,
       pending: false,
       seated: false,
+      rights: newRights(presenceAllowed, decision.grant, frame.auth),
     }
+    const rights = sub.rights
     const entered = channel.add(sub)
     conn.subscriptions.add(sub)
     conn.refreshFastPath()
-    const rights: SubscriptionRights = { presence: presenceAllowed, grant: decision.grant, auth: frame.auth, expiry: undefined, generation: 0, checking: 0 }
-    setRights(sub, rights)
-    if (options.presence && !presenceAllowed) this.presenceDenied(name, conn.id, true)
+    if (options.presence && !presenceAllowed) this.presenceDenied(channel, conn.id, true)
     if (decision.grant?.expiresAt !== undefined) this.expireAt(sub, rights, decision.grant.expiresAt)
     // A stale decision is made again now that the subscription is in place (a re-check that
     // denies ends it before any replay goes out; none goes out while it decides).
@@ -328,7 +328,7 @@ export class SubscriptionService {
    * a subscribed connection's own (the one it subscribed with) is used.
    */
   async authorize(conn: Connection, action: ChannelAction, channel: string, resolved: ResolvedChannel, room: Room | undefined, auth: string | undefined): Promise<string | undefined> {
-    return (await this.decide(conn, action, channel, resolved, room, auth ?? rightsOf(conn.subscriptions.get(channel))?.auth)).denied
+    return (await this.decide(conn, action, channel, resolved, room, auth ?? conn.subscriptions.get(channel)?.rights.auth)).denied
   }
 
   /**
@@ -428,12 +428,10 @@ export class SubscriptionService {
     if (conn.subscriptions.get(channel.name) !== sub) return
     conn.subscriptions.delete(channel.name)
     if (channel.options.liveQuery) this.liveQueries.ended(sub)
-    const rights = rightsOf(sub)
-    if (rights) {
-      if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
-      rights.expiry = undefined
-      if (!rights.presence) this.presenceDenied(channel.name, conn.id, false)
-    }
+    const rights = sub.rights
+    if (rights.expiry !== undefined) this.host.clock.clearTimeout(rights.expiry)
+    rights.expiry = undefined
+    if (!rights.presence) this.presenceDenied(channel, conn.id, false)
     const left = channel.remove(sub)
     this.host.acks.untrack(sub)
     this.host.acks.gone(sub)
@@ -501,16 +499,14 @@ export class SubscriptionService {
   recheckSoon(subs: Subscription[]): void {
     for (const sub of subs) {
       sub.canPublish = undefined
-      const rights = rightsOf(sub)
-      if (rights) rights.checking++
+      sub.rights.checking++
     }
     void Promise.resolve()
       .then(() => this.recheck(subs))
       .catch((err: unknown) => this.host.signals.report(err, 'rules.recheck'))
       .finally(() => {
         for (const sub of subs) {
-          const rights = rightsOf(sub)
-          if (rights) rights.checking--
+          sub.rights.checking--
         }
       })
   }
@@ -532,8 +528,7 @@ export class SubscriptionService {
     const name = channel.name
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
     sub.canPublish = undefined
-    const rights = rightsOf(sub)
-    if (!rights) return
+    const rights = sub.rights
     const generation = ++rights.generation
     rights.checking++
     const current = () => rights.generation === generation && !conn.ended && conn.subscriptions.get(name) === sub
@@ -556,7 +551,7 @@ export class SubscriptionService {
         const allowed = (await this.decide(conn, 'presence', name, channel, this.host.rooms.rooms.get(name), rights.auth)).denied === undefined
         if (!current() || allowed === rights.presence) return
         rights.presence = allowed
-        this.presenceDenied(name, conn.id, !allowed)
+        this.presenceDenied(channel, conn.id, !allowed)
         try {
           if (allowed) {
             const r = this.host.presence.join(conn, channel, undefined, rights.grant?.presence !== undefined ? { ...rights.grant.presence } : undefined)
@@ -574,16 +569,9 @@ export class SubscriptionService {
   }
 
   /** Presence frames to the channel leave out this connection (its presence rule denies). */
-  private presenceDenied(channel: string, connectionId: string, denied: boolean): void {
-    const map = presenceDeniedOf(this.host.options)
-    let set = map.get(channel)
-    if (denied) {
-      if (!set) map.set(channel, (set = new Set()))
-      set.add(connectionId)
-    } else if (set) {
-      set.delete(connectionId)
-      if (set.size === 0) map.delete(channel)
-    }
+  private presenceDenied(channel: Channel, connectionId: string, denied: boolean): void {
+    if (denied) (channel.presenceDenied ??= new Set()).add(connectionId)
+    else if (channel.presenceDenied?.delete(connectionId) && channel.presenceDenied.size === 0) channel.presenceDenied = null
   }
 
   /** The grant ends at `at`: the subscription ends then with reason `'expired'` (the client subscribes again with fresh credentials). */

@@ -7,7 +7,6 @@ import type { Channel, HeldMessage } from '../channel.js'
 import { type Connection, type Delivery, PRIORITY, type PriorityClass, type Subscription } from '../connection.js'
 import type { ResolvedHubOptions } from '../options.js'
 import { frameFor, REPLAY_PAGE } from '../routing.js'
-import { rightsOf } from '../../rules/rights.js'
 import type { Acks } from './acks.js'
 import type { Signals } from '../events.js'
 import type { FanOut } from '../fanout.js'
@@ -347,7 +346,7 @@ export class Recovery {
       if (page.messages.length < REPLAY_PAGE || after >= page.top) break
     }
     if (conn.ended || conn.subscriptions.get(name) !== sub) return
-    if ((rightsOf(sub)?.checking ?? 0) > 0) {
+    if (sub.rights.checking > 0) {
       // The channel's rules are being decided again for this subscription (a membership change,
       // a refreshed identity): nothing is replayed ahead of a revocation, and nothing partially.
       recovered = false
