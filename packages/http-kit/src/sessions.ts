@@ -25,6 +25,36 @@ export interface RegistryOptions {
   readonly stage?: string
 }
 
+/** The options the two HTTP session transports (SSE, long-poll) have in common. */
+export interface HttpSessionTransportOptions {
+  /** How long the hub (the authenticator) may take to accept an opening request; then 503 `RT_001`. Default 10 000 ms. */
+  readonly handshakeTimeoutMs?: number
+  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default the hub's `limits.maxDepth` (32). */
+  readonly maxDepth?: number
+  /**
+   * The edge guard (origins, client address, per-address limits on opening sessions), or options
+   * to make one. Default: a guard of this transport with the defaults (same-origin only, 100 open
+   * and 100 new sessions per address per minute, `X-Forwarded-For` not believed).
+   */
+  readonly edge?: EdgeGuard | EdgeOptions
+  /**
+   * Largest `POST` body. Default 1 MiB or two of the hub's `maxMessageSize`, whichever is more. A
+   * body must arrive within `handshakeTimeoutMs` (else 408 and the connection closed), and one
+   * address may send at most the edge guard's `maxBodiesInFlightPerIp` at once (429).
+   */
+  readonly maxBodyBytes?: number
+}
+
+/** An HTTP session transport (SSE, long-poll) as the server mounts it. */
+export interface HttpSessionTransport {
+  /** Serves the transport's requests; resolves false (doing nothing) for other requests. */
+  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
+  /** Closes every session, ends every response, clears every timer. */
+  close(): Promise<void>
+  /** Open sessions. */
+  readonly sessions: number
+}
+
 /** What the registry needs of an HTTP transport's session (SSE, long-poll), besides being a Session. */
 export interface RegisteredSession extends Session {
   readonly id: string

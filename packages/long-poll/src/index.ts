@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
-  type EdgeGuard,
-  type EdgeOptions,
   header,
+  type HttpSessionTransport,
+  type HttpSessionTransportOptions,
   maxMessageSizeOf,
   normalizePrefix,
   positiveOption,
@@ -18,7 +18,7 @@ import {
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
-export interface LongPollTransportOptions {
+export interface LongPollTransportOptions extends HttpSessionTransportOptions {
   /** Path prefix; the transport serves `{prefix}/poll` and `{prefix}/poll/:sessionId`. Default `/realtime`. */
   readonly prefix?: string
   /** How long a poll waits for a frame before answering with none. Default 30 000 ms. */
@@ -35,34 +35,12 @@ export interface LongPollTransportOptions {
    * retry after a failed poll). Default 5 000 ms.
    */
   readonly detachedTimeoutMs?: number
-  /** How long the hub (the authenticator) may take to accept an opening request; then 503 `RT_001`. Default 10 000 ms. */
-  readonly handshakeTimeoutMs?: number
-  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default the hub's `limits.maxDepth` (32). */
-  readonly maxDepth?: number
-  /**
-   * The edge guard (origins, client address, per-address limits on opening sessions), or options
-   * to make one. Default: a guard of this transport with the defaults (same-origin only, 100 open
-   * and 100 new sessions per address per minute, `X-Forwarded-For` not believed).
-   */
-  readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of unconfirmed frames kept; `send` reports backpressure at min(this, the hub's high-water mark). Default 1 MiB. */
   readonly bufferBytes?: number
-  /**
-   * Largest `POST` body. Default 1 MiB or two of the hub's `maxMessageSize`, whichever is more. A
-   * body must arrive within `handshakeTimeoutMs` (else 408 and the connection closed), and one
-   * address may send at most the edge guard's `maxBodiesInFlightPerIp` at once (429).
-   */
-  readonly maxBodyBytes?: number
 }
 
-export interface LongPollTransport {
-  /** Serve `POST {prefix}/poll`, `GET|POST|DELETE {prefix}/poll/:sessionId`; resolves false (doing nothing) for other requests. */
-  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
-  /** Close every session (an open poll is answered with `close: { code: 1001 }`), end every response, clear every timer. */
-  close(): Promise<void>
-  /** Open sessions. */
-  readonly sessions: number
-}
+/** Serves `POST {prefix}/poll` and `GET|POST|DELETE {prefix}/poll/:sessionId`; `close()` answers an open poll with `close: { code: 1001 }`. */
+export type LongPollTransport = HttpSessionTransport
 
 export function createLongPollTransport(hub: Hub, options: LongPollTransportOptions = {}): LongPollTransport {
   return new LongPollTransportImpl(hub, options)

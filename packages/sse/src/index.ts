@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { type ConnectionHandle, type Hub, jsonCodec, type Outbound, type Session } from '@tidings/core'
 import {
-  type EdgeGuard,
-  type EdgeOptions,
   header,
+  type HttpSessionTransport,
+  type HttpSessionTransportOptions,
   maxMessageSizeOf,
   normalizePrefix,
   positiveOption,
@@ -16,7 +16,7 @@ import {
 } from '@tidings/http-kit'
 import { OutboundLog } from '@tidings/core'
 
-export interface SseTransportOptions {
+export interface SseTransportOptions extends HttpSessionTransportOptions {
   /** Path prefix; the transport serves `GET {prefix}/sse` and `POST {prefix}/sse/:sessionId`. Default `/realtime`. */
   readonly prefix?: string
   /** Interval of the `: ping` comment on every open stream. Default 15 000 ms. */
@@ -34,34 +34,12 @@ export interface SseTransportOptions {
    * and presence. Default 5 000 ms.
    */
   readonly detachedTimeoutMs?: number
-  /** How long the hub (the authenticator) may take to accept an opening stream; then 503 `RT_001`. Default 10 000 ms. */
-  readonly handshakeTimeoutMs?: number
-  /** Deepest nesting of a frame in a `POST` body (one more for a batch array); deeper is 400 `RT_007`. Default the hub's `limits.maxDepth` (32). */
-  readonly maxDepth?: number
-  /**
-   * The edge guard (origins, client address, per-address limits on opening sessions), or options
-   * to make one. Default: a guard of this transport with the defaults (same-origin only, 100 open
-   * and 100 new sessions per address per minute, `X-Forwarded-For` not believed).
-   */
-  readonly edge?: EdgeGuard | EdgeOptions
   /** Bytes of sent frames kept for resume (and at most buffered while no stream is open). Default 1 MiB. */
   readonly bufferBytes?: number
-  /**
-   * Largest `POST` body. Default 1 MiB or two of the hub's `maxMessageSize`, whichever is more. A
-   * body must arrive within `handshakeTimeoutMs` (else 408 and the connection closed), and one
-   * address may send at most the edge guard's `maxBodiesInFlightPerIp` at once (429).
-   */
-  readonly maxBodyBytes?: number
 }
 
-export interface SseTransport {
-  /** Serve `GET {prefix}/sse` and `POST {prefix}/sse/:sessionId`; resolves false (doing nothing) for other requests. */
-  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>
-  /** Close every session (the client gets an `event: close` with 1001), end every response, clear every timer. */
-  close(): Promise<void>
-  /** Open sessions. */
-  readonly sessions: number
-}
+/** Serves `GET {prefix}/sse` and `POST {prefix}/sse/:sessionId`; `close()` sends every client an `event: close` with 1001. */
+export type SseTransport = HttpSessionTransport
 
 export function createSseTransport(hub: Hub, options: SseTransportOptions = {}): SseTransport {
   return new SseTransportImpl(hub, options)
