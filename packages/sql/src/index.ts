@@ -17,6 +17,7 @@ export {
 export { type PostgresBroker, type PostgresBrokerHealth, type PostgresBrokerOptions, type PostgresBrokerStats, PostgresBrokerError, createPostgresBroker } from './broker.js'
 export { type PostgresPresenceStore, type PostgresPresenceStoreOptions, createPostgresPresenceStore } from './presence.js'
 export { type PostgresLimitStore, type PostgresLimitStoreOptions, createPostgresLimitStore } from './limits.js'
+export type { DatabaseStore } from './lifecycle.js'
 export { type ClusterTables, clusterMigration, clusterTables, ensureClusterTables } from './migrations/0002_cluster.js'
 export { NOTIFY_PAYLOAD_LIMIT, notifyChannel } from './notify.js'
 export { type OutboxLocation, type PgQueryable, type TxPublishOptions, type TxPublished, outboxNotifyChannel, publish, publishWithClient } from './publish.js'

@@ -1,3 +1,24 @@
+import type { AsyncMessageStore } from '@tidings/core'
+import type { Kysely } from 'kysely'
+
+/**
+ * What every SQL message store is besides the core port (PostgreSQL, PGlite, SQLite alike): its
+ * Kysely, readiness, figures, a reset, the retention sweep (its result per dialect) and a close.
+ */
+export interface DatabaseStore<Sweep> extends AsyncMessageStore {
+  readonly db: Kysely<any>
+  /** Resolves once the tables exist (and, on SQLite, the pragmas are set). */
+  readonly ready: Promise<void>
+  /** Channel logs held, bytes of retained messages (sizes measured at append) and messages retained. */
+  stats(): Promise<{ channels: number; bytes: number; messages: number }>
+  /** Loses every channel's history (messages, channels, idempotency keys, receipts): every epoch changes. Cursors stay, in their earlier epoch. */
+  reset(): Promise<void>
+  /** Retention work that is not done per append: age, expired idempotency keys (and archival where there is one). */
+  sweep(now?: number): Promise<Sweep>
+  /** Stops the sweep, waits for the work in flight, then lets go of the connection the store opened (never the app's). */
+  close(): Promise<void>
+}
+
 /** What a store's lifecycle needs: its sweep, the work it has in flight, and how to let go of its database. */
 export interface LifecycleOptions {
   /** How often the background sweep runs (ms); 0, less or false: never. Default 60,000. */

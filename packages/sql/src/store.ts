@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { AppendOptions, AsyncMessageStore, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
+import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
 import { utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type Connection, type SqlDatabase, connect } from './connect.js'
 import { migrate } from './migrations/index.js'
 import { type SchemaContext, schemaContext, tables } from './names.js'
 import { createRecords } from './records.js'
-import { storeLifecycle } from './lifecycle.js'
+import { type DatabaseStore, storeLifecycle } from './lifecycle.js'
 import { MESSAGE_COLUMNS, type MessageRow, NUL, num, revisesColumn, toMessage } from './rows.js'
 
 /** What the seed-002 columns of a channel row say about it (filled on the channel's first append). */
@@ -110,16 +110,7 @@ export interface SweepResult {
 }
 
 /** The SQL message store: the core `MessageStore` plus what a database adds (documented in docs/storage.md). */
-export interface SqlStore extends AsyncMessageStore {
-  readonly db: Kysely<any>
-  /** Resolves once the tables exist (migrations run when `migrate` is not false). */
-  readonly ready: Promise<void>
-  /** Channel logs held and bytes of retained messages (sizes measured at append). */
-  stats(): Promise<{ channels: number; bytes: number; messages: number }>
-  /** Loses every channel's history (messages, channels, keys, receipts): every epoch changes. Subscriptions stay, their cursors in their earlier epoch. */
-  reset(): Promise<void>
-  /** Retention work that is not done per append: age, archival, expired idempotency keys. */
-  sweep(now?: number): Promise<SweepResult>
+export interface SqlStore extends DatabaseStore<SweepResult> {
   /** A message with its version, edit and deletion times (undefined when not retained). */
   message(channel: string, offset: number): Promise<MessageVersion | undefined>
   /**
@@ -153,7 +144,6 @@ export interface SqlStore extends AsyncMessageStore {
   /** Records that a user read messages (per message; implies delivered). */
   markRead(channel: string, offsets: readonly number[], userId: string, options?: { now?: number | undefined }): Promise<void>
   receipts(channel: string, offset: number): Promise<Receipt[]>
-  close(): Promise<void>
 }
 
 interface Pending {

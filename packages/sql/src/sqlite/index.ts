@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto'
 import type {
   AppendOptions,
   AppendResult,
-  AsyncMessageStore,
   ConsumerChannel,
   ConsumerCursor,
   MessageStore,
@@ -18,7 +17,7 @@ import { holdsWords, searchWords, utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type SqliteStoreDatabase, connectSqlite, connectionKey, withFileLock } from './connection.js'
 import { migrateSqlite, newIdentity, sqlitePrefix, sqliteTables } from './migrations.js'
-import { storeLifecycle } from '../lifecycle.js'
+import { type DatabaseStore, storeLifecycle } from '../lifecycle.js'
 
 export { type SqliteStoreDatabase } from './connection.js'
 export { SQLITE_DEFAULT_PREFIX, SQLITE_MIGRATIONS, createSqliteMigrator, migrateSqlite, sqliteStoreMigration } from './migrations.js'
@@ -77,18 +76,7 @@ export interface SqliteSweepResult {
 }
 
 /** The core `MessageStore` on SQLite, with the optional `revise`, `search` and `channelsOf`. */
-export interface SqliteStore extends AsyncMessageStore {
-  readonly db: Kysely<any>
-  /** Resolves once the pragmas are set and the tables exist. */
-  readonly ready: Promise<void>
-  /** Channel logs held, bytes of retained messages (sizes measured at append) and messages retained. */
-  stats(): Promise<{ channels: number; bytes: number; messages: number }>
-  /** Loses every channel's history (messages, channels, idempotency keys): every epoch changes. Cursors stay, in their earlier epoch. */
-  reset(): Promise<void>
-  /** Deletes messages past their channel's age and idempotency keys past `idempotencyRetentionMs`. */
-  sweep(now?: number): Promise<SqliteSweepResult>
-  close(): Promise<void>
-}
+export type SqliteStore = DatabaseStore<SqliteSweepResult>
 
 interface Pending {
   readonly input: Omit<StoredMessage, 'offset' | 'channel'>
