@@ -1,11 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { dirname, join } from 'node:path'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Kysely, PostgresDialect, sql } from 'kysely'
 import { migrate } from '../src/migrations/index.js'
+import { type ChildScript, startScript } from './child-process.js'
 import { type PostgresServer, startPostgres } from './postgres.js'
 
 // Crash points of transactional publish: a node (test/crash-node.ts, its own process: hub, SQL
@@ -16,62 +13,9 @@ import { type PostgresServer, startPostgres } from './postgres.js'
 // the outbox. Then: every message the app saw committed or the subscriber acknowledged is in the
 // channel log exactly once, and the one whose transaction never committed is not.
 
-const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..', '..', '..')
 const POINTS = ['after-insert', 'after-commit', 'after-publish', 'after-ack'] as const
 
-interface Node {
-  readonly child: ChildProcess
-  readonly lines: Array<Record<string, unknown>>
-  /** Resolves with the first line matching. */
-  waitFor(match: (line: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
-  send(line: string): void
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-function startNode(url: string, point: string): Node {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, 'crash-node.ts')], {
-    cwd: root,
-    env: { ...process.env, DATABASE_URL: url, POINT: point },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  const lines: Array<Record<string, unknown>> = []
-  const waiters: Array<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = []
-  let stderr = ''
-  child.stderr!.on('data', (d) => (stderr += String(d)))
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>
-    try {
-      line = JSON.parse(text)
-    } catch {
-      return
-    }
-    lines.push(line)
-    for (const w of [...waiters]) {
-      if (w.match(line)) {
-        waiters.splice(waiters.indexOf(w), 1)
-        w.resolve(line)
-      }
-    }
-  })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  return {
-    child,
-    lines,
-    exited,
-    send: (line) => child.stdin!.write(`${line}\n`),
-    waitFor: (match, ms = 30_000) =>
-      new Promise((resolve, reject) => {
-        const found = lines.find(match)
-        if (found) return resolve(found)
-        const timer = setTimeout(() => reject(new Error(`node ${point}: no such line after ${ms} ms; lines ${JSON.stringify(lines)}; stderr ${stderr.slice(-2_000)}`)), ms)
-        waiters.push({ match, resolve: (l) => (clearTimeout(timer), resolve(l)) })
-        void exited.then(({ code, signal }) => {
-          if (signal !== 'SIGKILL') reject(new Error(`node ${point} exited (${code ?? signal}) before the line; lines ${JSON.stringify(lines)}; stderr ${stderr.slice(-2_000)}`))
-        })
-      }),
-  }
-}
+const startNode = (url: string, point: string): ChildScript => startScript('crash-node.ts', { DATABASE_URL: url, POINT: point }, `node ${point}`)
 
 let server: PostgresServer
 let url: string
@@ -99,7 +43,7 @@ async function storedCounts(channel: string): Promise<Map<number, number>> {
 describe('crash points of transactional publish (SIGKILL, then another node takes over)', () => {
   it('after insert, after commit, after publish and after ack: nothing acknowledged goes missing, nothing is stored twice, nothing uncommitted appears', async () => {
     // Each node takes over from the one before it, then crashes at its own point; the last one only takes over.
-    let previous: { point: string; node: Node } | undefined
+    let previous: { point: string; node: ChildScript } | undefined
     const results: string[] = []
     const order = [...POINTS, 'none']
     // The next node starts while the one before it runs (it waits on the relay's lock as a standby), so spawning costs no extra time.

@@ -1,83 +1,29 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createSqliteStore } from '../src/sqlite/index.js'
+import { type ChildScript, startScript } from './child-process.js'
 
 // Other processes on the same file: SQLite's own locking (BEGIN IMMEDIATE, busy_timeout), not the
 // in-process queue of writers, is what keeps their offsets apart.
 
 const here = dirname(fileURLToPath(import.meta.url))
-const root = join(here, '..', '..', '..')
 const dir = mkdtempSync(join(tmpdir(), 'tidings-sqlite-proc-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-interface Writer {
-  readonly child: ChildProcess
-  readonly lines: Array<Record<string, unknown>>
-  waitFor(match: (line: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
-  readonly exited: Promise<number | null>
-}
-
-const children: ChildProcess[] = []
+const children: ChildScript[] = []
 afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  for (const { child } of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
 })
 
-function startWriter(env: Record<string, string>): Writer {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(here, 'sqlite-writer.ts')], {
-    cwd: root,
-    env: { ...process.env, ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  })
-  children.push(child)
-  const lines: Array<Record<string, unknown>> = []
-  const waiters: Array<{ match: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = []
-  let stderr = ''
-  child.stderr!.on('data', (d) => (stderr += String(d)))
-  createInterface({ input: child.stdout! }).on('line', (text) => {
-    let line: Record<string, unknown>
-    try {
-      line = JSON.parse(text)
-    } catch {
-      return
-    }
-    lines.push(line)
-    for (const w of [...waiters]) {
-      if (w.match(line)) {
-        waiters.splice(waiters.indexOf(w), 1)
-        w.resolve(line)
-      }
-    }
-  })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  return {
-    child,
-    lines,
-    exited,
-    waitFor(match, ms = 30_000) {
-      const found = lines.find(match)
-      if (found) return Promise.resolve(found)
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no matching line within ${ms} ms; stderr: ${stderr}`)), ms)
-        waiters.push({
-          match,
-          resolve: (l) => {
-            clearTimeout(timer)
-            resolve(l)
-          },
-        })
-        void exited.then((code) => {
-          clearTimeout(timer)
-          reject(new Error(`writer exited (${code}) before a matching line; stderr: ${stderr}`))
-        })
-      })
-    },
-  }
+function startWriter(env: Record<string, string>): ChildScript {
+  const w = startScript('sqlite-writer.ts', env, `writer ${env['TAG']}`)
+  children.push(w)
+  return w
 }
 
 const KEEP = { maxCount: 1_000_000, maxAgeMs: 86_400_000 }
@@ -92,15 +38,15 @@ describe('SQLite store across processes', () => {
     await Promise.all([one.waitFor((l) => l.ready === true), two.waitFor((l) => l.ready === true)])
     const local = createSqliteStore({ db: { filename: file }, sweepIntervalMs: false })
     await local.ready
-    one.child.stdin!.write('go\n')
-    two.child.stdin!.write('go\n')
+    one.send('go')
+    two.send('go')
     const mine = []
     for (let wave = 0; wave < 8; wave++) {
       mine.push(...(await Promise.all(Array.from({ length: 50 }, (_, i) => local.append('shared', { id: `here-${wave * 50 + i}`, event: 'e', data: {}, timestamp: Date.now() }, { retention: KEEP, now: Date.now() })))))
     }
     await Promise.all([one.waitFor((l) => l.done === true, 60_000), two.waitFor((l) => l.done === true, 60_000)])
-    expect(await one.exited).toBe(0)
-    expect(await two.exited).toBe(0)
+    expect((await one.exited).code).toBe(0)
+    expect((await two.exited).code).toBe(0)
 
     const reported = new Map<number, string>()
     const claim = (offset: number, id: string) => {
@@ -120,7 +66,7 @@ describe('SQLite store across processes', () => {
     const file = join(dir, 'killed.sqlite')
     const w = startWriter({ FILE: file, CHANNEL: 'k', COUNT: '100000', INFLIGHT: '50', TAG: 'w', HANG: '1' })
     await w.waitFor((l) => l.ready === true)
-    w.child.stdin!.write('go\n')
+    w.send('go')
     await w.waitFor((l) => typeof l.stored === 'number' && l.stored >= 3_000, 60_000)
     w.child.kill('SIGKILL')
     await w.exited
