@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { RealtimeError, channelNameSchema, eventNameSchema } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { outboxTables } from './migrations/0003_outbox.js'
 import { type SchemaContext, schemaContext } from './names.js'
@@ -78,11 +79,12 @@ interface Prepared {
 }
 
 function prepare(channel: string, event: string, data: unknown, options: TxPublishOptions): Prepared {
-  if (typeof channel !== 'string' || channel.length === 0) throw new TypeError('@tidings/sql publish: channel must be a non-empty string')
-  if (typeof event !== 'string' || event.length === 0) throw new TypeError('@tidings/sql publish: event must be a non-empty string')
+  // Checked here, inside the app's transaction: a name the hub would refuse fails the call, not the relay later.
+  if (typeof channel !== 'string' || !channelNameSchema.safeParse(channel).success) throw new RealtimeError('RT_007', `@tidings/sql publish: invalid channel name '${String(channel).slice(0, 200)}'`)
+  if (typeof event !== 'string' || !eventNameSchema.safeParse(event).success) throw new RealtimeError('RT_007', '@tidings/sql publish: event must be a string of 1 to 128 characters')
   // Taken now: later changes to the caller's object change nothing (a throw here, e.g. a BigInt, fails the publish, not the relay).
   const json = JSON.stringify(data ?? null)
-  if (options.idempotencyKey !== undefined && (typeof options.idempotencyKey !== 'string' || options.idempotencyKey.length === 0)) throw new TypeError('@tidings/sql publish: idempotencyKey must be a non-empty string')
+  if (options.idempotencyKey !== undefined && (typeof options.idempotencyKey !== 'string' || options.idempotencyKey.length === 0)) throw new RealtimeError('RT_007', '@tidings/sql publish: idempotencyKey must be a non-empty string')
   return { channel, event, json, sender: options.sender ?? null, key: options.idempotencyKey ?? null, notify: options.notify === false ? null : outboxNotifyChannel(options) }
 }
 

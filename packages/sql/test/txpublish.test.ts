@@ -427,4 +427,22 @@ describe('transactional publish on PGlite', () => {
   it('60 interleaved transactions with random commits and rollbacks on one PGlite (store, relay and app on its one Kysely, woken by LISTEN; the 60 s poll never runs): every committed message once, no rolled-back one, in commit order', async () => {
     await committedInCommitOrder('pglite', { db, relay: { listen: lite, pollIntervalMs: 60_000 } }, { db }, { n: 60, pairs: 0, concurrency: 6, seed: 7 })
   }, 60_000)
+
+  it('a channel or event name the hub would refuse, or data JSON cannot hold, fails the publish call inside the transaction (RT_007 / TypeError), and no outbox row is left', async () => {
+    const bad: Array<[string, string, unknown, { idempotencyKey?: string }?]> = [
+      ['', 'e', 1],
+      ['has space', 'e', 1],
+      ['x'.repeat(201), 'e', 1],
+      ['orders:ok', '', 1],
+      ['orders:ok', 'e'.repeat(129), 1],
+      ['orders:ok', 'e', 1, { idempotencyKey: '' }],
+    ]
+    for (const [channel, event, data, options] of bad) {
+      const err = await db.transaction().execute((trx) => publish(trx, channel, event, data, options)).catch((e: unknown) => e)
+      expect(err, `${channel.slice(0, 20)} / ${event.slice(0, 20)}`).toMatchObject({ code: 'RT_007' })
+    }
+    await expect(db.transaction().execute((trx) => publish(trx, 'orders:ok', 'e', { n: 1n }))).rejects.toThrow(TypeError)
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tidings_outbox`.execute(db)
+    expect(rows[0]!.n).toBe(0)
+  })
 })
