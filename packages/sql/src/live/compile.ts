@@ -153,12 +153,16 @@ function whereOf(eb: ExpressionBuilder<any, any>, n: LiveWhere): Expression<SqlB
   return 'and' in n ? eb.and(n.and.map((c) => whereOf(eb, c))) : eb.or(n.or.map((c) => whereOf(eb, c)))
 }
 
-/** The sort of a query: its `orderBy`, then the key (in the last entry's direction). */
+/**
+ * The sort of a query: its `orderBy`, then the key (in the last entry's direction). An entry on
+ * the key ends the sort where the client put it (the key is unique: nothing after it can order
+ * two rows), so `[['id', 'desc'], ['createdAt', 'asc']]` sorts by the key alone.
+ */
 export function sortOf(c: ResolvedCollection, q: NormalizedLiveQuery): Array<readonly [string, 'asc' | 'desc']> {
-  const sort = q.orderBy.filter(([f]) => f !== c.key)
-  const keyEntry = q.orderBy.find(([f]) => f === c.key)
+  const at = q.orderBy.findIndex(([f]) => f === c.key)
+  if (at >= 0) return q.orderBy.slice(0, at + 1)
   const last = q.orderBy.length > 0 ? q.orderBy[q.orderBy.length - 1]![1] : 'asc'
-  return [...sort, [c.key, keyEntry?.[1] ?? last]]
+  return [...q.orderBy, [c.key, last]]
 }
 
 /**
@@ -187,10 +191,11 @@ export function compileQuery(db: Kysely<any>, c: ResolvedCollection, q: Normaliz
   }
   const sort = sortOf(c, q)
   if (q.startAfter) {
-    // Keyset pagination: rows strictly after the cursor in the query's order.
+    // Keyset pagination: rows strictly after the cursor in the query's order. The cursor's values
+    // are those of the sort's entries in order (the `orderBy` ones, then the key); values past
+    // the sort (after an `orderBy` entry on the key) order nothing.
     const cursor = q.startAfter
-    const fields = q.orderBy.filter(([f]) => f !== c.key)
-    const entries = cursor.length > fields.length ? [...fields, sort[sort.length - 1]!] : fields.slice(0, cursor.length)
+    const entries = sort.slice(0, cursor.length)
     select = select.where((eb) =>
       eb.or(
         entries.map(([field, dir], i) =>

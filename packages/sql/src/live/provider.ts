@@ -122,6 +122,18 @@ interface Group {
   closed: boolean
 }
 
+/**
+ * Did a query fail because of a value the client sent (a string compared with an integer column,
+ * a number past the column's range, a NUL in a string) rather than the database? PostgreSQL's
+ * data exceptions (SQLSTATE class 22) and datatype mismatches (42804, 42883), and PGlite's own
+ * parameter checks (`Invalid input for boolean type`), which it throws before sending anything.
+ */
+function isValueError(err: unknown): boolean {
+  const code = err !== null && typeof err === 'object' ? (err as { code?: unknown }).code : undefined
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return code.startsWith('22') || code === '42804' || code === '42883'
+  return err instanceof Error && /^Invalid input for [a-z ]+ type$/.test(err.message)
+}
+
 const hashOf = (docs: readonly LiveDoc[]): string => createHash('sha256').update(JSON.stringify(docs)).digest('base64url').slice(0, 22)
 
 /**
@@ -302,8 +314,9 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
           const result = await db.executeQuery<Record<string, unknown>>(g.compiled)
           docs = result.rows.map((r) => g.collection.toDoc(r))
         } catch (err) {
-          report(err, 'liveQueries.evaluate')
+          // A first evaluation's failure is the subscriber's answer (open() reports it when it is not the query's fault).
           if (g.version === 0) throw err
+          report(err, 'liveQueries.evaluate')
           continue
         }
         if (g.closed) return
@@ -378,6 +391,13 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
       }
       group.ready = evaluate(group).catch((err) => {
         dropGroup(group)
+        // A value the client sent is its own mistake (RT_007), and the database's message about
+        // it stays here: a data exception can quote values the rule hides (a view's cast
+        // failing on a row). Anything else is the server's failure.
+        if (isValueError(err)) {
+          throw new RealtimeError('RT_007', `a value of the query does not fit its field in '${c.name}' (a value of another type than the column's, a number out of its range, or a string holding a NUL character)`)
+        }
+        report(err, 'liveQueries.evaluate')
         throw new RealtimeError('RT_008', `the live query could not be evaluated: ${err instanceof Error ? err.message : String(err)}`)
       })
     }
