@@ -46,6 +46,8 @@ function queryProblem(q: unknown, frames: boolean): string | undefined {
       return isString(q['reason']) && optional(q['userId'], isString) && optional(q['connectionId'], isString) ? undefined : 'invalid disconnect query'
     case 'kick':
       return isString(q['channel']) && isString(q['userId']) && isString(q['reason']) ? undefined : 'invalid kick query'
+    case 'forget':
+      return nonEmpty(q['userId']) ? undefined : 'invalid forget query'
     case 'deliver': {
       if (typeof q['waitMs'] !== 'number' || !Number.isFinite(q['waitMs'])) return 'invalid deliver query'
       const d = q['dispatch']

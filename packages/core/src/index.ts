@@ -63,7 +63,7 @@ export {
 // Ports
 export { Outbound, type Session, type ConnectionHandle } from './ports/session.js'
 export type { Broker, BrokerHealth, BrokerHooks, ClusterMessage, ClusterQuery, Dispatch, DispatchTarget, Reply, Request } from './ports/broker.js'
-export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult, ConsumerCursor, Revises, Revision, ReviseResult, ConsumerChannel, AsyncMessageStore } from './ports/store.js'
+export type { MessageStore, StoredMessage, Retention, AppendOptions, AppendResult, ReadOptions, ReadResult, ConsumerCursor, Revises, Revision, ReviseResult, ConsumerChannel, UserErasure, AsyncMessageStore } from './ports/store.js'
 export type { PresenceStore, PresenceEntry, PresenceChange } from './ports/presence.js'
 export type { LimitStore } from './ports/limits.js'
 export { type Identity, type AuthRequest, type Authenticator, type AuthorizeContext, type ChannelAction, type ChannelRule, type ChannelGrant, createApiKeyAuthenticator, createTokenAuthenticator, credentialsFromRequest } from './ports/auth.js'

@@ -7,7 +7,7 @@ storeConformance('memory', () => createMemoryStore(), {
   reset: (s) => s.reset(),
   makeBudgetStore: (maxBytes) => createMemoryStore({ maxBytes }),
   makeBoundedStore: (maxChannels) => createMemoryStore({ maxChannels }),
-  capabilities: ['revise', 'search', 'channelsOf'],
+  capabilities: ['revise', 'search', 'channelsOf', 'eraseUser'],
 })
 
 // The same contract when every answer comes late, as from a store across a network.
@@ -15,7 +15,7 @@ storeConformance('memory, answering 2 ms late', () => delayed(createMemoryStore(
   reset: (s) => s.reset(),
   makeBudgetStore: (maxBytes) => delayed(createMemoryStore({ maxBytes }), 2),
   makeBoundedStore: (maxChannels) => delayed(createMemoryStore({ maxChannels }), 2),
-  capabilities: ['revise', 'search', 'channelsOf'],
+  capabilities: ['revise', 'search', 'channelsOf', 'eraseUser'],
   timeoutMs: 30_000,
 })
 

@@ -84,10 +84,10 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
         messages = count(r)
       }
       const receipts = count(await sql`DELETE FROM ${t.receipts} WHERE user_id = ${userId}`.execute(trx))
-      const subscriptions = count(await sql`DELETE FROM ${t.subscriptions} WHERE user_id = ${userId}`.execute(trx))
+      const cursors = count(await sql`DELETE FROM ${t.subscriptions} WHERE user_id = ${userId}`.execute(trx))
       const keys = count(await sql`DELETE FROM ${t.idempotency} WHERE sender = ${userId}`.execute(trx))
       const channels = count(await sql`UPDATE ${t.channels} SET created_by = NULL WHERE created_by = ${userId}`.execute(trx))
-      return { messages, receipts, subscriptions, keys, channels }
+      return { messages, cursors, keys, receipts, channels }
     })
   }
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import type { AppendOptions, AppendResult, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
+import type { AppendOptions, AppendResult, UserErasure, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, Revision, ReviseResult, StoredMessage, StreamPosition } from '@tidings/core'
 import { utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
 import { type Connection, type SqlDatabase, connect } from './connect.js'
@@ -84,13 +84,9 @@ export interface UserChannel {
 /** A message as `message()` answers it: with its version (1 as appended, +1 per revision) and the times of its last edit and of its deletion. */
 export type MessageVersion = StoredMessage & { readonly version: number; readonly editedAt: number | null; readonly deletedAt: number | null }
 
-export interface EraseResult {
-  /** Messages of the user deleted or redacted. */
-  readonly messages: number
+/** The port's erasure counts (`messages` deleted or redacted, `cursors`: the user's subscription rows, `keys`), plus the SQL store's own. */
+export interface EraseResult extends UserErasure {
   readonly receipts: number
-  readonly subscriptions: number
-  /** Idempotency records naming the user as sender. */
-  readonly keys: number
   /** Channels the user created (their `created_by` cleared). */
   readonly channels: number
 }

@@ -11,7 +11,7 @@ let files = 0
 
 const options = {
   reset: (s: ReturnType<typeof createSqliteStore>) => s.reset(),
-  capabilities: ['revise', 'search', 'channelsOf'] as const,
+  capabilities: ['revise', 'search', 'channelsOf', 'eraseUser'] as const,
   timeoutMs: 30_000,
 }
 

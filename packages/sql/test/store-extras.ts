@@ -155,7 +155,7 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       await store.markRead(a, [2], 'erin')
       await store.markRead(a, [1], 'bob')
       const counts = await store.eraseUser('erin', { now: T0 + 5 })
-      expect(counts).toEqual({ messages: 2, receipts: 1, subscriptions: 2, keys: 1, channels: 2 })
+      expect(counts).toEqual({ messages: 2, receipts: 1, cursors: 2, keys: 1, channels: 2 })
       const ra = await store.read(a, { after: 0, limit: 10, now: T0 })
       expect(ra.messages.map((m) => [m.offset, m.sender, m.data, m.deleted])).toEqual([
         [1, undefined, null, true],

@@ -26,7 +26,7 @@ storeConformance('sql on PGlite', () => createSqlStore({ db, migrate: false, swe
   reset: (s) => s.reset(),
   // the store-wide budget applies to a store's tables: a fresh prefix, so the suite's other channels are not in it
   makeBudgetStore: (maxBytes) => createSqlStore({ db, prefix: `budget${++budgets}_`, maxBytes, sweepIntervalMs: false }),
-  capabilities: ['revise', 'search', 'channelsOf'],
+  capabilities: ['revise', 'search', 'channelsOf', 'eraseUser'],
   timeoutMs: 30_000,
 })
 

@@ -4,21 +4,21 @@ import type { StoreSuite } from './store-budget.js'
 import { KEEP, T0 } from './store-shared.js'
 
 /** The optional methods of the `MessageStore` port a store may have. */
-export type StoreCapability = 'revise' | 'search' | 'channelsOf'
+export type StoreCapability = 'revise' | 'search' | 'channelsOf' | 'eraseUser'
 
 /**
  * The optional parts of the `MessageStore` contract: message versions (`revise`), full-text search
- * (`search`) and a consumer's channel list (`channelsOf`). A store declares what it has
+ * (`search`), a consumer's channel list (`channelsOf`) and the erasure of a user (`eraseUser`). A store declares what it has
  * (`StoreConformanceOptions.capabilities`); the suite checks that it has exactly those, then each.
  */
 export function optionalMethodTests<S extends MessageStore>(ctx: StoreSuite<S>, capabilities: readonly StoreCapability[]): void {
-  const { fresh, msg, append, appendN, read, timeout, sizesOption, sizesOf } = ctx
+  const { fresh, msg, append, appendN, read, offsetsOf, timeout, sizesOption, sizesOf } = ctx
   const has = (c: StoreCapability) => capabilities.includes(c)
 
   describe('optional methods', () => {
     it(`has exactly the optional methods it declares (${capabilities.length > 0 ? capabilities.join(', ') : 'none'})`, () => {
       const store = ctx.store()
-      for (const c of ['revise', 'search', 'channelsOf'] as const) expect([c, typeof store[c] === 'function']).toEqual([c, has(c)])
+      for (const c of ['revise', 'search', 'channelsOf', 'eraseUser'] as const) expect([c, typeof store[c] === 'function']).toEqual([c, has(c)])
     })
   })
 
@@ -213,4 +213,66 @@ export function optionalMethodTests<S extends MessageStore>(ctx: StoreSuite<S>, 
     })
   }
 
+  if (has('eraseUser')) {
+    describe('eraseUser (GDPR erasure of one user)', () => {
+      const erase = (userId: string) => Promise.resolve(ctx.store().eraseUser!(userId, { now: T0 + 10 }))
+
+      it('makes every message the user sent, in every channel, a tombstone that no longer names the user; offsets, ids, events, times, epochs and tops stay; others’ messages are untouched', async () => {
+        const user = fresh('erin')
+        const a = fresh('erase-a')
+        const b = fresh('erase-b')
+        await append(a, msg(1, T0, { sender: user, data: { text: 'secret one' }, exclude: { connections: ['c-9'] } }))
+        await append(a, msg(2, T0 + 1, { data: { text: 'from alice' } }))
+        await append(a, msg(3, T0 + 2, { sender: user, data: { text: 'secret edit' }, revises: { offset: 1, version: 2 } }))
+        await append(b, msg(1, T0 + 3, { sender: user, data: { text: 'secret two' } }))
+        const before = [await read(a, 0), await read(b, 0)]
+        expect(await erase(user)).toMatchObject({ messages: 3, cursors: 0, keys: 0 })
+        const [ra, rb] = [await read(a, 0), await read(b, 0)]
+        expect([ra.epoch, ra.top, rb.epoch, rb.top]).toEqual([before[0]!.epoch, 3, before[1]!.epoch, 1])
+        expect(offsetsOf(ra.messages)).toEqual([1, 2, 3])
+        for (const m of [ra.messages[0]!, ra.messages[2]!, rb.messages[0]!]) {
+          expect(m).toMatchObject({ data: null, deleted: true, version: 2 })
+          expect(m.sender).toBeUndefined()
+          expect(m.exclude).toBeUndefined()
+        }
+        expect(ra.messages.map((m) => [m.id, m.event, m.timestamp])).toEqual(before[0]!.messages.map((m) => [m.id, m.event, m.timestamp]))
+        expect(ra.messages[1]).toEqual(before[0]!.messages[1])
+        expect(JSON.stringify([ra.messages, rb.messages])).not.toContain('secret')
+      }, timeout)
+
+      it('removes the user’s cursors (and so its channel list) and the idempotency records of its messages; other consumers keep theirs', async () => {
+        const user = fresh('erin')
+        const a = fresh('erase-c')
+        const b = fresh('erase-d')
+        await append(a, msg(1, T0, { sender: user }), { idempotencyKey: 'k-1', dedupWindowMs: 60_000 })
+        await append(a, msg(2), { idempotencyKey: 'k-2', dedupWindowMs: 60_000 })
+        await append(b, msg(1))
+        await ctx.store().commit(a, user, 1)
+        await ctx.store().commit(b, user, 1)
+        await ctx.store().commit(a, 'bob', 2)
+        expect(await erase(user)).toMatchObject({ messages: 1, cursors: 2, keys: 1 })
+        expect(await ctx.store().cursor(a, user)).toBeUndefined()
+        expect(await ctx.store().cursor(b, user)).toBeUndefined()
+        expect(await ctx.store().cursor(a, 'bob')).toMatchObject({ offset: 2 })
+        if (has('channelsOf')) expect(await ctx.store().channelsOf!(user, { limit: 10 })).toEqual([])
+        // the user's key is forgotten (a retry stores anew); alice's still folds repeats
+        expect((await append(a, msg('again', T0, { sender: user }), { idempotencyKey: 'k-1', dedupWindowMs: 60_000 })).duplicate).toBe(false)
+        expect((await append(a, msg('again-2'), { idempotencyKey: 'k-2', dedupWindowMs: 60_000 })).duplicate).toBe(true)
+      }, timeout)
+
+      it('is idempotent, creates no log, and leaves nothing search or revise can reach', async () => {
+        const user = fresh('erin')
+        const ch = fresh('erase-e')
+        await append(ch, msg(1, T0, { sender: user, data: { text: 'needle in erased' } }))
+        await append(ch, msg(2, T0, { data: { text: 'needle kept' } }))
+        await erase(user)
+        expect(await erase(user)).toMatchObject({ messages: 0, cursors: 0, keys: 0 })
+        expect(await erase(fresh('nobody'))).toMatchObject({ messages: 0, cursors: 0, keys: 0 })
+        const never = fresh('never')
+        expect((await ctx.store().position(never)).offset).toBe(0)
+        if (has('search')) expect((await ctx.store().search!(ch, 'needle', { limit: 10, now: T0 + 20 })).map((m) => m.offset)).toEqual([2])
+        if (has('revise')) expect(await ctx.store().revise!(ch, 1, { data: 'back' }, { now: T0 + 20 })).toBeUndefined()
+      }, timeout)
+    })
+  }
 }

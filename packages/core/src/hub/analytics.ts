@@ -162,6 +162,11 @@ export class Analytics {
     u.lastSeen = now
   }
 
+  /** Forgets a user's engagement (erasure); true when there was any. */
+  forget(userId: string): boolean {
+    return this.users.delete(userId)
+  }
+
   private user(userId: string, now: number): UserCount {
     let u = this.users.get(userId)
     if (u === undefined) this.users.set(userId, (u = { messagesSent: 0, connectedMs: 0, connections: 0, lastSeen: now }))

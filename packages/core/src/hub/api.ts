@@ -3,7 +3,7 @@ import type { EventEmitter } from 'eventemitter3'
 import type { Identity } from '../ports/auth.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
-import type { ConsumerChannel, StoredMessage } from '../ports/store.js'
+import type { ConsumerChannel, StoredMessage, UserErasure } from '../ports/store.js'
 import type { ChannelOptions } from './channels.js'
 import type { ConnectionInfo } from './connection.js'
 import type { AckRecipient } from './delivery/acks.js'
@@ -242,6 +242,16 @@ export interface Hub extends EventEmitter<HubEvents> {
   connect(session: Session, options?: ConnectOptions): Promise<ConnectionHandle>
   publish(channel: string, event: string, data?: unknown, options?: PublishOptions): Promise<PublishResult>
   broadcast(options: BroadcastOptions): Promise<BroadcastResult>
+  /**
+   * Erase one user (GDPR): in the message store (its `eraseUser`: every message the user sent
+   * becomes a tombstone, as a deletion leaves it, and no longer names the user; the user's cursors,
+   * so its offline queues and channel list, and the idempotency records of its messages go) and in
+   * every node's analytics. Resolves with the store's counts; `RT_007` when the store cannot erase
+   * (the memory, SQL and SQLite stores can; the Redis store cannot). It does not close the user's
+   * connections (`connections.disconnectUser` first), and what subscribers already received stays
+   * with them: their next history read shows the messages deleted.
+   */
+  eraseUser(userId: string): Promise<UserErasure>
   /** A handle on one channel: publish, presence, kick, history, delivery cursors. */
   channel(name: string): ChannelHandle
   /** Add a content-based route; returns a function that removes it. */

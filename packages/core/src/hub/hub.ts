@@ -3,6 +3,7 @@ import { EventEmitter } from 'eventemitter3'
 import type { ClusterQuery } from '../ports/broker.js'
 import type { Clock } from '../ports/clock.js'
 import type { ConnectionHandle, Session } from '../ports/session.js'
+import type { UserErasure } from '../ports/store.js'
 import { type MaybePromise, isPromise, isoTimestamp } from '../util.js'
 import type { BroadcastOptions, BroadcastResult, ChannelHandle, ChannelInfo, ConnectOptions, Hub, HubChannels, HubHealth, PublishOptions, PublishResult, Route } from './api.js'
 import { Channel } from './channel.js'
@@ -28,6 +29,7 @@ import { SubscriptionService } from './subscriptions.js'
 import { Preferences } from './preferences.js'
 import { NodeWatch } from './nodes.js'
 import { History } from './delivery/history.js'
+import { Erasure } from './erasure.js'
 import { Revisions } from './revisions.js'
 import { UserChannels } from './user-channels.js'
 import { RoomRegistry } from './rooms.js'
@@ -80,6 +82,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
   private readonly history: History
   private readonly revisions: Revisions
   private readonly userChannels: UserChannels
+  private readonly erasure: Erasure
   private readonly subscriptions: SubscriptionService
   private readonly credentials: CredentialWatch
 
@@ -258,6 +261,7 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
     this.history = new History({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
     this.revisions = new Revisions({ clock: this.clock, options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, publisher: this.publisher, fanout: this.fanout, signals })
     this.userChannels = new UserChannels({ options: this.options, rooms: this.rooms, subscriptions: this.subscriptions, fanout: this.fanout })
+    this.erasure = new Erasure({ options: this.options, clock: this.clock, analytics: this.stats.analytics, cluster: this.cluster })
     this.nodes = new NodeWatch({
       nodeId: this.nodeId,
       clock: this.clock,
@@ -292,6 +296,10 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
 
   broadcast(o: BroadcastOptions): Promise<BroadcastResult> {
     return this.publisher.broadcast(o)
+  }
+
+  eraseUser(userId: string): Promise<UserErasure> {
+    return this.erasure.eraseUser(userId)
   }
 
   // ------------------------------------------------------------------ events and errors
@@ -444,6 +452,8 @@ class HubImpl extends EventEmitter<HubEvents> implements Hub {
         return this.subscriptions.kickLocal(q.channel, q.userId, q.reason)
       case 'deliver':
         return this.publisher.deliverAndWait(q.dispatch, q.waitMs)
+      case 'forget':
+        return this.stats.analytics.forget(q.userId)
     }
   }
 

@@ -1,5 +1,5 @@
 import type { StreamPosition } from '@tidings/protocol'
-import type { AppendOptions, AppendResult, ConsumerChannel, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, ReviseResult, Revision, StoredMessage } from '../ports/store.js'
+import type { AppendOptions, AppendResult, ConsumerChannel, ConsumerCursor, MessageStore, ReadOptions, ReadResult, Retention, ReviseResult, Revision, StoredMessage, UserErasure } from '../ports/store.js'
 import { boundedMap, cloneData, randomId } from '../util.js'
 import { LRUCache } from 'lru-cache'
 import { holdsWords, searchWords } from '../text-search.js'
@@ -93,6 +93,7 @@ export interface MemoryMessageStore extends MessageStore {
   revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): ReviseResult | undefined
   search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): StoredMessage[]
   channelsOf(consumer: string, options: { readonly limit: number }): ConsumerChannel[]
+  eraseUser(userId: string, options: { readonly now: number }): UserErasure
 }
 
 const EMPTY: readonly StoredMessage[] = Object.freeze([])
@@ -471,6 +472,27 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryMessa
       if (mine.size === 0) consumers.delete(consumer)
       out.sort((a, b) => (b.lastActivity ?? 0) - (a.lastActivity ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
       return out.slice(0, Math.max(1, Math.floor(opts.limit)))
+    },
+    eraseUser(userId): UserErasure {
+      // A scan of every retained message: erasure is rare, and an index by sender would cost every append.
+      let messages = 0
+      for (const l of logs.values()) {
+        for (let i = l.head; i < l.messages.length; i++) {
+          const m = l.messages[i]
+          if (m?.sender !== userId) continue
+          const { deleted: _d, version: _v, sender: _s, exclude: _e, ...rest } = m
+          l.messages[i] = { ...rest, sender: undefined, data: null, version: (m.version ?? 1) + 1, deleted: true }
+          messages++
+        }
+      }
+      let cursors = 0
+      for (const l of consumers.get(userId) ?? []) if (l.cursors?.delete(userId)) cursors++
+      consumers.delete(userId)
+      for (const l of logs.values()) if (l.lost?.delete(userId)) cursors++
+      for (const gone of evicted.values()) if (gone.lost?.delete(userId)) cursors++
+      const erasedKeys = [...keys.entries()].filter(([, record]) => record.message.sender === userId)
+      for (const [key] of erasedKeys) keys.delete(key)
+      return { messages, cursors, keys: erasedKeys.length }
     },
     cursors(channel) {
       const cursors = logs.peek(channel)?.cursors

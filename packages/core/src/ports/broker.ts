@@ -54,6 +54,8 @@ export type ClusterQuery =
    * acknowledged it or `waitMs` passed: `{ acknowledged, unacknowledged }`.
    */
   | { readonly op: 'deliver'; readonly dispatch: Dispatch; readonly waitMs: number }
+  /** Forget what the node remembers of a user besides its connections (analytics engagement; `hub.eraseUser`): answers whether it had any. */
+  | { readonly op: 'forget'; readonly userId: string }
 
 /** One node's answer to a request, addressed to the node that asked. Plain data. */
 export interface Reply {

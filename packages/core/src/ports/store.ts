@@ -47,6 +47,16 @@ export interface ReviseResult {
   readonly message: StoredMessage & { readonly version: number }
 }
 
+/** What `eraseUser` did: how many of each thing of the user's it erased. */
+export interface UserErasure {
+  /** Messages the user sent (revision events included) that are now tombstones (or gone). */
+  readonly messages: number
+  /** The user's consumer cursors removed (its offline queues and channel list). */
+  readonly cursors: number
+  /** Idempotency records of the user's messages forgotten. */
+  readonly keys: number
+}
+
 /** One channel of a consumer's list (`channelsOf`): where its cursor is and what is unread. */
 export interface ConsumerChannel {
   readonly name: string
@@ -219,6 +229,15 @@ export interface MessageStore {
    * histories MAY be listed with `lastSeenOffset` 0), most recently active first, at most `limit`.
    */
   channelsOf?(consumer: string, options: { readonly limit: number }): MaybePromise<readonly ConsumerChannel[]>
+  /**
+   * Optional: erasure of one user (GDPR). Every message the user sent that the store holds
+   * (revision events included) becomes a tombstone as a deletion leaves it (data null, `deleted`,
+   * version + 1) and no longer names the user (`sender`, `exclude` cleared); the user's consumer
+   * cursors (the consumer id is the user id) and the idempotency records of the user's messages
+   * are removed. MUST keep every offset and epoch, MUST NOT create a log; `search` and
+   * `channelsOf` MUST NOT find what was erased. Idempotent: a second call finds nothing new.
+   */
+  eraseUser?(userId: string, options: { readonly now: number }): MaybePromise<UserErasure>
   close?(): MaybePromise<void>
 }
 
@@ -237,4 +256,5 @@ export interface AsyncMessageStore extends MessageStore {
   revise(channel: string, offset: number, revision: Revision, options: { readonly now: number }): Promise<ReviseResult | undefined>
   search(channel: string, query: string, options: { readonly limit: number; readonly before?: number | undefined; readonly now: number }): Promise<StoredMessage[]>
   channelsOf(consumer: string, options: { readonly limit: number }): Promise<ConsumerChannel[]>
+  eraseUser?(userId: string, options: { readonly now: number }): Promise<UserErasure>
 }

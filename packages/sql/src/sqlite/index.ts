@@ -12,6 +12,7 @@ import type {
   Revision,
   StoredMessage,
   StreamPosition,
+  UserErasure,
 } from '@tidings/core'
 import { holdsWords, searchWords, utf8Length } from '@tidings/core'
 import { type Kysely, sql } from 'kysely'
@@ -75,8 +76,11 @@ export interface SqliteSweepResult {
   readonly keys: number
 }
 
-/** The core `MessageStore` on SQLite, with the optional `revise`, `search` and `channelsOf`. */
-export type SqliteStore = DatabaseStore<SqliteSweepResult>
+/** The core `MessageStore` on SQLite, with the optional `revise`, `search`, `channelsOf` and `eraseUser`. */
+export interface SqliteStore extends DatabaseStore<SqliteSweepResult> {
+  /** The port's `eraseUser` (GDPR): the user's messages become tombstones (`data` null, no sender), its cursors and idempotency records go, in one transaction. */
+  eraseUser(userId: string, options?: { readonly now?: number | undefined }): Promise<UserErasure>
+}
 
 interface Pending {
   readonly input: Omit<StoredMessage, 'offset' | 'channel'>
@@ -554,6 +558,24 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
     }))
   }
 
+  /** The port's `eraseUser`: one write transaction; a scan of the message table (no index on `sender`, which would cost every append). */
+  const eraseUser = async (userId: string, opts: { readonly now?: number | undefined } = {}): Promise<UserErasure> => {
+    await ready
+    const now = Math.round(opts.now ?? wallClock())
+    return track(
+      write(async (c) => {
+        const count = (r: { numAffectedRows?: bigint | undefined }) => Number(r.numAffectedRows ?? 0)
+        const messages = count(
+          await sql`UPDATE ${t.messages} SET data = 'null', sender = NULL, exclude = NULL, version = version + 1, deleted_at = coalesce(deleted_at, ${now})
+            WHERE sender = ${userId}`.execute(c),
+        )
+        const cursors = count(await sql`DELETE FROM ${t.subscriptions} WHERE user_id = ${userId}`.execute(c))
+        const keys = count(await sql`DELETE FROM ${t.idempotency} WHERE sender = ${userId}`.execute(c))
+        return { messages, cursors, keys }
+      }),
+    )
+  }
+
   // ------------------------------------------------------------------ what a database adds
 
   const stats = async () => {
@@ -605,5 +627,5 @@ export function createSqliteStore(options: SqliteStoreOptions): SqliteStore {
   const life = storeLifecycle({ intervalMs: options.sweepIntervalMs, sweep: () => sweep(), onError, inFlight, ready, release: () => conn.close() })
   const close = () => life.close()
 
-  return { db, ready, append, read, position, cursor, commit, cursors, revise, search, channelsOf, stats, reset, sweep, close }
+  return { db, ready, append, read, position, cursor, commit, cursors, revise, search, channelsOf, eraseUser, stats, reset, sweep, close }
 }
