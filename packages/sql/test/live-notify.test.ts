@@ -63,15 +63,41 @@ describe('live queries without triggers', () => {
     await live.close()
   })
 
-  it('a query the database cannot run (a collection over a missing table) is refused with RT_008 and leaves nothing open', async () => {
-    const live = createLiveQueries({ db: { pglite }, listen: false, collections: { ghost: { table: 'no_such_table', fields: { x: ['=='] } } } })
+  it('a query the database cannot run (a collection over a missing table) is refused with RT_008, the database\'s message only to onError, and leaves nothing open', async () => {
+    const reported: Array<[unknown, string]> = []
+    const live = createLiveQueries({ db: { pglite }, listen: false, onError: (e, stage) => reported.push([e, stage]), collections: { ghost: { table: 'no_such_table', fields: { x: ['=='] } } } })
     await using t = createTestHub({ liveQueries: live })
     const c = await t.connect({ userId: 'ada' })
     const err = await c.request({ type: 'subscribe', channel: 'db:collection:ghost', query: {} } as never).then(() => undefined, (e: unknown) => e)
-    expect(err).toMatchObject({ code: 'RT_008', message: expect.stringMatching(/could not be evaluated.*no_such_table/) })
+    expect(err).toMatchObject({ code: 'RT_008', message: expect.stringMatching(/live query on 'ghost' could not be evaluated/) })
+    expect(String((err as Error).message)).not.toContain('no_such_table')
+    expect(reported.map(([e, stage]) => [stage, String(e)])).toEqual([['liveQueries.evaluate', expect.stringContaining('no_such_table')]])
     expect(t.hub.channels.list()).toEqual([])
     expect(live.stats()).toMatchObject({ queries: 0, subscribers: 0 })
     await live.close()
   })
-})
 
+  it('one user holds at most maxQueriesPerUser live queries over all its connections (RT_006); closing one gives its slot back; other users are not affected', async () => {
+    const live = createLiveQueries({ db: { pglite }, listen: false, maxQueriesPerUser: 2, collections: { orders: { table: 'orders', fields: { total: ['>', 'orderBy'] } } } })
+    await using t = createTestHub({ liveQueries: live })
+    const [one, two] = [await t.connect({ userId: 'ada' }), await t.connect({ userId: 'ada' })]
+    const open = (c: typeof one, tag: string, total = 0) =>
+      c.request({ type: 'subscribe', channel: `db:collection:orders:${tag}`, query: { where: [['total', '>', total]] } } as never).then(
+        () => 'ok',
+        (e: { code?: string }) => e.code,
+      )
+    expect(await open(one, 'a', 1)).toBe('ok')
+    expect(await open(two, 'b', 2)).toBe('ok')
+    expect(await open(two, 'c', 3)).toBe('RT_006')
+    expect(await open(one, 'd', 1)).toBe('RT_006') // the same query as one held: still a subscription of its own
+    const bob = await t.connect({ userId: 'bob' })
+    expect(await open(bob, 'a', 1)).toBe('ok')
+    expect(live.stats()).toMatchObject({ subscribers: 3 })
+    await one.unsubscribe('db:collection:orders:a')
+    expect(await open(two, 'c', 3)).toBe('ok')
+    two.close()
+    await t.settle()
+    expect(await open(one, 'e', 5)).toBe('ok')
+    await live.close()
+  })
+})

@@ -60,6 +60,12 @@ export interface LiveQueriesOptions {
   readonly cacheDocs?: number | undefined
   /** Distinct queries (query and authorization scope) evaluated at once; more are refused with `RT_008`. Default 10,000. */
   readonly maxQueries?: number | undefined
+  /**
+   * Live queries one user holds open at once (over all its connections; anonymous ones count
+   * together), so a few accounts cannot take the `maxQueries` every user shares; more are refused
+   * with `RT_006`. Default 200.
+   */
+  readonly maxQueriesPerUser?: number | undefined
   /** Failures outside a caller's stack (an evaluation, the LISTEN connection). */
   readonly onError?: ((error: unknown, stage: string) => void) | undefined
 }
@@ -155,6 +161,14 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
   const channel = options.channel ?? LIVE_NOTIFY_CHANNEL
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new TypeError('channel must be a lower-case identifier')
   const maxQueries = options.maxQueries ?? 10_000
+  const maxPerUser = options.maxQueriesPerUser ?? 200
+  /** Open live queries per user id ('' for anonymous ones). */
+  const perUser = new Map<string, number>()
+  const release = (user: string) => {
+    const n = (perUser.get(user) ?? 1) - 1
+    if (n <= 0) perUser.delete(user)
+    else perUser.set(user, n)
+  }
   const collections = new Map<string, ResolvedCollection>()
   for (const [name, c] of Object.entries(options.collections)) collections.set(name, resolveCollection(name, c))
   /** Table name → groups to re-evaluate when it changes. */
@@ -375,6 +389,20 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
     const c = collections.get(ctx.collection)
     if (!c) throw new RealtimeError('RT_004', `no live collection '${ctx.collection}'`)
     checkQuery(c, query)
+    const user = ctx.identity.userId ?? ''
+    const held = perUser.get(user) ?? 0
+    if (held >= maxPerUser) throw new RealtimeError('RT_006', `too many live queries open for one user (${maxPerUser})`, { limit: maxPerUser })
+    // The slot is taken now (before anything awaits), and given back if the open fails.
+    perUser.set(user, held + 1)
+    try {
+      return await openFor(c, ctx, query, emit, resume, user)
+    } catch (err) {
+      release(user)
+      throw err
+    }
+  }
+
+  async function openFor(c: ResolvedCollection, ctx: LiveQueryContext, query: NormalizedLiveQuery, emit: (u: LiveQueryUpdate) => void, resume: LiveResume | undefined, user: string): Promise<LiveQuerySubscription> {
     const compiled = compileQuery(db, c, query, ctx.identity)
     const id = `${c.name}\n${compiled.sql}\n${JSON.stringify(compiled.parameters)}`
     void start().catch((err) => report(err, 'liveQueries.listen'))
@@ -397,8 +425,9 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
         if (isValueError(err)) {
           throw new RealtimeError('RT_007', `a value of the query does not fit its field in '${c.name}' (a value of another type than the column's, a number out of its range, or a string holding a NUL character)`)
         }
+        // The database's own message (table names, SQL) goes to the app, never to the client.
         report(err, 'liveQueries.evaluate')
-        throw new RealtimeError('RT_008', `the live query could not be evaluated: ${err instanceof Error ? err.message : String(err)}`)
+        throw new RealtimeError('RT_008', `the live query on '${c.name}' could not be evaluated (the server reported why to the app)`)
       })
     }
     const group = g
@@ -423,6 +452,7 @@ export function createLiveQueries(options: LiveQueriesOptions): LiveQueries {
       close() {
         if (!open) return
         open = false
+        release(user)
         group.subscribers.delete(sub)
         if (group.subscribers.size === 0) dropGroup(group)
       },
