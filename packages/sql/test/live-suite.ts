@@ -114,7 +114,7 @@ export function liveQuerySuite(name: string, make: () => Promise<LiveFixture>): 
     beforeAll(async () => {
       fx = await make()
       await createSchema(fx.kysely)
-      live = createLiveQueries({ db: fx.db, collections: COLLECTIONS })
+      live = createLiveQueries({ db: fx.db, collections: COLLECTIONS, maxQueriesPerUser: 1_000 }) // one user holds the 1,000 of the multiplexing test
       await live.install()
       await live.start()
       t = createTestHub({ liveQueries: live, limits: { maxSubscriptions: 2000, maxConnectionsPerUser: 100 } })
