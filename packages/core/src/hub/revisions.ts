@@ -1,4 +1,4 @@
-import { type ClientFrameOf, RealtimeError } from '@tidings/protocol'
+import { type ClientFrameOf, type MessageFrame, RealtimeError, wireLength } from '@tidings/protocol'
 import type { Clock } from '../ports/clock.js'
 import type { MessageStore, Revision, StoredMessage } from '../ports/store.js'
 import type { PublishOptions, RevisionOptions, RevisionResult } from './api.js'
@@ -10,11 +10,12 @@ import type { ResolvedHubOptions } from './options.js'
 import { type Publisher, retentionOf } from './publish.js'
 import type { RoomRegistry } from './rooms.js'
 import type { SubscriptionService } from './subscriptions.js'
+import { isoTimestamp } from '../util.js'
 
 /** What revisions need from the hub. */
 export interface RevisionsHost {
   readonly clock: Clock
-  readonly options: Pick<ResolvedHubOptions, 'store' | 'history'>
+  readonly options: Pick<ResolvedHubOptions, 'store' | 'history' | 'codec' | 'limits' | 'nodeId'>
   readonly rooms: RoomRegistry
   readonly subscriptions: Pick<SubscriptionService, 'resolve' | 'authorize'>
   readonly publisher: Publisher
@@ -70,20 +71,52 @@ export class Revisions {
   /**
    * After a deletion: the earlier edits of the message (revision events after it in the log, each
    * holding data of a version) lose their data too, so history, replays and redeliveries never
-   * carry the deleted message's words again. Bounded by what the log retains.
+   * carry the deleted message's words again. Bounded by what the log retains, and over as soon as
+   * the `edits` the message had (its versions before the deletion, less the first) were seen: a
+   * message never edited has no edit events, and its deletion reads nothing (an edit still on its
+   * way blanks its own event, see `apply`).
    */
-  private async scrubEdits(channel: string, offset: number, revise: NonNullable<MessageStore['revise']>): Promise<void> {
+  private async scrubEdits(channel: string, offset: number, edits: number, revise: NonNullable<MessageStore['revise']>): Promise<void> {
+    if (edits <= 0) return
     const store = this.host.options.store
     let after = offset
+    let seen = 0
     for (;;) {
       const page = await store.read(channel, { after, limit: SCRUB_PAGE, now: this.host.clock.now() })
       for (const m of page.messages) {
-        if (m.revises?.offset === offset && m.revises.deleted !== true && m.deleted !== true) await revise(channel, m.offset, { deleted: true }, { now: this.host.clock.now() })
+        if (m.revises?.offset !== offset || m.revises.deleted === true) continue
+        if (m.deleted !== true) await revise(channel, m.offset, { deleted: true }, { now: this.host.clock.now() })
+        if (++seen >= edits) return
       }
       const last = page.messages.at(-1)
       if (last === undefined || last.offset >= page.top) return
       after = last.offset
     }
+  }
+
+  /**
+   * The revision event measured before the store changes, as it will go out (its `sender`, `ack`
+   * on an at-least-once channel) and with room for its offset, message id and version: a refused
+   * revision changes nothing, so the size limit publish applies to the event must never be the
+   * one to refuse it after the store made the new version.
+   */
+  private checkEventSize(channel: string, resolved: ResolvedChannel, original: StoredMessage, data: unknown, by: string | undefined, deleted: boolean): void {
+    const o = this.host.options
+    const probe: MessageFrame = {
+      type: 'message',
+      channel,
+      event: original.event,
+      data,
+      id: `${o.nodeId}-${'z'.repeat(11)}`,
+      timestamp: isoTimestamp(this.host.clock.now()),
+      sender: by,
+      ack: resolved.options.delivery === 'at-least-once' ? true : undefined,
+      revises: { offset: original.offset, version: Number.MAX_SAFE_INTEGER, ...(deleted ? { deleted: true as const } : {}) },
+      offset: Number.MAX_SAFE_INTEGER,
+    }
+    const bytes = wireLength(o.codec.encode(probe))
+    const limit = resolved.options.maxMessageSize ?? o.limits.maxMessageSize
+    if (bytes > limit) throw new RealtimeError('RT_005', `the revision event of ${bytes} bytes would be over the limit of ${limit}`, { limit })
   }
 
   private async apply(channel: string, resolved: ResolvedChannel, offset: number, revision: Revision, request: ReviseRequest & { bytes?: number }): Promise<RevisionResult> {
@@ -94,11 +127,14 @@ export class Revisions {
     const page = await store.read(channel, { after: offset - 1, limit: 1, now })
     const original: StoredMessage | undefined = page.messages[0]?.offset === offset ? page.messages[0] : undefined
     if (original === undefined) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' is not retained`, { offset })
+    // Whose it is comes first: someone else's message says nothing more of itself (whether it
+    // was deleted, whether it is a revision event), also on a channel the reviser may not read.
+    if (request.by !== undefined && original.sender !== request.by) throw new RealtimeError('RT_003', `message ${offset} of '${channel}' is not yours to revise`, { offset })
     if (original.deleted === true) throw new RealtimeError('RT_004', `message ${offset} of '${channel}' was deleted`, { offset })
     if (original.revises !== undefined) throw new RealtimeError('RT_007', `message ${offset} of '${channel}' is a revision: revise the message it revises (${original.revises.offset})`)
-    if (request.by !== undefined && original.sender !== request.by) throw new RealtimeError('RT_003', `message ${offset} of '${channel}' is not yours to revise`, { offset })
     const deleted = revision.deleted === true
     const data = deleted ? null : (revision.data ?? null)
+    this.checkEventSize(channel, resolved, original, data, request.by, deleted)
     let flag: string | undefined
     if (!deleted) {
       // Everything a publish of the new data would be refused for, before the message changes.
@@ -140,7 +176,7 @@ export class Revisions {
       // A deleted message's words must not come back through its edits: a deletion blanks the
       // edit events before it, and an edit whose message was deleted while its event was on its
       // way (a deletion that scrubbed before this event was appended) blanks its own.
-      if (deleted) await this.scrubEdits(channel, offset, revise)
+      if (deleted) await this.scrubEdits(channel, offset, version - 2, revise)
       else {
         const now = await store.read(channel, { after: offset - 1, limit: 1, now: this.host.clock.now() })
         if (now.messages[0]?.offset === offset && now.messages[0].deleted === true) await revise(channel, published.offset, { deleted: true }, { now: this.host.clock.now() })

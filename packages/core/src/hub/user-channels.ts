@@ -8,6 +8,8 @@ import type { SubscriptionService } from './subscriptions.js'
 
 /** Rule decisions a channel list runs at once. */
 const AUTHORIZE_AT_ONCE = 16
+/** The most channels one list holds (and asks the store for). */
+const LIST_MAX = 500
 
 /** What the channel list needs from the hub. */
 export interface UserChannelsHost {
@@ -30,14 +32,22 @@ export class UserChannels {
     const store = this.host.options.store
     if (typeof store.channelsOf !== 'function') throw new RealtimeError('RT_007', 'the hub’s message store keeps no channel lists (it has no channelsOf())')
     if (typeof userId !== 'string' || userId.length === 0) throw new RealtimeError('RT_007', 'a user id is a non-empty string')
-    const limit = Math.max(1, Math.min(Math.floor(o.limit ?? 100), 500))
+    // No store keeps one (PostgreSQL text cannot hold a NUL): refused alike by every store.
+    if (userId.includes('\u0000')) throw new RealtimeError('RT_007', 'a user id has no NUL character')
+    const limit = Math.max(1, Math.min(Math.floor(o.limit ?? 100), LIST_MAX))
     return [...(await store.channelsOf(userId, { limit }))]
   }
 
-  /** A client's `channels` frame: its user's list, less the channels it may no longer subscribe to. */
+  /**
+   * A client's `channels` frame: its user's list, less the channels it may no longer subscribe
+   * to. Those do not take places in `limit`: while the store had more than was asked and some were
+   * left out, it is asked again for more (four times as many, up to {@link LIST_MAX}), each
+   * channel decided once; at most LIST_MAX rule decisions per request, as a list of LIST_MAX costs.
+   */
   async onChannels(conn: Connection, frame: ClientFrameOf<'channels'>): Promise<void> {
-    if (conn.userId === undefined) throw new RealtimeError('RT_003', 'an anonymous connection has no channel list')
-    const listed = await this.forUser(conn.userId, { limit: frame.limit })
+    const userId = conn.userId
+    if (userId === undefined) throw new RealtimeError('RT_003', 'an anonymous connection has no channel list')
+    const limit = Math.max(1, Math.min(Math.floor(frame.limit ?? 100), LIST_MAX))
     const may = async (name: string): Promise<boolean> => {
       try {
         const resolved = this.host.subscriptions.resolve(name)
@@ -46,14 +56,26 @@ export class UserChannels {
         return false // no pattern matches it any more, or the rule failed: not listed
       }
     }
-    // The app's rules decide, AUTHORIZE_AT_ONCE at a time (a list of 500 is not 500 calls at once).
-    const allowed: boolean[] = []
-    for (let i = 0; i < listed.length; i += AUTHORIZE_AT_ONCE) allowed.push(...(await Promise.all(listed.slice(i, i + AUTHORIZE_AT_ONCE).map((e) => may(e.name)))))
+    const decided = new Map<string, boolean>()
+    let asked = limit
+    let kept: ConsumerChannel[]
+    for (;;) {
+      const listed = await this.forUser(userId, { limit: asked })
+      // The app's rules decide, AUTHORIZE_AT_ONCE at a time (a list of 500 is not 500 calls at once).
+      const fresh = [...new Set(listed.map((e) => e.name).filter((name) => !decided.has(name)))]
+      for (let i = 0; i < fresh.length; i += AUTHORIZE_AT_ONCE) {
+        const batch = fresh.slice(i, i + AUTHORIZE_AT_ONCE)
+        const answers = await Promise.all(batch.map(may))
+        batch.forEach((name, j) => decided.set(name, answers[j]!))
+      }
+      kept = listed.filter((e) => decided.get(e.name) === true).slice(0, limit)
+      if (kept.length >= limit || listed.length < asked || asked >= LIST_MAX) break
+      asked = Math.min(LIST_MAX, asked * 4)
+    }
     const budget = this.host.options.limits.maxReplyBytes - 512
     const channels: ConsumerChannel[] = []
     let bytes = 0
-    for (const [i, entry] of listed.entries()) {
-      if (!allowed[i]) continue
+    for (const entry of kept) {
       const item: ConsumerChannel = {
         name: entry.name,
         unread: entry.unread,
