@@ -371,6 +371,29 @@ describe('history and recovery', () => {
     await rejectsWith(alice.request({ type: 'history', channel: 'live:x', limit: 5 }), 'RT_004')
   })
 
+  it('history and search leave out messages whose publish excluded the reader’s user; a client reads back its own (no-echo) publishes', async () => {
+    const t = makeHub()
+    await t.hub.publish('chat:ex', 'm', { text: 'for all' })
+    await t.hub.publish('chat:ex', 'm', { text: 'surprise party for bob' }, { exclude: { users: ['bob'] } })
+    const bob = await t.connect({ userId: 'bob' })
+    const alice = await t.connect({ userId: 'alice' })
+    await alice.subscribe('chat:ex')
+    await alice.publish('chat:ex', 'm', { text: 'party plan from alice' })
+    await t.hub.publish('chat:ex', 'm', { text: 'party hats' }, { exclude: { users: ['bob'] } })
+    const forBob = await bob.request<ServerFrameOf<'history'>>({ type: 'history', channel: 'chat:ex', limit: 10 })
+    expect(forBob.messages.map((m) => (m.data as { text: string }).text)).toEqual(['for all', 'party plan from alice'])
+    // the page covers what it left out: paging on from its position finds nothing more
+    expect(forBob.position.offset).toBe(4)
+    const paged = await bob.request<ServerFrameOf<'history'>>({ type: 'history', channel: 'chat:ex', since: { epoch: forBob.position.epoch, offset: 2 }, limit: 10 })
+    expect(paged.messages.map((m) => m.offset)).toEqual([3])
+    expect(paged.position.offset).toBe(4)
+    const forAlice = await alice.request<ServerFrameOf<'history'>>({ type: 'history', channel: 'chat:ex', limit: 10 })
+    expect(offsetsOf(forAlice.messages)).toEqual([1, 2, 3, 4])
+    const search = (c: MemoryClient) => c.search('chat:ex', 'party').then((found) => found.map((m) => m.offset))
+    expect(await search(bob)).toEqual([3])
+    expect(await search(alice)).toEqual([4, 3, 2])
+  })
+
   it('server side: hub.channel(name).history()', async () => {
     const t = makeHub()
     for (let n = 1; n <= 5; n++) await t.hub.publish('chat:srv', 'm', { n })

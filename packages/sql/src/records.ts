@@ -1,7 +1,7 @@
 import { type Revision, type ReviseResult, type StoredMessage, searchWords } from '@tidings/core'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { tables } from './names.js'
-import { M_MESSAGE_COLUMNS, type MessageRow, NUL, num, toMessage } from './rows.js'
+import { M_MESSAGE_COLUMNS, type MessageRow, jsonbRefuses, num, toMessage } from './rows.js'
 import type { ChannelDescription, EraseResult, MessageVersion, Receipt, UserChannel } from './store.js'
 
 /**
@@ -53,7 +53,7 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     if (!Number.isSafeInteger(offset) || offset < 1) return undefined
     const remove = revision.deleted === true
     const json = remove ? null : (JSON.stringify(revision.data) ?? 'null')
-    const jsonb = json !== null && !json.includes(NUL) ? json : null
+    const jsonb = json !== null && !jsonbRefuses(json) ? json : null
     const { rows } = await sql<MessageRow>`
       UPDATE ${t.messages} m SET data = ${jsonb}::jsonb, data_json = ${json !== null && jsonb === null ? json : null}, version = m.version + 1,
         ${remove ? sql`deleted_at = ${now}::bigint` : sql`edited_at = ${now}::bigint`}

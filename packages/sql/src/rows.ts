@@ -24,8 +24,11 @@ export const MESSAGE_COLUMNS = sql.raw('seq, id, event, data, data_json, sender,
 /** The same, of a table aliased `m`. */
 export const M_MESSAGE_COLUMNS = sql.raw('m.seq, m.id, m.event, m.data, m.data_json, m.sender, m.ts, m.exclude, m.revises, m.version, m.deleted_at')
 
-/** Data that jsonb refuses (a string holding U+0000) is kept as text in `data_json`. */
-export const NUL = '\\u0000'
+/**
+ * Whether jsonb refuses this JSON text: a string holding U+0000, or a lone surrogate (which
+ * `JSON.stringify` writes as a `\ud800`–`\udfff` escape). Such data is kept as text in `data_json`.
+ */
+export const jsonbRefuses = (json: string): boolean => /\\u(?:0000|d[89a-f])/.test(json)
 
 /** A bigint/numeric column as a number (null: 0). */
 export const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))

@@ -7,7 +7,7 @@ import { migrate } from './migrations/index.js'
 import { type SchemaContext, schemaContext, tables } from './names.js'
 import { createRecords } from './records.js'
 import { type DatabaseStore, storeLifecycle } from './lifecycle.js'
-import { MESSAGE_COLUMNS, type MessageRow, NUL, num, revisesColumn, toMessage } from './rows.js'
+import { MESSAGE_COLUMNS, type MessageRow, jsonbRefuses, num, revisesColumn, toMessage } from './rows.js'
 
 /** What the seed-002 columns of a channel row say about it (filled on the channel's first append). */
 export interface ChannelDescription {
@@ -292,7 +292,7 @@ export function createSqlStore(options: SqlStoreOptions): SqlStore {
       const retention: Retention = last.options.retention
       let newLow = low
       if (fresh.length > 0) {
-        const jsonb = (p: Pending) => (p.json.includes(NUL) ? null : p.json)
+        const jsonb = (p: Pending) => (jsonbRefuses(p.json) ? null : p.json)
         const cols = {
           seq: fresh.map((f) => f.seq),
           id: fresh.map((f) => f.p.input.id),

@@ -86,6 +86,14 @@ export function optionalMethodTests<S extends MessageStore>(ctx: StoreSuite<S>, 
         expect(stored).toMatchObject({ version: 11, data: top.message.data })
       }, timeout)
 
+      it('a revision holding a NUL character or lone surrogates reads back exactly', async () => {
+        const ch = fresh('odd-data')
+        await appendN(ch, 1)
+        const data = { text: 'a\u0000b', high: '\ud800', low: 'x\udfffy' }
+        expect((await revise(ch, 1, { data }))?.message.data).toEqual(data)
+        expect((await read(ch, 0)).messages[0]?.data).toEqual(data)
+      }, timeout)
+
       it('keeps a revision event’s `revises` as appended', async () => {
         const ch = fresh('revises')
         await append(ch, msg(1))

@@ -585,6 +585,7 @@ export function storeConformance<S extends MessageStore>(name: string, makeStore
         ['null', null],
         ['unicode', 'héllo wörld – 中文 – 😀🎉👍🏽 – \u001f "quotes" \\ \n\t'],
         ['a string with a NUL character', 'a\u0000b'],
+        ['lone surrogates', { high: 'a\ud800b', low: '\udfff', pair: '😀' }],
         ['unicode keys', { ключ: 'значение', 'emoji😀': ['ü'], 'a.b': 1, '': 'empty key' }],
         ['an empty object', {}],
         ['an empty array', []],

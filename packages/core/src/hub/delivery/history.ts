@@ -20,6 +20,13 @@ export interface HistoryHost {
 }
 
 /**
+ * A message whose publish excluded the reader's user (`exclude: { users }`) is not in its history
+ * or search results, as it was not in its replays. Connection exclusions are not applied here: a
+ * client's own publishes exclude its connection (no echo), and it reads them back like any other.
+ */
+const hiddenFrom = (m: StoredMessage, conn: Connection): boolean => conn.userId !== undefined && m.exclude?.users?.includes(conn.userId) === true
+
+/**
  * History on demand: the newest messages or pages from a position, read by anyone the channel's
  * history rule allows (the subscribe rule when it has none), each reply within `limits.maxReplyBytes` (a page that would pass it ends early with
  * `complete: false`).
@@ -43,7 +50,13 @@ export class History {
     const messages: MessageFrame[] = []
     let bytes = 0
     let cut = false
+    /** The last offset this page covers (messages left out for this reader included). */
+    let covered: number | undefined
     for (const m of result.messages) {
+      if (hiddenFrom(m, conn)) {
+        covered = m.offset
+        continue
+      }
       const f = storedToFrame(m)
       const size = wireLength(conn.codec.encode(f)) + 1
       if (messages.length > 0 && bytes + size > budget) {
@@ -52,13 +65,14 @@ export class History {
       }
       messages.push(f)
       bytes += size
+      covered = m.offset
     }
     this.host.fanout.sendFrame(conn, {
       type: 'history',
       id: frame.id,
       channel: frame.channel,
       messages,
-      position: { epoch: result.epoch, offset: messages.at(-1)?.offset ?? frame.since?.offset ?? result.top },
+      position: { epoch: result.epoch, offset: covered ?? frame.since?.offset ?? result.top },
       top: result.top,
       complete: result.complete && !cut,
     })
@@ -74,6 +88,7 @@ export class History {
     const messages: MessageFrame[] = []
     let bytes = 0
     for (const m of found) {
+      if (hiddenFrom(m, conn)) continue
       const f = storedToFrame(m)
       bytes += wireLength(conn.codec.encode(f)) + 1
       // Newest first: a reply over its byte budget ends early (page on with `before`).
