@@ -25,9 +25,13 @@ export function wordsOf(text: string): string[] {
   return folded(text).match(WORD) ?? []
 }
 
-/** The distinct words of a query (none: nothing matches). */
-export function searchWords(query: string): string[] {
-  return [...new Set(wordsOf(query))]
+/**
+ * The distinct words of a query (none: nothing matches), lower-cased. With `{ fold: false }` they
+ * keep their case (still in normal form C), for a database that folds them itself with the same
+ * rules as the text it compares them with (PostgreSQL's `plainto_tsquery`).
+ */
+export function searchWords(query: string, o: { readonly fold?: boolean } = {}): string[] {
+  return [...new Set(o.fold === false ? (query.normalize('NFC').match(WORD) ?? []) : wordsOf(query))]
 }
 
 /**

@@ -1,4 +1,4 @@
-import { type Revision, type ReviseResult, type StoredMessage, searchWords } from '@tidings/core'
+import { RealtimeError, type Revision, type ReviseResult, type StoredMessage, searchWords } from '@tidings/core'
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import type { tables } from './names.js'
 import { M_MESSAGE_COLUMNS, type MessageRow, jsonbRefuses, num, toMessage } from './rows.js'
@@ -22,6 +22,16 @@ export interface RecordsContext {
 
 /** Offsets one search looks at, at most (older ones: page on with `before`), as the memory and Redis stores. */
 const SEARCH_SCAN = 10_000
+/**
+ * Messages larger than this (bytes, as measured at append) are not searched: PostgreSQL refuses a
+ * text whose distinct words pass 1 MB (`string is too long for tsvector`), which would fail every
+ * search of the channel.
+ */
+export const SEARCH_MAX_MESSAGE_BYTES = 512 * 1024
+/** Words of one query at most (a longer query is refused: PostgreSQL's tsquery has a size limit). */
+const SEARCH_MAX_WORDS = 1_000
+/** PostgreSQL indexes no word longer than this: a query holding one matches nothing. */
+const LONGEST_INDEXED_WORD = 2_047
 
 export function createRecords({ db, t, ready, searchConfig, describe, wallClock }: RecordsContext) {
   /**
@@ -103,16 +113,25 @@ export function createRecords({ db, t, ready, searchConfig, describe, wallClock 
     if (!(limit >= 1)) return []
     const before = o.before !== undefined && Number.isFinite(o.before) ? Math.ceil(o.before) : undefined
     // Words, never operators: the query's words (as every store splits them) joined with AND by
-    // plainto_tsquery, so `-word`, `or` and quotes are words like any other.
-    const words = searchWords(query)
-    if (words.length === 0) return []
+    // plainto_tsquery, so `-word`, `or` and quotes are words like any other. PostgreSQL folds the
+    // case of the data (and of the query) by the database's locale, which under `C` leaves letters
+    // beyond ASCII alone: so the words as given, and lower-cased as every store folds them, each
+    // find a message ("école" finds "école"; "ÉCOLE" finds "ÉCOLE" too).
+    const words = searchWords(String(query), { fold: false })
+    if (words.length === 0 || words.some((w) => w.length > LONGEST_INDEXED_WORD)) return []
+    if (words.length > SEARCH_MAX_WORDS) throw new RealtimeError('RT_007', `a search query has at most ${SEARCH_MAX_WORDS} words`)
+    const given = words.join(' ')
+    const folded = searchWords(given).join(' ')
     const { rows } = await sql<MessageRow>`
       SELECT ${M_MESSAGE_COLUMNS}
       FROM ${t.channels} c ${liveLow(o.now)} JOIN ${t.messages} m ON m.channel = c.name
+        -- CASE: a message too large to search is never made into a tsvector (AND has no order)
+        CROSS JOIN LATERAL (SELECT CASE WHEN m.size <= ${SEARCH_MAX_MESSAGE_BYTES} AND m.data IS NOT NULL
+          THEN jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) ELSE ''::tsvector END AS v) d
       WHERE c.name = ${channel} AND m.seq > l.low AND m.seq <= c.top AND m.deleted_at IS NULL AND m.revises IS NULL AND m.data IS NOT NULL
         ${before !== undefined ? sql`AND m.seq < ${before}::bigint` : sql``}
         AND m.seq > ${before !== undefined ? sql`LEAST(${before}::bigint, c.top + 1)` : sql`c.top + 1`} - ${SEARCH_SCAN + 1}
-        AND jsonb_to_tsvector(${config}::regconfig, m.data, '["string"]'::jsonb) @@ plainto_tsquery(${config}::regconfig, ${words.join(' ')})
+        AND (d.v @@ plainto_tsquery(${config}::regconfig, ${given})${folded !== given ? sql` OR d.v @@ plainto_tsquery(${config}::regconfig, ${folded})` : sql``})
       ORDER BY m.seq DESC LIMIT ${limit}`.execute(db)
     return rows.map((r) => toMessage(channel, r))
   }

@@ -189,6 +189,19 @@ export function storeExtras(label: string, database: () => Kysely<any>, options:
       await store.close()
     })
 
+    it('a message too large to search (over 512 KiB: PostgreSQL refuses a tsvector of its 100,000 distinct words) is passed over; the channel stays searchable, in either case', async () => {
+      const store = open()
+      const ch = fresh('search-huge')
+      await append(store, ch, 1, { data: { text: 'needle in a small message, École' } })
+      const words = Array.from({ length: 100_000 }, (_, i) => `w${i.toString(36)}x${(i * 7919).toString(36)}`).join(' ')
+      await append(store, ch, 2, { data: { text: `needle ${words}` } })
+      await append(store, ch, 3, { data: { text: 'another needle' } })
+      expect((await store.search(ch, 'needle', { now: T0 })).map((m) => m.offset)).toEqual([3, 1])
+      expect((await store.search(ch, 'NEEDLE', { now: T0 })).map((m) => m.offset)).toEqual([3, 1])
+      expect((await store.search(ch, 'École', { now: T0 })).map((m) => m.offset)).toEqual([1])
+      await store.close()
+    })
+
     it('search finds words in the string values of a channel’s retained, undeleted messages, newest first, within the channel only', async () => {
       const store = open()
       const ch = fresh('search')
