@@ -330,6 +330,19 @@ describe('revisions across nodes', () => {
 })
 
 describe('search of a channel’s history', () => {
+  it('client searches are budgeted per node, every client together (limits.searchesPerSecond): past it RT_006 with retryAfterMs; server code is not counted', async () => {
+    await using t = createTestHub({ channels: CHAT, limits: { searchesPerSecond: 3 } })
+    const [ada, bob] = [await t.connect({ userId: 'ada' }), await t.connect({ userId: 'bob' })]
+    await ada.publish('chat:1', 'say', { text: 'find me' })
+    for (const c of [ada, bob, ada]) expect(await c.search('chat:1', 'find')).toHaveLength(1)
+    const err = await rejection(bob.search('chat:1', 'find'))
+    expect(err.code).toBe('RT_006')
+    expect(err.details?.retryAfterMs).toBeGreaterThan(0)
+    expect(await t.hub.channel('chat:1').search('find')).toHaveLength(1)
+    await t.advance(1_000)
+    expect(await bob.search('chat:1', 'find')).toHaveLength(1)
+  })
+
   it('finds messages as they are now (edited words, never deleted ones), newest first, pages with before', async () => {
     await using t = createTestHub({ channels: CHAT })
     const ada = await t.connect({ userId: 'ada' })

@@ -65,6 +65,12 @@ export interface HubLimits {
    */
   readonly maxReplyBytes?: number
   /**
+   * Client searches of channel histories (`search` frames) this node runs per second, all
+   * clients together (token bucket; one search reads up to 10,000 messages): past it `RT_006`
+   * with `details.retryAfterMs`. Server code (`hub.channel(name).search`) is not counted. Default 50.
+   */
+  readonly searchesPerSecond?: number
+  /**
    * Subscriptions per user across all of the user's connections on this node: a number, or a
    * function of the identity (tiers, e.g. free 3, paid 10). Default: no limit beyond `maxSubscriptions`.
    */
@@ -262,6 +268,7 @@ export function resolveHubOptions(o: HubOptions): ResolvedHubOptions {
       slowConsumer: o.limits?.slowConsumer ?? 'disconnect',
       maxDepth: positiveInt(o.limits?.maxDepth, 32, 'limits.maxDepth'),
       maxReplyBytes: positiveInt(o.limits?.maxReplyBytes, 1024 * 1024, 'limits.maxReplyBytes'),
+      searchesPerSecond: positiveInt(o.limits?.searchesPerSecond, 50, 'limits.searchesPerSecond'),
       maxSubscriptionsPerUser: o.limits?.maxSubscriptionsPerUser,
       channelPublishesPerMinute: o.limits?.channelPublishesPerMinute,
       ruleTimeoutMs: positiveInt(o.limits?.ruleTimeoutMs, 10_000, 'limits.ruleTimeoutMs'),

@@ -8,6 +8,7 @@ import type { ResolvedChannel } from '../channels.js'
 import { retentionOf } from '../publish.js'
 import type { RoomRegistry } from '../rooms.js'
 import { storedToFrame } from '../routing.js'
+import { type Bucket, fullBucket, retryAfterMs, takeToken } from '../rate-limit.js'
 import type { SubscriptionService } from '../subscriptions.js'
 
 /** What history reads need from the hub. */
@@ -32,7 +33,12 @@ const hiddenFrom = (m: StoredMessage, conn: Connection): boolean => conn.userId 
  * `complete: false`).
  */
 export class History {
-  constructor(private readonly host: HistoryHost) {}
+  /** Client searches this node runs, all clients together (`limits.searchesPerSecond`). */
+  private readonly searches: Bucket
+
+  constructor(private readonly host: HistoryHost) {
+    this.searches = fullBucket(host.options.limits.searchesPerSecond, host.clock.now())
+  }
 
   async onHistory(conn: Connection, frame: ClientFrameOf<'history'>): Promise<void> {
     const resolved = this.host.subscriptions.resolve(frame.channel)
@@ -80,6 +86,10 @@ export class History {
 
   /** A client's `search`: who may read the channel's history may search it. */
   async onSearch(conn: Connection, frame: ClientFrameOf<'search'>): Promise<void> {
+    const rate = this.host.options.limits.searchesPerSecond
+    if (!takeToken(this.searches, rate, this.host.clock.now())) {
+      throw new RealtimeError('RT_006', 'too many searches on this server: retry later', { retryAfterMs: retryAfterMs(this.searches, rate) })
+    }
     const resolved = this.host.subscriptions.resolve(frame.channel)
     const denied = await this.host.subscriptions.authorize(conn, 'history', frame.channel, resolved, this.host.rooms.rooms.get(frame.channel), undefined)
     if (denied) throw new RealtimeError('RT_003', denied)
