@@ -163,15 +163,9 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
       path: '/channels/:id/history',
       scope: 'read',
       run: async ({ res, params, query }) => {
-        const after = query.get('after')
-        const limit = query.get('limit')
-        const int = (v: string | null, name: string, min: number, max: number) => {
-          if (v === null) return undefined
-          const n = Number(v)
-          if (!Number.isInteger(n) || n < min || n > max) throw new RealtimeError('RT_007', `${name} must be an integer from ${min} to ${max}`)
-          return n
-        }
-        const h = await hub.channel(channelParam(params.id!)).history({ after: int(after, 'after', 0, Number.MAX_SAFE_INTEGER), limit: int(limit, 'limit', 1, 1000) })
+        const after = intQuery(query, 'after', 0, Number.MAX_SAFE_INTEGER)
+        const limit = intQuery(query, 'limit', 1, 1000)
+        const h = await hub.channel(channelParam(params.id!)).history({ after, limit })
         sendJson(res, 200, h)
       },
     },
@@ -220,6 +214,16 @@ export function createAdminApi(hub: Hub, keys: ApiKeys | undefined, maxBodyBytes
         const limit = intQuery(query, 'limit', 1, USER_CHANNELS_LIMIT_MAX)
         const channels = await hub.channels.forUser(userId, limit !== undefined ? { limit } : {})
         sendJson(res, 200, { channels })
+      },
+    },
+    {
+      method: 'POST',
+      path: '/users/:id/erase',
+      scope: 'admin',
+      run: async ({ res, params }) => {
+        const userId = userIdOf(decodeParam(params.id!), 'user id')
+        const erased = await hub.eraseUser(userId)
+        sendJson(res, 200, { messages: erased.messages, cursors: erased.cursors, keys: erased.keys })
       },
     },
     {

@@ -125,6 +125,19 @@ export function openApiDocument(prefix: string): Record<string, unknown> {
           }),
         },
       },
+      '/users/{id}/erase': {
+        post: {
+          summary: 'Erase one user (GDPR): its messages become tombstones, its cursors and idempotency records go, every node forgets its analytics (`hub.eraseUser`)',
+          description: 'Scope `admin`. No body. 400 `RT_007` for a bad user id or a store that cannot erase (the Redis store). Connections stay open: `DELETE /users/{id}/connections` first.',
+          parameters: [userId],
+          responses: responses({
+            200: {
+              description: 'What was erased',
+              content: { 'application/json': { schema: { type: 'object', required: ['messages', 'cursors', 'keys'], properties: { messages: { type: 'integer' }, cursors: { type: 'integer' }, keys: { type: 'integer' } } } } },
+            },
+          }),
+        },
+      },
       '/broadcast': { post: { summary: 'Broadcast to all, users, connections or channels', requestBody: { required: true, content: json(broadcastBody) }, responses: responses(okJson('`{ messageIds, recipients }`')) } },
       '/connections': {
         get: {
