@@ -63,6 +63,8 @@ const ROUTES: Route[] = [
   { method: 'DELETE', path: '/channels/public:news/messages/1', scope: 'publish' },
   { method: 'GET', path: '/channels/public:news/search?q=hello', scope: 'read' },
   { method: 'GET', path: '/users/u1/channels', scope: 'read' },
+  // GDPR erasure.
+  { method: 'POST', path: '/users/u1/erase', scope: 'admin' },
 ]
 
 const call = (base: string, r: Route, headers: Record<string, string>) =>
